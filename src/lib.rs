@@ -1,1 +1,44 @@
+//! ringcast: a horizontally sharded WebSocket messaging server.
+//!
+//! # Layout
+//! - `config`: flags, env twins and TOML file merged into a validated [`Config`].
+//! - `auth`: JWT validation with a pinned algorithm; token minting.
+//! - `server`: [`run`], the accept loops and the shutdown sequence.
+//! - `http`: health, `/metrics`, and the WebSocket upgrade (origin, token).
+//! - `session`: one client connection's reader: limits, parsing, dispatch.
+//! - `writer`: one client connection's writer: batched vectored writes, pings, closes.
+//! - `conn`: the shared half of a connection: the bounded [`conn::Outbox`], rooms, identity.
+//! - `protocol`: the client envelope and typed requests, parsed in place with simd-json.
+//! - `frames`: server frames, rendered once into shared `Bytes`.
+//! - `route`: the edge↔owner interface ([`route::OwnerOp`], [`route::EdgeMsg`]).
+//! - `owner`: the rooms this node owns: seq, epoch, history, members, fan-out per node.
+//! - `hub`: this node's connections and their local fan-out.
+//! - `node`: [`Node`], everything a process holds, and the router to owners.
+//! - `room`, `ids`, `time`, `close`, `metrics`: names and rules, identifiers, clocks,
+//!   close codes, metric declarations.
 
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod auth;
+pub mod close;
+pub mod config;
+pub mod conn;
+pub mod frames;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod metrics;
+pub mod node;
+pub mod owner;
+pub mod protocol;
+pub mod room;
+pub mod route;
+pub mod server;
+pub mod session;
+pub mod time;
+pub mod writer;
+
+pub use config::Config;
+pub use node::Node;
+pub use server::run;

@@ -1,1 +1,223 @@
-fn main() {}
+//! The `ringcast` binary: parses the command line, sets up logs and metrics, binds the
+//! listeners and runs the node. Bad configuration exits 64 with one line.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use ringcast::auth::{self, Claims, KeyConfig};
+use ringcast::config::{self, ConfigError, ServeArgs, EX_USAGE};
+use ringcast::{Config, Node};
+
+#[derive(Parser)]
+#[command(name = "ringcast", version, about = "A horizontally sharded WebSocket messaging server")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand, `ringcast` runs `serve` with these flags.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node
+    Serve(ServeArgs),
+    /// Print a signed client token
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// user id (the `sub` claim)
+    #[arg(long)]
+    sub: String,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// display name
+    #[arg(long)]
+    name: Option<String>,
+    /// comma-separated roles (admin, moderator)
+    #[arg(long)]
+    roles: Option<String>,
+    /// comma-separated group ids
+    #[arg(long)]
+    groups: Option<String>,
+    /// lifetime such as 90s, 15m, 1h, 7d
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// HS256 key
+    #[arg(long, env = "RINGCAST_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM private key for RS256, ES256 or EdDSA
+    #[arg(long, env = "RINGCAST_JWT_PRIVATE_KEY")]
+    jwt_private_key: Option<std::path::PathBuf>,
+    #[arg(long, env = "RINGCAST_JWT_ALG")]
+    jwt_alg: Option<String>,
+    /// TOML file to read jwt-secret from
+    #[arg(long, env = "RINGCAST_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = err.to_string();
+            let line = text.lines().next().unwrap_or("bad command line").trim_start_matches("error: ");
+            return usage_error(&ConfigError::new(line.to_string()));
+        }
+    };
+    match cli.command {
+        Some(Command::Token(args)) => token(args),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn usage_error(err: &ConfigError) -> ExitCode {
+    eprintln!("ringcast: {err}");
+    ExitCode::from(EX_USAGE as u8)
+}
+
+fn token(args: TokenArgs) -> ExitCode {
+    let result = (|| -> Result<String, ConfigError> {
+        let mut secret = args.jwt_secret.clone();
+        if secret.is_none() && args.jwt_private_key.is_none() {
+            if let Some(path) = &args.config {
+                let file = ServeArgs { config: Some(path.clone()), ..Default::default() }.merge_file()?;
+                secret = file.jwt_secret;
+            }
+        }
+        let key = KeyConfig::from_options(secret.as_deref(), None, args.jwt_alg.as_deref(), args.jwt_private_key.as_deref())?
+            .ok_or_else(|| ConfigError::new("token needs --jwt-secret or --jwt-private-key"))?;
+        if !auth::is_valid_id(&args.sub) {
+            return Err(ConfigError::new("--sub must be 1-128 chars of [A-Za-z0-9_.:@-]"));
+        }
+        let ttl = config::parse_duration(&args.ttl)?;
+        let now = auth::now_secs();
+        let claims = Claims {
+            sub: args.sub.clone(),
+            exp: now + ttl.as_secs(),
+            nbf: None,
+            iat: Some(now),
+            tenant: args.tenant.clone(),
+            name: args.name.clone(),
+            roles: args.roles.as_deref().map(config::split_list).unwrap_or_default(),
+            groups: args.groups.as_deref().map(config::split_list).unwrap_or_default(),
+        };
+        auth::mint(&key, &claims)
+    })();
+    match result {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => usage_error(&err),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(err) => return usage_error(&err),
+    };
+    init_tracing(config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ringcast: cannot start runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve_async(config))
+}
+
+async fn serve_async(config: Config) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => return usage_error(&ConfigError::new(format!("cannot listen on {}: {err}", config.listen))),
+    };
+    let admin_listener = match config.admin_listen {
+        None => None,
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(err) => return usage_error(&ConfigError::new(format!("cannot listen on {addr}: {err}"))),
+        },
+    };
+    let metrics_handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    let local_addr = listener.local_addr().map(|addr| addr.to_string()).unwrap_or_default();
+    let dev_token = if config.dev { dev_token(&config) } else { None };
+    let node = match Node::new(config, metrics_handle) {
+        Ok(node) => Arc::new(node),
+        Err(err) => return usage_error(&err),
+    };
+    // Machine-readable start line: tests and scripts wait for it.
+    println!("ringcast listening on {local_addr}");
+    if let Some(admin_listener) = &admin_listener {
+        if let Ok(addr) = admin_listener.local_addr() {
+            println!("ringcast admin listening on {addr}");
+        }
+    }
+    if let (Some((secret, token)), true) = (dev_token, node.config.dev) {
+        println!("ringcast: no --jwt-secret given: development mode with a generated key (never in production)");
+        println!("ringcast: jwt secret: {secret}");
+        println!("ringcast: token for user 'dev' (24h): {token}");
+        println!("ringcast: try: websocat 'ws://{local_addr}/v1/ws?token={token}'");
+    }
+    tracing::info!(node_id = %node.id, listen = %local_addr, "ringcast started");
+    let drained = ringcast::run(node, listener, admin_listener, shutdown_signal()).await;
+    tracing::info!(drained, "ringcast stopped");
+    ExitCode::SUCCESS
+}
+
+fn dev_token(config: &Config) -> Option<(String, String)> {
+    let KeyConfig::Hs256(secret) = &config.key else { return None };
+    let now = auth::now_secs();
+    let claims = Claims {
+        sub: "dev".into(),
+        exp: now + 86_400,
+        nbf: None,
+        iat: Some(now),
+        tenant: None,
+        name: Some("Developer".into()),
+        roles: vec![],
+        groups: vec![],
+    };
+    let token = auth::mint(&config.key, &claims).ok()?;
+    Some((String::from_utf8_lossy(secret).into_owned(), token))
+}
+
+/// Resolves on SIGTERM (Kubernetes starts a graceful shutdown with it) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(terminate) => terminate,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,284 @@
+//! The shared half of a client connection: its bounded outbound queue ([`Outbox`]), its
+//! identity and the rooms it is in. The session task reads, the writer task drains the
+//! outbox, and owners and the hub push into it from any thread without waiting.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::auth::Identity;
+use crate::close::Disconnect;
+use crate::room::RoomKey;
+
+/// The node-local number of a connection; the cluster-wide id is `{node_id}-{ConnId}`.
+pub type ConnId = u64;
+
+/// A frame waiting in an outbox.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A JSON text frame, shared with every other recipient.
+    Text(Bytes),
+    Ping,
+    Pong(Bytes),
+}
+
+/// What a push into an outbox did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The queue was full: the connection is now closing as a slow consumer.
+    Overflow,
+    /// The connection is closing; the frame was dropped.
+    Closed,
+}
+
+/// A bounded queue of frames plus the close that ends it.
+///
+/// A full queue never blocks or grows: the push that finds it full turns the connection into
+/// a slow consumer (close 4009) and drops what was queued, so a room never waits for one
+/// reader.
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    /// Wakes the writer: new frames or a close.
+    wake: Notify,
+    /// Wakes a writer stuck in a socket write: give up on this connection now.
+    abort: Notify,
+    capacity: usize,
+}
+
+struct OutboxState {
+    frames: VecDeque<Outgoing>,
+    close: Option<Disconnect>,
+}
+
+/// What the writer takes out of the outbox in one go.
+pub struct Batch {
+    pub frames: VecDeque<Outgoing>,
+    pub close: Option<Disconnect>,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        Outbox {
+            state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None }),
+            wake: Notify::new(),
+            abort: Notify::new(),
+            capacity,
+        }
+    }
+
+    pub fn push(&self, frame: Outgoing) -> Pushed {
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return Pushed::Closed;
+        }
+        if state.frames.len() >= self.capacity {
+            state.frames = VecDeque::new();
+            state.close = Some(Disconnect::SLOW_CONSUMER);
+            drop(state);
+            self.wake.notify_one();
+            self.abort.notify_one();
+            return Pushed::Overflow;
+        }
+        state.frames.push_back(frame);
+        let was_empty = state.frames.len() == 1;
+        drop(state);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Pushed::Queued
+    }
+
+    pub fn push_text(&self, frame: Bytes) -> Pushed {
+        self.push(Outgoing::Text(frame))
+    }
+
+    /// Closes the connection with `disconnect` after the frames already queued (the first
+    /// close wins).
+    pub fn close(&self, disconnect: Disconnect) {
+        let mut state = self.state.lock();
+        if state.close.is_none() {
+            state.close = Some(disconnect);
+            drop(state);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Ends the connection at once: queued frames are dropped and a writer blocked on the
+    /// socket gives up (the peer is gone or not reading).
+    pub fn abort(&self, disconnect: Disconnect) {
+        let mut state = self.state.lock();
+        state.frames.clear();
+        if state.close.is_none() {
+            state.close = Some(disconnect);
+        }
+        drop(state);
+        self.wake.notify_one();
+        self.abort.notify_one();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.state.lock().close.is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.state.lock().frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes every queued frame and the close, if one was asked for.
+    pub fn take(&self) -> Batch {
+        let mut state = self.state.lock();
+        Batch { frames: std::mem::take(&mut state.frames), close: state.close }
+    }
+
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    pub async fn aborted(&self) {
+        self.abort.notified().await
+    }
+}
+
+/// Counts failed requests in a sliding window (PROTOCOL.md §1: 50 within 60 s closes 1008).
+pub struct ErrorWindow {
+    times: VecDeque<Instant>,
+}
+
+impl ErrorWindow {
+    pub fn new() -> Self {
+        ErrorWindow { times: VecDeque::new() }
+    }
+
+    /// Records one error; true when `limit` errors fell within `window`.
+    pub fn record(&mut self, limit: u32, window: Duration) -> bool {
+        let now = Instant::now();
+        while self.times.front().is_some_and(|oldest| now.duration_since(*oldest) > window) {
+            self.times.pop_front();
+        }
+        self.times.push_back(now);
+        if self.times.len() > limit as usize {
+            self.times.pop_front();
+        }
+        self.times.len() >= limit as usize
+    }
+}
+
+impl Default for ErrorWindow {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where a connection came from, for logs and the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct ConnMeta {
+    pub remote_addr: String,
+    pub user_agent: Option<String>,
+    pub origin: Option<String>,
+    pub connected_at_ms: u64,
+}
+
+/// Room membership of a connection as its edge sees it.
+pub struct ConnRooms {
+    /// Rooms joined or being joined. A join is added before it is sent to the owner, so
+    /// that a connection closing meanwhile still leaves the room.
+    pub rooms: HashSet<RoomKey>,
+    /// Set once the connection is gone; the hub adds nothing to a closed connection.
+    pub closed: bool,
+}
+
+/// The shared state of one client connection.
+pub struct Conn {
+    pub id: ConnId,
+    pub outbox: Outbox,
+    identity: Mutex<Option<Arc<Identity>>>,
+    pub rooms: Mutex<ConnRooms>,
+    pub errors: Mutex<ErrorWindow>,
+    /// Milliseconds since `started` of the last inbound frame.
+    last_activity_ms: AtomicU64,
+    started: Instant,
+    /// Wakes the writer when the token (and so its expiry) changes.
+    pub identity_changed: Notify,
+    pub meta: ConnMeta,
+}
+
+impl Conn {
+    pub fn new(id: ConnId, queue_frames: usize, meta: ConnMeta) -> Self {
+        Conn {
+            id,
+            outbox: Outbox::new(queue_frames),
+            identity: Mutex::new(None),
+            rooms: Mutex::new(ConnRooms { rooms: HashSet::new(), closed: false }),
+            errors: Mutex::new(ErrorWindow::new()),
+            last_activity_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            identity_changed: Notify::new(),
+            meta,
+        }
+    }
+
+    pub fn identity(&self) -> Option<Arc<Identity>> {
+        self.identity.lock().clone()
+    }
+
+    pub fn set_identity(&self, identity: Arc<Identity>) {
+        *self.identity.lock() = Some(identity);
+        self.identity_changed.notify_one();
+    }
+
+    pub fn touch(&self) {
+        self.last_activity_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_overflow_turns_into_slow_consumer_close() {
+        let outbox = Outbox::new(2);
+        assert_eq!(outbox.push_text(Bytes::from_static(b"1")), Pushed::Queued);
+        assert_eq!(outbox.push_text(Bytes::from_static(b"2")), Pushed::Queued);
+        assert_eq!(outbox.push_text(Bytes::from_static(b"3")), Pushed::Overflow);
+        assert_eq!(outbox.push_text(Bytes::from_static(b"4")), Pushed::Closed);
+        let batch = outbox.take();
+        assert!(batch.frames.is_empty());
+        assert_eq!(batch.close, Some(Disconnect::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn test_first_close_wins_and_keeps_queue() {
+        let outbox = Outbox::new(8);
+        outbox.push_text(Bytes::from_static(b"a"));
+        outbox.close(Disconnect::UNAUTHORIZED);
+        outbox.close(Disconnect::SHUTDOWN);
+        let batch = outbox.take();
+        assert_eq!(batch.frames.len(), 1);
+        assert_eq!(batch.close, Some(Disconnect::UNAUTHORIZED));
+    }
+
+    #[test]
+    fn test_error_window() {
+        let mut window = ErrorWindow::new();
+        for _ in 0..4 {
+            assert!(!window.record(5, Duration::from_secs(60)));
+        }
+        assert!(window.record(5, Duration::from_secs(60)));
+    }
+}

@@ -1,0 +1,227 @@
+//! The HTTP side of a node: health endpoints, `/metrics`, and the WebSocket upgrade with
+//! origin check and token extraction. No messaging logic lives here.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::auth::AuthError;
+use crate::conn::ConnMeta;
+use crate::metrics;
+use crate::node::Node;
+use crate::session;
+use crate::time;
+
+pub type Body = Full<Bytes>;
+
+/// Which routes a listener serves: the client port serves everything; the admin port
+/// serves health and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Admin,
+}
+
+pub async fn handle(node: Arc<Node>, role: Role, remote: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    let response = match (req.method(), path) {
+        (&Method::GET, "/health") => json(StatusCode::OK, format!(r#"{{"status":"ok","node_id":"{}"}}"#, node.id)),
+        (&Method::GET, "/live") => json(StatusCode::OK, r#"{"status":"live"}"#.to_string()),
+        (&Method::GET, "/ready") => {
+            if node.is_ready() {
+                json(StatusCode::OK, r#"{"status":"ready"}"#.to_string())
+            } else {
+                json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"not_ready"}"#.to_string())
+            }
+        }
+        (&Method::GET, "/metrics") => match &node.metrics {
+            Some(handle) => Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(handle.render())))
+                .unwrap_or_default(),
+            None => error(StatusCode::NOT_FOUND, "metrics are not enabled"),
+        },
+        (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req),
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    };
+    Ok(response)
+}
+
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    json(status, serde_json::json!({ "error": message }).to_string())
+}
+
+/// Checks the upgrade request and hands the connection to a session task.
+fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(req) {
+        metrics::connection_rejected("bad_request");
+        return error(StatusCode::BAD_REQUEST, "websocket upgrade required");
+    }
+    if node.shutdown.is_cancelled() {
+        metrics::connection_rejected("shutdown");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    let headers = req.headers();
+    let origin = header_str(headers, header::ORIGIN);
+    if let (Some(allowed), Some(origin)) = (&node.config.allowed_origins, &origin) {
+        if !allowed.iter().any(|allowed| allowed == origin) {
+            metrics::connection_rejected("origin");
+            return error(StatusCode::FORBIDDEN, "origin not allowed");
+        }
+    }
+    if node.hub.num_connections() >= node.config.max_connections {
+        metrics::connection_rejected("capacity");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
+    }
+    let identity = match token_of(req) {
+        None => None,
+        Some(token) => match node.auth.authenticate(&token) {
+            Ok(identity) => Some(identity),
+            Err(err) => {
+                metrics::connection_rejected("unauthorized");
+                return unauthorized(&err);
+            }
+        },
+    };
+    let meta = ConnMeta {
+        remote_addr: remote.to_string(),
+        user_agent: header_str(req.headers(), header::USER_AGENT),
+        origin,
+        connected_at_ms: time::now_millis(),
+    };
+    let (response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+        Ok(pair) => pair,
+        Err(err) => {
+            metrics::connection_rejected("bad_request");
+            return error(StatusCode::BAD_REQUEST, &format!("bad websocket upgrade: {err}"));
+        }
+    };
+    let node = node.clone();
+    node.tasks.clone().spawn(async move {
+        let websocket = match upgrade_future.await {
+            Ok(websocket) => websocket,
+            Err(err) => {
+                tracing::debug!(error = %err, "upgrade did not complete");
+                return;
+            }
+        };
+        let upgraded = websocket.into_inner().into_inner();
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // Plain TCP: split the socket itself (no lock between the halves). Bytes the
+                // client sent right behind the handshake come first.
+                let (read_half, write_half) = parts.io.into_inner().into_split();
+                let reader = std::io::Cursor::new(parts.read_buf).chain(read_half);
+                session::run(node, reader, write_half, identity, meta).await;
+            }
+            Err(upgraded) => {
+                let (read_half, write_half) = tokio::io::split(TokioIo::new(upgraded));
+                session::run(node, read_half, write_half, identity, meta).await;
+            }
+        }
+    });
+    response.map(|_| Full::new(Bytes::new()))
+}
+
+fn unauthorized(err: &AuthError) -> Response<Body> {
+    let body = serde_json::json!({ "error": "unauthorized", "message": err.to_string() }).to_string();
+    let mut response = json(StatusCode::UNAUTHORIZED, body);
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_string)
+}
+
+/// The token of an upgrade request: `Authorization: Bearer`, then cookie `ringcast_token`,
+/// then query `?token=`.
+fn token_of<B>(req: &Request<B>) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+            return Some(token.trim().to_string());
+        }
+    }
+    for cookies in req.headers().get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else { continue };
+        for cookie in cookies.split(';') {
+            if let Some(token) = cookie.trim().strip_prefix("ringcast_token=") {
+                return Some(token.to_string());
+            }
+        }
+    }
+    let query = req.uri().query()?;
+    query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(percent_decode)
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' if index + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("zz"), 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        index += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(builder: hyper::http::request::Builder) -> Request<()> {
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn test_token_sources_in_order() {
+        let req = request(
+            Request::builder()
+                .uri("/v1/ws?token=q")
+                .header("authorization", "Bearer h")
+                .header("cookie", "a=b; ringcast_token=c"),
+        );
+        assert_eq!(token_of(&req).as_deref(), Some("h"));
+        let req = request(Request::builder().uri("/v1/ws?token=q").header("cookie", "a=b; ringcast_token=c"));
+        assert_eq!(token_of(&req).as_deref(), Some("c"));
+        let req = request(Request::builder().uri("/v1/ws?x=1&token=q%2Ex"));
+        assert_eq!(token_of(&req).as_deref(), Some("q.x"));
+        assert_eq!(token_of(&request(Request::builder().uri("/v1/ws"))), None);
+    }
+
+    #[test]
+    fn test_percent_decode_keeps_bad_escapes() {
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("a%zzb"), "a%zzb");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+}

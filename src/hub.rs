@@ -1,0 +1,149 @@
+//! The edge: this node's registry of its own connections and of the rooms they are in, and
+//! the local fan-out of [`EdgeMsg`]s from owners.
+//!
+//! The hub only ever queues into outboxes; it never calls an owner, so an owner may call it
+//! while holding a room lock (lock order: owner shard → hub shard → connection).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::close::Disconnect;
+use crate::conn::{Conn, ConnId, Pushed};
+use crate::metrics;
+use crate::room::RoomKey;
+use crate::route::EdgeMsg;
+
+const NUM_SHARDS: usize = 64;
+
+pub struct Hub {
+    rooms: Box<[Mutex<HashMap<RoomKey, Vec<Arc<Conn>>>>]>,
+    conns: Box<[Mutex<HashMap<ConnId, Arc<Conn>>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    error_limit: u32,
+    error_window: std::time::Duration,
+}
+
+impl Hub {
+    pub fn new(error_limit: u32, error_window: std::time::Duration) -> Self {
+        Hub {
+            rooms: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            conns: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            error_limit,
+            error_window,
+        }
+    }
+
+    fn room_shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, Vec<Arc<Conn>>>> {
+        let mut hasher = self.hasher.build_hasher();
+        room.hash(&mut hasher);
+        &self.rooms[hasher.finish() as usize % NUM_SHARDS]
+    }
+
+    fn conn_shard(&self, conn_id: ConnId) -> &Mutex<HashMap<ConnId, Arc<Conn>>> {
+        &self.conns[conn_id as usize % NUM_SHARDS]
+    }
+
+    pub fn register(&self, conn: Arc<Conn>) {
+        self.conn_shard(conn.id).lock().insert(conn.id, conn);
+    }
+
+    pub fn get(&self, conn_id: ConnId) -> Option<Arc<Conn>> {
+        self.conn_shard(conn_id).lock().get(&conn_id).cloned()
+    }
+
+    pub fn num_connections(&self) -> usize {
+        self.conns.iter().map(|shard| shard.lock().len()).sum()
+    }
+
+    /// Every live connection (for shutdown).
+    pub fn all(&self) -> Vec<Arc<Conn>> {
+        self.conns.iter().flat_map(|shard| shard.lock().values().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// Forgets a closed connection and returns the rooms it was in (or joining), which the
+    /// caller leaves at their owners.
+    pub fn unregister(&self, conn: &Arc<Conn>) -> Vec<RoomKey> {
+        self.conn_shard(conn.id).lock().remove(&conn.id);
+        let rooms: Vec<RoomKey> = {
+            let mut conn_rooms = conn.rooms.lock();
+            conn_rooms.closed = true;
+            conn_rooms.rooms.drain().collect()
+        };
+        for room in &rooms {
+            self.remove_from_room(room, conn.id);
+        }
+        rooms
+    }
+
+    fn remove_from_room(&self, room: &RoomKey, conn_id: ConnId) {
+        let mut shard = self.room_shard(room).lock();
+        if let Some(conns) = shard.get_mut(room) {
+            conns.retain(|conn| conn.id != conn_id);
+            if conns.is_empty() {
+                shard.remove(room);
+            }
+        }
+    }
+
+    /// Applies a message from an owner.
+    pub fn handle(&self, msg: EdgeMsg) {
+        match msg {
+            EdgeMsg::Deliver { room, exclude, frame } => {
+                let shard = self.room_shard(&room).lock();
+                let Some(conns) = shard.get(&room) else {
+                    return;
+                };
+                let mut delivered = 0;
+                for conn in conns {
+                    if Some(conn.id) != exclude && conn.outbox.push_text(frame.clone()) == Pushed::Queued {
+                        delivered += 1;
+                    }
+                }
+                metrics::deliveries(delivered);
+            }
+            EdgeMsg::Reply { conn_id, frame, is_error } => {
+                let Some(conn) = self.get(conn_id) else {
+                    return;
+                };
+                conn.outbox.push_text(frame);
+                if is_error && conn.errors.lock().record(self.error_limit, self.error_window) {
+                    conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
+                }
+            }
+            EdgeMsg::Joined { room, conn_id, frames } => {
+                let Some(conn) = self.get(conn_id) else {
+                    return;
+                };
+                {
+                    let mut shard = self.room_shard(&room).lock();
+                    let mut conn_rooms = conn.rooms.lock();
+                    if conn_rooms.closed {
+                        return;
+                    }
+                    conn_rooms.rooms.insert(room.clone());
+                    let conns = shard.entry(room).or_default();
+                    if !conns.iter().any(|c| c.id == conn_id) {
+                        conns.push(conn.clone());
+                    }
+                }
+                for frame in frames {
+                    conn.outbox.push_text(frame);
+                }
+            }
+            EdgeMsg::Left { room, conn_id, frames } => {
+                let Some(conn) = self.get(conn_id) else {
+                    return;
+                };
+                conn.rooms.lock().rooms.remove(&room);
+                self.remove_from_room(&room, conn_id);
+                for frame in frames {
+                    conn.outbox.push_text(frame);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Every metric of the server crate, declared once with its unit and help text.
+//!
+//! Labels come only from small closed sets (message types of the protocol, error codes,
+//! close codes); never room or user ids.
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+
+pub const CONNECTIONS: &str = "ringcast_connections";
+pub const CONNECTIONS_ACCEPTED: &str = "ringcast_connections_accepted_total";
+pub const CONNECTIONS_REJECTED: &str = "ringcast_connections_rejected_total";
+pub const MESSAGES_IN: &str = "ringcast_messages_in_total";
+pub const DELIVERIES: &str = "ringcast_deliveries_total";
+pub const FRAMES_RENDERED: &str = "ringcast_frames_rendered_total";
+pub const ERRORS: &str = "ringcast_errors_total";
+pub const DISCONNECTS: &str = "ringcast_disconnects_total";
+pub const ROOMS_OWNED: &str = "ringcast_rooms_owned";
+
+/// Registers help text and units; call once at start.
+pub fn describe() {
+    describe_gauge!(CONNECTIONS, Unit::Count, "open client connections on this node");
+    describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "client connections accepted");
+    describe_counter!(CONNECTIONS_REJECTED, Unit::Count, "client upgrades refused, by reason");
+    describe_counter!(MESSAGES_IN, Unit::Count, "client messages received, by type");
+    describe_counter!(DELIVERIES, Unit::Count, "frames queued to local connections");
+    describe_counter!(FRAMES_RENDERED, Unit::Count, "server frames serialized (a broadcast counts once)");
+    describe_counter!(ERRORS, Unit::Count, "error replies sent to clients, by code");
+    describe_counter!(DISCONNECTS, Unit::Count, "connections closed by the server, by close code");
+    describe_gauge!(ROOMS_OWNED, Unit::Count, "rooms whose owner is this node");
+}
+
+/// Message types used as the `type` label; anything else is counted as `other`.
+const KNOWN_TYPES: &[&str] = &[
+    "auth", "auth.refresh", "room.join", "room.leave", "room.members", "room.history", "chat.send",
+    "presence.ping",
+];
+
+pub fn message_in(kind: &str) {
+    let label = KNOWN_TYPES.iter().find(|known| **known == kind).copied().unwrap_or("other");
+    counter!(MESSAGES_IN, "type" => label).increment(1);
+}
+
+pub fn connection_opened() {
+    gauge!(CONNECTIONS).increment(1.0);
+    counter!(CONNECTIONS_ACCEPTED).increment(1);
+}
+
+pub fn connection_closed() {
+    gauge!(CONNECTIONS).decrement(1.0);
+}
+
+/// `reason` is one of `unauthorized`, `origin`, `capacity`, `bad_request`, `shutdown`.
+pub fn connection_rejected(reason: &'static str) {
+    counter!(CONNECTIONS_REJECTED, "reason" => reason).increment(1);
+}
+
+pub fn deliveries(count: u64) {
+    counter!(DELIVERIES).increment(count);
+}
+
+pub fn frame_rendered() {
+    counter!(FRAMES_RENDERED).increment(1);
+}
+
+pub fn error_sent(code: &'static str) {
+    counter!(ERRORS, "code" => code).increment(1);
+}
+
+pub fn disconnect(code: u16) {
+    let label = match code {
+        1000 => "1000",
+        1001 => "1001",
+        1008 => "1008",
+        1009 => "1009",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        4001 => "4001",
+        4003 => "4003",
+        4008 => "4008",
+        4009 => "4009",
+        _ => "other",
+    };
+    counter!(DISCONNECTS, "code" => label).increment(1);
+}
+
+pub fn rooms_owned(delta: f64) {
+    gauge!(ROOMS_OWNED).increment(delta);
+}

@@ -1,0 +1,383 @@
+//! Owner-side room state: the rooms whose key this node owns.
+//!
+//! Every [`OwnerOp`] of a room is applied here under the lock of the room's shard, so a
+//! room's operations are serialized: `seq` is assigned, the frame rendered once, and the
+//! [`EdgeMsg`]s handed to the edges before the lock is released, which keeps the frames of a
+//! room in `seq` order on every edge. Sends to edges never wait (a local edge queues into
+//! bounded outboxes; a peer link has a bounded queue).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ringcast_cluster::NodeId;
+use serde::Serialize;
+
+use crate::frames;
+use crate::ids::IdGen;
+use crate::metrics;
+use crate::protocol::{Attachment, ChatSend, ErrorCode, ReplyError, Since};
+use crate::room::RoomKey;
+use crate::route::{ConnRef, EdgeMsg, OwnerOp, Sender};
+use crate::time;
+
+const NUM_SHARDS: usize = 64;
+
+/// Where the owner's answers go: the node-local edge or a peer link. Implemented by
+/// [`crate::node::Node`].
+pub trait EdgeSink {
+    fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg);
+}
+
+/// The rooms this node owns.
+pub struct Owner {
+    shards: Box<[Mutex<HashMap<RoomKey, Room>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    ids: IdGen,
+    history_size: usize,
+}
+
+/// One room on its owner.
+struct Room {
+    epoch: Arc<str>,
+    seq: u64,
+    /// The last `history_size` messages, oldest first.
+    history: VecDeque<Arc<StoredMessage>>,
+    /// Subscribed nodes and how many of the room's connections each holds.
+    nodes: HashMap<NodeId, u32>,
+    users: HashMap<Arc<str>, RoomUser>,
+}
+
+struct RoomUser {
+    name: Arc<str>,
+    conns: Vec<ConnRef>,
+}
+
+/// A message as the room's history keeps it.
+struct StoredMessage {
+    id: String,
+    seq: u64,
+    ts: String,
+    user_id: Arc<str>,
+    name: Arc<str>,
+    text: String,
+    attachments: Vec<Attachment>,
+    reply_to: Option<String>,
+    thread_root: Option<String>,
+}
+
+#[derive(Serialize)]
+struct From<'a> {
+    user_id: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct ChatMessageData<'a> {
+    room: &'a str,
+    id: &'a str,
+    seq: u64,
+    ts: &'a str,
+    from: From<'a>,
+    text: &'a str,
+    attachments: &'a [Attachment],
+    reply_to: Option<&'a str>,
+    thread_root: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    recovered: bool,
+}
+
+impl StoredMessage {
+    fn render(&self, room: &str, recovered: bool) -> Bytes {
+        let data = ChatMessageData {
+            room,
+            id: &self.id,
+            seq: self.seq,
+            ts: &self.ts,
+            from: From { user_id: &self.user_id, name: &self.name },
+            text: &self.text,
+            attachments: &self.attachments,
+            reply_to: self.reply_to.as_deref(),
+            thread_root: self.thread_root.as_deref(),
+            recovered,
+        };
+        frames::event("chat.message", data, &self.ts)
+    }
+}
+
+impl Owner {
+    pub fn new(ids: IdGen, history_size: usize) -> Self {
+        Owner {
+            shards: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            ids,
+            history_size,
+        }
+    }
+
+    fn shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, Room>> {
+        let mut hasher = self.hasher.build_hasher();
+        room.hash(&mut hasher);
+        &self.shards[hasher.finish() as usize % NUM_SHARDS]
+    }
+
+    /// The number of rooms this node owns.
+    pub fn num_rooms(&self) -> usize {
+        self.shards.iter().map(|shard| shard.lock().len()).sum()
+    }
+
+    /// Applies one operation. Answers go through `sink`, never back to the caller, so a
+    /// remote edge and the local one are served alike.
+    pub fn handle(&self, sink: &dyn EdgeSink, op: OwnerOp) {
+        let mut shard = self.shard(op.room()).lock();
+        match op {
+            OwnerOp::Join { room, sender, op_id, since } => self.join(&mut shard, sink, room, sender, op_id, since),
+            OwnerOp::Leave { room, sender, op_id } => leave(&mut shard, sink, room, sender, op_id),
+            OwnerOp::Members { room, sender, op_id } => members(&shard, sink, &room, &sender, op_id),
+            OwnerOp::Publish { room, sender, op_id, message } => {
+                self.publish(&mut shard, sink, &room, &sender, op_id.as_deref(), message)
+            }
+        }
+    }
+
+    fn join(
+        &self,
+        shard: &mut HashMap<RoomKey, Room>,
+        sink: &dyn EdgeSink,
+        key: RoomKey,
+        sender: Sender,
+        op_id: Option<String>,
+        since: Option<Since>,
+    ) {
+        let room = shard.entry(key.clone()).or_insert_with(|| {
+            metrics::rooms_owned(1.0);
+            Room {
+                epoch: Arc::from(self.ids.epoch(time::now_millis())),
+                seq: 0,
+                history: VecDeque::new(),
+                nodes: HashMap::new(),
+                users: HashMap::new(),
+            }
+        });
+        let user = room
+            .users
+            .entry(sender.user_id.clone())
+            .or_insert_with(|| RoomUser { name: sender.name.clone(), conns: Vec::new() });
+        let first_of_user = user.conns.is_empty();
+        let already_in = user.conns.contains(&sender.conn);
+        if !already_in {
+            user.conns.push(sender.conn.clone());
+            *room.nodes.entry(sender.conn.node.clone()).or_insert(0) += 1;
+        }
+        let mut frames = Vec::new();
+        let recovered = since.map(|since| {
+            let replay = room.replay_after(&since);
+            if let Some(messages) = &replay {
+                frames.extend(messages.iter().map(|message| message.render(key.room(), true)));
+            }
+            replay.is_some()
+        });
+        #[derive(Serialize)]
+        struct JoinAck<'a> {
+            room: &'a str,
+            status: &'static str,
+            seq: u64,
+            epoch: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            recovered: Option<bool>,
+        }
+        let ack = JoinAck { room: key.room(), status: "joined", seq: room.seq, epoch: &room.epoch, recovered };
+        frames.extend(frames::ack(op_id.as_deref(), ack));
+        sink.send_to_edge(&sender.conn.node, EdgeMsg::Joined { room: key.clone(), conn_id: sender.conn.conn_id, frames });
+        if first_of_user && !already_in {
+            #[derive(Serialize)]
+            struct MemberJoined<'a> {
+                room: &'a str,
+                user_id: &'a str,
+                name: &'a str,
+            }
+            let ts = time::rfc3339_millis(time::now_millis());
+            let frame = frames::event(
+                "member.joined",
+                MemberJoined { room: key.room(), user_id: &sender.user_id, name: &sender.name },
+                &ts,
+            );
+            room.fan_out(sink, &key, Some(&sender.conn), frame);
+        }
+    }
+
+    fn publish(
+        &self,
+        shard: &mut HashMap<RoomKey, Room>,
+        sink: &dyn EdgeSink,
+        key: &RoomKey,
+        sender: &Sender,
+        op_id: Option<&str>,
+        message: ChatSend,
+    ) {
+        let Some(room) = shard.get_mut(key).filter(|room| room.has_conn(&sender.user_id, &sender.conn)) else {
+            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "not in room"));
+        };
+        let thread_root = match &message.reply_to {
+            None => None,
+            Some(reply_to) => match room.history.iter().find(|stored| &stored.id == reply_to) {
+                Some(parent) => Some(parent.thread_root.clone().unwrap_or_else(|| parent.id.clone())),
+                // The parent may have aged out of the bounded history: keep the reference.
+                None => Some(reply_to.clone()),
+            },
+        };
+        let now = time::now_millis();
+        room.seq += 1;
+        let stored = Arc::new(StoredMessage {
+            id: self.ids.message_id(now),
+            seq: room.seq,
+            ts: time::rfc3339_millis(now),
+            user_id: sender.user_id.clone(),
+            name: sender.name.clone(),
+            text: message.text,
+            attachments: message.attachments,
+            reply_to: message.reply_to,
+            thread_root,
+        });
+        let frame = stored.render(key.room(), false);
+        room.history.push_back(stored.clone());
+        while room.history.len() > self.history_size {
+            room.history.pop_front();
+        }
+        #[derive(Serialize)]
+        struct SendAck<'a> {
+            room: &'a str,
+            id: &'a str,
+            seq: u64,
+            ts: &'a str,
+        }
+        if let Some(ack) = frames::ack(op_id, SendAck { room: key.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts }) {
+            sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, frame: ack, is_error: false });
+        }
+        room.fan_out(sink, key, Some(&sender.conn), frame);
+    }
+}
+
+fn leave(shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, sender: Sender, op_id: Option<String>) {
+    #[derive(Serialize)]
+    struct LeaveAck<'a> {
+        room: &'a str,
+        status: &'static str,
+    }
+    let frames: Vec<Bytes> = frames::ack(op_id.as_deref(), LeaveAck { room: key.room(), status: "left" }).into_iter().collect();
+    let Some(room) = shard.get_mut(&key) else {
+        // Not in the room: leaving is idempotent.
+        return sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, frames });
+    };
+    let removed = room.remove_conn(&sender.user_id, &sender.conn);
+    sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key.clone(), conn_id: sender.conn.conn_id, frames });
+    if removed == Removed::LastOfUser {
+        #[derive(Serialize)]
+        struct MemberLeft<'a> {
+            room: &'a str,
+            user_id: &'a str,
+        }
+        let ts = time::rfc3339_millis(time::now_millis());
+        let frame = frames::event("member.left", MemberLeft { room: key.room(), user_id: &sender.user_id }, &ts);
+        room.fan_out(sink, &key, None, frame);
+    }
+    if room.users.is_empty() {
+        // Empty rooms are forgotten; without persistence their history goes with them and
+        // the next join starts a new epoch.
+        shard.remove(&key);
+        metrics::rooms_owned(-1.0);
+    }
+}
+
+fn members(shard: &HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: &RoomKey, sender: &Sender, op_id: Option<String>) {
+    let Some(room) = shard.get(key).filter(|room| room.has_conn(&sender.user_id, &sender.conn)) else {
+        return reply_error(sink, sender, op_id.as_deref(), ReplyError::new(ErrorCode::Forbidden, "not in room"));
+    };
+    #[derive(Serialize)]
+    struct Member<'a> {
+        user_id: &'a str,
+        name: &'a str,
+        status: &'static str,
+        connections: usize,
+    }
+    #[derive(Serialize)]
+    struct MembersAck<'a> {
+        room: &'a str,
+        members: Vec<Member<'a>>,
+    }
+    let mut members: Vec<Member<'_>> = room
+        .users
+        .iter()
+        .map(|(user_id, user)| Member { user_id, name: &user.name, status: "online", connections: user.conns.len() })
+        .collect();
+    members.sort_by(|a, b| a.user_id.cmp(b.user_id));
+    if let Some(frame) = frames::ack(op_id.as_deref(), MembersAck { room: key.room(), members }) {
+        sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, frame, is_error: false });
+    }
+}
+
+fn reply_error(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, error: ReplyError) {
+    let frame = frames::error(op_id, &error);
+    metrics::error_sent(error.code.as_str());
+    sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, frame, is_error: true });
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Removed {
+    NotThere,
+    OneOfUser,
+    LastOfUser,
+}
+
+// === impl Room ===
+
+impl Room {
+    fn has_conn(&self, user_id: &str, conn: &ConnRef) -> bool {
+        self.users.get(user_id).is_some_and(|user| user.conns.contains(conn))
+    }
+
+    fn remove_conn(&mut self, user_id: &str, conn: &ConnRef) -> Removed {
+        let Some(user) = self.users.get_mut(user_id) else {
+            return Removed::NotThere;
+        };
+        let Some(index) = user.conns.iter().position(|c| c == conn) else {
+            return Removed::NotThere;
+        };
+        user.conns.swap_remove(index);
+        if let Some(count) = self.nodes.get_mut(&conn.node) {
+            *count -= 1;
+            if *count == 0 {
+                self.nodes.remove(&conn.node);
+            }
+        }
+        if user.conns.is_empty() {
+            self.users.remove(user_id);
+            Removed::LastOfUser
+        } else {
+            Removed::OneOfUser
+        }
+    }
+
+    /// The stored messages after `since`, or `None` when they cannot all be given back
+    /// (another epoch, or the history no longer reaches back that far).
+    fn replay_after(&self, since: &Since) -> Option<Vec<Arc<StoredMessage>>> {
+        if since.epoch != *self.epoch || since.seq > self.seq {
+            return None;
+        }
+        let oldest_kept = self.history.front().map(|message| message.seq).unwrap_or(self.seq + 1);
+        if since.seq + 1 < oldest_kept {
+            return None;
+        }
+        Some(self.history.iter().filter(|message| message.seq > since.seq).cloned().collect())
+    }
+
+    /// Sends `frame` once to every subscribed node.
+    fn fan_out(&self, sink: &dyn EdgeSink, key: &RoomKey, exclude: Option<&ConnRef>, frame: Bytes) {
+        for node in self.nodes.keys() {
+            let exclude_here = exclude.filter(|conn| &conn.node == node).map(|conn| conn.conn_id);
+            sink.send_to_edge(node, EdgeMsg::Deliver { room: key.clone(), exclude: exclude_here, frame: frame.clone() });
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! The client protocol (PROTOCOL.md §2): the envelope is parsed once, in place, with simd-json
+//! on the frame's own buffer, then turned into a typed [`Request`].
+//!
+//! Parsing never panics and never allocates more than the strings the request keeps.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use simd_json::prelude::*;
+use simd_json::BorrowedValue;
+
+/// The longest `op_id` a client may send.
+pub const MAX_OP_ID_CHARS: usize = 64;
+/// The most attachments one message may carry.
+pub const MAX_ATTACHMENTS: usize = 10;
+/// The longest `client_id` (idempotency key).
+pub const MAX_CLIENT_ID_CHARS: usize = 64;
+
+/// Error codes of PROTOCOL.md §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidMessage,
+    UnknownType,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Conflict,
+    Unsupported,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// A refused request: a code and a short lowercase message for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+}
+
+impl ReplyError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        ReplyError { code, message: message.into() }
+    }
+
+    pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidMessage, message)
+    }
+}
+
+/// `since` of `room.join`: the last position the client saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub seq: u64,
+    pub epoch: String,
+}
+
+/// Attachment metadata of a message (the server stores no files).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attachment {
+    pub url: String,
+    pub name: String,
+    pub size: u64,
+    pub mime: String,
+}
+
+/// `chat.send` data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatSend {
+    pub room: String,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    pub reply_to: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// A typed client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Auth { token: String },
+    AuthRefresh { token: String },
+    RoomJoin { room: String, since: Option<Since> },
+    RoomLeave { room: String },
+    RoomMembers { room: String },
+    ChatSend(ChatSend),
+    PresencePing,
+}
+
+/// Types of PROTOCOL.md that this version does not serve yet: answered `unsupported`, not
+/// `unknown_type`, because they are part of the protocol.
+const NOT_YET_SERVED: &[&str] = &[
+    "room.history", "room.request_join", "room.approve", "room.deny", "room.kick", "room.ban",
+    "chat.edit", "chat.versions", "chat.delete", "chat.redact", "chat.react", "chat.upload",
+    "chat.typing", "chat.read", "chat.delivered", "dm.send", "presence.set", "presence.subscribe",
+    "presence.unsubscribe", "presence.query", "call.offer", "call.answer", "call.ice", "call.hangup",
+];
+
+/// The result of parsing one client frame: the `op_id` (when it could be read) and the
+/// request or the error to answer.
+pub struct Parsed {
+    pub op_id: Option<String>,
+    pub request: Result<Request, ReplyError>,
+}
+
+thread_local! {
+    /// simd-json's scratch buffers, reused by every parse on this thread instead of being
+    /// allocated per message (or kept per connection).
+    static BUFFERS: RefCell<simd_json::Buffers> = RefCell::new(simd_json::Buffers::default());
+}
+
+/// Parses one text frame in place. `buf` is the frame's payload; simd-json rewrites it.
+pub fn parse(buf: &mut [u8]) -> Parsed {
+    BUFFERS.with(|buffers| {
+        let mut buffers = buffers.borrow_mut();
+        match simd_json::to_borrowed_value_with_buffers(buf, &mut buffers) {
+            Ok(value) => parse_value(&value),
+            Err(_) => Parsed { op_id: None, request: Err(ReplyError::invalid("not json")) },
+        }
+    })
+}
+
+fn parse_value(value: &BorrowedValue<'_>) -> Parsed {
+    let Some(object) = value.as_object() else {
+        return Parsed { op_id: None, request: Err(ReplyError::invalid("not a json object")) };
+    };
+    let op_id = match object.get("op_id") {
+        None => None,
+        Some(op_id) => match op_id.as_str() {
+            Some(op_id) if op_id.chars().count() <= MAX_OP_ID_CHARS => Some(op_id.to_string()),
+            Some(_) => return Parsed { op_id: None, request: Err(ReplyError::invalid("op_id longer than 64 chars")) },
+            None if op_id.is_null() => None,
+            None => return Parsed { op_id: None, request: Err(ReplyError::invalid("op_id must be a string")) },
+        },
+    };
+    let kind = match object.get("type") {
+        None => return Parsed { op_id, request: Err(ReplyError::invalid("missing type")) },
+        Some(kind) => match kind.as_str() {
+            Some(kind) => kind,
+            None => return Parsed { op_id, request: Err(ReplyError::invalid("type must be a string")) },
+        },
+    };
+    let data = object.get("data");
+    let request = match data {
+        Some(data) if !data.is_object() && !data.is_null() => Err(ReplyError::invalid("data must be an object")),
+        _ => parse_request(kind, Data(data)),
+    };
+    Parsed { op_id, request }
+}
+
+fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> {
+    match kind {
+        "auth" => Ok(Request::Auth { token: data.string("token")? }),
+        "auth.refresh" => Ok(Request::AuthRefresh { token: data.string("token")? }),
+        "room.join" => Ok(Request::RoomJoin { room: data.room()?, since: data.since()? }),
+        "room.leave" => Ok(Request::RoomLeave { room: data.room()? }),
+        "room.members" => Ok(Request::RoomMembers { room: data.room()? }),
+        "chat.send" => {
+            let attachments = data.attachments()?;
+            let text = match data.optional_string("text")? {
+                Some(text) => text,
+                None if !attachments.is_empty() => String::new(),
+                None => return Err(ReplyError::invalid("data.text is required")),
+            };
+            Ok(Request::ChatSend(ChatSend {
+                room: data.room()?,
+                text,
+                attachments,
+                reply_to: data.optional_string("reply_to")?,
+                client_id: data.bounded_string("client_id", MAX_CLIENT_ID_CHARS)?,
+            }))
+        }
+        "presence.ping" => Ok(Request::PresencePing),
+        _ if NOT_YET_SERVED.contains(&kind) => {
+            Err(ReplyError::new(ErrorCode::Unsupported, format!("{kind} is not served by this version")))
+        }
+        _ => Err(ReplyError::new(ErrorCode::UnknownType, "unknown type")),
+    }
+}
+
+/// Typed access to the `data` object with errors that name the field.
+#[derive(Clone, Copy)]
+struct Data<'v, 'a>(Option<&'v BorrowedValue<'a>>);
+
+impl<'v, 'a> Data<'v, 'a> {
+    fn get(&self, field: &str) -> Option<&'v BorrowedValue<'a>> {
+        self.0.and_then(|data| data.get(field)).filter(|value| !value.is_null())
+    }
+
+    fn string(&self, field: &'static str) -> Result<String, ReplyError> {
+        self.optional_string(field)?.ok_or_else(|| ReplyError::invalid(format!("data.{field} is required")))
+    }
+
+    fn optional_string(&self, field: &'static str) -> Result<Option<String>, ReplyError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(value) => match value.as_str() {
+                Some(text) => Ok(Some(text.to_string())),
+                None => Err(ReplyError::invalid(format!("data.{field} must be a string"))),
+            },
+        }
+    }
+
+    fn bounded_string(&self, field: &'static str, max_chars: usize) -> Result<Option<String>, ReplyError> {
+        let value = self.optional_string(field)?;
+        if value.as_ref().is_some_and(|value| value.is_empty() || value.chars().count() > max_chars) {
+            return Err(ReplyError::invalid(format!("data.{field} must be 1-{max_chars} chars")));
+        }
+        Ok(value)
+    }
+
+    fn room(&self) -> Result<String, ReplyError> {
+        let room = self.string("room")?;
+        if !crate::room::is_valid_room_name(&room) {
+            return Err(ReplyError::invalid("invalid room name: 1-128 chars of [A-Za-z0-9_.:@-]"));
+        }
+        Ok(room)
+    }
+
+    fn since(&self) -> Result<Option<Since>, ReplyError> {
+        let Some(since) = self.get("since") else {
+            return Ok(None);
+        };
+        let bad = || ReplyError::invalid("data.since must be {seq: integer >= 0, epoch: string}");
+        let seq = since.get("seq").and_then(|seq| seq.as_u64()).ok_or_else(bad)?;
+        let epoch = since.get("epoch").and_then(|epoch| epoch.as_str()).ok_or_else(bad)?;
+        Ok(Some(Since { seq, epoch: epoch.to_string() }))
+    }
+
+    fn attachments(&self) -> Result<Vec<Attachment>, ReplyError> {
+        let Some(value) = self.get("attachments") else {
+            return Ok(Vec::new());
+        };
+        let Some(items) = value.as_array() else {
+            return Err(ReplyError::invalid("data.attachments must be an array"));
+        };
+        if items.len() > MAX_ATTACHMENTS {
+            return Err(ReplyError::invalid(format!("data.attachments holds more than {MAX_ATTACHMENTS} items")));
+        }
+        let bad = || ReplyError::invalid("each attachment must be {url, name, size, mime}");
+        items
+            .iter()
+            .map(|item| {
+                let field = |name: &str| item.get(name).and_then(|value| value.as_str()).map(str::to_string);
+                let attachment = Attachment {
+                    url: field("url").ok_or_else(bad)?,
+                    name: field("name").ok_or_else(bad)?,
+                    size: item.get("size").and_then(|size| size.as_u64()).ok_or_else(bad)?,
+                    mime: field("mime").ok_or_else(bad)?,
+                };
+                let url_ok = attachment.url.starts_with("https://") || attachment.url.starts_with("http://");
+                if !url_ok || attachment.url.len() > 2048 || attachment.name.is_empty() || attachment.name.len() > 256 {
+                    return Err(ReplyError::invalid("attachment url must be http(s), name 1-256 chars"));
+                }
+                if !attachment.mime.contains('/') || attachment.mime.len() > 128 {
+                    return Err(ReplyError::invalid("attachment mime must look like type/subtype"));
+                }
+                Ok(attachment)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Parsed {
+        let mut bytes = text.as_bytes().to_vec();
+        parse(&mut bytes)
+    }
+
+    fn error_of(text: &str) -> (Option<String>, ErrorCode) {
+        let parsed = parse_str(text);
+        (parsed.op_id, parsed.request.unwrap_err().code)
+    }
+
+    #[test]
+    fn test_parses_chat_send() {
+        let parsed = parse_str(r#"{"type":"chat.send","op_id":"c-1","data":{"room":"lobby","text":"hi \u00e9"}}"#);
+        assert_eq!(parsed.op_id.as_deref(), Some("c-1"));
+        match parsed.request.unwrap() {
+            Request::ChatSend(send) => {
+                assert_eq!(send.room, "lobby");
+                assert_eq!(send.text, "hi é");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_bad_envelopes() {
+        assert_eq!(error_of("not json"), (None, ErrorCode::InvalidMessage));
+        assert_eq!(error_of("[1,2]"), (None, ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"op_id":"a"}"#), (Some("a".into()), ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"type":5,"op_id":"a"}"#), (Some("a".into()), ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"type":"nope","op_id":"a"}"#), (Some("a".into()), ErrorCode::UnknownType));
+        let long = "x".repeat(65);
+        assert_eq!(error_of(&format!(r#"{{"type":"presence.ping","op_id":"{long}"}}"#)), (None, ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"type":"room.join","data":{"room":7}}"#), (None, ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"type":"room.join","data":{"room":"a b"}}"#), (None, ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"type":"room.join","data":"x"}"#), (None, ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"type":"chat.edit","data":{}}"#), (None, ErrorCode::Unsupported));
+    }
+
+    #[test]
+    fn test_attachments_are_validated() {
+        let eleven = vec![r#"{"url":"https://x/y","name":"n","size":1,"mime":"a/b"}"#; 11].join(",");
+        let text = format!(r#"{{"type":"chat.send","data":{{"room":"r","text":"t","attachments":[{eleven}]}}}}"#);
+        assert_eq!(error_of(&text).1, ErrorCode::InvalidMessage);
+        let bad = r#"{"type":"chat.send","data":{"room":"r","attachments":[{"url":"ftp://x","name":"n","size":1,"mime":"a/b"}]}}"#;
+        assert_eq!(error_of(bad).1, ErrorCode::InvalidMessage);
+        let good = r#"{"type":"chat.send","data":{"room":"r","attachments":[{"url":"https://x","name":"n","size":1,"mime":"a/b"}]}}"#;
+        assert!(parse_str(good).request.is_ok());
+    }
+}

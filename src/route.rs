@@ -1,0 +1,90 @@
+//! The edge↔owner interface (DESIGN.md "Data flow").
+//!
+//! An edge turns a client request into an [`OwnerOp`] and sends it to the owner of the room
+//! key; the owner answers with [`EdgeMsg`]s to the edges concerned. On one node both hops
+//! are in-process calls; in a cluster the same values cross the peer links. Nothing else
+//! passes between edge and owner, so a feature that works through these types works across
+//! nodes.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringcast_cluster::NodeId;
+
+use crate::conn::ConnId;
+use crate::protocol::{ChatSend, Since};
+use crate::room::RoomKey;
+
+/// A connection anywhere in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    pub node: NodeId,
+    pub conn_id: ConnId,
+}
+
+/// Who asks: the connection and the user behind it.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    pub conn: ConnRef,
+    pub user_id: Arc<str>,
+    pub name: Arc<str>,
+    pub is_moderator: bool,
+}
+
+/// An operation for the owner of `room`. `op_id: None` means the client wants no `ack`
+/// (automatic joins, leaves on disconnect).
+#[derive(Debug, Clone)]
+pub enum OwnerOp {
+    /// Add a connection to the room; the owner answers [`EdgeMsg::Joined`].
+    Join { room: RoomKey, sender: Sender, op_id: Option<String>, since: Option<Since> },
+    /// Remove a connection from the room; the owner answers [`EdgeMsg::Left`].
+    Leave { room: RoomKey, sender: Sender, op_id: Option<String> },
+    /// List the room's members.
+    Members { room: RoomKey, sender: Sender, op_id: Option<String> },
+    /// Store and fan out a chat message.
+    Publish { room: RoomKey, sender: Sender, op_id: Option<String>, message: ChatSend },
+}
+
+impl OwnerOp {
+    pub fn room(&self) -> &RoomKey {
+        match self {
+            OwnerOp::Join { room, .. }
+            | OwnerOp::Leave { room, .. }
+            | OwnerOp::Members { room, .. }
+            | OwnerOp::Publish { room, .. } => room,
+        }
+    }
+
+    pub fn sender(&self) -> &Sender {
+        match self {
+            OwnerOp::Join { sender, .. }
+            | OwnerOp::Leave { sender, .. }
+            | OwnerOp::Members { sender, .. }
+            | OwnerOp::Publish { sender, .. } => sender,
+        }
+    }
+
+    pub fn op_id(&self) -> Option<&str> {
+        match self {
+            OwnerOp::Join { op_id, .. }
+            | OwnerOp::Leave { op_id, .. }
+            | OwnerOp::Members { op_id, .. }
+            | OwnerOp::Publish { op_id, .. } => op_id.as_deref(),
+        }
+    }
+}
+
+/// What an owner sends to an edge. Frames are rendered by the owner, once.
+#[derive(Debug, Clone)]
+pub enum EdgeMsg {
+    /// A frame for every local connection in `room` but `exclude`.
+    Deliver { room: RoomKey, exclude: Option<ConnId>, frame: Bytes },
+    /// A frame for one connection (an ack or an error).
+    Reply { conn_id: ConnId, frame: Bytes, is_error: bool },
+    /// The connection is in the room from now on: add it to the local fan-out, then queue
+    /// `frames` (replayed messages, then the ack). Order matters: every later `Deliver` of
+    /// the room reaches it, no earlier one does.
+    Joined { room: RoomKey, conn_id: ConnId, frames: Vec<Bytes> },
+    /// The connection is out of the room: remove it, then queue `frames`.
+    Left { room: RoomKey, conn_id: ConnId, frames: Vec<Bytes> },
+}

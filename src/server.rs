@@ -1,0 +1,102 @@
+//! Runs a node: accept loops, the metrics upkeep, and the shutdown sequence.
+//!
+//! Shutdown order: `/ready` turns false → the accept loops stop → every connection gets
+//! close 1001 after the frames already queued → the node waits for its connection tasks,
+//! at most `--drain-timeout-secs`, then returns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::http::{self, Role};
+use crate::node::Node;
+
+/// Serves `node` on `listener` (and `admin_listener`) until `shutdown` resolves, then shuts
+/// down gracefully. Returns false when the drain timeout expired first.
+pub async fn run(node: Arc<Node>, listener: TcpListener, admin_listener: Option<TcpListener>, shutdown: impl Future) -> bool {
+    crate::metrics::describe();
+    let mut accept_loops = vec![tokio::spawn(accept_loop(node.clone(), listener, Role::Client))];
+    if let Some(admin_listener) = admin_listener {
+        accept_loops.push(tokio::spawn(accept_loop(node.clone(), admin_listener, Role::Admin)));
+    }
+    if let Some(handle) = node.metrics.clone() {
+        let weak = Arc::downgrade(&node);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                interval.tick().await;
+                if weak.upgrade().is_none() {
+                    break;
+                }
+                handle.run_upkeep();
+            }
+        });
+    }
+    node.set_ready(true);
+    tokio::select! {
+        _ = shutdown => {}
+        _ = node.shutdown.cancelled() => {}
+    }
+    tracing::info!(connections = node.hub.num_connections(), "shutting down");
+    node.set_ready(false);
+    node.shutdown.cancel();
+    for accept_loop in accept_loops {
+        let _ = accept_loop.await;
+    }
+    node.tasks.close();
+    let drained = tokio::time::timeout(node.config.drain_timeout, node.tasks.wait()).await.is_ok();
+    if !drained {
+        tracing::warn!(timeout = ?node.config.drain_timeout, "graceful shutdown did not complete in time");
+    }
+    drained
+}
+
+async fn accept_loop(node: Arc<Node>, listener: TcpListener, role: Role) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = node.shutdown.cancelled() => return,
+        };
+        let (stream, remote) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(10);
+                pair
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let node = node.clone();
+        node.tasks.clone().spawn(async move {
+            let service = service_fn(|req| http::handle(node.clone(), role, remote, req));
+            let connection = http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, "http connection ended");
+                    }
+                }
+                _ = node.shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+}
