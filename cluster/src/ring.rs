@@ -145,7 +145,11 @@ mod tests {
             let even = num_keys as f64 / num_nodes as f64;
             for (node_id, count) in counts {
                 let deviation = (count as f64 - even).abs() / even;
-                assert!(deviation <= 0.10, "{num_nodes} nodes: {node_id} has {count} keys, {:.1}% off even", deviation * 100.0);
+                assert!(
+                    deviation <= 0.10,
+                    "{num_nodes} nodes: {node_id} has {count} keys, {:.1}% off even",
+                    deviation * 100.0
+                );
             }
         }
     }

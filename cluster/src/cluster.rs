@@ -1,0 +1,313 @@
+//! The [`Cluster`] handle: gossip membership (chitchat over UDP), the ring over ready
+//! members, and the peer links (TCP on the same port number).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::transport::UdpTransport;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::change::{compute_changes, members_by_id, ClusterChange};
+use crate::link::{FrameHandler, Links, SendError};
+use crate::member::{ClusterMember, MemberState, PEER_ADDR_KEY, STATE_KEY};
+use crate::metrics;
+use crate::node::{NodeId, NodeIdentity};
+use crate::ring::Ring;
+use crate::wire::PeerFrame;
+
+/// How a node joins and talks to its cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Start time in milliseconds: a restarted node has a higher one.
+    pub generation: u64,
+    /// TCP links and UDP gossip listen on this one address.
+    pub listen_addr: SocketAddr,
+    /// The address other nodes reach this node at (TCP and UDP).
+    pub advertise_addr: SocketAddr,
+    /// `host:port` of other nodes; DNS names are re-resolved (a headless service works).
+    pub seeds: Vec<String>,
+    /// Shared secret of the link handshake.
+    pub secret: Vec<u8>,
+    /// Nodes of different clusters ignore each other.
+    pub cluster_id: String,
+    /// Gossip round interval.
+    pub gossip_interval: Duration,
+    /// About how long without news before a node is declared dead.
+    pub failure_timeout: Duration,
+    /// Frames queued per peer link before sends are refused.
+    pub link_queue_frames: usize,
+}
+
+impl ClusterConfig {
+    /// A configuration for tests on loopback.
+    pub fn for_test(node_id: &str, addr: SocketAddr, seeds: Vec<String>) -> Self {
+        ClusterConfig {
+            node_id: NodeId::new(node_id),
+            generation: 1,
+            listen_addr: addr,
+            advertise_addr: addr,
+            seeds,
+            secret: b"test-secret".to_vec(),
+            cluster_id: "ringcast".into(),
+            gossip_interval: Duration::from_millis(100),
+            failure_timeout: Duration::from_millis(1500),
+            link_queue_frames: 4096,
+        }
+    }
+}
+
+/// Startup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start gossip: {0}")]
+    Gossip(String),
+}
+
+/// What this node knows of the cluster at one moment.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    /// Increases with every change.
+    pub version: u64,
+    /// Live members (any state), by id.
+    pub members: BTreeMap<NodeId, ClusterMember>,
+    /// The ring over the ready members.
+    pub ring: Arc<Ring>,
+}
+
+impl ClusterView {
+    pub fn ready_members(&self) -> impl Iterator<Item = &ClusterMember> {
+        self.members.values().filter(|member| member.is_ready())
+    }
+}
+
+/// A running membership: drop it or call [`Cluster::shutdown`] to leave.
+pub struct Cluster {
+    identity: NodeIdentity,
+    chitchat: Mutex<Option<ChitchatHandle>>,
+    links: Arc<Links>,
+    view_rx: watch::Receiver<Arc<ClusterView>>,
+    refresh: Arc<Notify>,
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<ClusterChange>>>>,
+    shutdown: CancellationToken,
+}
+
+impl Cluster {
+    /// Binds the port, starts gossip (as `joining`) and the link acceptor.
+    pub async fn start(config: ClusterConfig, handler: Arc<dyn FrameHandler>) -> Result<Cluster, ClusterError> {
+        metrics::describe();
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .map_err(|source| ClusterError::Bind { addr: config.listen_addr, source })?;
+        let identity = NodeIdentity { node_id: config.node_id.clone(), generation: config.generation };
+        let shutdown = CancellationToken::new();
+        let links = Links::new(
+            identity.clone(),
+            config.cluster_id.clone(),
+            &config.secret,
+            config.link_queue_frames,
+            handler,
+            shutdown.clone(),
+        );
+        // phi here is "silence / mean heartbeat interval": the threshold is the failure
+        // timeout in units of the gossip interval.
+        let phi_threshold = (config.failure_timeout.as_secs_f64() / config.gossip_interval.as_secs_f64()).max(3.0);
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(config.node_id.as_str(), config.generation, config.advertise_addr),
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            listen_addr: config.listen_addr,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold,
+                sampling_window_size: 100,
+                max_interval: Duration::from_secs(10),
+                initial_interval: config.gossip_interval,
+                dead_node_grace_period: Duration::from_secs(600),
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let initial = vec![
+            (STATE_KEY.to_string(), MemberState::Joining.as_str().to_string()),
+            (PEER_ADDR_KEY.to_string(), config.advertise_addr.to_string()),
+        ];
+        let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+            .await
+            .map_err(|err| ClusterError::Gossip(err.to_string()))?;
+        tokio::spawn(links.clone().accept_loop(listener));
+
+        let empty = Arc::new(ClusterView { version: 0, members: BTreeMap::new(), ring: Arc::new(Ring::new([])) });
+        let (view_tx, view_rx) = watch::channel(empty);
+        let refresh = Arc::new(Notify::new());
+        let subscribers = Arc::new(Mutex::new(Vec::new()));
+        tokio::spawn(membership_loop(
+            chitchat.chitchat(),
+            identity.clone(),
+            links.clone(),
+            view_tx,
+            refresh.clone(),
+            subscribers.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Cluster { identity, chitchat: Mutex::new(Some(chitchat)), links, view_rx, refresh, subscribers, shutdown })
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.identity.node_id
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.identity.generation
+    }
+
+    /// The current view (members and ring).
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view_rx.borrow().clone()
+    }
+
+    /// A watch of the view: wakes on every change.
+    pub fn watch(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view_rx.clone()
+    }
+
+    /// Typed membership changes; the stream first replays every current member as `Add`.
+    pub fn changes(&self) -> mpsc::UnboundedReceiver<ClusterChange> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut subscribers = self.subscribers.lock();
+        for member in self.view().members.values() {
+            let _ = tx.send(ClusterChange::Add(member.clone()));
+        }
+        subscribers.push(tx);
+        rx
+    }
+
+    /// Gossips this node's new state; the local view follows at once.
+    pub async fn set_state(&self, state: MemberState) {
+        let chitchat = self.chitchat.lock().as_ref().map(ChitchatHandle::chitchat);
+        if let Some(chitchat) = chitchat {
+            chitchat.lock().await.self_node_state().set(STATE_KEY, state.as_str());
+        }
+        self.refresh.notify_one();
+    }
+
+    /// Queues a frame for `node` without waiting.
+    pub fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<(), SendError> {
+        self.links.send(node, frame)
+    }
+
+    pub fn is_connected(&self, node: &NodeId) -> bool {
+        self.links.is_connected(node)
+    }
+
+    /// True when this node has a link to every other live member.
+    pub fn links_complete(&self) -> bool {
+        self.view().members.keys().filter(|node| **node != self.identity.node_id).all(|node| self.is_connected(node))
+    }
+
+    /// Waits until `predicate` holds for the view, or `timeout` passes.
+    pub async fn wait_for(&self, timeout: Duration, predicate: impl Fn(&ClusterView) -> bool) -> bool {
+        let mut watch = self.watch();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if predicate(&watch.borrow_and_update()) {
+                    return;
+                }
+                if watch.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Leaves: stops gossip and closes every link.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        let chitchat = self.chitchat.lock().take();
+        if let Some(chitchat) = chitchat {
+            let _ = chitchat.shutdown().await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(chitchat) = self.chitchat.lock().take() {
+            let _ = chitchat.initiate_shutdown();
+        }
+    }
+}
+
+/// Recomputes the view whenever gossip's live set changes (or this node's own state), and
+/// publishes it with the typed changes.
+async fn membership_loop(
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    identity: NodeIdentity,
+    links: Arc<Links>,
+    view_tx: watch::Sender<Arc<ClusterView>>,
+    refresh: Arc<Notify>,
+    subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<ClusterChange>>>>,
+    shutdown: CancellationToken,
+) {
+    let mut live_watch = chitchat.lock().await.live_nodes_watcher();
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let members = {
+            let chitchat = chitchat.lock().await;
+            let members: Vec<ClusterMember> = chitchat
+                .live_nodes()
+                .filter_map(|chitchat_id| {
+                    let node_state = chitchat.node_state(chitchat_id)?;
+                    ClusterMember::from_node_state(chitchat_id, node_state)
+                })
+                .filter(|member| member.node_id != identity.node_id || member.generation == identity.generation)
+                .collect();
+            members_by_id(members)
+        };
+        let previous = view_tx.borrow().clone();
+        if members != previous.members {
+            let ring = Arc::new(Ring::new(members.values().filter(|m| m.is_ready()).map(|m| m.node_id.clone())));
+            if ring.members() != previous.ring.members() {
+                let share = ring.shares().get(&identity.node_id).copied().unwrap_or(0.0);
+                metrics::ring_changed(share);
+                tracing::info!(ready = ?ring.members(), "ring changed");
+            }
+            for state in [MemberState::Joining, MemberState::Ready, MemberState::Draining] {
+                metrics::members(state.as_str(), members.values().filter(|m| m.state == state).count());
+            }
+            let changes = compute_changes(&previous.members, &members);
+            let peers: Vec<(NodeId, SocketAddr)> = members
+                .values()
+                .filter(|m| m.node_id != identity.node_id)
+                .map(|m| (m.node_id.clone(), m.peer_addr))
+                .collect();
+            links.reconcile_dialers(&peers);
+            let view = Arc::new(ClusterView { version: previous.version + 1, members, ring });
+            let mut subscribers = subscribers.lock();
+            let _ = view_tx.send(view);
+            subscribers.retain(|subscriber| changes.iter().all(|change| subscriber.send(change.clone()).is_ok()));
+        }
+        tokio::select! {
+            changed = live_watch.changed() => if changed.is_err() { return },
+            _ = refresh.notified() => {}
+            _ = metrics_tick.tick() => {
+                let depths = links.queue_depths();
+                metrics::links(depths.len(), depths.iter().map(|(_, depth)| depth).sum());
+            }
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Peer links: one TCP connection per node pair, dialed by the node with the smaller id,
+//! authenticated by an HMAC handshake over fresh nonces, carrying [`PeerFrame`]s both ways.
+//!
+//! Sending never waits: each link has a bounded queue and a writer task that writes every
+//! queued frame in one vectored write. A link that breaks is reported to the
+//! [`FrameHandler`] at once, so the user can answer what was in flight.
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics;
+use crate::node::{NodeId, NodeIdentity};
+use crate::wire::{self, PeerFrame, FIRST_USER_KIND, KIND_HELLO, KIND_PING, KIND_PROOF};
+
+/// How long a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A link sends a keepalive when it has been quiet this long...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+/// ...and is declared broken when nothing arrived for this long (a partition sends no FIN).
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
+const NONCE_LEN: usize = 32;
+
+/// Receives what peers send. Called on the link's reader task: must not block.
+pub trait FrameHandler: Send + Sync + 'static {
+    fn on_frame(&self, from: &NodeId, frame: PeerFrame);
+    /// The link to `node` broke: frames queued to it may not have arrived.
+    fn on_link_down(&self, node: &NodeId);
+}
+
+/// Why a frame could not be queued for a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no link to the node")]
+    NoLink,
+    #[error("the link's queue is full")]
+    QueueFull,
+}
+
+struct Link {
+    /// Unique per link, to tell a replaced link from its successor.
+    link_id: u64,
+    generation: u64,
+    tx: mpsc::Sender<PeerFrame>,
+    cancel: CancellationToken,
+}
+
+/// All links of this node.
+pub(crate) struct Links {
+    identity: NodeIdentity,
+    cluster_id: String,
+    key: hmac::Key,
+    queue_frames: usize,
+    handler: Arc<dyn FrameHandler>,
+    links: Mutex<HashMap<NodeId, Link>>,
+    dialers: Mutex<HashMap<NodeId, (SocketAddr, CancellationToken)>>,
+    next_link_id: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl Links {
+    pub(crate) fn new(
+        identity: NodeIdentity,
+        cluster_id: String,
+        secret: &[u8],
+        queue_frames: usize,
+        handler: Arc<dyn FrameHandler>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Links {
+            identity,
+            cluster_id,
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            queue_frames,
+            handler,
+            links: Mutex::new(HashMap::new()),
+            dialers: Mutex::new(HashMap::new()),
+            next_link_id: AtomicU64::new(1),
+            shutdown,
+        })
+    }
+
+    /// Queues `frame` for `node` without waiting.
+    pub(crate) fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<(), SendError> {
+        let links = self.links.lock();
+        let link = links.get(node).ok_or(SendError::NoLink)?;
+        link.tx.try_send(frame).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::link_queue_full();
+                SendError::QueueFull
+            }
+            mpsc::error::TrySendError::Closed(_) => SendError::NoLink,
+        })
+    }
+
+    pub(crate) fn is_connected(&self, node: &NodeId) -> bool {
+        self.links.lock().contains_key(node)
+    }
+
+    /// Queued frames per link, for metrics.
+    pub(crate) fn queue_depths(&self) -> Vec<(NodeId, usize)> {
+        self.links
+            .lock()
+            .iter()
+            .map(|(node, link)| (node.clone(), self.queue_frames - link.tx.capacity()))
+            .collect()
+    }
+
+    /// Makes the dialers match the members: this node dials every member whose id is
+    /// greater than its own, and stops dialing members that are gone or moved.
+    pub(crate) fn reconcile_dialers(self: &Arc<Self>, members: &[(NodeId, SocketAddr)]) {
+        let mut dialers = self.dialers.lock();
+        dialers.retain(|node_id, (addr, cancel)| {
+            let keep = members.iter().any(|(id, a)| id == node_id && a == addr);
+            if !keep {
+                cancel.cancel();
+            }
+            keep
+        });
+        for (node_id, addr) in members {
+            if node_id <= &self.identity.node_id || dialers.contains_key(node_id) {
+                continue;
+            }
+            let cancel = self.shutdown.child_token();
+            dialers.insert(node_id.clone(), (*addr, cancel.clone()));
+            tokio::spawn(self.clone().dial_loop(node_id.clone(), *addr, cancel));
+        }
+    }
+
+    async fn dial_loop(self: Arc<Self>, node_id: NodeId, addr: SocketAddr, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await??;
+                let _ = stream.set_nodelay(true);
+                let (stream, peer) =
+                    tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake_as_dialer(stream, &node_id)).await??;
+                anyhow::Ok((stream, peer))
+            };
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                _ = cancel.cancelled() => return,
+            };
+            match outcome {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(50);
+                    let link_cancel = cancel.child_token();
+                    self.run_link(stream, peer, link_cancel).await;
+                    metrics::link_reconnect();
+                }
+                Err(err) => {
+                    tracing::debug!(peer = %node_id, %addr, error = %err, "peer dial failed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Accepts inbound links until shutdown.
+    pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, remote) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "peer accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = self.shutdown.cancelled() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let links = self.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, links.handshake_as_acceptor(stream)).await {
+                    Ok(Ok((stream, peer))) => {
+                        let cancel = links.shutdown.child_token();
+                        links.run_link(stream, peer, cancel).await;
+                    }
+                    Ok(Err(err)) => tracing::warn!(%remote, error = %err, "peer refused"),
+                    Err(_) => tracing::warn!(%remote, "peer handshake timed out"),
+                }
+            });
+        }
+    }
+
+    /// Runs an authenticated link until it breaks or is replaced.
+    async fn run_link(self: &Arc<Self>, stream: TcpStream, peer: NodeIdentity, cancel: CancellationToken) {
+        let link_id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.queue_frames);
+        {
+            let mut links = self.links.lock();
+            if let Some(existing) = links.get(&peer.node_id) {
+                if existing.generation > peer.generation {
+                    tracing::warn!(peer = %peer.node_id, generation = peer.generation, "refusing a link from an older generation");
+                    return;
+                }
+                existing.cancel.cancel();
+            }
+            links.insert(peer.node_id.clone(), Link { link_id, generation: peer.generation, tx, cancel: cancel.clone() });
+        }
+        tracing::info!(peer = %peer.node_id, generation = peer.generation, "peer link up");
+        let (read_half, write_half) = stream.into_split();
+        let writer = tokio::spawn(write_loop(write_half, rx, cancel.clone()));
+        let reason = self.read_loop(read_half, &peer.node_id, &cancel).await;
+        cancel.cancel();
+        let _ = writer.await;
+        let removed = {
+            let mut links = self.links.lock();
+            match links.get(&peer.node_id) {
+                Some(link) if link.link_id == link_id => {
+                    links.remove(&peer.node_id);
+                    true
+                }
+                _ => false,
+            }
+        };
+        tracing::info!(peer = %peer.node_id, reason, replaced = !removed, "peer link down");
+        // Even a replaced link may have taken frames with it.
+        self.handler.on_link_down(&peer.node_id);
+    }
+
+    async fn read_loop(
+        &self,
+        mut read_half: tokio::net::tcp::OwnedReadHalf,
+        peer: &NodeId,
+        cancel: &CancellationToken,
+    ) -> &'static str {
+        let mut buffer = BytesMut::with_capacity(64 * 1024);
+        let mut frames = Vec::new();
+        loop {
+            if buffer.capacity() - buffer.len() < 16 * 1024 {
+                buffer.reserve(64 * 1024);
+            }
+            let read = tokio::select! {
+                read = tokio::time::timeout(READ_TIMEOUT, read_half.read_buf(&mut buffer)) => read,
+                _ = cancel.cancelled() => return "closed",
+            };
+            match read {
+                Err(_) => return "keepalive timeout",
+                Ok(Err(_)) => return "read error",
+                Ok(Ok(0)) => return "peer closed",
+                Ok(Ok(count)) => metrics::link_bytes_received(count),
+            }
+            if let Err(err) = wire::parse_all(&mut buffer, &mut frames) {
+                tracing::warn!(peer = %peer, error = %err, "garbage on peer link");
+                return "garbage";
+            }
+            metrics::link_frames_received(frames.len());
+            for frame in frames.drain(..) {
+                if frame.kind >= FIRST_USER_KIND {
+                    self.handler.on_frame(peer, frame);
+                }
+            }
+        }
+    }
+
+    // === handshake ===
+
+    fn hello(&self, nonce: &[u8; NONCE_LEN], mac: Option<&[u8]>) -> PeerFrame {
+        let mut payload = BytesMut::new();
+        put_str(&mut payload, self.identity.node_id.as_str());
+        payload.put_u64_le(self.identity.generation);
+        payload.put_slice(nonce);
+        put_str(&mut payload, &self.cluster_id);
+        if let Some(mac) = mac {
+            payload.put_slice(mac);
+        }
+        PeerFrame::new(KIND_HELLO, payload.freeze())
+    }
+
+    fn transcript(&self, role: u8, dialer: &NodeIdentity, acceptor: &NodeIdentity, nonces: (&[u8], &[u8])) -> Vec<u8> {
+        let mut transcript = b"ringcast-link-v1".to_vec();
+        transcript.push(role);
+        for identity in [dialer, acceptor] {
+            transcript.extend_from_slice(identity.node_id.as_str().as_bytes());
+            transcript.push(0);
+            transcript.extend_from_slice(&identity.generation.to_le_bytes());
+        }
+        transcript.extend_from_slice(nonces.0);
+        transcript.extend_from_slice(nonces.1);
+        transcript.extend_from_slice(self.cluster_id.as_bytes());
+        transcript
+    }
+
+    async fn handshake_as_dialer(&self, mut stream: TcpStream, expected: &NodeId) -> anyhow::Result<(TcpStream, NodeIdentity)> {
+        let nonce_dialer = nonce()?;
+        stream.write_all(&self.hello(&nonce_dialer, None).encode()).await?;
+        let reply = read_one_frame(&mut stream, KIND_HELLO).await?;
+        let mut payload = reply.payload;
+        let (acceptor, nonce_acceptor, cluster_id) = parse_hello(&mut payload)?;
+        anyhow::ensure!(cluster_id == self.cluster_id, "peer is in cluster {cluster_id:?}");
+        anyhow::ensure!(&acceptor.node_id == expected, "dialed {expected} but reached {}", acceptor.node_id);
+        anyhow::ensure!(payload.len() == 32, "peer sent no proof");
+        let transcript = self.transcript(b'A', &self.identity, &acceptor, (&nonce_dialer, &nonce_acceptor));
+        hmac::verify(&self.key, &transcript, &payload).map_err(|_| anyhow::anyhow!("peer does not hold the cluster secret"))?;
+        let transcript = self.transcript(b'D', &self.identity, &acceptor, (&nonce_dialer, &nonce_acceptor));
+        let proof = hmac::sign(&self.key, &transcript);
+        stream.write_all(&PeerFrame::new(KIND_PROOF, Bytes::copy_from_slice(proof.as_ref())).encode()).await?;
+        Ok((stream, acceptor))
+    }
+
+    async fn handshake_as_acceptor(&self, mut stream: TcpStream) -> anyhow::Result<(TcpStream, NodeIdentity)> {
+        let hello = read_one_frame(&mut stream, KIND_HELLO).await?;
+        let mut payload = hello.payload;
+        let (dialer, nonce_dialer, cluster_id) = parse_hello(&mut payload)?;
+        anyhow::ensure!(cluster_id == self.cluster_id, "peer is in cluster {cluster_id:?}");
+        anyhow::ensure!(dialer.node_id != self.identity.node_id, "peer claims our own node id");
+        let nonce_acceptor = nonce()?;
+        let transcript = self.transcript(b'A', &dialer, &self.identity, (&nonce_dialer, &nonce_acceptor));
+        let mac = hmac::sign(&self.key, &transcript);
+        stream.write_all(&self.hello(&nonce_acceptor, Some(mac.as_ref())).encode()).await?;
+        let proof = read_one_frame(&mut stream, KIND_PROOF).await?;
+        let transcript = self.transcript(b'D', &dialer, &self.identity, (&nonce_dialer, &nonce_acceptor));
+        hmac::verify(&self.key, &transcript, &proof.payload)
+            .map_err(|_| anyhow::anyhow!("peer does not hold the cluster secret"))?;
+        Ok((stream, dialer))
+    }
+}
+
+/// Writes queued frames, many per syscall, and a keepalive when idle.
+async fn write_loop(
+    mut write_half: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<PeerFrame>,
+    cancel: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        let received = tokio::select! {
+            received = rx.recv_many(&mut batch, 256) => received,
+            _ = tokio::time::sleep(KEEPALIVE_INTERVAL) => {
+                batch.push(PeerFrame::new(KIND_PING, Bytes::new()));
+                1
+            }
+            _ = cancel.cancelled() => return,
+        };
+        if received == 0 {
+            return;
+        }
+        let written = tokio::select! {
+            written = write_frames(&mut write_half, &batch) => written,
+            _ = cancel.cancelled() => return,
+        };
+        match written {
+            Ok(bytes) => {
+                metrics::link_frames_sent(batch.len());
+                metrics::link_bytes_sent(bytes);
+            }
+            Err(_) => {
+                cancel.cancel();
+                return;
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Writes frames with vectored writes: each header and each payload is its own slice.
+async fn write_frames<W: AsyncWrite + Unpin>(writer: &mut W, frames: &[PeerFrame]) -> std::io::Result<usize> {
+    let headers: Vec<[u8; 4 + wire::HEADER_LEN]> = frames.iter().map(PeerFrame::encode_header).collect();
+    let mut slices = Vec::with_capacity(frames.len() * 2);
+    let mut total = 0;
+    for (header, frame) in headers.iter().zip(frames) {
+        slices.push(IoSlice::new(header));
+        total += header.len() + frame.payload.len();
+        if !frame.payload.is_empty() {
+            slices.push(IoSlice::new(&frame.payload));
+        }
+    }
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let written = writer.write_vectored(slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(total)
+}
+
+async fn read_one_frame(stream: &mut TcpStream, kind: u8) -> anyhow::Result<PeerFrame> {
+    let mut buffer = BytesMut::with_capacity(256);
+    loop {
+        if let Some(total_len) = wire::check(&buffer)? {
+            let frame = wire::parse(&mut buffer, total_len);
+            anyhow::ensure!(frame.kind == kind, "unexpected frame kind {} in handshake", frame.kind);
+            anyhow::ensure!(buffer.is_empty(), "peer sent data before the handshake ended");
+            return Ok(frame);
+        }
+        anyhow::ensure!(buffer.len() < 4096, "handshake frame too long");
+        if stream.read_buf(&mut buffer).await? == 0 {
+            anyhow::bail!("peer closed during the handshake");
+        }
+    }
+}
+
+fn nonce() -> anyhow::Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    Ok(nonce)
+}
+
+fn put_str(buf: &mut BytesMut, text: &str) {
+    buf.put_u16_le(text.len() as u16);
+    buf.put_slice(text.as_bytes());
+}
+
+fn get_str(buf: &mut Bytes) -> anyhow::Result<String> {
+    anyhow::ensure!(buf.remaining() >= 2, "truncated hello");
+    let len = buf.get_u16_le() as usize;
+    anyhow::ensure!(buf.remaining() >= len, "truncated hello");
+    let text = buf.split_to(len);
+    Ok(String::from_utf8(text.to_vec())?)
+}
+
+fn parse_hello(payload: &mut Bytes) -> anyhow::Result<(NodeIdentity, [u8; NONCE_LEN], String)> {
+    let node_id = get_str(payload)?;
+    anyhow::ensure!(!node_id.is_empty(), "empty node id");
+    anyhow::ensure!(payload.remaining() >= 8 + NONCE_LEN, "truncated hello");
+    let generation = payload.get_u64_le();
+    let mut nonce = [0u8; NONCE_LEN];
+    payload.copy_to_slice(&mut nonce);
+    let cluster_id = get_str(payload)?;
+    Ok((NodeIdentity { node_id: NodeId::new(node_id), generation }, nonce, cluster_id))
+}
