@@ -106,24 +106,32 @@ impl KeyConfig {
     }
 
     fn decoding_key(&self) -> Result<DecodingKey, ConfigError> {
-        let bad = |err: jsonwebtoken::errors::Error| ConfigError::new(format!("--jwt-public-key is not a valid PEM key: {err}"));
+        let bad = |err: jsonwebtoken::errors::Error| {
+            ConfigError::new(format!("--jwt-public-key is not a valid PEM key: {err}"))
+        };
         match self {
             KeyConfig::Hs256(secret) => Ok(DecodingKey::from_secret(secret)),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Rs256, pem } => DecodingKey::from_rsa_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Es256, pem } => DecodingKey::from_ec_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::EdDsa, pem } => DecodingKey::from_ed_pem(pem).map_err(bad),
-            KeyConfig::PublicKey { algorithm: JwtAlgorithm::Hs256, .. } => Err(ConfigError::new("HS256 takes a secret, not a key file")),
+            KeyConfig::PublicKey { algorithm: JwtAlgorithm::Hs256, .. } => {
+                Err(ConfigError::new("HS256 takes a secret, not a key file"))
+            }
         }
     }
 
     fn encoding_key(&self) -> Result<EncodingKey, ConfigError> {
-        let bad = |err: jsonwebtoken::errors::Error| ConfigError::new(format!("--jwt-private-key is not a valid PEM key: {err}"));
+        let bad = |err: jsonwebtoken::errors::Error| {
+            ConfigError::new(format!("--jwt-private-key is not a valid PEM key: {err}"))
+        };
         match self {
             KeyConfig::Hs256(secret) => Ok(EncodingKey::from_secret(secret)),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Rs256, pem } => EncodingKey::from_rsa_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Es256, pem } => EncodingKey::from_ec_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::EdDsa, pem } => EncodingKey::from_ed_pem(pem).map_err(bad),
-            KeyConfig::PublicKey { algorithm: JwtAlgorithm::Hs256, .. } => Err(ConfigError::new("HS256 takes a secret, not a key file")),
+            KeyConfig::PublicKey { algorithm: JwtAlgorithm::Hs256, .. } => {
+                Err(ConfigError::new("HS256 takes a secret, not a key file"))
+            }
         }
     }
 }
@@ -208,17 +216,18 @@ impl Authenticator {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding_key, &self.validation).map_err(|err| {
-            match err.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::BadSignature
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding_key, &self.validation).map_err(|err| {
+                match err.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                    ErrorKind::InvalidSignature | ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        AuthError::BadSignature
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => AuthError::BadClaims("sub and exp are required"),
+                    _ => AuthError::Malformed,
                 }
-                ErrorKind::MissingRequiredClaim(_) => AuthError::BadClaims("sub and exp are required"),
-                _ => AuthError::Malformed,
-            }
-        })?;
+            })?;
         let claims = data.claims;
         let tenant = claims.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string());
         if !is_valid_id(&claims.sub) {
@@ -259,7 +268,9 @@ pub fn random_secret() -> Vec<u8> {
         use std::hash::{BuildHasher, Hasher};
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_usize(index);
-        hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        hasher.write_u128(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+        );
         chunk.copy_from_slice(&hasher.finish().to_le_bytes());
     }
     bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>().into_bytes()
@@ -279,7 +290,16 @@ mod tests {
     use super::*;
 
     fn claims(exp: u64) -> Claims {
-        Claims { sub: "alice".into(), exp, nbf: None, iat: None, tenant: None, name: None, roles: vec![], groups: vec![] }
+        Claims {
+            sub: "alice".into(),
+            exp,
+            nbf: None,
+            iat: None,
+            tenant: None,
+            name: None,
+            roles: vec![],
+            groups: vec![],
+        }
     }
 
     #[test]

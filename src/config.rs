@@ -58,6 +58,15 @@ pub struct ServeArgs {
     /// shared secret of the internal protocol
     #[arg(long, env = "RINGCAST_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// nodes with another cluster id ignore each other [default: ringcast]
+    #[arg(long, env = "RINGCAST_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// gossip round interval in milliseconds [default: 100]
+    #[arg(long, env = "RINGCAST_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// silence after which a node is declared dead, in milliseconds [default: 1500]
+    #[arg(long, env = "RINGCAST_FAILURE_TIMEOUT_MS")]
+    pub failure_timeout_ms: Option<u64>,
     /// HS256 key of client tokens
     #[arg(long, env = "RINGCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -150,6 +159,22 @@ pub struct Config {
     pub max_connections: usize,
     pub drain_timeout: Duration,
     pub log_json: bool,
+    /// `None` = a single node.
+    pub cluster: Option<ClusterSettings>,
+    /// Bearer key of the admin API (besides admin JWTs).
+    pub admin_key: Option<String>,
+}
+
+/// How a node joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub listen: SocketAddr,
+    pub advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub secret: String,
+    pub cluster_id: String,
+    pub gossip_interval: Duration,
+    pub failure_timeout: Duration,
 }
 
 /// Per-connection limits (PROTOCOL.md §1).
@@ -193,16 +218,43 @@ impl ServeArgs {
         };
         let text = std::fs::read_to_string(&path)
             .map_err(|err| ConfigError::new(format!("cannot read config file {}: {err}", path.display())))?;
-        let file = parse_file(&text).map_err(|err| ConfigError::new(format!("config file {}: {err}", path.display())))?;
+        let file =
+            parse_file(&text).map_err(|err| ConfigError::new(format!("config file {}: {err}", path.display())))?;
         macro_rules! fill {
             ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
         }
         fill!(
-            listen, admin_listen, node_id, cluster_listen, cluster_advertise, seeds, cluster_secret, jwt_secret,
-            jwt_public_key, jwt_alg, admin_key, redis_url, tls_cert, tls_key, allowed_origins, max_message_bytes,
-            rate_per_second, rate_burst, rate_limit_close_secs, queue_frames, idle_timeout_secs, ping_interval_secs,
-            auth_timeout_secs, error_limit, error_window_secs, history_size, inbox_size, max_connections,
-            drain_timeout_secs, log_format, dev
+            listen,
+            admin_listen,
+            node_id,
+            cluster_listen,
+            cluster_advertise,
+            seeds,
+            cluster_secret,
+            jwt_secret,
+            jwt_public_key,
+            jwt_alg,
+            admin_key,
+            redis_url,
+            tls_cert,
+            tls_key,
+            allowed_origins,
+            max_message_bytes,
+            rate_per_second,
+            rate_burst,
+            rate_limit_close_secs,
+            queue_frames,
+            idle_timeout_secs,
+            ping_interval_secs,
+            auth_timeout_secs,
+            error_limit,
+            error_window_secs,
+            history_size,
+            inbox_size,
+            max_connections,
+            drain_timeout_secs,
+            log_format,
+            dev
         );
         Ok(self)
     }
@@ -212,16 +264,50 @@ impl ServeArgs {
         let this = self.merge_file()?;
         let listen = parse_addr("--listen", this.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let admin_listen = this.admin_listen.as_deref().map(|addr| parse_addr("--admin-listen", addr)).transpose()?;
-        for (flag, value) in [
-            ("--cluster-listen", &this.cluster_listen),
-            ("--seeds", &this.seeds),
-            ("--cluster-secret", &this.cluster_secret),
-            ("--redis-url", &this.redis_url),
-        ] {
-            if value.is_some() {
-                return Err(ConfigError::new(format!("{flag} is not supported by this version yet")));
-            }
+        if this.redis_url.is_some() {
+            return Err(ConfigError::new("--redis-url is not supported by this version yet"));
         }
+        let cluster = match &this.cluster_listen {
+            None => {
+                for (flag, value) in [("--seeds", &this.seeds), ("--cluster-advertise", &this.cluster_advertise)] {
+                    if value.is_some() {
+                        return Err(ConfigError::new(format!("{flag} needs --cluster-listen")));
+                    }
+                }
+                None
+            }
+            Some(cluster_listen) => {
+                let listen = parse_addr("--cluster-listen", cluster_listen)?;
+                let advertise = match &this.cluster_advertise {
+                    Some(addr) => parse_addr("--cluster-advertise", addr)?,
+                    None if listen.ip().is_unspecified() => {
+                        return Err(ConfigError::new("--cluster-listen on 0.0.0.0 needs --cluster-advertise"))
+                    }
+                    None => listen,
+                };
+                let secret = this
+                    .cluster_secret
+                    .clone()
+                    .ok_or_else(|| ConfigError::new("--cluster-secret is required with --cluster-listen"))?;
+                if secret.len() < 8 {
+                    return Err(ConfigError::new("--cluster-secret must be at least 8 characters"));
+                }
+                let gossip_interval = Duration::from_millis(positive("--gossip-interval-ms", this.gossip_interval_ms, 100)?);
+                let failure_timeout = Duration::from_millis(positive("--failure-timeout-ms", this.failure_timeout_ms, 1500)?);
+                if failure_timeout < gossip_interval * 3 {
+                    return Err(ConfigError::new("--failure-timeout-ms must be at least 3 gossip intervals"));
+                }
+                Some(ClusterSettings {
+                    listen,
+                    advertise,
+                    seeds: this.seeds.as_deref().map(split_list).unwrap_or_default(),
+                    secret,
+                    cluster_id: this.cluster_id.clone().unwrap_or_else(|| "ringcast".to_string()),
+                    gossip_interval,
+                    failure_timeout,
+                })
+            }
+        };
         if this.tls_cert.is_some() || this.tls_key.is_some() {
             return Err(ConfigError::new("--tls-cert/--tls-key are not supported by this version yet"));
         }
@@ -229,13 +315,19 @@ impl ServeArgs {
             Some(node_id) => node_id,
             None => host_name(),
         };
-        if node_id.is_empty() || node_id.len() > 64 || !node_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(ConfigError::new(format!(
-                "--node-id {node_id:?} must be 1-64 chars of [A-Za-z0-9-_.]"
-            )));
+        if node_id.is_empty()
+            || node_id.len() > 64
+            || !node_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::new(format!("--node-id {node_id:?} must be 1-64 chars of [A-Za-z0-9-_.]")));
         }
         let dev_flag = this.dev.unwrap_or(false);
-        let key_opt = KeyConfig::from_options(this.jwt_secret.as_deref(), this.jwt_public_key.as_deref(), this.jwt_alg.as_deref(), None)?;
+        let key_opt = KeyConfig::from_options(
+            this.jwt_secret.as_deref(),
+            this.jwt_public_key.as_deref(),
+            this.jwt_alg.as_deref(),
+            None,
+        )?;
         let (key, dev) = match key_opt {
             Some(key) => (key, false),
             None => (KeyConfig::Hs256(crate::auth::random_secret()), true),
@@ -249,7 +341,11 @@ impl ServeArgs {
             max_message_bytes: positive("--max-message-bytes", this.max_message_bytes, defaults.max_message_bytes)?,
             rate_per_second: positive_f64("--rate-per-second", this.rate_per_second, defaults.rate_per_second)?,
             rate_burst: positive("--rate-burst", this.rate_burst, defaults.rate_burst)?,
-            rate_limit_close_after: seconds("--rate-limit-close-secs", this.rate_limit_close_secs, defaults.rate_limit_close_after)?,
+            rate_limit_close_after: seconds(
+                "--rate-limit-close-secs",
+                this.rate_limit_close_secs,
+                defaults.rate_limit_close_after,
+            )?,
             queue_frames: positive("--queue-frames", this.queue_frames, defaults.queue_frames)?,
             idle_timeout: seconds("--idle-timeout-secs", this.idle_timeout_secs, defaults.idle_timeout)?,
             ping_interval: seconds("--ping-interval-secs", this.ping_interval_secs, defaults.ping_interval)?,
@@ -275,6 +371,8 @@ impl ServeArgs {
             max_connections: positive("--max-connections", this.max_connections, 100_000)?,
             drain_timeout: seconds("--drain-timeout-secs", this.drain_timeout_secs, Duration::from_secs(30))?,
             log_json,
+            cluster,
+            admin_key: this.admin_key.filter(|key| !key.is_empty()),
         })
     }
 }
@@ -295,6 +393,8 @@ impl Config {
             max_connections: 100_000,
             drain_timeout: Duration::from_secs(5),
             log_json: false,
+            cluster: None,
+            admin_key: None,
         }
     }
 }
@@ -319,7 +419,11 @@ fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| ConfigError::new(format!("{flag} {value:?} is not a host:port address")))
 }
 
-fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(flag: &str, value: Option<T>, default: T) -> Result<T, ConfigError> {
+fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
+    flag: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
     let value = value.unwrap_or(default);
     if value <= T::default() {
         return Err(ConfigError::new(format!("{flag} must be greater than 0, got {value}")));
@@ -358,7 +462,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
         Some(index) => text.split_at(index),
         None => (text, "s"),
     };
-    let number: u64 = digits.parse().map_err(|_| ConfigError::new(format!("{text:?} is not a duration like 90s, 15m, 1h")))?;
+    let number: u64 =
+        digits.parse().map_err(|_| ConfigError::new(format!("{text:?} is not a duration like 90s, 15m, 1h")))?;
     let unit_secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -368,7 +473,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
     };
     Ok(Duration::from_secs(number * unit_secs))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -72,6 +72,9 @@ mod tests {
     #[test]
     fn test_ack_needs_op_id() {
         assert!(ack(None, ()).is_none());
-        assert_eq!(&ack(Some("x"), serde_json::json!({"a":1})).unwrap()[..], br#"{"type":"ack","op_id":"x","data":{"a":1}}"#);
+        assert_eq!(
+            &ack(Some("x"), serde_json::json!({"a":1})).unwrap()[..],
+            br#"{"type":"ack","op_id":"x","data":{"a":1}}"#
+        );
     }
 }

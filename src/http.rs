@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::admin;
 use crate::auth::AuthError;
 use crate::conn::ConnMeta;
 use crate::metrics;
@@ -31,7 +32,12 @@ pub enum Role {
     Admin,
 }
 
-pub async fn handle(node: Arc<Node>, role: Role, remote: SocketAddr, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    node: Arc<Node>,
+    role: Role,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     let response = match (req.method(), path) {
         (&Method::GET, "/health") => json(StatusCode::OK, format!(r#"{{"status":"ok","node_id":"{}"}}"#, node.id)),
@@ -51,19 +57,23 @@ pub async fn handle(node: Arc<Node>, role: Role, remote: SocketAddr, mut req: Re
             None => error(StatusCode::NOT_FOUND, "metrics are not enabled"),
         },
         (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req),
+        (&Method::GET, "/v1/cluster") => match admin::authorize(&node, req.headers()) {
+            Ok(()) => admin::cluster(&node),
+            Err(response) => response,
+        },
         _ => error(StatusCode::NOT_FOUND, "not found"),
     };
     Ok(response)
 }
 
-fn json(status: StatusCode, body: String) -> Response<Body> {
+pub fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, serde_json::json!({ "error": message }).to_string())
 }
 

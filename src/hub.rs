@@ -105,7 +105,7 @@ impl Hub {
                 }
                 metrics::deliveries(delivered);
             }
-            EdgeMsg::Reply { conn_id, frame, is_error } => {
+            EdgeMsg::Reply { conn_id, frame, is_error, .. } => {
                 let Some(conn) = self.get(conn_id) else {
                     return;
                 };
@@ -114,7 +114,7 @@ impl Hub {
                     conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
                 }
             }
-            EdgeMsg::Joined { room, conn_id, frames } => {
+            EdgeMsg::Joined { room, conn_id, frames, .. } => {
                 let Some(conn) = self.get(conn_id) else {
                     return;
                 };
@@ -134,7 +134,7 @@ impl Hub {
                     conn.outbox.push_text(frame);
                 }
             }
-            EdgeMsg::Left { room, conn_id, frames } => {
+            EdgeMsg::Left { room, conn_id, frames, .. } => {
                 let Some(conn) = self.get(conn_id) else {
                     return;
                 };

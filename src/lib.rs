@@ -20,8 +20,10 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admin;
 pub mod auth;
 pub mod close;
+pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod frames;
@@ -31,7 +33,9 @@ pub mod ids;
 pub mod metrics;
 pub mod node;
 pub mod owner;
+pub mod peer;
 pub mod protocol;
+pub mod rebalance;
 pub mod room;
 pub mod route;
 pub mod server;

@@ -95,8 +95,9 @@ fn token(args: TokenArgs) -> ExitCode {
                 secret = file.jwt_secret;
             }
         }
-        let key = KeyConfig::from_options(secret.as_deref(), None, args.jwt_alg.as_deref(), args.jwt_private_key.as_deref())?
-            .ok_or_else(|| ConfigError::new("token needs --jwt-secret or --jwt-private-key"))?;
+        let key =
+            KeyConfig::from_options(secret.as_deref(), None, args.jwt_alg.as_deref(), args.jwt_private_key.as_deref())?
+                .ok_or_else(|| ConfigError::new("token needs --jwt-secret or --jwt-private-key"))?;
         if !auth::is_valid_id(&args.sub) {
             return Err(ConfigError::new("--sub must be 1-128 chars of [A-Za-z0-9_.:@-]"));
         }
@@ -158,6 +159,9 @@ async fn serve_async(config: Config) -> ExitCode {
         Ok(node) => Arc::new(node),
         Err(err) => return usage_error(&err),
     };
+    if let Err(err) = node.join_cluster().await {
+        return usage_error(&ConfigError::new(err.to_string()));
+    }
     // Machine-readable start line: tests and scripts wait for it.
     println!("ringcast listening on {local_addr}");
     if let Some(admin_listener) = &admin_listener {
@@ -214,7 +218,11 @@ async fn shutdown_signal() {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         builder.json().init();
     } else {

@@ -14,6 +14,8 @@ pub const FRAMES_RENDERED: &str = "ringcast_frames_rendered_total";
 pub const ERRORS: &str = "ringcast_errors_total";
 pub const DISCONNECTS: &str = "ringcast_disconnects_total";
 pub const ROOMS_OWNED: &str = "ringcast_rooms_owned";
+pub const PEER_FORWARDS: &str = "ringcast_peer_forwards_total";
+pub const PEER_SEND_FAILURES: &str = "ringcast_peer_send_failures_total";
 
 /// Registers help text and units; call once at start.
 pub fn describe() {
@@ -26,13 +28,13 @@ pub fn describe() {
     describe_counter!(ERRORS, Unit::Count, "error replies sent to clients, by code");
     describe_counter!(DISCONNECTS, Unit::Count, "connections closed by the server, by close code");
     describe_gauge!(ROOMS_OWNED, Unit::Count, "rooms whose owner is this node");
+    describe_counter!(PEER_FORWARDS, Unit::Count, "operations sent to a remote owner");
+    describe_counter!(PEER_SEND_FAILURES, Unit::Count, "owner answers that could not be sent to their edge");
 }
 
 /// Message types used as the `type` label; anything else is counted as `other`.
-const KNOWN_TYPES: &[&str] = &[
-    "auth", "auth.refresh", "room.join", "room.leave", "room.members", "room.history", "chat.send",
-    "presence.ping",
-];
+const KNOWN_TYPES: &[&str] =
+    &["auth", "auth.refresh", "room.join", "room.leave", "room.members", "room.history", "chat.send", "presence.ping"];
 
 pub fn message_in(kind: &str) {
     let label = KNOWN_TYPES.iter().find(|known| **known == kind).copied().unwrap_or("other");
@@ -81,6 +83,14 @@ pub fn disconnect(code: u16) {
         _ => "other",
     };
     counter!(DISCONNECTS, "code" => label).increment(1);
+}
+
+pub fn peer_forward() {
+    counter!(PEER_FORWARDS).increment(1);
+}
+
+pub fn peer_send_failed() {
+    counter!(PEER_SEND_FAILURES).increment(1);
 }
 
 pub fn rooms_owned(delta: f64) {

@@ -1,21 +1,41 @@
 //! The node: everything one ringcast process holds, and the router between its edge and the
-//! owners of room keys.
+//! owners of room keys, in-process or over peer links.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use ringcast_cluster::{NodeId, Ring};
+use parking_lot::Mutex;
+use ringcast_cluster::{Cluster, ClusterConfig, ClusterError, MemberState, NodeId, Ring};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
+use crate::conn::ConnId;
+use crate::frames;
 use crate::hub::Hub;
 use crate::ids::IdGen;
+use crate::metrics;
 use crate::owner::{EdgeSink, Owner};
+use crate::peer;
 use crate::protocol::{ErrorCode, ReplyError};
+use crate::room::RoomKey;
 use crate::route::{EdgeMsg, OwnerOp};
 use crate::time;
+
+/// A request sent to a remote owner and not answered yet.
+struct Pending {
+    node: NodeId,
+    conn_id: ConnId,
+    op_id: String,
+    sent_at: Instant,
+}
+
+/// How long a remote owner may take to answer before the client gets `unavailable`.
+const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One ringcast process.
 pub struct Node {
@@ -24,14 +44,24 @@ pub struct Node {
     pub generation: u64,
     pub config: Config,
     pub auth: Authenticator,
-    /// Rooms whose key this node owns.
+    /// Rooms this node holds as their owner.
     pub owner: Owner,
     /// This node's connections and their local fan-out.
     pub hub: Hub,
-    /// The ring over the ready members. A single node is a ring of one.
-    ring: Ring,
-    /// Cancelled when the node begins to shut down.
+    /// Set once at start in cluster mode.
+    cluster: OnceLock<Arc<Cluster>>,
+    /// The ring this node routes by. In a cluster it follows the gossip view, but only
+    /// once `rebalance` has handed rooms over and resubscribed them at their new owners, so
+    /// no op reaches a new owner before the state it needs.
+    routing_ring: parking_lot::RwLock<Arc<Ring>>,
+    /// Requests in flight to remote owners, by request id.
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_request_id: AtomicU64,
+    /// Cancelled when the node begins to shut down: stop accepting.
     pub shutdown: CancellationToken,
+    /// Cancelled once every connection was asked to close: writers that somehow missed it
+    /// close now.
+    pub close_all: CancellationToken,
     /// Tracks every connection task so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub metrics: Option<PrometheusHandle>,
@@ -47,16 +77,78 @@ impl Node {
             auth: Authenticator::new(&config.key)?,
             owner: Owner::new(IdGen::new(id.as_str(), generation), config.history_size),
             hub: Hub::new(config.limits.error_limit, config.limits.error_window),
-            ring: Ring::new([id.clone()]),
+            routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
+            cluster: OnceLock::new(),
+            pending: Mutex::new(HashMap::new()),
+            next_request_id: AtomicU64::new(1),
             id,
             generation,
             config,
             shutdown: CancellationToken::new(),
+            close_all: CancellationToken::new(),
             tasks: TaskTracker::new(),
             metrics,
             next_conn_id: AtomicU64::new(1),
             ready: AtomicBool::new(false),
         })
+    }
+
+    /// Joins the cluster of `--cluster-listen` (a no-op for a single node): starts gossip and
+    /// links, waits for the seeds and the links, then gossips `ready`.
+    pub async fn join_cluster(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let Some(settings) = self.config.cluster.clone() else {
+            return Ok(());
+        };
+        let handler = Arc::new(PeerHandler { node: Arc::downgrade(self) });
+        let cluster_config = ClusterConfig {
+            node_id: self.id.clone(),
+            generation: self.generation,
+            listen_addr: settings.listen,
+            advertise_addr: settings.advertise,
+            seeds: settings.seeds.clone(),
+            secret: settings.secret.as_bytes().to_vec(),
+            // Gossip carries no authentication of its own: deriving the gossip cluster id from
+            // the secret keeps a node with another secret out of the membership, not only
+            // off the links.
+            cluster_id: gossip_cluster_id(&settings.cluster_id, &settings.secret),
+            gossip_interval: settings.gossip_interval,
+            failure_timeout: settings.failure_timeout,
+            link_queue_frames: 16 * 1024,
+        };
+        let cluster = Arc::new(Cluster::start(cluster_config, handler).await?);
+        self.set_ring(Arc::new(Ring::new([])));
+        let _ = self.cluster.set(cluster.clone());
+        tokio::spawn(crate::rebalance::run(Arc::downgrade(self), cluster.watch()));
+        tokio::spawn(sweep_pending(Arc::downgrade(self)));
+        if !settings.seeds.is_empty() {
+            // A seed that is not up yet (the first node of a cluster) does not stop us.
+            let found = cluster.wait_for(Duration::from_secs(5), |view| view.members.len() > 1).await;
+            if !found {
+                tracing::warn!(seeds = ?settings.seeds, "no other member found; starting alone");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !cluster.links_complete() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cluster.set_state(MemberState::Ready).await;
+        cluster.wait_for(Duration::from_secs(2), |view| view.ring.contains(&self.id)).await;
+        tracing::info!(members = cluster.view().members.len(), "joined the cluster");
+        Ok(())
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// The ring this node routes by.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.routing_ring.read().clone()
+    }
+
+    /// Switches routing to `ring` (called by `rebalance` once the rooms have moved).
+    pub fn set_ring(&self, ring: Arc<Ring>) {
+        *self.routing_ring.write() = ring;
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -68,33 +160,184 @@ impl Node {
         format!("{}-{}", self.id, conn_id)
     }
 
+    /// Ready: serving, and in a cluster a ready member with links to every other member.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.shutdown.is_cancelled()
+        if !self.ready.load(Ordering::Relaxed) || self.shutdown.is_cancelled() {
+            return false;
+        }
+        match self.cluster.get() {
+            None => true,
+            Some(cluster) => {
+                let view = cluster.view();
+                view.members.get(&self.id).is_some_and(|member| member.is_ready()) && cluster.links_complete()
+            }
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Sends `op` to the owner of its room: an in-process call when that is this node.
-    /// `Err(unavailable)` when the owner cannot be reached; the op was not applied.
+    /// Sends `op` to the owner of its room: an in-process call when that is this node, a
+    /// peer frame otherwise. `Err(unavailable)` when the owner cannot be reached; the op was
+    /// not applied.
     pub fn route(&self, op: OwnerOp) -> Result<(), ReplyError> {
-        match self.ring.owner(op.room().as_str()) {
-            Some(owner) if owner == &self.id => {
-                self.owner.handle(self, op);
-                Ok(())
-            }
-            _ => Err(ReplyError::new(ErrorCode::Unavailable, "owner unreachable")),
+        self.route_by(op, &self.ring())
+    }
+
+    /// Like [`Node::route`], by the given ring.
+    pub fn route_by(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
+        match self.owner.handle(self, op, |key| owns(ring, &self.id, key)) {
+            Ok(()) => Ok(()),
+            Err(op) => self.forward(op, ring, 0),
         }
     }
+
+    /// Sends `op` to the ring's owner of its key. `hops` counts forwards by non-owners.
+    fn forward(&self, mut op: OwnerOp, ring: &Ring, hops: u16) -> Result<(), ReplyError> {
+        let unavailable = |message: &'static str| ReplyError::new(ErrorCode::Unavailable, message);
+        let Some(cluster) = self.cluster.get() else {
+            return Err(unavailable("owner unreachable"));
+        };
+        let owner = match ring.owner(op.room().as_str()) {
+            Some(owner) if owner != &self.id => owner.clone(),
+            _ => return Err(unavailable("no ready owner for this room")),
+        };
+        let mut request_id = 0;
+        if let (Some(op_id), Some(sender)) = (op.op_id().map(str::to_string), op.sender()) {
+            if sender.conn.node == self.id && sender.request_id == 0 {
+                request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+                let pending = Pending { node: owner.clone(), conn_id: sender.conn.conn_id, op_id, sent_at: Instant::now() };
+                self.pending.lock().insert(request_id, pending);
+                if let Some(sender) = op.sender_mut() {
+                    sender.request_id = request_id;
+                }
+            }
+        }
+        metrics::peer_forward();
+        if cluster.send(&owner, peer::encode_op(&op, hops)).is_err() {
+            if request_id != 0 {
+                self.pending.lock().remove(&request_id);
+            }
+            return Err(unavailable("owner unreachable"));
+        }
+        Ok(())
+    }
+
+    /// An op that arrived from a peer: apply it, forward it once, or refuse it.
+    fn on_remote_op(&self, op: OwnerOp, hops: u16) {
+        let ring = self.ring();
+        // A resubscription is sent to the node the sender's ring names; take it even if our
+        // own view lags behind (the views converge within a few gossip rounds).
+        let resubscribe = matches!(op, OwnerOp::Resubscribe { .. });
+        let Err(op) = self.owner.handle(self, op, |key| resubscribe || owns(&ring, &self.id, key)) else {
+            return;
+        };
+        let result = if hops == 0 {
+            self.forward(op.clone(), &ring, 1)
+        } else {
+            Err(ReplyError::new(ErrorCode::Unavailable, "room is moving, retry"))
+        };
+        if let Err(error) = result {
+            if let (Some(sender), Some(op_id)) = (op.sender(), op.op_id()) {
+                let frame = frames::error(Some(op_id), &error);
+                let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true };
+                self.send_to_edge(&sender.conn.node, msg);
+            }
+        }
+    }
+
+    /// A message for this edge: settle its request, then hand it to the hub.
+    fn on_edge_msg(&self, msg: EdgeMsg) {
+        let request_id = msg.request_id();
+        if request_id != 0 {
+            self.pending.lock().remove(&request_id);
+        }
+        self.hub.handle(msg);
+    }
+
+    /// Answers `unavailable` to requests in flight to `node` (its link broke) or older than
+    /// the timeout.
+    fn fail_pending(&self, filter: impl Fn(&Pending) -> bool, message: &'static str) {
+        let failed: Vec<Pending> = {
+            let mut pending = self.pending.lock();
+            let ids: Vec<u64> = pending.iter().filter(|(_, p)| filter(p)).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| pending.remove(&id)).collect()
+        };
+        for pending in failed {
+            let error = ReplyError::new(ErrorCode::Unavailable, message);
+            if let Some(conn) = self.hub.get(pending.conn_id) {
+                metrics::error_sent(error.code.as_str());
+                conn.outbox.push_text(frames::error(Some(&pending.op_id), &error));
+            }
+        }
+    }
+}
+
+fn gossip_cluster_id(cluster_id: &str, secret: &str) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = aws_lc_rs::hmac::sign(&key, cluster_id.as_bytes());
+    let hex: String = tag.as_ref()[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{cluster_id}-{hex}")
+}
+
+fn owns(ring: &Ring, self_id: &NodeId, key: &RoomKey) -> bool {
+    ring.owner(key.as_str()) == Some(self_id)
 }
 
 impl EdgeSink for Node {
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
         if node == &self.id {
-            self.hub.handle(msg);
-        } else {
-            tracing::warn!(node = %node, "no link to edge node, message dropped");
+            return self.hub.handle(msg);
         }
+        let Some(cluster) = self.cluster.get() else {
+            return tracing::warn!(node = %node, "no link to edge node, message dropped");
+        };
+        if let Err(err) = cluster.send(node, peer::encode_msg(&msg)) {
+            metrics::peer_send_failed();
+            tracing::debug!(node = %node, error = %err, "edge message not sent");
+        }
+    }
+}
+
+/// Receives peer frames for the node. Holds it weakly: the node owns the cluster, which owns
+/// this handler.
+struct PeerHandler {
+    node: std::sync::Weak<Node>,
+}
+
+impl ringcast_cluster::FrameHandler for PeerHandler {
+    fn on_frame(&self, from: &NodeId, frame: ringcast_cluster::PeerFrame) {
+        let Some(node) = self.node.upgrade() else { return };
+        let result = match frame.kind {
+            peer::KIND_OWNER_OP => peer::decode_op(frame.payload).map(|op| node.on_remote_op(op, frame.flags)),
+            peer::KIND_EDGE_MSG => peer::decode_msg(frame.payload).map(|msg| node.on_edge_msg(msg)),
+            peer::KIND_HANDOFF => peer::decode_snapshot(frame.payload).map(|snapshot| {
+                tracing::debug!(room = %snapshot.key, from = %from, seq = snapshot.seq, "room handed over");
+                node.owner.install(snapshot)
+            }),
+            kind => {
+                tracing::warn!(from = %from, kind, "unknown peer frame kind");
+                Ok(())
+            }
+        };
+        if result.is_err() {
+            tracing::warn!(from = %from, kind = frame.kind, "malformed peer frame dropped");
+        }
+    }
+
+    fn on_link_down(&self, node_id: &NodeId) {
+        if let Some(node) = self.node.upgrade() {
+            node.fail_pending(|pending| &pending.node == node_id, "owner unreachable");
+        }
+    }
+}
+
+async fn sweep_pending(node: std::sync::Weak<Node>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        node.fail_pending(|pending| pending.sent_at.elapsed() > PENDING_TIMEOUT, "owner did not answer");
     }
 }

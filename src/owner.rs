@@ -56,16 +56,28 @@ struct RoomUser {
 }
 
 /// A message as the room's history keeps it.
-struct StoredMessage {
-    id: String,
-    seq: u64,
-    ts: String,
-    user_id: Arc<str>,
-    name: Arc<str>,
-    text: String,
-    attachments: Vec<Attachment>,
-    reply_to: Option<String>,
-    thread_root: Option<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: String,
+    pub seq: u64,
+    pub ts: String,
+    pub user_id: Arc<str>,
+    pub name: Arc<str>,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    pub reply_to: Option<String>,
+    pub thread_root: Option<String>,
+}
+
+/// A room's whole state, handed from its old owner to its new one (drain, node join).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSnapshot {
+    pub key: RoomKey,
+    pub epoch: String,
+    pub seq: u64,
+    pub history: Vec<StoredMessage>,
+    /// Each user with its name and connections.
+    pub users: Vec<(Arc<str>, Arc<str>, Vec<ConnRef>)>,
 }
 
 #[derive(Serialize)]
@@ -128,11 +140,18 @@ impl Owner {
         self.shards.iter().map(|shard| shard.lock().len()).sum()
     }
 
-    /// Applies one operation. Answers go through `sink`, never back to the caller, so a
-    /// remote edge and the local one are served alike.
-    pub fn handle(&self, sink: &dyn EdgeSink, op: OwnerOp) {
+    /// Applies one operation if this node holds the room or `owns` its key; otherwise gives
+    /// the op back (to be forwarded). Holding the room wins over the ring: between a ring
+    /// change and the hand-off of a room, its old owner keeps serving it, so no op applies to
+    /// a half-moved room. Answers go through `sink`, never back to the caller, so a remote
+    /// edge and the local one are served alike.
+    pub fn handle(&self, sink: &dyn EdgeSink, op: OwnerOp, owns: impl Fn(&RoomKey) -> bool) -> Result<(), OwnerOp> {
         let mut shard = self.shard(op.room()).lock();
+        if !shard.contains_key(op.room()) && !owns(op.room()) {
+            return Err(op);
+        }
         match op {
+            OwnerOp::Resubscribe { room, members } => self.resubscribe(&mut shard, sink, room, members),
             OwnerOp::Join { room, sender, op_id, since } => self.join(&mut shard, sink, room, sender, op_id, since),
             OwnerOp::Leave { room, sender, op_id } => leave(&mut shard, sink, room, sender, op_id),
             OwnerOp::Members { room, sender, op_id } => members(&shard, sink, &room, &sender, op_id),
@@ -140,6 +159,103 @@ impl Owner {
                 self.publish(&mut shard, sink, &room, &sender, op_id.as_deref(), message)
             }
         }
+        Ok(())
+    }
+
+    fn new_room(&self) -> Room {
+        metrics::rooms_owned(1.0);
+        Room {
+            epoch: Arc::from(self.ids.epoch(time::now_millis())),
+            seq: 0,
+            history: VecDeque::new(),
+            nodes: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    fn resubscribe(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, members: Vec<Sender>) {
+        let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
+        for member in members {
+            room.add_conn(&member.user_id, &member.name, &member.conn);
+            sink.send_to_edge(
+                &member.conn.node,
+                EdgeMsg::Joined { room: key.clone(), conn_id: member.conn.conn_id, request_id: 0, frames: Vec::new() },
+            );
+        }
+    }
+
+    /// Removes and returns every room whose key this node no longer owns, for hand-off.
+    pub fn take_rooms_not_owned(&self, owns: impl Fn(&RoomKey) -> bool) -> Vec<RoomSnapshot> {
+        let mut snapshots = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let moving: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
+            for key in moving {
+                if let Some(room) = shard.remove(&key) {
+                    metrics::rooms_owned(-1.0);
+                    snapshots.push(room.snapshot(key));
+                }
+            }
+        }
+        snapshots
+    }
+
+    /// Takes over a room handed off by its previous owner. A room already started here (by
+    /// an edge that moved first) keeps its members; it takes the snapshot's epoch, seq and
+    /// history unless it has already stored messages of its own.
+    pub fn install(&self, snapshot: RoomSnapshot) {
+        let mut shard = self.shard(&snapshot.key).lock();
+        let room = shard.entry(snapshot.key.clone()).or_insert_with(|| self.new_room());
+        if room.seq == 0 && room.history.is_empty() {
+            room.epoch = Arc::from(snapshot.epoch.as_str());
+            room.seq = snapshot.seq;
+            room.history = snapshot.history.into_iter().map(Arc::new).collect();
+        } else if room.seq > 0 {
+            tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
+        }
+        for (user_id, name, conns) in snapshot.users {
+            for conn in conns {
+                room.add_conn(&user_id, &name, &conn);
+            }
+        }
+    }
+
+    /// Forgets every connection of `node` (dead, or restarted as a new generation), with the
+    /// `member.left` that follow.
+    pub fn drop_node(&self, sink: &dyn EdgeSink, node: &NodeId) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let mut emptied = Vec::new();
+            for (key, room) in shard.iter_mut() {
+                if !room.nodes.contains_key(node) {
+                    continue;
+                }
+                let gone: Vec<(Arc<str>, ConnRef)> = room
+                    .users
+                    .iter()
+                    .flat_map(|(user_id, user)| {
+                        user.conns.iter().filter(|conn| &conn.node == node).map(|conn| (user_id.clone(), conn.clone()))
+                    })
+                    .collect();
+                for (user_id, conn) in gone {
+                    if room.remove_conn(&user_id, &conn) == Removed::LastOfUser {
+                        room.fan_out(sink, key, None, member_left_frame(key, &user_id));
+                    }
+                }
+                if room.users.is_empty() {
+                    emptied.push(key.clone());
+                }
+            }
+            for key in emptied {
+                shard.remove(&key);
+                metrics::rooms_owned(-1.0);
+            }
+        }
+    }
+
+    /// Whether this node holds `room` now.
+    pub fn holds(&self, room: &RoomKey) -> bool {
+        self.shard(room).lock().contains_key(room)
     }
 
     fn join(
@@ -151,26 +267,8 @@ impl Owner {
         op_id: Option<String>,
         since: Option<Since>,
     ) {
-        let room = shard.entry(key.clone()).or_insert_with(|| {
-            metrics::rooms_owned(1.0);
-            Room {
-                epoch: Arc::from(self.ids.epoch(time::now_millis())),
-                seq: 0,
-                history: VecDeque::new(),
-                nodes: HashMap::new(),
-                users: HashMap::new(),
-            }
-        });
-        let user = room
-            .users
-            .entry(sender.user_id.clone())
-            .or_insert_with(|| RoomUser { name: sender.name.clone(), conns: Vec::new() });
-        let first_of_user = user.conns.is_empty();
-        let already_in = user.conns.contains(&sender.conn);
-        if !already_in {
-            user.conns.push(sender.conn.clone());
-            *room.nodes.entry(sender.conn.node.clone()).or_insert(0) += 1;
-        }
+        let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
+        let added = room.add_conn(&sender.user_id, &sender.name, &sender.conn);
         let mut frames = Vec::new();
         let recovered = since.map(|since| {
             let replay = room.replay_after(&since);
@@ -190,8 +288,11 @@ impl Owner {
         }
         let ack = JoinAck { room: key.room(), status: "joined", seq: room.seq, epoch: &room.epoch, recovered };
         frames.extend(frames::ack(op_id.as_deref(), ack));
-        sink.send_to_edge(&sender.conn.node, EdgeMsg::Joined { room: key.clone(), conn_id: sender.conn.conn_id, frames });
-        if first_of_user && !already_in {
+        sink.send_to_edge(
+            &sender.conn.node,
+            EdgeMsg::Joined { room: key.clone(), conn_id: sender.conn.conn_id, request_id: sender.request_id, frames },
+        );
+        if added == Added::FirstOfUser {
             #[derive(Serialize)]
             struct MemberJoined<'a> {
                 room: &'a str,
@@ -253,8 +354,13 @@ impl Owner {
             seq: u64,
             ts: &'a str,
         }
-        if let Some(ack) = frames::ack(op_id, SendAck { room: key.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts }) {
-            sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, frame: ack, is_error: false });
+        if let Some(ack) =
+            frames::ack(op_id, SendAck { room: key.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts })
+        {
+            sink.send_to_edge(
+                &sender.conn.node,
+                EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame: ack, is_error: false },
+            );
         }
         room.fan_out(sink, key, Some(&sender.conn), frame);
     }
@@ -266,22 +372,16 @@ fn leave(shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, 
         room: &'a str,
         status: &'static str,
     }
-    let frames: Vec<Bytes> = frames::ack(op_id.as_deref(), LeaveAck { room: key.room(), status: "left" }).into_iter().collect();
+    let frames: Vec<Bytes> =
+        frames::ack(op_id.as_deref(), LeaveAck { room: key.room(), status: "left" }).into_iter().collect();
     let Some(room) = shard.get_mut(&key) else {
         // Not in the room: leaving is idempotent.
-        return sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, frames });
+        return sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, request_id: sender.request_id, frames });
     };
     let removed = room.remove_conn(&sender.user_id, &sender.conn);
-    sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key.clone(), conn_id: sender.conn.conn_id, frames });
+    sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key.clone(), conn_id: sender.conn.conn_id, request_id: sender.request_id, frames });
     if removed == Removed::LastOfUser {
-        #[derive(Serialize)]
-        struct MemberLeft<'a> {
-            room: &'a str,
-            user_id: &'a str,
-        }
-        let ts = time::rfc3339_millis(time::now_millis());
-        let frame = frames::event("member.left", MemberLeft { room: key.room(), user_id: &sender.user_id }, &ts);
-        room.fan_out(sink, &key, None, frame);
+        room.fan_out(sink, &key, None, member_left_frame(&key, &sender.user_id));
     }
     if room.users.is_empty() {
         // Empty rooms are forgotten; without persistence their history goes with them and
@@ -314,14 +414,31 @@ fn members(shard: &HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: &RoomKey, s
         .collect();
     members.sort_by(|a, b| a.user_id.cmp(b.user_id));
     if let Some(frame) = frames::ack(op_id.as_deref(), MembersAck { room: key.room(), members }) {
-        sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, frame, is_error: false });
+        sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false });
     }
 }
 
 fn reply_error(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, error: ReplyError) {
     let frame = frames::error(op_id, &error);
     metrics::error_sent(error.code.as_str());
-    sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, frame, is_error: true });
+    sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true });
+}
+
+fn member_left_frame(key: &RoomKey, user_id: &str) -> Bytes {
+    #[derive(Serialize)]
+    struct MemberLeft<'a> {
+        room: &'a str,
+        user_id: &'a str,
+    }
+    let ts = time::rfc3339_millis(time::now_millis());
+    frames::event("member.left", MemberLeft { room: key.room(), user_id }, &ts)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Added {
+    AlreadyIn,
+    OneMoreOfUser,
+    FirstOfUser,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -334,6 +451,31 @@ enum Removed {
 // === impl Room ===
 
 impl Room {
+    fn add_conn(&mut self, user_id: &Arc<str>, name: &Arc<str>, conn: &ConnRef) -> Added {
+        let user = self.users.entry(user_id.clone()).or_insert_with(|| RoomUser { name: name.clone(), conns: Vec::new() });
+        if user.conns.contains(conn) {
+            return Added::AlreadyIn;
+        }
+        let first = user.conns.is_empty();
+        user.conns.push(conn.clone());
+        *self.nodes.entry(conn.node.clone()).or_insert(0) += 1;
+        if first {
+            Added::FirstOfUser
+        } else {
+            Added::OneMoreOfUser
+        }
+    }
+
+    fn snapshot(self, key: RoomKey) -> RoomSnapshot {
+        RoomSnapshot {
+            key,
+            epoch: self.epoch.to_string(),
+            seq: self.seq,
+            history: self.history.iter().map(|message| (**message).clone()).collect(),
+            users: self.users.into_iter().map(|(user_id, user)| (user_id, user.name, user.conns)).collect(),
+        }
+    }
+
     fn has_conn(&self, user_id: &str, conn: &ConnRef) -> bool {
         self.users.get(user_id).is_some_and(|user| user.conns.contains(conn))
     }
@@ -377,7 +519,10 @@ impl Room {
     fn fan_out(&self, sink: &dyn EdgeSink, key: &RoomKey, exclude: Option<&ConnRef>, frame: Bytes) {
         for node in self.nodes.keys() {
             let exclude_here = exclude.filter(|conn| &conn.node == node).map(|conn| conn.conn_id);
-            sink.send_to_edge(node, EdgeMsg::Deliver { room: key.clone(), exclude: exclude_here, frame: frame.clone() });
+            sink.send_to_edge(
+                node,
+                EdgeMsg::Deliver { room: key.clone(), exclude: exclude_here, frame: frame.clone() },
+            );
         }
     }
 }

@@ -108,10 +108,30 @@ pub enum Request {
 /// Types of PROTOCOL.md that this version does not serve yet: answered `unsupported`, not
 /// `unknown_type`, because they are part of the protocol.
 const NOT_YET_SERVED: &[&str] = &[
-    "room.history", "room.request_join", "room.approve", "room.deny", "room.kick", "room.ban",
-    "chat.edit", "chat.versions", "chat.delete", "chat.redact", "chat.react", "chat.upload",
-    "chat.typing", "chat.read", "chat.delivered", "dm.send", "presence.set", "presence.subscribe",
-    "presence.unsubscribe", "presence.query", "call.offer", "call.answer", "call.ice", "call.hangup",
+    "room.history",
+    "room.request_join",
+    "room.approve",
+    "room.deny",
+    "room.kick",
+    "room.ban",
+    "chat.edit",
+    "chat.versions",
+    "chat.delete",
+    "chat.redact",
+    "chat.react",
+    "chat.upload",
+    "chat.typing",
+    "chat.read",
+    "chat.delivered",
+    "dm.send",
+    "presence.set",
+    "presence.subscribe",
+    "presence.unsubscribe",
+    "presence.query",
+    "call.offer",
+    "call.answer",
+    "call.ice",
+    "call.hangup",
 ];
 
 /// The result of parsing one client frame: the `op_id` (when it could be read) and the
@@ -314,7 +334,10 @@ mod tests {
         assert_eq!(error_of(r#"{"type":5,"op_id":"a"}"#), (Some("a".into()), ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"nope","op_id":"a"}"#), (Some("a".into()), ErrorCode::UnknownType));
         let long = "x".repeat(65);
-        assert_eq!(error_of(&format!(r#"{{"type":"presence.ping","op_id":"{long}"}}"#)), (None, ErrorCode::InvalidMessage));
+        assert_eq!(
+            error_of(&format!(r#"{{"type":"presence.ping","op_id":"{long}"}}"#)),
+            (None, ErrorCode::InvalidMessage)
+        );
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":7}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":"a b"}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":"x"}"#), (None, ErrorCode::InvalidMessage));

@@ -29,6 +29,9 @@ pub struct Sender {
     pub user_id: Arc<str>,
     pub name: Arc<str>,
     pub is_moderator: bool,
+    /// Set by the edge when the op crosses a peer link with an `op_id`: the owner echoes
+    /// it in its answer so the edge can tell which requests are still in flight. 0 = none.
+    pub request_id: u64,
 }
 
 /// An operation for the owner of `room`. `op_id: None` means the client wants no `ack`
@@ -43,6 +46,9 @@ pub enum OwnerOp {
     Members { room: RoomKey, sender: Sender, op_id: Option<String> },
     /// Store and fan out a chat message.
     Publish { room: RoomKey, sender: Sender, op_id: Option<String>, message: ChatSend },
+    /// The room changed owner: these connections of the sending edge are in it. The owner
+    /// adds them without `member.joined` and answers [`EdgeMsg::Joined`] for each.
+    Resubscribe { room: RoomKey, members: Vec<Sender> },
 }
 
 impl OwnerOp {
@@ -51,16 +57,29 @@ impl OwnerOp {
             OwnerOp::Join { room, .. }
             | OwnerOp::Leave { room, .. }
             | OwnerOp::Members { room, .. }
-            | OwnerOp::Publish { room, .. } => room,
+            | OwnerOp::Publish { room, .. }
+            | OwnerOp::Resubscribe { room, .. } => room,
         }
     }
 
-    pub fn sender(&self) -> &Sender {
+    /// The asking connection (`None` for a resubscription, which has many).
+    pub fn sender(&self) -> Option<&Sender> {
         match self {
             OwnerOp::Join { sender, .. }
             | OwnerOp::Leave { sender, .. }
             | OwnerOp::Members { sender, .. }
-            | OwnerOp::Publish { sender, .. } => sender,
+            | OwnerOp::Publish { sender, .. } => Some(sender),
+            OwnerOp::Resubscribe { .. } => None,
+        }
+    }
+
+    pub fn sender_mut(&mut self) -> Option<&mut Sender> {
+        match self {
+            OwnerOp::Join { sender, .. }
+            | OwnerOp::Leave { sender, .. }
+            | OwnerOp::Members { sender, .. }
+            | OwnerOp::Publish { sender, .. } => Some(sender),
+            OwnerOp::Resubscribe { .. } => None,
         }
     }
 
@@ -70,6 +89,7 @@ impl OwnerOp {
             | OwnerOp::Leave { op_id, .. }
             | OwnerOp::Members { op_id, .. }
             | OwnerOp::Publish { op_id, .. } => op_id.as_deref(),
+            OwnerOp::Resubscribe { .. } => None,
         }
     }
 }
@@ -80,11 +100,23 @@ pub enum EdgeMsg {
     /// A frame for every local connection in `room` but `exclude`.
     Deliver { room: RoomKey, exclude: Option<ConnId>, frame: Bytes },
     /// A frame for one connection (an ack or an error).
-    Reply { conn_id: ConnId, frame: Bytes, is_error: bool },
+    Reply { conn_id: ConnId, request_id: u64, frame: Bytes, is_error: bool },
     /// The connection is in the room from now on: add it to the local fan-out, then queue
     /// `frames` (replayed messages, then the ack). Order matters: every later `Deliver` of
     /// the room reaches it, no earlier one does.
-    Joined { room: RoomKey, conn_id: ConnId, frames: Vec<Bytes> },
+    Joined { room: RoomKey, conn_id: ConnId, request_id: u64, frames: Vec<Bytes> },
     /// The connection is out of the room: remove it, then queue `frames`.
-    Left { room: RoomKey, conn_id: ConnId, frames: Vec<Bytes> },
+    Left { room: RoomKey, conn_id: ConnId, request_id: u64, frames: Vec<Bytes> },
+}
+
+impl EdgeMsg {
+    /// The request this message answers (0 = none).
+    pub fn request_id(&self) -> u64 {
+        match self {
+            EdgeMsg::Deliver { .. } => 0,
+            EdgeMsg::Reply { request_id, .. } | EdgeMsg::Joined { request_id, .. } | EdgeMsg::Left { request_id, .. } => {
+                *request_id
+            }
+        }
+    }
 }

@@ -1,8 +1,11 @@
 //! Runs a node: accept loops, the metrics upkeep, and the shutdown sequence.
 //!
-//! Shutdown order: `/ready` turns false → the accept loops stop → every connection gets
-//! close 1001 after the frames already queued → the node waits for its connection tasks,
-//! at most `--drain-timeout-secs`, then returns.
+//! Shutdown order: `/ready` turns false → the accept loops stop → in a cluster, the node
+//! gossips `draining`, which takes it off every ring, hands its rooms to their new owners
+//! and re-homes its connections' rooms, then each client gets `reconnect{after_ms}` and
+//! close 1012, spread over a few seconds; a single node closes everyone with 1001 → the node
+//! waits for its connection tasks, at most `--drain-timeout-secs` in all → it leaves the
+//! gossip and returns.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,14 +14,22 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use ringcast_cluster::MemberState;
 use tokio::net::TcpListener;
 
+use crate::close::Disconnect;
 use crate::http::{self, Role};
+use crate::{frames, time};
 use crate::node::Node;
 
 /// Serves `node` on `listener` (and `admin_listener`) until `shutdown` resolves, then shuts
 /// down gracefully. Returns false when the drain timeout expired first.
-pub async fn run(node: Arc<Node>, listener: TcpListener, admin_listener: Option<TcpListener>, shutdown: impl Future) -> bool {
+pub async fn run(
+    node: Arc<Node>,
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    shutdown: impl Future,
+) -> bool {
     crate::metrics::describe();
     let mut accept_loops = vec![tokio::spawn(accept_loop(node.clone(), listener, Role::Client))];
     if let Some(admin_listener) = admin_listener {
@@ -42,18 +53,60 @@ pub async fn run(node: Arc<Node>, listener: TcpListener, admin_listener: Option<
         _ = shutdown => {}
         _ = node.shutdown.cancelled() => {}
     }
+    let started = tokio::time::Instant::now();
+    let deadline = started + node.config.drain_timeout;
     tracing::info!(connections = node.hub.num_connections(), "shutting down");
     node.set_ready(false);
     node.shutdown.cancel();
     for accept_loop in accept_loops {
         let _ = accept_loop.await;
     }
+    match node.cluster().cloned() {
+        Some(cluster) => {
+            cluster.set_state(MemberState::Draining).await;
+            // Let the hand-off run and a few gossip rounds tell the others to route around us.
+            let settle = node.config.cluster.as_ref().map(|c| c.gossip_interval * 5).unwrap_or_default();
+            tokio::time::sleep(settle + Duration::from_millis(200)).await;
+            let spread = (node.config.drain_timeout / 3).min(Duration::from_secs(3));
+            close_spread(&node, spread).await;
+        }
+        None => {
+            for conn in node.hub.all() {
+                conn.outbox.close(Disconnect::SHUTDOWN);
+            }
+        }
+    }
+    node.close_all.cancel();
     node.tasks.close();
-    let drained = tokio::time::timeout(node.config.drain_timeout, node.tasks.wait()).await.is_ok();
+    let drained = tokio::time::timeout_at(deadline, node.tasks.wait()).await.is_ok();
     if !drained {
         tracing::warn!(timeout = ?node.config.drain_timeout, "graceful shutdown did not complete in time");
     }
+    if let Some(cluster) = node.cluster() {
+        cluster.shutdown().await;
+    }
     drained
+}
+
+/// Tells every client to reconnect elsewhere and closes it with 1012, spread over `spread`
+/// so the other nodes are not hit by every reconnect at once.
+async fn close_spread(node: &Node, spread: Duration) {
+    #[derive(serde::Serialize)]
+    struct Reconnect {
+        reason: &'static str,
+        after_ms: u64,
+    }
+    let conns = node.hub.all();
+    let count = conns.len().max(1) as u32;
+    let ts = time::rfc3339_millis(time::now_millis());
+    for (index, conn) in conns.iter().enumerate() {
+        let after_ms = (index as u64 * 7919) % 1000;
+        conn.outbox.push_text(frames::event("reconnect", Reconnect { reason: "drain", after_ms }, &ts));
+        conn.outbox.close(Disconnect::RESTART);
+        if index % 64 == 63 {
+            tokio::time::sleep(spread / count * 64).await;
+        }
+    }
 }
 
 async fn accept_loop(node: Arc<Node>, listener: TcpListener, role: Role) {

@@ -79,6 +79,7 @@ fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender {
         user_id: identity.user_id.clone(),
         name: identity.name.clone(),
         is_moderator: identity.is_moderator(),
+        request_id: 0,
     }
 }
 
@@ -132,7 +133,10 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 Ok(Message::Text(payload)) => self.on_text(payload),
                 Ok(Message::Binary) => {
                     if self.admit() {
-                        self.reply_error(None, ReplyError::new(ErrorCode::Unsupported, "binary frames are not supported in v1"));
+                        self.reply_error(
+                            None,
+                            ReplyError::new(ErrorCode::Unsupported, "binary frames are not supported in v1"),
+                        );
                     }
                 }
                 Err(disconnect) => return self.conn.outbox.close(disconnect),
@@ -276,7 +280,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     fn dispatch(&mut self, op_id: Option<&str>, request: Request) -> Result<(), ReplyError> {
-        let identity = self.identity.clone().ok_or_else(|| ReplyError::new(ErrorCode::Unauthorized, "not authenticated"))?;
+        let identity =
+            self.identity.clone().ok_or_else(|| ReplyError::new(ErrorCode::Unauthorized, "not authenticated"))?;
         let sender = sender_of(&self.node, &self.conn, &identity);
         let op_id_owned = op_id.map(str::to_string);
         match request {
@@ -305,7 +310,8 @@ impl<R: AsyncRead + Unpin> Session<R> {
                 struct Pong {
                     timestamp: String,
                 }
-                let frame = frames::reply("presence.pong", op_id, Pong { timestamp: time::rfc3339_millis(time::now_millis()) });
+                let frame =
+                    frames::reply("presence.pong", op_id, Pong { timestamp: time::rfc3339_millis(time::now_millis()) });
                 self.conn.outbox.push_text(frame);
                 Ok(())
             }
@@ -315,9 +321,11 @@ impl<R: AsyncRead + Unpin> Session<R> {
     /// `auth.refresh`: same user and tenant, new expiry, roles, name and groups; group rooms
     /// follow the new groups at once.
     fn refresh(&mut self, op_id: Option<&str>, current: &Arc<Identity>, token: &str) -> Result<(), ReplyError> {
-        let identity = self.node.auth.authenticate(token).map_err(|err: AuthError| {
-            ReplyError::new(ErrorCode::Unauthorized, err.to_string())
-        })?;
+        let identity = self
+            .node
+            .auth
+            .authenticate(token)
+            .map_err(|err: AuthError| ReplyError::new(ErrorCode::Unauthorized, err.to_string()))?;
         if identity.user_id != current.user_id || identity.tenant != current.tenant {
             return Err(ReplyError::new(ErrorCode::Forbidden, "token is for another user or tenant"));
         }
@@ -404,7 +412,9 @@ fn read_error_disconnect(err: &WebSocketError) -> Disconnect {
     match err {
         WebSocketError::FrameTooLarge => Disconnect::TOO_LARGE,
         WebSocketError::InvalidUTF8 => Disconnect::INVALID_UTF8,
-        WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => Disconnect::NORMAL,
+        WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => {
+            Disconnect::NORMAL
+        }
         _ => Disconnect::PROTOCOL_ERROR,
     }
 }
@@ -430,7 +440,13 @@ impl RateLimiter {
     const RUN_GAP: std::time::Duration = std::time::Duration::from_secs(2);
 
     fn new(rate_per_second: f64, burst: u32) -> Self {
-        RateLimiter { tokens: burst as f64, rate_per_second, burst: burst as f64, refilled_at: Instant::now(), excess: None }
+        RateLimiter {
+            tokens: burst as f64,
+            rate_per_second,
+            burst: burst as f64,
+            refilled_at: Instant::now(),
+            excess: None,
+        }
     }
 
     fn check(&mut self, close_after: std::time::Duration) -> RateVerdict {

@@ -74,8 +74,8 @@ pub async fn run<W: AsyncWrite + Unpin>(node: Arc<Node>, conn: Arc<Conn>, mut wr
                     conn.outbox.close(Disconnect::TOKEN_EXPIRED);
                 }
             }
-            _ = node.shutdown.cancelled(), if !conn.outbox.is_closing() => {
-                conn.outbox.close(Disconnect::SHUTDOWN);
+            _ = node.close_all.cancelled(), if !conn.outbox.is_closing() => {
+                conn.outbox.close(if node.cluster().is_some() { Disconnect::RESTART } else { Disconnect::SHUTDOWN });
             }
         }
     }

@@ -378,9 +378,12 @@ async fn write_frames<W: AsyncWrite + Unpin>(writer: &mut W, frames: &[PeerFrame
     let mut total = 0;
     for (header, frame) in headers.iter().zip(frames) {
         slices.push(IoSlice::new(header));
-        total += header.len() + frame.payload.len();
+        total += header.len() + frame.payload.len() + frame.tail.len();
         if !frame.payload.is_empty() {
             slices.push(IoSlice::new(&frame.payload));
+        }
+        if !frame.tail.is_empty() {
+            slices.push(IoSlice::new(&frame.tail));
         }
     }
     let mut slices = &mut slices[..];

@@ -39,18 +39,26 @@ pub struct PeerFrame {
     pub id_a: u64,
     pub id_b: u64,
     pub payload: Bytes,
+    /// Sent right after `payload` from its own buffer (a shared client frame, say), so the
+    /// sender copies nothing; the receiver sees one payload holding both.
+    pub tail: Bytes,
 }
 
 impl PeerFrame {
     pub fn new(kind: u8, payload: Bytes) -> Self {
-        PeerFrame { kind, flags: 0, id_a: 0, id_b: 0, payload }
+        PeerFrame { kind, flags: 0, id_a: 0, id_b: 0, payload, tail: Bytes::new() }
+    }
+
+    /// A frame whose payload is `head` followed by `tail`, without joining them.
+    pub fn with_tail(kind: u8, head: Bytes, tail: Bytes) -> Self {
+        PeerFrame { kind, flags: 0, id_a: 0, id_b: 0, payload: head, tail }
     }
 
     /// The length prefix and header of this frame; the payload follows separately so that
     /// it can be written from its own buffer (vectored write, no copy).
     pub fn encode_header(&self) -> [u8; 4 + HEADER_LEN] {
         let mut header = [0u8; 4 + HEADER_LEN];
-        let len = (HEADER_LEN + self.payload.len()) as u32;
+        let len = (HEADER_LEN + self.payload.len() + self.tail.len()) as u32;
         header[0..4].copy_from_slice(&len.to_le_bytes());
         header[4..6].copy_from_slice(&MAGIC.to_le_bytes());
         header[6] = PROTOCOL_VERSION;
@@ -66,6 +74,7 @@ impl PeerFrame {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = self.encode_header().to_vec();
         out.extend_from_slice(&self.payload);
+        out.extend_from_slice(&self.tail);
         out
     }
 }
@@ -116,7 +125,7 @@ pub fn parse(buf: &mut BytesMut, total_len: usize) -> PeerFrame {
     let _reserved = frame.get_u16_le();
     let id_a = frame.get_u64_le();
     let id_b = frame.get_u64_le();
-    PeerFrame { kind, flags, id_a, id_b, payload: frame }
+    PeerFrame { kind, flags, id_a, id_b, payload: frame, tail: Bytes::new() }
 }
 
 /// Parses every whole frame in `buf`, leaving a partial one in place.
@@ -132,7 +141,7 @@ mod tests {
     use super::*;
 
     fn sample() -> PeerFrame {
-        PeerFrame { kind: 20, flags: 3, id_a: 7, id_b: u64::MAX, payload: Bytes::from_static(b"hello") }
+        PeerFrame { kind: 20, flags: 3, id_a: 7, id_b: u64::MAX, payload: Bytes::from_static(b"hello"), tail: Bytes::new() }
     }
 
     #[test]

@@ -81,7 +81,10 @@ async fn test_three_nodes_form_a_ring_and_exchange_frames() {
     for (from_index, (from, _)) in nodes.iter().enumerate() {
         for (to_index, (to, _)) in nodes.iter().enumerate() {
             if from_index != to_index {
-                let frame = PeerFrame { kind: 20, flags: 1, id_a: from_index as u64, id_b: to_index as u64, payload: Bytes::from(vec![7u8; 1000]) };
+                let mut frame = PeerFrame::with_tail(20, Bytes::from(vec![7u8; 400]), Bytes::from(vec![7u8; 600]));
+                frame.flags = 1;
+                frame.id_a = from_index as u64;
+                frame.id_b = to_index as u64;
                 from.send(to.node_id(), frame).unwrap();
             }
         }

@@ -1,0 +1,554 @@
+//! One worker: runs its share of a scenario, reports a [`Tick`] every second, waits at
+//! barriers the parent releases, and ends with a [`Final`]. In a single-process run the
+//! worker is a task of the parent; with `--processes N` it is a child process speaking JSON
+//! lines on stdout and reading releases on stdin.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::jwt::Minter;
+use crate::plan::Plan;
+use crate::proto::{self, classify, now_micros, now_nanos, OpKind, OpRef, ServerFrame};
+use crate::report::{Final, WorkerMsg};
+use crate::seqcheck::{ConnChecker, PublisherChecker};
+use crate::stats::{Phase, Recorder, Stats};
+use crate::urls::Target;
+use crate::ws::{self, ConnectSpec, Ws};
+
+/// The worker's line to the parent.
+pub struct WorkerIo {
+    pub out: mpsc::UnboundedSender<WorkerMsg>,
+    pub releases: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+}
+
+impl WorkerIo {
+    /// Tells the parent this worker reached `name` and waits for the release.
+    pub async fn barrier(&self, name: &str, stats: &Stats) -> Result<()> {
+        let _ = stats; // the open-connection gauge travels with the next tick
+        self.out.send(WorkerMsg::Barrier { name: name.to_string() }).ok().context("parent is gone")?;
+        let mut releases = self.releases.lock().await;
+        let wait = async {
+            while let Some(line) = releases.recv().await {
+                if line.trim() == name {
+                    return Ok(());
+                }
+            }
+            bail!("parent closed the control channel")
+        };
+        tokio::time::timeout(Duration::from_secs(900), wait).await.context("barrier not released within 15 min")?
+    }
+}
+
+/// What every scenario task shares.
+pub struct Ctx {
+    pub plan: Arc<Plan>,
+    pub stats: Arc<Stats>,
+    pub targets: Vec<Target>,
+    minter: Option<Minter>,
+    pub io: Arc<WorkerIo>,
+    /// Flips to true at teardown: every connection closes.
+    pub shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Ctx {
+    pub fn new(plan: Plan, io: Arc<WorkerIo>) -> Result<Arc<Ctx>> {
+        let targets = plan.urls.iter().map(|u| Target::parse(u, plan.allow_remote)).collect::<Result<Vec<_>>>()?;
+        let ttl = plan.duration_ms / 1000 + 3600 * 6;
+        let minter = plan.jwt_secret.as_deref().map(|s| Minter::new(s, &plan.tenant, ttl));
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Ok(Arc::new(Ctx { plan: Arc::new(plan), stats: Arc::new(Stats::new()), targets, minter, io, shutdown, shutdown_tx }))
+    }
+
+    pub fn raw(&self) -> bool {
+        self.plan.raw
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_millis(self.plan.duration_ms)
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.plan.drain_ms)
+    }
+
+    pub fn begin_teardown(&self) {
+        self.stats.set_phase(Phase::Teardown);
+        let _ = self.shutdown_tx.send(true);
+    }
+
+    /// Opens connection number `index` (over all workers) for `user` (or into raw `room`),
+    /// recording the connect time or the failure. For ringcast the `connected` frame is
+    /// awaited (it is part of the connect time).
+    pub async fn open(&self, index: u64, user: Option<&str>, raw_room: Option<&str>, rec: &Recorder) -> Option<Ws> {
+        let target = &self.targets[(index % self.targets.len() as u64) as usize];
+        let source = (!self.plan.source_ips.is_empty())
+            .then(|| self.plan.source_ips[((index / self.targets.len() as u64) % self.plan.source_ips.len() as u64) as usize]);
+        let token = match (&self.minter, user, self.raw()) {
+            (Some(minter), Some(user), false) => match minter.token(user) {
+                Ok(token) => Some(token),
+                Err(_) => {
+                    rec.connect_failed("token");
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        let mut query = String::new();
+        if let Some(room) = raw_room {
+            query.push_str("room=");
+            query.push_str(room);
+        }
+        if let (Some(token), false) = (&token, self.plan.auth_header) {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str("token=");
+            query.push_str(token);
+        }
+        let timeout = Duration::from_millis(self.plan.connect_timeout_ms);
+        let started = Instant::now();
+        let spec = ConnectSpec {
+            target,
+            source,
+            query,
+            bearer: if self.plan.auth_header { token.as_deref() } else { None },
+            timeout,
+        };
+        let mut ws = match ws::connect(spec).await {
+            Ok(ws) => ws,
+            Err(err) => {
+                rec.connect_failed(&err.kind());
+                return None;
+            }
+        };
+        if !self.raw() {
+            // The first frame must be `connected`.
+            let remaining = timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(remaining, ws.read_frame()).await {
+                Ok(Ok(frame)) if frame.opcode == OpCode::Text => match classify(&frame.payload) {
+                    ServerFrame::Other { kind, .. } if kind == "connected" => {}
+                    ServerFrame::Error { code, .. } => {
+                        rec.connect_failed(&format!("error_{code}"));
+                        return None;
+                    }
+                    _ => {
+                        rec.connect_failed("no_connected_frame");
+                        return None;
+                    }
+                },
+                Ok(Ok(frame)) if frame.opcode == OpCode::Close => {
+                    rec.connect_failed(&format!("closed_{}", close_code(&frame.payload)));
+                    return None;
+                }
+                Ok(_) => {
+                    rec.connect_failed("no_connected_frame");
+                    return None;
+                }
+                Err(_) => {
+                    rec.connect_failed("timeout");
+                    return None;
+                }
+            }
+        }
+        rec.connected(started.elapsed().as_micros() as u64);
+        Some(ws)
+    }
+}
+
+pub fn close_code(payload: &[u8]) -> u16 {
+    if payload.len() >= 2 {
+        u16::from_be_bytes([payload[0], payload[1]])
+    } else {
+        1005
+    }
+}
+
+/// Publishers' in-flight windows, by publisher id: released by a witness subscriber when it
+/// receives that publisher's message (closed loop with delivery feedback).
+pub type Witness = Arc<HashMap<u32, Arc<Semaphore>>>;
+
+/// What a frame meant to the code waiting on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Nothing,
+    Joined { room: String },
+    JoinFailed { code: String },
+    Left { room: String },
+    Closed(u16),
+}
+
+/// The receive side of one logical client: checks and records every frame.
+pub struct Inbox {
+    pub rec: Recorder,
+    raw: bool,
+    pub checker: ConnChecker,
+    pubcheck: PublisherChecker,
+    witness: Option<Witness>,
+    /// Released on each `chat.send` ack or error (closed loop with ack feedback).
+    pub send_window: Option<Arc<Semaphore>>,
+    /// Last `seq` seen per room slot (for receipts); slot names in `slot_rooms`.
+    slot_rooms: Vec<String>,
+    pub slot_seq: Arc<Vec<AtomicU64>>,
+}
+
+impl Inbox {
+    pub fn new(rec: Recorder, raw: bool) -> Inbox {
+        Inbox {
+            rec,
+            raw,
+            checker: ConnChecker::new(),
+            pubcheck: PublisherChecker::default(),
+            witness: None,
+            send_window: None,
+            slot_rooms: Vec::new(),
+            slot_seq: Arc::new(Vec::new()),
+        }
+    }
+
+    pub fn with_witness(mut self, witness: Witness) -> Inbox {
+        self.witness = Some(witness);
+        self
+    }
+
+    pub fn with_slots(mut self, rooms: Vec<String>) -> Inbox {
+        self.slot_seq = Arc::new(rooms.iter().map(|_| AtomicU64::new(0)).collect());
+        self.slot_rooms = rooms;
+        self
+    }
+
+    fn witness_release(&self, publisher: u32) {
+        if let Some(witness) = &self.witness {
+            if let Some(window) = witness.get(&publisher) {
+                window.add_permits(1);
+            }
+        }
+    }
+
+    /// Handles one text frame.
+    pub fn on_text(&mut self, payload: &[u8]) -> Seen {
+        if self.raw {
+            let latency = match proto::parse_stamp(payload) {
+                Some(stamp) => {
+                    if let Err(v) = self.pubcheck.check(stamp.publisher, stamp.n) {
+                        self.rec.violation(v);
+                    }
+                    self.witness_release(stamp.publisher);
+                    Some(now_nanos().saturating_sub(stamp.sent_nanos) / 1000)
+                }
+                None => None,
+            };
+            self.rec.delivered(latency, false);
+            return Seen::Nothing;
+        }
+        match classify(payload) {
+            ServerFrame::Chat(chat) => {
+                if let Err(v) = self.checker.message(chat.room, chat.seq, chat.recovered) {
+                    self.rec.violation(v);
+                }
+                if !self.slot_rooms.is_empty() {
+                    if let Some(slot) = self.slot_rooms.iter().position(|r| r == chat.room) {
+                        self.slot_seq[slot].store(chat.seq, Ordering::Relaxed);
+                    }
+                }
+                let latency = chat.stamp.map(|stamp| {
+                    self.witness_release(stamp.publisher);
+                    now_nanos().saturating_sub(stamp.sent_nanos) / 1000
+                });
+                self.rec.delivered(latency, chat.recovered);
+                Seen::Nothing
+            }
+            ServerFrame::Ack { op, data } => {
+                self.rec.frame("ack");
+                let Some(op) = op else { return Seen::Nothing };
+                self.rec.answered(op.kind, now_micros().saturating_sub(op.sent_micros));
+                match op.kind {
+                    OpKind::Send => {
+                        if let Some(window) = &self.send_window {
+                            window.add_permits(1);
+                        }
+                        Seen::Nothing
+                    }
+                    OpKind::Join => {
+                        let room = data.get("room").and_then(|r| r.as_str()).unwrap_or_default().to_string();
+                        let seq = data.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
+                        let epoch = data.get("epoch").and_then(|e| e.as_str()).unwrap_or_default();
+                        let recovered = data.get("recovered").and_then(|r| r.as_bool());
+                        let outcome = self.checker.join_acked(&room, seq, epoch, recovered);
+                        if let Some(v) = outcome.violation {
+                            self.rec.violation(v);
+                        }
+                        if let Some(recovered) = outcome.recovered {
+                            self.rec.rejoined(recovered);
+                        }
+                        if let Some(slot) = self.slot_rooms.iter().position(|r| *r == room) {
+                            self.slot_seq[slot].store(seq, Ordering::Relaxed);
+                        }
+                        Seen::Joined { room }
+                    }
+                    OpKind::Leave => {
+                        let room = data.get("room").and_then(|r| r.as_str()).unwrap_or_default().to_string();
+                        self.checker.leave_acked(&room);
+                        Seen::Left { room }
+                    }
+                    _ => Seen::Nothing,
+                }
+            }
+            ServerFrame::Error { op, code } => {
+                let kind = op.map(|op| op.kind);
+                self.rec.error(kind, &code);
+                match kind {
+                    Some(OpKind::Send) => {
+                        if let Some(window) = &self.send_window {
+                            window.add_permits(1);
+                        }
+                        Seen::Nothing
+                    }
+                    Some(OpKind::Join) => Seen::JoinFailed { code },
+                    _ => Seen::Nothing,
+                }
+            }
+            ServerFrame::Other { kind, op, .. } => {
+                self.rec.frame(&kind);
+                if let Some(op) = op {
+                    self.rec.answered(op.kind, now_micros().saturating_sub(op.sent_micros));
+                }
+                Seen::Nothing
+            }
+            ServerFrame::Unparsable => {
+                self.rec.frame("unparsable");
+                Seen::Nothing
+            }
+        }
+    }
+
+    /// Handles any frame; `Closed` ends the connection.
+    pub fn on_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Seen {
+        match opcode {
+            OpCode::Text => self.on_text(payload),
+            OpCode::Close => {
+                let code = close_code(payload);
+                self.rec.close_received(code);
+                Seen::Closed(code)
+            }
+            OpCode::Binary => {
+                self.rec.frame("binary");
+                Seen::Nothing
+            }
+            _ => Seen::Nothing,
+        }
+    }
+}
+
+/// Sends a text frame on an unsplit connection.
+pub async fn send_text(ws: &mut Ws, text: String) -> Result<(), WebSocketError> {
+    ws.write_frame(Frame::text(Payload::Owned(text.into_bytes()))).await
+}
+
+/// Reads frames until `done(seen)` says so, or `timeout`.
+pub async fn read_until(
+    ws: &mut Ws,
+    inbox: &mut Inbox,
+    timeout: Duration,
+    mut done: impl FnMut(&Seen) -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, ws.read_frame()).await {
+            Err(_) => return Err("timeout".into()),
+            Ok(Err(err)) => return Err(read_error_kind(&err)),
+            Ok(Ok(frame)) => frame,
+        };
+        let seen = inbox.on_frame(frame.opcode, &frame.payload);
+        if let Seen::Closed(code) = seen {
+            return Err(format!("closed_{code}"));
+        }
+        if done(&seen) {
+            return Ok(());
+        }
+    }
+}
+
+/// Joins `rooms` (with `since` where the checker has a position) and waits for every ack.
+pub async fn join_rooms(ws: &mut Ws, inbox: &mut Inbox, rooms: &[String], timeout: Duration, resume: bool) -> Result<(), String> {
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    for (i, room) in rooms.iter().enumerate() {
+        let since = if resume { inbox.checker.since(room) } else { None };
+        inbox.checker.join_sent(room, since.clone());
+        let op = OpRef::new(OpKind::Join, i as u64);
+        inbox.rec.request(OpKind::Join);
+        send_text(ws, proto::join(room, since.as_ref().map(|(s, e)| (*s, e.as_str())), &op))
+            .await
+            .map_err(|e| read_error_kind(&e))?;
+    }
+    let mut pending = rooms.len();
+    let mut failure = None;
+    read_until(ws, inbox, timeout, |seen| {
+        match seen {
+            Seen::Joined { .. } => pending -= 1,
+            Seen::JoinFailed { code } => {
+                pending -= 1;
+                failure = Some(code.clone());
+            }
+            _ => {}
+        }
+        pending == 0
+    })
+    .await?;
+    match failure {
+        Some(code) => Err(format!("join_{code}")),
+        None => Ok(()),
+    }
+}
+
+pub fn read_error_kind(err: &WebSocketError) -> String {
+    match err {
+        WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => "eof".into(),
+        WebSocketError::IoError(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset".into(),
+        WebSocketError::IoError(_) => "io".into(),
+        _ => "protocol".into(),
+    }
+}
+
+/// Reads an unsplit connection until teardown (or `until`), recording everything.
+/// Returns how it ended: `None` for teardown/deadline, `Some(reason)` when the server side
+/// ended it.
+pub async fn read_idle(ws: &mut Ws, inbox: &mut Inbox, shutdown: &mut watch::Receiver<bool>, until: Option<Instant>) -> Option<String> {
+    let far = Instant::now() + Duration::from_secs(86_400);
+    let until = until.unwrap_or(far);
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            result = ws.read_frame() => match result {
+                Ok(frame) => {
+                    if let Seen::Closed(code) = inbox.on_frame(frame.opcode, &frame.payload) {
+                        return Some(format!("closed_{code}"));
+                    }
+                }
+                Err(err) => {
+                    let kind = read_error_kind(&err);
+                    inbox.rec.dropped(&format!("dropped_{kind}"));
+                    return Some(kind);
+                }
+            },
+            _ = shutdown.changed() => return None,
+            _ = tokio::time::sleep_until(until) => return None,
+        }
+    }
+}
+
+/// Closes politely (close frame 1000) with a short time limit.
+pub async fn close_politely<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut fastwebsockets::WebSocket<S>) {
+    let _ = tokio::time::timeout(Duration::from_millis(500), ws.write_frame(Frame::close(1000, b"bye"))).await;
+}
+
+/// Frames the read half owes the server (pong, close echo), for the writer to send.
+pub type Obligations = mpsc::UnboundedSender<(OpCode, Vec<u8>)>;
+
+/// The read half of a split connection: records everything until the server closes, the
+/// socket fails, or teardown.
+pub async fn read_split<R: AsyncRead + Unpin>(
+    mut read: WebSocketRead<R>,
+    mut inbox: Inbox,
+    obligations: Obligations,
+    mut shutdown: watch::Receiver<bool>,
+) -> Inbox {
+    let mut send = move |frame: Frame<'_>| {
+        let _ = obligations.send((frame.opcode, frame.payload.to_vec()));
+        std::future::ready(Ok::<(), std::convert::Infallible>(()))
+    };
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        tokio::select! {
+            result = read.read_frame(&mut send) => match result {
+                Ok(frame) => {
+                    if let Seen::Closed(_) = inbox.on_frame(frame.opcode, &frame.payload) {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    if !*shutdown.borrow() {
+                        inbox.rec.dropped(&format!("dropped_{}", read_error_kind(&err)));
+                    }
+                    break;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    inbox
+}
+
+/// Writes obligated frames (pongs, close echo) owed by the read half.
+pub async fn write_obligation<W: AsyncWrite + Unpin>(write: &mut WebSocketWrite<W>, opcode: OpCode, payload: Vec<u8>) -> Result<(), WebSocketError> {
+    write.write_frame(Frame::new(true, opcode, None, Payload::Owned(payload))).await
+}
+
+/// Runs one worker to its end and returns its final message (also sent on `io`).
+pub async fn run(plan: Plan, io: Arc<WorkerIo>) -> Final {
+    let cpu_before = crate::procfs::cpu_seconds(None).unwrap_or(0.0);
+    let connections_requested = plan.share_of(plan.scenario.connections());
+    let ctx = match Ctx::new(plan, io.clone()) {
+        Ok(ctx) => ctx,
+        Err(err) => {
+            let fin = Final { error: Some(format!("{err:#}")), ..Default::default() };
+            let _ = io.out.send(WorkerMsg::Final(fin.clone()));
+            return fin;
+        }
+    };
+    // Ticks, aligned on the common start instant.
+    let next_second = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let ticker = {
+        let ctx = ctx.clone();
+        let next_second = next_second.clone();
+        tokio::spawn(async move {
+            let start_ms = ctx.plan.start_at_unix_ms;
+            let now_ms = now_micros() / 1000;
+            let start = Instant::now() - Duration::from_millis(now_ms.saturating_sub(start_ms));
+            let mut second: u32 = 0;
+            loop {
+                tokio::time::sleep_until(start + Duration::from_secs(second as u64 + 1)).await;
+                let tick = ctx.stats.tick(second);
+                second += 1;
+                next_second.store(second, Ordering::Relaxed);
+                if ctx.io.out.send(WorkerMsg::Tick(tick)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let result = crate::scenario::run(ctx.clone()).await;
+    ctx.begin_teardown();
+    ticker.abort();
+    let _ = ticker.await;
+    let last_second = next_second.load(Ordering::Relaxed);
+    // A last tick with whatever the final partial second recorded.
+    let _ = io.out.send(WorkerMsg::Tick(ctx.stats.tick(last_second)));
+    let cpu_secs = crate::procfs::cpu_seconds(None).unwrap_or(0.0) - cpu_before;
+    let fin = match result {
+        Ok(outcome) => Final {
+            run: outcome.window,
+            cpu_secs,
+            connections_requested,
+            error: None,
+            notes: outcome.notes,
+        },
+        Err(err) => Final { cpu_secs, connections_requested, error: Some(format!("{err:#}")), ..Default::default() },
+    };
+    let _ = io.out.send(WorkerMsg::Final(fin.clone()));
+    fin
+}

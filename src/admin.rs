@@ -1,0 +1,111 @@
+//! The admin HTTP API (PROTOCOL.md §11), authorized by an admin JWT (role `admin`) or the
+//! `--admin-key`. Served on the client port and on `--admin-listen`.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderMap};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::http::{error, json, Body};
+use crate::node::Node;
+
+/// Checks the bearer credential of an admin request: `Err` is the 401/403 to send.
+pub fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+        .map(str::trim)
+    else {
+        return Err(error(StatusCode::UNAUTHORIZED, "admin credentials required"));
+    };
+    if let Some(admin_key) = &node.config.admin_key {
+        if constant_time_eq(admin_key.as_bytes(), token.as_bytes()) {
+            return Ok(());
+        }
+    }
+    match node.auth.authenticate(token) {
+        Ok(identity) if identity.is_admin() => Ok(()),
+        Ok(_) => Err(error(StatusCode::FORBIDDEN, "admin role required")),
+        Err(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid admin credentials")),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Serialize)]
+struct ClusterMemberView<'a> {
+    node_id: &'a str,
+    generation: u64,
+    state: &'static str,
+    peer_addr: Option<String>,
+    /// Share of the hash ring (0–1).
+    share: f64,
+    /// `self`, `up` or `down`: this node's link to the member.
+    link: &'static str,
+}
+
+#[derive(Serialize)]
+struct ClusterResponse<'a> {
+    node_id: &'a str,
+    clustered: bool,
+    version: u64,
+    ring: Vec<&'a str>,
+    members: Vec<ClusterMemberView<'a>>,
+}
+
+/// `GET /v1/cluster`: members with state, link and ring share, as this node sees them.
+pub fn cluster(node: &Node) -> Response<Body> {
+    let body = match node.cluster() {
+        None => serde_json::to_string(&ClusterResponse {
+            node_id: node.id.as_str(),
+            clustered: false,
+            version: 0,
+            ring: vec![node.id.as_str()],
+            members: vec![ClusterMemberView {
+                node_id: node.id.as_str(),
+                generation: node.generation,
+                state: if node.is_ready() { "ready" } else { "draining" },
+                peer_addr: None,
+                share: 1.0,
+                link: "self",
+            }],
+        }),
+        Some(cluster) => {
+            let view = cluster.view();
+            let shares = view.ring.shares();
+            let members = view
+                .members
+                .values()
+                .map(|member| ClusterMemberView {
+                    node_id: member.node_id.as_str(),
+                    generation: member.generation,
+                    state: member.state.as_str(),
+                    peer_addr: Some(member.peer_addr.to_string()),
+                    share: shares.get(&member.node_id).copied().unwrap_or(0.0),
+                    link: if member.node_id == node.id {
+                        "self"
+                    } else if cluster.is_connected(&member.node_id) {
+                        "up"
+                    } else {
+                        "down"
+                    },
+                })
+                .collect();
+            serde_json::to_string(&ClusterResponse {
+                node_id: node.id.as_str(),
+                clustered: true,
+                version: view.version,
+                ring: view.ring.members().iter().map(|id| id.as_str()).collect(),
+                members,
+            })
+        }
+    };
+    match body {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(_) => Response::new(Full::new(Bytes::from_static(b"{}"))),
+    }
+}

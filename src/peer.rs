@@ -1,0 +1,339 @@
+//! The edge↔owner values on the wire: [`OwnerOp`], [`EdgeMsg`] and [`RoomSnapshot`] as
+//! peer-frame payloads. A `Deliver`'s client frame is the tail of its payload, so the
+//! receiving edge slices it out of the link's buffer and queues it without a copy.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringcast_cluster::wire::FIRST_USER_KIND;
+use ringcast_cluster::{NodeId, PeerFrame};
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::owner::{RoomSnapshot, StoredMessage};
+use crate::protocol::{Attachment, ChatSend, Since};
+use crate::room::RoomKey;
+use crate::route::{ConnRef, EdgeMsg, OwnerOp, Sender};
+
+/// An [`OwnerOp`]; the frame's flags carry the hop count.
+pub const KIND_OWNER_OP: u8 = FIRST_USER_KIND;
+/// An [`EdgeMsg`].
+pub const KIND_EDGE_MSG: u8 = FIRST_USER_KIND + 1;
+/// A [`RoomSnapshot`] from a room's previous owner.
+pub const KIND_HANDOFF: u8 = FIRST_USER_KIND + 2;
+
+const OP_JOIN: u8 = 1;
+const OP_LEAVE: u8 = 2;
+const OP_MEMBERS: u8 = 3;
+const OP_PUBLISH: u8 = 4;
+const OP_RESUBSCRIBE: u8 = 5;
+
+const MSG_DELIVER: u8 = 1;
+const MSG_REPLY: u8 = 2;
+const MSG_JOINED: u8 = 3;
+const MSG_LEFT: u8 = 4;
+
+pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
+    let mut writer = Writer::new();
+    match op {
+        OwnerOp::Join { room, sender, op_id, since } => {
+            writer.u8(OP_JOIN).str(room.as_str());
+            put_sender(&mut writer, sender);
+            writer.opt_str(op_id.as_deref());
+            match since {
+                None => writer.u8(0),
+                Some(since) => writer.u8(1).u64(since.seq).str(&since.epoch),
+            };
+        }
+        OwnerOp::Leave { room, sender, op_id } => {
+            writer.u8(OP_LEAVE).str(room.as_str());
+            put_sender(&mut writer, sender);
+            writer.opt_str(op_id.as_deref());
+        }
+        OwnerOp::Members { room, sender, op_id } => {
+            writer.u8(OP_MEMBERS).str(room.as_str());
+            put_sender(&mut writer, sender);
+            writer.opt_str(op_id.as_deref());
+        }
+        OwnerOp::Publish { room, sender, op_id, message } => {
+            writer.u8(OP_PUBLISH).str(room.as_str());
+            put_sender(&mut writer, sender);
+            writer.opt_str(op_id.as_deref());
+            writer.str(&message.room).str(&message.text);
+            put_attachments(&mut writer, &message.attachments);
+            writer.opt_str(message.reply_to.as_deref()).opt_str(message.client_id.as_deref());
+        }
+        OwnerOp::Resubscribe { room, members } => {
+            writer.u8(OP_RESUBSCRIBE).str(room.as_str()).len(members.len());
+            for member in members {
+                put_sender(&mut writer, member);
+            }
+        }
+    }
+    let mut frame = PeerFrame::new(KIND_OWNER_OP, writer.finish());
+    frame.flags = hops;
+    frame
+}
+
+pub fn decode_op(payload: Bytes) -> Result<OwnerOp, DecodeError> {
+    let mut reader = Reader::new(payload);
+    let tag = reader.u8()?;
+    let room = room_key(&mut reader)?;
+    let op = match tag {
+        OP_JOIN => {
+            let sender = get_sender(&mut reader)?;
+            let op_id = reader.opt_string()?;
+            let since = match reader.u8()? {
+                0 => None,
+                1 => Some(Since { seq: reader.u64()?, epoch: reader.string()? }),
+                _ => return Err(DecodeError),
+            };
+            OwnerOp::Join { room, sender, op_id, since }
+        }
+        OP_LEAVE => OwnerOp::Leave { room, sender: get_sender(&mut reader)?, op_id: reader.opt_string()? },
+        OP_MEMBERS => OwnerOp::Members { room, sender: get_sender(&mut reader)?, op_id: reader.opt_string()? },
+        OP_PUBLISH => {
+            let sender = get_sender(&mut reader)?;
+            let op_id = reader.opt_string()?;
+            let message = ChatSend {
+                room: reader.string()?,
+                text: reader.string()?,
+                attachments: get_attachments(&mut reader)?,
+                reply_to: reader.opt_string()?,
+                client_id: reader.opt_string()?,
+            };
+            OwnerOp::Publish { room, sender, op_id, message }
+        }
+        OP_RESUBSCRIBE => {
+            let count = reader.len()?;
+            let members = (0..count).map(|_| get_sender(&mut reader)).collect::<Result<_, _>>()?;
+            OwnerOp::Resubscribe { room, members }
+        }
+        _ => return Err(DecodeError),
+    };
+    Ok(op)
+}
+
+pub fn encode_msg(msg: &EdgeMsg) -> PeerFrame {
+    let mut writer = Writer::new();
+    match msg {
+        EdgeMsg::Deliver { room, exclude, frame } => {
+            writer.u8(MSG_DELIVER).str(room.as_str()).opt_u64(*exclude);
+            // The client frame is the tail: sent from its own buffer, sliced on arrival.
+            return PeerFrame::with_tail(KIND_EDGE_MSG, writer.finish(), frame.clone());
+        }
+        EdgeMsg::Reply { conn_id, request_id, frame, is_error } => {
+            writer.u8(MSG_REPLY).u64(*conn_id).u64(*request_id).bool(*is_error);
+            return PeerFrame::with_tail(KIND_EDGE_MSG, writer.finish(), frame.clone());
+        }
+        EdgeMsg::Joined { room, conn_id, request_id, frames } => {
+            writer.u8(MSG_JOINED).str(room.as_str()).u64(*conn_id).u64(*request_id).len(frames.len());
+            for frame in frames {
+                writer.bytes(frame);
+            }
+        }
+        EdgeMsg::Left { room, conn_id, request_id, frames } => {
+            writer.u8(MSG_LEFT).str(room.as_str()).u64(*conn_id).u64(*request_id).len(frames.len());
+            for frame in frames {
+                writer.bytes(frame);
+            }
+        }
+    }
+    PeerFrame::new(KIND_EDGE_MSG, writer.finish())
+}
+
+pub fn decode_msg(payload: Bytes) -> Result<EdgeMsg, DecodeError> {
+    let mut reader = Reader::new(payload);
+    let msg = match reader.u8()? {
+        MSG_DELIVER => {
+            let room = room_key(&mut reader)?;
+            let exclude = reader.opt_u64()?;
+            EdgeMsg::Deliver { room, exclude, frame: reader.rest() }
+        }
+        MSG_REPLY => {
+            let conn_id = reader.u64()?;
+            let request_id = reader.u64()?;
+            let is_error = reader.bool()?;
+            EdgeMsg::Reply { conn_id, request_id, frame: reader.rest(), is_error }
+        }
+        tag @ (MSG_JOINED | MSG_LEFT) => {
+            let room = room_key(&mut reader)?;
+            let conn_id = reader.u64()?;
+            let request_id = reader.u64()?;
+            let count = reader.len()?;
+            let frames = (0..count).map(|_| reader.bytes()).collect::<Result<_, _>>()?;
+            if tag == MSG_JOINED {
+                EdgeMsg::Joined { room, conn_id, request_id, frames }
+            } else {
+                EdgeMsg::Left { room, conn_id, request_id, frames }
+            }
+        }
+        _ => return Err(DecodeError),
+    };
+    Ok(msg)
+}
+
+pub fn encode_snapshot(snapshot: &RoomSnapshot) -> PeerFrame {
+    let mut writer = Writer::new();
+    writer.str(snapshot.key.as_str()).str(&snapshot.epoch).u64(snapshot.seq).len(snapshot.history.len());
+    for message in &snapshot.history {
+        writer.str(&message.id).u64(message.seq).str(&message.ts).str(&message.user_id).str(&message.name);
+        writer.str(&message.text);
+        put_attachments(&mut writer, &message.attachments);
+        writer.opt_str(message.reply_to.as_deref()).opt_str(message.thread_root.as_deref());
+    }
+    writer.len(snapshot.users.len());
+    for (user_id, name, conns) in &snapshot.users {
+        writer.str(user_id).str(name).len(conns.len());
+        for conn in conns {
+            writer.str(conn.node.as_str()).u64(conn.conn_id);
+        }
+    }
+    PeerFrame::new(KIND_HANDOFF, writer.finish())
+}
+
+pub fn decode_snapshot(payload: Bytes) -> Result<RoomSnapshot, DecodeError> {
+    let mut reader = Reader::new(payload);
+    let key = room_key(&mut reader)?;
+    let epoch = reader.string()?;
+    let seq = reader.u64()?;
+    let count = reader.len()?;
+    let mut history = Vec::with_capacity(count);
+    for _ in 0..count {
+        history.push(StoredMessage {
+            id: reader.string()?,
+            seq: reader.u64()?,
+            ts: reader.string()?,
+            user_id: Arc::from(reader.string()?),
+            name: Arc::from(reader.string()?),
+            text: reader.string()?,
+            attachments: get_attachments(&mut reader)?,
+            reply_to: reader.opt_string()?,
+            thread_root: reader.opt_string()?,
+        });
+    }
+    let count = reader.len()?;
+    let mut users = Vec::with_capacity(count);
+    for _ in 0..count {
+        let user_id: Arc<str> = Arc::from(reader.string()?);
+        let name: Arc<str> = Arc::from(reader.string()?);
+        let num_conns = reader.len()?;
+        let conns = (0..num_conns)
+            .map(|_| Ok(ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? }))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        users.push((user_id, name, conns));
+    }
+    Ok(RoomSnapshot { key, epoch, seq, history, users })
+}
+
+fn room_key(reader: &mut Reader) -> Result<RoomKey, DecodeError> {
+    let key = reader.string()?;
+    let (tenant, room) = key.split_once('/').ok_or(DecodeError)?;
+    Ok(RoomKey::new(tenant, room))
+}
+
+fn put_sender(writer: &mut Writer, sender: &Sender) {
+    writer.str(sender.conn.node.as_str()).u64(sender.conn.conn_id).str(&sender.user_id).str(&sender.name);
+    writer.bool(sender.is_moderator).u64(sender.request_id);
+}
+
+fn get_sender(reader: &mut Reader) -> Result<Sender, DecodeError> {
+    Ok(Sender {
+        conn: ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? },
+        user_id: Arc::from(reader.string()?),
+        name: Arc::from(reader.string()?),
+        is_moderator: reader.bool()?,
+        request_id: reader.u64()?,
+    })
+}
+
+fn put_attachments(writer: &mut Writer, attachments: &[Attachment]) {
+    writer.len(attachments.len());
+    for attachment in attachments {
+        writer.str(&attachment.url).str(&attachment.name).u64(attachment.size).str(&attachment.mime);
+    }
+}
+
+fn get_attachments(reader: &mut Reader) -> Result<Vec<Attachment>, DecodeError> {
+    let count = reader.len()?;
+    (0..count)
+        .map(|_| {
+            Ok(Attachment { url: reader.string()?, name: reader.string()?, size: reader.u64()?, mime: reader.string()? })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender() -> Sender {
+        Sender {
+            conn: ConnRef { node: NodeId::new("n1"), conn_id: 7 },
+            user_id: Arc::from("alice"),
+            name: Arc::from("Alice"),
+            is_moderator: true,
+            request_id: 99,
+        }
+    }
+
+    #[test]
+    fn test_ops_round_trip() {
+        let room = RoomKey::new("t", "lobby");
+        let ops = vec![
+            OwnerOp::Join {
+                room: room.clone(),
+                sender: sender(),
+                op_id: Some("1".into()),
+                since: Some(Since { seq: 4, epoch: "e".into() }),
+            },
+            OwnerOp::Leave { room: room.clone(), sender: sender(), op_id: None },
+            OwnerOp::Members { room: room.clone(), sender: sender(), op_id: Some("m".into()) },
+            OwnerOp::Publish {
+                room: room.clone(),
+                sender: sender(),
+                op_id: Some("p".into()),
+                message: ChatSend {
+                    room: "lobby".into(),
+                    text: "hé".into(),
+                    attachments: vec![Attachment { url: "https://x".into(), name: "n".into(), size: 3, mime: "a/b".into() }],
+                    reply_to: Some("r".into()),
+                    client_id: None,
+                },
+            },
+            OwnerOp::Resubscribe { room, members: vec![sender(), sender()] },
+        ];
+        for op in ops {
+            let frame = encode_op(&op, 1);
+            assert_eq!(frame.flags, 1);
+            assert_eq!(format!("{:?}", decode_op(frame.payload).unwrap()), format!("{op:?}"));
+        }
+    }
+
+    #[test]
+    fn test_msgs_round_trip_and_deliver_is_sliced() {
+        let room = RoomKey::new("t", "lobby");
+        let frame = Bytes::from_static(br#"{"type":"chat.message"}"#);
+        let msgs = vec![
+            EdgeMsg::Deliver { room: room.clone(), exclude: Some(3), frame: frame.clone() },
+            EdgeMsg::Reply { conn_id: 1, request_id: 2, frame: frame.clone(), is_error: true },
+            EdgeMsg::Joined { room: room.clone(), conn_id: 1, request_id: 2, frames: vec![frame.clone(), frame.clone()] },
+            EdgeMsg::Left { room, conn_id: 1, request_id: 0, frames: vec![] },
+        ];
+        for msg in msgs {
+            let encoded = encode_msg(&msg);
+            let joined = Bytes::from([&encoded.payload[..], &encoded.tail[..]].concat());
+            assert_eq!(format!("{:?}", decode_msg(joined).unwrap()), format!("{msg:?}"));
+        }
+    }
+
+    #[test]
+    fn test_truncated_payloads_are_errors() {
+        let op = OwnerOp::Members { room: RoomKey::new("t", "r"), sender: sender(), op_id: Some("x".into()) };
+        let payload = encode_op(&op, 0).payload;
+        for cut in 0..payload.len() {
+            assert!(decode_op(payload.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        assert!(decode_msg(Bytes::from_static(&[9, 9, 9])).is_err());
+        assert!(decode_snapshot(Bytes::from_static(&[0xff; 7])).is_err());
+    }
+}

@@ -1,0 +1,448 @@
+//! Multi-process cluster tests: real `ringcast` nodes on loopback, gossip over UDP, peer
+//! links over TCP, real WebSocket clients on different nodes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ringcast_cluster::{NodeId, Ring};
+use serde_json::{json, Value};
+
+const CLUSTER_SECRET: &str = "cluster-secret-for-tests";
+
+/// A free port for both TCP (links) and UDP (gossip).
+fn free_cluster_addr() -> SocketAddr {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+}
+
+struct TestCluster {
+    ids: Vec<String>,
+    cluster_addrs: Vec<SocketAddr>,
+    nodes: Vec<Option<Server>>,
+}
+
+impl TestCluster {
+    fn args(&self, index: usize, secret: &str) -> Vec<String> {
+        let seeds: Vec<String> = self.cluster_addrs.iter().map(|addr| addr.to_string()).collect();
+        vec![
+            "--node-id".into(),
+            self.ids[index].clone(),
+            "--cluster-listen".into(),
+            self.cluster_addrs[index].to_string(),
+            "--cluster-secret".into(),
+            secret.into(),
+            "--seeds".into(),
+            seeds.join(","),
+            "--drain-timeout-secs".into(),
+            "10".into(),
+        ]
+    }
+
+    /// Starts `ids.len()` nodes at once, each seeded with all the others.
+    async fn start(ids: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster {
+            ids: ids.iter().map(|id| id.to_string()).collect(),
+            cluster_addrs: ids.iter().map(|_| free_cluster_addr()).collect(),
+            nodes: Vec::new(),
+        };
+        let handles: Vec<_> = (0..ids.len())
+            .map(|index| {
+                let args = cluster.args(index, CLUSTER_SECRET);
+                std::thread::spawn(move || Server::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+            })
+            .collect();
+        cluster.nodes = handles.into_iter().map(|handle| Some(handle.join().expect("node started"))).collect();
+        cluster.wait_settled(ids.len()).await;
+        cluster
+    }
+
+    fn node(&self, index: usize) -> &Server {
+        self.nodes[index].as_ref().expect("node is running")
+    }
+
+    /// Restarts node `index` (same id and ports, a new generation).
+    async fn restart(&mut self, index: usize) {
+        let args = self.args(index, CLUSTER_SECRET);
+        let server = tokio::task::spawn_blocking(move || {
+            Server::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        self.nodes[index] = Some(server);
+    }
+
+    /// Waits until every running node is ready with a ring of `expected` members.
+    async fn wait_settled(&self, expected: usize) {
+        for server in self.nodes.iter().flatten() {
+            let settled = eventually(Duration::from_secs(15), || async {
+                let view = cluster_view(server).await;
+                server.get("/ready").await.status == 200 && view["ring"].as_array().map(Vec::len) == Some(expected)
+            })
+            .await;
+            assert!(settled, "node {} did not settle on a ring of {expected}: {}", server.addr, cluster_view(server).await);
+        }
+    }
+
+    /// The index of the node that owns `room` (default tenant) on the full ring.
+    fn owner_of(&self, room: &str) -> usize {
+        let ring = Ring::new(self.ids.iter().map(NodeId::new));
+        let owner = ring.owner(&format!("default/{room}")).unwrap().as_str().to_string();
+        self.ids.iter().position(|id| *id == owner).unwrap()
+    }
+
+    /// A room name whose owner is node `index`.
+    fn room_owned_by(&self, index: usize, prefix: &str) -> String {
+        (0..).map(|k| format!("{prefix}-{k}")).find(|room| self.owner_of(room) == index).unwrap()
+    }
+}
+
+fn admin_token() -> String {
+    Token::new("root").roles(&["admin"]).sign()
+}
+
+async fn cluster_view(server: &Server) -> Value {
+    let request = format!(
+        "GET /v1/cluster HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        admin_token()
+    );
+    let response = http_raw(server.addr, &request).await;
+    assert_eq!(response.status, 200, "GET /v1/cluster: {}", response.body);
+    response.json()
+}
+
+async fn metric(server: &Server, name: &str) -> f64 {
+    let body = server.get("/metrics").await.body;
+    body.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_clients_on_three_nodes_see_every_message_once_in_seq_order() {
+    let cluster = TestCluster::start(&["a1", "a2", "a3"]).await;
+    let mut clients = Vec::new();
+    for index in 0..6 {
+        let mut client = cluster.node(index % 3).client(&format!("u{index}")).await;
+        client.join("lobby").await;
+        clients.push(client);
+    }
+    let mut own: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); clients.len()];
+    for round in 0..10 {
+        for (index, client) in clients.iter_mut().enumerate() {
+            let ack = client.say("lobby", &format!("m{round}-{index}")).await;
+            own[index].insert(ack["seq"].as_u64().unwrap());
+        }
+    }
+    let all: BTreeSet<u64> = own.iter().flatten().copied().collect();
+    assert_eq!(all, (1..=60).collect(), "seq is 1..60 without gap or reuse");
+    for (index, client) in clients.iter_mut().enumerate() {
+        let mut seen = Vec::new();
+        while seen.len() < 50 {
+            seen.push(client.recv_message("lobby").await["seq"].as_u64().unwrap());
+        }
+        let extra: Vec<Value> = client.take_pending().into_iter().filter(|f| f["type"] == "chat.message").collect();
+        assert!(extra.is_empty(), "client {index} got more messages: {extra:?}");
+        client.expect_no_frame(QUIET).await;
+        let expected: Vec<u64> = all.difference(&own[index]).copied().collect();
+        assert_eq!(seen, expected, "client {index} sees every other message once, in seq order");
+    }
+    // The owner rendered each message once and sent it once per subscribed node.
+    let owner = cluster.owner_of("lobby");
+    assert_eq!(metric(cluster.node(owner), "ringcast_frames_rendered_total").await as u64 >= 60, true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_thousand_rooms_spread_over_three_owners_by_the_ring() {
+    let cluster = TestCluster::start(&["b1", "b2", "b3"]).await;
+    let mut clients = Vec::new();
+    for index in 0..3 {
+        clients.push(cluster.node(index).client(&format!("v{index}")).await);
+    }
+    for room in 0..1000 {
+        clients[room % 3].join(&format!("room-{room}")).await;
+    }
+    let mut expected = [0usize; 3];
+    for room in 0..1000 {
+        expected[cluster.owner_of(&format!("room-{room}"))] += 1;
+    }
+    for index in 0..3 {
+        let personal = (0..3).filter(|user| cluster.owner_of(&format!("user:v{user}")) == index).count();
+        let owned = metric(cluster.node(index), "ringcast_rooms_owned").await as usize;
+        assert_eq!(owned, expected[index] + personal, "node {index} owns what the ring says");
+        let deviation = (expected[index] as f64 - 1000.0 / 3.0).abs() / (1000.0 / 3.0);
+        assert!(deviation <= 0.10, "node {index} owns {} of 1000 rooms", expected[index]);
+    }
+    let view = cluster_view(cluster.node(0)).await;
+    for member in view["members"].as_array().unwrap() {
+        let share = member["share"].as_f64().unwrap();
+        assert!((share - 1.0 / 3.0).abs() <= 0.1 / 3.0, "ring share {share} of {}", member["node_id"]);
+    }
+}
+
+/// Sends `count` messages from `client` to `room`, one every `interval`, and returns for each
+/// the reply type ("ack" or an error code) with its time.
+async fn send_series(client: &mut Client, room: &str, count: usize, interval: Duration) -> Vec<(Instant, String, Value)> {
+    let mut replies = Vec::new();
+    for index in 0..count {
+        let reply = client.request("chat.send", json!({"room": room, "text": format!("s{index}")})).await;
+        let kind = if reply["type"] == "ack" {
+            "ack".to_string()
+        } else {
+            reply["data"]["code"].as_str().unwrap_or("?").to_string()
+        };
+        replies.push((Instant::now(), kind, reply["data"].clone()));
+        tokio::time::sleep(interval).await;
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_sigkill_of_the_owner_fails_over_within_three_seconds() {
+    let mut cluster = TestCluster::start(&["c1", "c2", "c3"]).await;
+    let room = cluster.room_owned_by(2, "busy");
+    let mut sender = cluster.node(0).client("sender").await;
+    let mut watcher = cluster.node(1).client("watcher").await;
+    sender.join(&room).await;
+    watcher.join(&room).await;
+
+    let sending = {
+        let room = room.clone();
+        tokio::spawn(async move {
+            let replies = send_series(&mut sender, &room, 160, Duration::from_millis(25)).await;
+            (sender, replies)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let killed_at = Instant::now();
+    cluster.nodes[2] = None; // SIGKILL
+    let (_sender, replies) = sending.await.unwrap();
+
+    // Every send got an answer: an ack, or unavailable.
+    assert_eq!(replies.len(), 160);
+    for (_, kind, data) in &replies {
+        assert!(kind == "ack" || kind == "unavailable", "unexpected reply {kind}: {data}");
+    }
+    // The outage ends with the first ack after the first refusal (an ack that was already on
+    // its way when the owner died does not count).
+    let first_refusal = replies.iter().position(|(at, kind, _)| *at > killed_at && kind != "ack");
+    let first_ack_after = replies[first_refusal.unwrap_or(0)..]
+        .iter()
+        .filter(|(at, kind, _)| *at > killed_at && kind == "ack")
+        .map(|(at, _, _)| at.duration_since(killed_at))
+        .min()
+        .expect("the room answered again after the kill");
+    eprintln!("first ack {first_ack_after:?} after SIGKILL of the owner");
+    let errors = replies.iter().filter(|(_, kind, _)| kind != "ack").count();
+    eprintln!("{errors} of {} sends answered unavailable", replies.len());
+    assert!(first_ack_after <= Duration::from_secs(3), "failover took {first_ack_after:?}");
+    // The watcher on a surviving node keeps receiving on the new owner.
+    let last_acked = replies.iter().rev().find(|(_, kind, _)| kind == "ack").unwrap().2["id"].clone();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut found = false;
+    while !found && Instant::now() < deadline {
+        found = watcher.recv_message(&room).await["id"] == last_acked;
+    }
+    assert!(found, "the watcher got the last acked message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_drain_under_traffic_loses_no_acknowledged_message() {
+    let mut cluster = TestCluster::start(&["d1", "d2", "d3"]).await;
+    let room = cluster.room_owned_by(2, "drain");
+    let mut sender = cluster.node(0).client("sender").await;
+    let mut watcher = cluster.node(1).client("watcher").await;
+    let mut leaver = cluster.node(2).client("leaver").await;
+    sender.join(&room).await;
+    watcher.join(&room).await;
+    let joined = leaver.join(&room).await;
+    let epoch = joined["epoch"].as_str().unwrap().to_string();
+
+    let sending = {
+        let room = room.clone();
+        tokio::spawn(async move {
+            let replies = send_series(&mut sender, &room, 120, Duration::from_millis(20)).await;
+            (sender, replies)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.node(2).terminate();
+
+    // The client of the draining node is told to reconnect, then closed with 1012.
+    let (frames, code) = leaver.frames_until_close(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1012), "drain closes with 1012");
+    let reconnect = frames.iter().find(|frame| frame["type"] == "reconnect").expect("a reconnect frame before the close");
+    assert!(reconnect["data"]["after_ms"].is_u64());
+    let last_seen = frames
+        .iter()
+        .filter(|frame| frame["type"] == "chat.message")
+        .map(|frame| frame["data"]["seq"].as_u64().unwrap())
+        .max()
+        .unwrap_or(0);
+    let status = tokio::task::spawn_blocking(move || {
+        let mut server = cluster.nodes[2].take().unwrap();
+        let status = server.wait_exit(Duration::from_secs(12));
+        (cluster, status)
+    });
+    let (cluster, status) = status.await.unwrap();
+    assert_eq!(status.and_then(|status| status.code()), Some(0), "the drained node exits 0");
+
+    // It resumes on another node without losing anything.
+    let mut resumed = cluster.node(0).client("leaver").await;
+    let rejoin = resumed.ack("room.join", json!({"room": room, "since": {"seq": last_seen, "epoch": epoch}})).await;
+    assert_eq!(rejoin["recovered"], true, "history moved with the room: {rejoin}");
+    assert_eq!(rejoin["epoch"], epoch.as_str(), "same epoch after a drain");
+
+    let (_sender, replies) = sending.await.unwrap();
+    let acked: BTreeSet<u64> =
+        replies.iter().filter(|(_, kind, _)| kind == "ack").map(|(_, _, data)| data["seq"].as_u64().unwrap()).collect();
+    assert!(!acked.is_empty());
+    for (_, kind, data) in &replies {
+        assert!(kind == "ack" || kind == "unavailable", "unexpected reply {kind}: {data}");
+    }
+    // The watcher (on a node that stayed) saw every acknowledged message exactly once, in order.
+    let mut seen = Vec::new();
+    let max_acked = *acked.iter().max().unwrap();
+    while seen.last().copied().unwrap_or(0) < max_acked {
+        seen.push(watcher.recv_message(&room).await["seq"].as_u64().unwrap());
+    }
+    let seen_set: BTreeSet<u64> = seen.iter().copied().collect();
+    assert_eq!(seen.len(), seen_set.len(), "no duplicates: {seen:?}");
+    assert!(seen.windows(2).all(|pair| pair[0] < pair[1]), "in seq order: {seen:?}");
+    let lost: Vec<u64> = acked.difference(&seen_set).copied().collect();
+    assert!(lost.is_empty(), "acknowledged messages lost: {lost:?}");
+    // The resumed client got the ones it missed (recovered) and the ones after.
+    let mut resumed_seen = BTreeSet::new();
+    while resumed_seen.iter().next_back().copied().unwrap_or(0) < max_acked {
+        resumed_seen.insert(resumed.recv_message(&room).await["seq"].as_u64().unwrap());
+    }
+    let missing: Vec<u64> = acked.iter().filter(|seq| **seq > last_seen && !resumed_seen.contains(seq)).copied().collect();
+    assert!(missing.is_empty(), "the resumed client misses {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_restarted_node_rejoins_with_a_higher_generation() {
+    let mut cluster = TestCluster::start(&["e1", "e2", "e3"]).await;
+    let generation_of = |view: &Value, id: &str| {
+        view["members"].as_array().unwrap().iter().find(|m| m["node_id"] == id).map(|m| m["generation"].as_u64().unwrap())
+    };
+    let before = generation_of(&cluster_view(cluster.node(0)).await, "e2").unwrap();
+    cluster.nodes[1] = None; // SIGKILL
+    let gone = eventually(Duration::from_secs(5), || async {
+        cluster_view(cluster.node(0)).await["ring"].as_array().map(Vec::len) == Some(2)
+    })
+    .await;
+    assert!(gone, "the killed node left the ring");
+    cluster.restart(1).await;
+    cluster.wait_settled(3).await;
+    let after = generation_of(&cluster_view(cluster.node(0)).await, "e2").unwrap();
+    assert!(after > before, "generation {after} > {before}");
+    // Chat across the restarted node works.
+    let mut on_restarted = cluster.node(1).client("r1").await;
+    let mut on_other = cluster.node(2).client("r2").await;
+    on_restarted.join("after-restart").await;
+    on_other.join("after-restart").await;
+    on_restarted.say("after-restart", "hello again").await;
+    assert_eq!(on_other.recv_message("after-restart").await["text"], "hello again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_node_with_a_wrong_secret_stays_out() {
+    let cluster = TestCluster::start(&["f1", "f2"]).await;
+    let intruder_addr = free_cluster_addr();
+    let seeds: Vec<String> = cluster.cluster_addrs.iter().map(|addr| addr.to_string()).collect();
+    let intruder = Server::start_with(&[
+        "--node-id",
+        "intruder",
+        "--cluster-listen",
+        &intruder_addr.to_string(),
+        "--cluster-secret",
+        "not-the-right-secret",
+        "--seeds",
+        &seeds.join(","),
+    ]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for index in 0..2 {
+        let view = cluster_view(cluster.node(index)).await;
+        let ids: Vec<&str> = view["members"].as_array().unwrap().iter().map(|m| m["node_id"].as_str().unwrap()).collect();
+        assert!(!ids.contains(&"intruder"), "the intruder is not a member: {view}");
+    }
+    let view = cluster_view(&intruder).await;
+    assert_eq!(view["members"].as_array().unwrap().len(), 1, "the intruder sees only itself: {view}");
+    // A peer that knows the cluster id but not the secret is refused on the link port too.
+    let mut stream = tokio::net::TcpStream::connect(cluster.cluster_addrs[0]).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(&[40, 0, 0, 0, 0x43, 0x52, 1, 1, 0, 0, 0, 0]).await.unwrap();
+    stream.write_all(&[0u8; 40]).await.unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), stream.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "a peer without the secret is disconnected");
+    // The cluster still works.
+    let mut a = cluster.node(0).client("a").await;
+    let mut b = cluster.node(1).client("b").await;
+    a.join("safe").await;
+    b.join("safe").await;
+    a.say("safe", "still here").await;
+    assert_eq!(b.recv_message("safe").await["text"], "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_garbage_on_the_cluster_port_does_not_hurt() {
+    use tokio::io::AsyncWriteExt;
+    let cluster = TestCluster::start(&["g1", "g2"]).await;
+    let target = cluster.cluster_addrs[0];
+    let mut payloads: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0xff; 4096],
+        // A valid length and magic, then the connection ends mid-frame.
+        vec![200, 0, 0, 0, 0x43, 0x52, 1, 1],
+        // A frame of a future protocol version.
+        vec![24, 0, 0, 0, 0x43, 0x52, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ];
+    let mut state = 0x2545f4914f6cdd1du64;
+    for _ in 0..20 {
+        let bytes = (0..256)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        payloads.push(bytes);
+    }
+    for payload in payloads {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(target).await {
+            let _ = stream.write_all(&payload).await;
+            let _ = stream.shutdown().await;
+        }
+        // And the same bytes as a gossip datagram.
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let _ = socket.send_to(&payload, target).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.wait_settled(2).await;
+    let view = cluster_view(cluster.node(0)).await;
+    let links: BTreeMap<String, String> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["node_id"].as_str().unwrap().to_string(), m["link"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(links.get("g2").map(String::as_str), Some("up"), "{view}");
+    let mut a = cluster.node(0).client("a").await;
+    let mut b = cluster.node(1).client("b").await;
+    a.join("calm").await;
+    b.join("calm").await;
+    b.say("calm", "fine").await;
+    assert_eq!(a.recv_message("calm").await["text"], "fine");
+}
