@@ -207,8 +207,10 @@ pub struct Conn {
     /// Milliseconds since `started` of the last inbound frame.
     last_activity_ms: AtomicU64,
     started: Instant,
-    /// Wakes the writer when the token (and so its expiry) changes.
+    /// Wakes the writer when the token (and so its expiry) changes, or groups change.
     pub identity_changed: Notify,
+    /// Group changes (added, removed) for the writer to apply.
+    pub pending_groups: Mutex<Vec<(Vec<String>, Vec<String>)>>,
     pub meta: ConnMeta,
 }
 
@@ -223,6 +225,7 @@ impl Conn {
             last_activity_ms: AtomicU64::new(0),
             started: Instant::now(),
             identity_changed: Notify::new(),
+            pending_groups: Mutex::new(Vec::new()),
             meta,
         }
     }
@@ -234,6 +237,11 @@ impl Conn {
     pub fn set_identity(&self, identity: Arc<Identity>) {
         *self.identity.lock() = Some(identity);
         self.identity_changed.notify_one();
+    }
+
+    /// Replaces the identity without waking the writer (the writer itself calls this).
+    pub fn set_identity_quietly(&self, identity: Arc<Identity>) {
+        *self.identity.lock() = Some(identity);
     }
 
     pub fn touch(&self) {

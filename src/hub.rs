@@ -134,6 +134,14 @@ impl Hub {
                     conn.outbox.push_text(frame);
                 }
             }
+            EdgeMsg::Groups { conn_id, added, removed } => {
+                // Joining and leaving rooms means calling owners, which the hub never does
+                // (an owner may be calling it): the connection's writer applies the change.
+                if let Some(conn) = self.get(conn_id) {
+                    conn.pending_groups.lock().push((added, removed));
+                    conn.identity_changed.notify_one();
+                }
+            }
             EdgeMsg::Left { room, conn_id, frames, .. } => {
                 let Some(conn) = self.get(conn_id) else {
                     return;

@@ -26,6 +26,24 @@ enum Command {
     Serve(ServeArgs),
     /// Print a signed client token
     Token(TokenArgs),
+    /// Run an N-node cluster on loopback for development (Ctrl-C stops it)
+    DevCluster(DevClusterArgs),
+}
+
+#[derive(Args)]
+struct DevClusterArgs {
+    /// number of nodes
+    #[arg(default_value_t = 3)]
+    nodes: u16,
+    /// client port of the first node; node i listens on base+i
+    #[arg(long, default_value_t = 8080)]
+    base_port: u16,
+    /// cluster port of the first node; node i uses base+i (TCP and UDP)
+    #[arg(long, default_value_t = 7946)]
+    cluster_base_port: u16,
+    /// HS256 key of client tokens [default: a fresh one]
+    #[arg(long, env = "RINGCAST_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
 }
 
 #[derive(Args)]
@@ -76,6 +94,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::Token(args)) => token(args),
+        Some(Command::DevCluster(args)) => dev_cluster(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -179,6 +198,81 @@ async fn serve_async(config: Config) -> ExitCode {
     let drained = ringcast::run(node, listener, admin_listener, shutdown_signal()).await;
     tracing::info!(drained, "ringcast stopped");
     ExitCode::SUCCESS
+}
+
+/// Starts `nodes` child processes of this binary as one cluster on loopback, prints how to
+/// reach them, and stops them (SIGTERM, a drain) on Ctrl-C or SIGTERM.
+fn dev_cluster(args: DevClusterArgs) -> ExitCode {
+    if args.nodes == 0 || args.nodes > 64 {
+        return usage_error(&ConfigError::new("dev-cluster takes 1 to 64 nodes"));
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(err) => return usage_error(&ConfigError::new(format!("cannot find own binary: {err}"))),
+    };
+    let secret = args.jwt_secret.clone().unwrap_or_else(|| String::from_utf8_lossy(&auth::random_secret()).into_owned());
+    let cluster_secret = String::from_utf8_lossy(&auth::random_secret()).into_owned();
+    let seeds: Vec<String> =
+        (0..args.nodes).map(|i| format!("127.0.0.1:{}", args.cluster_base_port + i)).collect();
+    let mut children = Vec::new();
+    for i in 0..args.nodes {
+        let child = std::process::Command::new(&exe)
+            .args(["serve", "--node-id", &format!("node-{}", i + 1)])
+            .args(["--listen", &format!("127.0.0.1:{}", args.base_port + i)])
+            .args(["--cluster-listen", &seeds[i as usize]])
+            .args(["--seeds", &seeds.join(",")])
+            .env("RINGCAST_JWT_SECRET", &secret)
+            .env("RINGCAST_CLUSTER_SECRET", &cluster_secret)
+            .env("RINGCAST_LOG", std::env::var("RINGCAST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => children.push(child),
+            Err(err) => {
+                eprintln!("ringcast: cannot start node {}: {err}", i + 1);
+                stop_children(&mut children);
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let key = KeyConfig::Hs256(secret.as_bytes().to_vec());
+    let now = auth::now_secs();
+    let claims = Claims {
+        sub: "dev".into(),
+        exp: now + 86_400,
+        nbf: None,
+        iat: Some(now),
+        tenant: None,
+        name: Some("Developer".into()),
+        roles: vec!["admin".into()],
+        groups: vec![],
+    };
+    let token = auth::mint(&key, &claims).unwrap_or_default();
+    println!("ringcast dev-cluster: {} nodes", args.nodes);
+    for i in 0..args.nodes {
+        println!("  node-{}: ws://127.0.0.1:{}/v1/ws", i + 1, args.base_port + i);
+    }
+    println!("jwt secret: {secret}");
+    println!("token (user dev, admin, 24h): {token}");
+    println!("cluster view: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/cluster", args.base_port);
+    println!("mint more: ringcast token --sub alice --jwt-secret {secret}");
+    println!("Ctrl-C stops the cluster");
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    runtime.block_on(shutdown_signal());
+    stop_children(&mut children);
+    ExitCode::SUCCESS
+}
+
+fn stop_children(children: &mut [std::process::Child]) {
+    for child in children.iter() {
+        let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    for child in children.iter_mut() {
+        let _ = child.wait();
+    }
 }
 
 fn dev_token(config: &Config) -> Option<(String, String)> {

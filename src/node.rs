@@ -312,6 +312,10 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
         let result = match frame.kind {
             peer::KIND_OWNER_OP => peer::decode_op(frame.payload).map(|op| node.on_remote_op(op, frame.flags)),
             peer::KIND_EDGE_MSG => peer::decode_msg(frame.payload).map(|msg| node.on_edge_msg(msg)),
+            peer::KIND_RESYNC => {
+                crate::rebalance::resync(&node, from);
+                Ok(())
+            }
             peer::KIND_HANDOFF => peer::decode_snapshot(frame.payload).map(|snapshot| {
                 tracing::debug!(room = %snapshot.key, from = %from, seq = snapshot.seq, "room handed over");
                 node.owner.install(snapshot)

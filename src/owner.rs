@@ -48,6 +48,39 @@ struct Room {
     /// Subscribed nodes and how many of the room's connections each holds.
     nodes: HashMap<NodeId, u32>,
     users: HashMap<Arc<str>, RoomUser>,
+    /// Recent `client_id`s by (user, client_id), with the ack they got, oldest first.
+    sent: SentIds,
+}
+
+/// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
+/// `client_id`, so a retry gets the first ack again instead of a second message.
+#[derive(Default)]
+struct SentIds {
+    acks: HashMap<(Arc<str>, String), SentAck>,
+    order: VecDeque<(Arc<str>, String)>,
+}
+
+/// What the first send with a `client_id` was acknowledged with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentAck {
+    pub id: String,
+    pub seq: u64,
+    pub ts: String,
+}
+
+const SENT_IDS_PER_ROOM: usize = 1000;
+
+impl SentIds {
+    fn insert(&mut self, key: (Arc<str>, String), ack: SentAck) {
+        if self.acks.insert(key.clone(), ack).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > SENT_IDS_PER_ROOM {
+            if let Some(oldest) = self.order.pop_front() {
+                self.acks.remove(&oldest);
+            }
+        }
+    }
 }
 
 struct RoomUser {
@@ -78,6 +111,8 @@ pub struct RoomSnapshot {
     pub history: Vec<StoredMessage>,
     /// Each user with its name and connections.
     pub users: Vec<(Arc<str>, Arc<str>, Vec<ConnRef>)>,
+    /// Recent idempotency keys: (user, client_id, first ack), oldest first.
+    pub sent: Vec<(Arc<str>, String, SentAck)>,
 }
 
 #[derive(Serialize)]
@@ -152,6 +187,17 @@ impl Owner {
         }
         match op {
             OwnerOp::Resubscribe { room, members } => self.resubscribe(&mut shard, sink, room, members),
+            OwnerOp::UserGroups { room, added, removed, .. } => {
+                // Every connection of a user is in its personal room.
+                if let Some(room) = shard.get(&room) {
+                    for user in room.users.values() {
+                        for conn in &user.conns {
+                            let msg = EdgeMsg::Groups { conn_id: conn.conn_id, added: added.clone(), removed: removed.clone() };
+                            sink.send_to_edge(&conn.node, msg);
+                        }
+                    }
+                }
+            }
             OwnerOp::Join { room, sender, op_id, since } => self.join(&mut shard, sink, room, sender, op_id, since),
             OwnerOp::Leave { room, sender, op_id } => leave(&mut shard, sink, room, sender, op_id),
             OwnerOp::Members { room, sender, op_id } => members(&shard, sink, &room, &sender, op_id),
@@ -170,6 +216,7 @@ impl Owner {
             history: VecDeque::new(),
             nodes: HashMap::new(),
             users: HashMap::new(),
+            sent: SentIds::default(),
         }
     }
 
@@ -210,6 +257,9 @@ impl Owner {
             room.epoch = Arc::from(snapshot.epoch.as_str());
             room.seq = snapshot.seq;
             room.history = snapshot.history.into_iter().map(Arc::new).collect();
+            for (user_id, client_id, ack) in snapshot.sent {
+                room.sent.insert((user_id, client_id), ack);
+            }
         } else if room.seq > 0 {
             tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
         }
@@ -321,6 +371,23 @@ impl Owner {
         let Some(room) = shard.get_mut(key).filter(|room| room.has_conn(&sender.user_id, &sender.conn)) else {
             return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "not in room"));
         };
+        #[derive(Serialize)]
+        struct SendAck<'a> {
+            room: &'a str,
+            id: &'a str,
+            seq: u64,
+            ts: &'a str,
+        }
+        let sent_key = message.client_id.clone().map(|client_id| (sender.user_id.clone(), client_id));
+        if let Some(first) = sent_key.as_ref().and_then(|sent_key| room.sent.acks.get(sent_key)) {
+            // A retry: the first ack again, nothing stored or sent twice.
+            let data = SendAck { room: key.room(), id: &first.id, seq: first.seq, ts: &first.ts };
+            if let Some(ack) = frames::ack(op_id, data) {
+                let reply = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame: ack, is_error: false };
+                sink.send_to_edge(&sender.conn.node, reply);
+            }
+            return;
+        }
         let thread_root = match &message.reply_to {
             None => None,
             Some(reply_to) => match room.history.iter().find(|stored| &stored.id == reply_to) {
@@ -347,12 +414,8 @@ impl Owner {
         while room.history.len() > self.history_size {
             room.history.pop_front();
         }
-        #[derive(Serialize)]
-        struct SendAck<'a> {
-            room: &'a str,
-            id: &'a str,
-            seq: u64,
-            ts: &'a str,
+        if let Some(sent_key) = sent_key {
+            room.sent.insert(sent_key, SentAck { id: stored.id.clone(), seq: stored.seq, ts: stored.ts.clone() });
         }
         if let Some(ack) =
             frames::ack(op_id, SendAck { room: key.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts })
@@ -473,6 +536,16 @@ impl Room {
             seq: self.seq,
             history: self.history.iter().map(|message| (**message).clone()).collect(),
             users: self.users.into_iter().map(|(user_id, user)| (user_id, user.name, user.conns)).collect(),
+            sent: {
+                let mut sent = self.sent;
+                sent.order
+                    .into_iter()
+                    .filter_map(|key| {
+                        let ack = sent.acks.remove(&key)?;
+                        Some((key.0, key.1, ack))
+                    })
+                    .collect()
+            },
         }
     }
 

@@ -9,7 +9,7 @@ use ringcast_cluster::wire::FIRST_USER_KIND;
 use ringcast_cluster::{NodeId, PeerFrame};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::owner::{RoomSnapshot, StoredMessage};
+use crate::owner::{RoomSnapshot, SentAck, StoredMessage};
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
 use crate::route::{ConnRef, EdgeMsg, OwnerOp, Sender};
@@ -20,17 +20,23 @@ pub const KIND_OWNER_OP: u8 = FIRST_USER_KIND;
 pub const KIND_EDGE_MSG: u8 = FIRST_USER_KIND + 1;
 /// A [`RoomSnapshot`] from a room's previous owner.
 pub const KIND_HANDOFF: u8 = FIRST_USER_KIND + 2;
+/// "I (re)appeared in your view: resubscribe the rooms you have that I own." Sent by a node
+/// to a member that appears, so connections an owner dropped while it thought their edge
+/// dead are restored when the edge turns out to be alive.
+pub const KIND_RESYNC: u8 = FIRST_USER_KIND + 3;
 
 const OP_JOIN: u8 = 1;
 const OP_LEAVE: u8 = 2;
 const OP_MEMBERS: u8 = 3;
 const OP_PUBLISH: u8 = 4;
 const OP_RESUBSCRIBE: u8 = 5;
+const OP_USER_GROUPS: u8 = 6;
 
 const MSG_DELIVER: u8 = 1;
 const MSG_REPLY: u8 = 2;
 const MSG_JOINED: u8 = 3;
 const MSG_LEFT: u8 = 4;
+const MSG_GROUPS: u8 = 5;
 
 pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
     let mut writer = Writer::new();
@@ -67,6 +73,12 @@ pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
             for member in members {
                 put_sender(&mut writer, member);
             }
+        }
+        OwnerOp::UserGroups { room, sender, added, removed } => {
+            writer.u8(OP_USER_GROUPS).str(room.as_str());
+            put_sender(&mut writer, sender);
+            put_strings(&mut writer, added);
+            put_strings(&mut writer, removed);
         }
     }
     let mut frame = PeerFrame::new(KIND_OWNER_OP, writer.finish());
@@ -108,6 +120,12 @@ pub fn decode_op(payload: Bytes) -> Result<OwnerOp, DecodeError> {
             let members = (0..count).map(|_| get_sender(&mut reader)).collect::<Result<_, _>>()?;
             OwnerOp::Resubscribe { room, members }
         }
+        OP_USER_GROUPS => OwnerOp::UserGroups {
+            room,
+            sender: get_sender(&mut reader)?,
+            added: get_strings(&mut reader)?,
+            removed: get_strings(&mut reader)?,
+        },
         _ => return Err(DecodeError),
     };
     Ok(op)
@@ -136,6 +154,11 @@ pub fn encode_msg(msg: &EdgeMsg) -> PeerFrame {
             for frame in frames {
                 writer.bytes(frame);
             }
+        }
+        EdgeMsg::Groups { conn_id, added, removed } => {
+            writer.u8(MSG_GROUPS).u64(*conn_id);
+            put_strings(&mut writer, added);
+            put_strings(&mut writer, removed);
         }
     }
     PeerFrame::new(KIND_EDGE_MSG, writer.finish())
@@ -167,6 +190,9 @@ pub fn decode_msg(payload: Bytes) -> Result<EdgeMsg, DecodeError> {
                 EdgeMsg::Left { room, conn_id, request_id, frames }
             }
         }
+        MSG_GROUPS => {
+            EdgeMsg::Groups { conn_id: reader.u64()?, added: get_strings(&mut reader)?, removed: get_strings(&mut reader)? }
+        }
         _ => return Err(DecodeError),
     };
     Ok(msg)
@@ -187,6 +213,10 @@ pub fn encode_snapshot(snapshot: &RoomSnapshot) -> PeerFrame {
         for conn in conns {
             writer.str(conn.node.as_str()).u64(conn.conn_id);
         }
+    }
+    writer.len(snapshot.sent.len());
+    for (user_id, client_id, ack) in &snapshot.sent {
+        writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
     }
     PeerFrame::new(KIND_HANDOFF, writer.finish())
 }
@@ -222,7 +252,14 @@ pub fn decode_snapshot(payload: Bytes) -> Result<RoomSnapshot, DecodeError> {
             .collect::<Result<Vec<_>, DecodeError>>()?;
         users.push((user_id, name, conns));
     }
-    Ok(RoomSnapshot { key, epoch, seq, history, users })
+    let count = reader.len()?;
+    let mut sent = Vec::with_capacity(count);
+    for _ in 0..count {
+        let user_id: Arc<str> = Arc::from(reader.string()?);
+        let client_id = reader.string()?;
+        sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
+    }
+    Ok(RoomSnapshot { key, epoch, seq, history, users, sent })
 }
 
 fn room_key(reader: &mut Reader) -> Result<RoomKey, DecodeError> {
@@ -244,6 +281,18 @@ fn get_sender(reader: &mut Reader) -> Result<Sender, DecodeError> {
         is_moderator: reader.bool()?,
         request_id: reader.u64()?,
     })
+}
+
+fn put_strings(writer: &mut Writer, strings: &[String]) {
+    writer.len(strings.len());
+    for string in strings {
+        writer.str(string);
+    }
+}
+
+fn get_strings(reader: &mut Reader) -> Result<Vec<String>, DecodeError> {
+    let count = reader.len()?;
+    (0..count).map(|_| reader.string()).collect()
 }
 
 fn put_attachments(writer: &mut Writer, attachments: &[Attachment]) {
@@ -300,7 +349,8 @@ mod tests {
                     client_id: None,
                 },
             },
-            OwnerOp::Resubscribe { room, members: vec![sender(), sender()] },
+            OwnerOp::Resubscribe { room: room.clone(), members: vec![sender(), sender()] },
+            OwnerOp::UserGroups { room, sender: sender(), added: vec!["a".into()], removed: vec!["b".into(), "c".into()] },
         ];
         for op in ops {
             let frame = encode_op(&op, 1);
@@ -318,12 +368,36 @@ mod tests {
             EdgeMsg::Reply { conn_id: 1, request_id: 2, frame: frame.clone(), is_error: true },
             EdgeMsg::Joined { room: room.clone(), conn_id: 1, request_id: 2, frames: vec![frame.clone(), frame.clone()] },
             EdgeMsg::Left { room, conn_id: 1, request_id: 0, frames: vec![] },
+            EdgeMsg::Groups { conn_id: 4, added: vec![], removed: vec!["x".into()] },
         ];
         for msg in msgs {
             let encoded = encode_msg(&msg);
             let joined = Bytes::from([&encoded.payload[..], &encoded.tail[..]].concat());
             assert_eq!(format!("{:?}", decode_msg(joined).unwrap()), format!("{msg:?}"));
         }
+    }
+
+    #[test]
+    fn test_snapshot_round_trip() {
+        let snapshot = RoomSnapshot {
+            key: RoomKey::new("t", "lobby"),
+            epoch: "e1".into(),
+            seq: 9,
+            history: vec![StoredMessage {
+                id: "m".into(),
+                seq: 9,
+                ts: "2026-01-01T00:00:00.000Z".into(),
+                user_id: Arc::from("alice"),
+                name: Arc::from("Alice"),
+                text: "hi".into(),
+                attachments: vec![],
+                reply_to: Some("p".into()),
+                thread_root: Some("p".into()),
+            }],
+            users: vec![(Arc::from("alice"), Arc::from("Alice"), vec![ConnRef { node: NodeId::new("n2"), conn_id: 3 }])],
+            sent: vec![(Arc::from("alice"), "c-1".into(), SentAck { id: "m".into(), seq: 9, ts: "x".into() })],
+        };
+        assert_eq!(decode_snapshot(encode_snapshot(&snapshot).payload).unwrap(), snapshot);
     }
 
     #[test]

@@ -13,14 +13,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use ringcast_cluster::{compute_changes, ClusterChange, ClusterView};
+use bytes::Bytes;
+use ringcast_cluster::{compute_changes, ClusterChange, ClusterView, NodeId, PeerFrame};
 use tokio::sync::watch;
 
 use crate::node::Node;
 use crate::peer;
 use crate::room::RoomKey;
 use crate::route::{ConnRef, OwnerOp, Sender};
+
+/// How long a rebalance waits for links to new members.
+const LINK_WAIT: Duration = Duration::from_secs(3);
 
 pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>) {
     let mut previous = watch.borrow_and_update().clone();
@@ -33,14 +38,37 @@ pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>)
         }
         let current = watch.borrow_and_update().clone();
         let Some(node) = node.upgrade() else { return };
+        wait_for_links(&node, &current).await;
         apply(&node, &previous, &current);
         previous = current;
     }
 }
 
+/// Members that just appeared (a partition healing, say) may not have a link yet: wait a
+/// little for links to every member of the new ring, so hand-offs and resubscriptions are
+/// not refused for want of a link.
+async fn wait_for_links(node: &Node, current: &ClusterView) {
+    let Some(cluster) = node.cluster() else { return };
+    let deadline = tokio::time::Instant::now() + LINK_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let missing = current.ring.members().iter().any(|member| *member != node.id && !cluster.is_connected(member));
+        if !missing {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!("rebalancing without links to every member");
+}
+
 fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
     for change in compute_changes(&previous.members, &current.members) {
         match change {
+            ClusterChange::Add(member) if member.node_id != node.id => {
+                // If we dropped its connections while we thought it dead, it restores them.
+                if let Some(cluster) = node.cluster() {
+                    let _ = cluster.send(&member.node_id, PeerFrame::new(peer::KIND_RESYNC, Bytes::new()));
+                }
+            }
             ClusterChange::Remove(member) => {
                 tracing::info!(node = %member.node_id, "member gone");
                 node.owner.drop_node(node, &member.node_id);
@@ -81,12 +109,37 @@ fn hand_off(node: &Node, current: &ClusterView) {
 }
 
 fn resubscribe(node: &Node, previous: &ClusterView, current: &ClusterView) {
+    let moved = local_members_where(node, |room| previous.ring.owner(room.as_str()) != current.ring.owner(room.as_str()));
+    if !moved.is_empty() {
+        tracing::info!(rooms = moved.len(), "resubscribing rooms at their new owners");
+    }
+    for (room, members) in moved {
+        if let Err(err) = node.route_by(OwnerOp::Resubscribe { room: room.clone(), members }, &current.ring) {
+            tracing::warn!(room = %room, error = %err.message, "resubscribe failed");
+        }
+    }
+}
+
+/// Answers a resync request of `owner`: resubscribes there every room of a local connection
+/// that `owner` owns.
+pub fn resync(node: &Node, owner: &NodeId) {
+    let ring = node.ring();
+    let rooms = local_members_where(node, |room| ring.owner(room.as_str()) == Some(owner));
+    for (room, members) in rooms {
+        if let Err(err) = node.route_by(OwnerOp::Resubscribe { room: room.clone(), members }, &ring) {
+            tracing::warn!(room = %room, error = %err.message, "resync failed");
+        }
+    }
+}
+
+/// The local connections of every room that matches `filter`, as senders.
+fn local_members_where(node: &Node, filter: impl Fn(&RoomKey) -> bool) -> HashMap<RoomKey, Vec<Sender>> {
     let mut moved: HashMap<RoomKey, Vec<Sender>> = HashMap::new();
     for conn in node.hub.all() {
         let Some(identity) = conn.identity() else { continue };
         let rooms: Vec<RoomKey> = conn.rooms.lock().rooms.iter().cloned().collect();
         for room in rooms {
-            if previous.ring.owner(room.as_str()) == current.ring.owner(room.as_str()) {
+            if !filter(&room) {
                 continue;
             }
             moved.entry(room).or_default().push(Sender {
@@ -98,12 +151,5 @@ fn resubscribe(node: &Node, previous: &ClusterView, current: &ClusterView) {
             });
         }
     }
-    if !moved.is_empty() {
-        tracing::info!(rooms = moved.len(), "resubscribing rooms at their new owners");
-    }
-    for (room, members) in moved {
-        if let Err(err) = node.route_by(OwnerOp::Resubscribe { room: room.clone(), members }, &current.ring) {
-            tracing::warn!(room = %room, error = %err.message, "resubscribe failed");
-        }
-    }
+    moved
 }

@@ -49,6 +49,9 @@ pub enum OwnerOp {
     /// The room changed owner: these connections of the sending edge are in it. The owner
     /// adds them without `member.joined` and answers [`EdgeMsg::Joined`] for each.
     Resubscribe { room: RoomKey, members: Vec<Sender> },
+    /// A user's groups changed: sent to the owner of the user's personal room (`room`), which
+    /// knows every connection of the user and tells each one's edge ([`EdgeMsg::Groups`]).
+    UserGroups { room: RoomKey, sender: Sender, added: Vec<String>, removed: Vec<String> },
 }
 
 impl OwnerOp {
@@ -58,7 +61,8 @@ impl OwnerOp {
             | OwnerOp::Leave { room, .. }
             | OwnerOp::Members { room, .. }
             | OwnerOp::Publish { room, .. }
-            | OwnerOp::Resubscribe { room, .. } => room,
+            | OwnerOp::Resubscribe { room, .. }
+            | OwnerOp::UserGroups { room, .. } => room,
         }
     }
 
@@ -68,7 +72,8 @@ impl OwnerOp {
             OwnerOp::Join { sender, .. }
             | OwnerOp::Leave { sender, .. }
             | OwnerOp::Members { sender, .. }
-            | OwnerOp::Publish { sender, .. } => Some(sender),
+            | OwnerOp::Publish { sender, .. }
+            | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
     }
@@ -78,7 +83,8 @@ impl OwnerOp {
             OwnerOp::Join { sender, .. }
             | OwnerOp::Leave { sender, .. }
             | OwnerOp::Members { sender, .. }
-            | OwnerOp::Publish { sender, .. } => Some(sender),
+            | OwnerOp::Publish { sender, .. }
+            | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
     }
@@ -89,7 +95,7 @@ impl OwnerOp {
             | OwnerOp::Leave { op_id, .. }
             | OwnerOp::Members { op_id, .. }
             | OwnerOp::Publish { op_id, .. } => op_id.as_deref(),
-            OwnerOp::Resubscribe { .. } => None,
+            OwnerOp::Resubscribe { .. } | OwnerOp::UserGroups { .. } => None,
         }
     }
 }
@@ -107,13 +113,15 @@ pub enum EdgeMsg {
     Joined { room: RoomKey, conn_id: ConnId, request_id: u64, frames: Vec<Bytes> },
     /// The connection is out of the room: remove it, then queue `frames`.
     Left { room: RoomKey, conn_id: ConnId, request_id: u64, frames: Vec<Bytes> },
+    /// The connection's user gained and lost these groups: its `group:` rooms follow.
+    Groups { conn_id: ConnId, added: Vec<String>, removed: Vec<String> },
 }
 
 impl EdgeMsg {
     /// The request this message answers (0 = none).
     pub fn request_id(&self) -> u64 {
         match self {
-            EdgeMsg::Deliver { .. } => 0,
+            EdgeMsg::Deliver { .. } | EdgeMsg::Groups { .. } => 0,
             EdgeMsg::Reply { request_id, .. } | EdgeMsg::Joined { request_id, .. } | EdgeMsg::Left { request_id, .. } => {
                 *request_id
             }

@@ -46,7 +46,6 @@ where
         node: node.clone(),
         conn: conn.clone(),
         ws: ws_read,
-        identity: None,
         rate: RateLimiter::new(node.config.limits.rate_per_second, node.config.limits.rate_burst),
         fragments: None,
     };
@@ -93,7 +92,6 @@ struct Session<R> {
     node: Arc<Node>,
     conn: Arc<Conn>,
     ws: WebSocketRead<R>,
-    identity: Option<Arc<Identity>>,
     rate: RateLimiter,
     /// A fragmented message being reassembled: its opcode and bytes so far.
     fragments: Option<(OpCode, BytesMut)>,
@@ -132,7 +130,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
             match self.read_message().await {
                 Ok(Message::Text(payload)) => self.on_text(payload),
                 Ok(Message::Binary) => {
-                    if self.admit() {
+                    if self.admit(None) {
                         self.reply_error(
                             None,
                             ReplyError::new(ErrorCode::Unsupported, "binary frames are not supported in v1"),
@@ -155,7 +153,6 @@ impl<R: AsyncRead + Unpin> Session<R> {
     fn authenticated(&mut self, identity: Identity) {
         let identity = Arc::new(identity);
         self.conn.set_identity(identity.clone());
-        self.identity = Some(identity.clone());
         #[derive(Serialize)]
         struct Connected<'a> {
             conn_id: String,
@@ -245,12 +242,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     /// Applies the rate limit to one message; false when it must be dropped.
-    fn admit(&mut self) -> bool {
+    fn admit(&mut self, op_id: Option<&str>) -> bool {
         match self.rate.check(self.node.config.limits.rate_limit_close_after) {
             RateVerdict::Allowed => true,
             RateVerdict::Limited => {
                 let error = ReplyError::new(ErrorCode::RateLimited, "rate limit exceeded");
-                self.reply_error(None, error);
+                self.reply_error(op_id, error);
                 false
             }
             RateVerdict::Close => {
@@ -261,11 +258,12 @@ impl<R: AsyncRead + Unpin> Session<R> {
     }
 
     fn on_text(&mut self, mut payload: BytesMut) {
-        if !self.admit() {
-            return;
-        }
+        // Parsing first (it is cheap) lets a refusal name the request it refuses.
         let parsed = protocol::parse(&mut payload);
         let op_id = parsed.op_id;
+        if !self.admit(op_id.as_deref()) {
+            return;
+        }
         let request = match parsed.request {
             Ok(request) => request,
             Err(error) => {
@@ -281,7 +279,7 @@ impl<R: AsyncRead + Unpin> Session<R> {
 
     fn dispatch(&mut self, op_id: Option<&str>, request: Request) -> Result<(), ReplyError> {
         let identity =
-            self.identity.clone().ok_or_else(|| ReplyError::new(ErrorCode::Unauthorized, "not authenticated"))?;
+            self.conn.identity().ok_or_else(|| ReplyError::new(ErrorCode::Unauthorized, "not authenticated"))?;
         let sender = sender_of(&self.node, &self.conn, &identity);
         let op_id_owned = op_id.map(str::to_string);
         match request {
@@ -331,7 +329,6 @@ impl<R: AsyncRead + Unpin> Session<R> {
         }
         let identity = Arc::new(identity);
         self.conn.set_identity(identity.clone());
-        self.identity = Some(identity.clone());
         #[derive(Serialize)]
         struct RefreshAck {
             expires_at: u64,
@@ -339,32 +336,16 @@ impl<R: AsyncRead + Unpin> Session<R> {
         if let Some(ack) = frames::ack(op_id, RefreshAck { expires_at: identity.expires_at }) {
             self.conn.outbox.push_text(ack);
         }
-        let now = time::rfc3339_millis(time::now_millis());
-        for group in identity.groups.iter().filter(|group| !current.groups.contains(group)) {
-            let room = format!("group:{group}");
-            self.join_quietly(&identity, &room);
-            self.push_room_update(&room, "joined", &now);
-        }
-        for group in current.groups.iter().filter(|group| !identity.groups.contains(group)) {
-            let room = format!("group:{group}");
-            let key = RoomKey::new(&identity.tenant, &room);
+        let added: Vec<String> = identity.groups.iter().filter(|group| !current.groups.contains(group)).cloned().collect();
+        let removed: Vec<String> = current.groups.iter().filter(|group| !identity.groups.contains(group)).cloned().collect();
+        if !added.is_empty() || !removed.is_empty() {
+            // Every connection of the user follows, wherever it is: the owner of the personal
+            // room knows them all.
+            let room = RoomKey::user(&identity.tenant, &identity.user_id);
             let sender = sender_of(&self.node, &self.conn, &identity);
-            if let Err(err) = self.node.route(OwnerOp::Leave { room: key, sender, op_id: None }) {
-                tracing::warn!(room, error = %err.message, "group leave failed");
-            }
-            self.push_room_update(&room, "left", &now);
+            self.node.route(OwnerOp::UserGroups { room, sender, added, removed })?;
         }
         Ok(())
-    }
-
-    fn push_room_update(&self, room: &str, status: &str, ts: &str) {
-        #[derive(Serialize)]
-        struct RoomUpdate<'a> {
-            room: &'a str,
-            status: &'a str,
-            reason: &'static str,
-        }
-        self.conn.outbox.push_text(frames::event("room.update", RoomUpdate { room, status, reason: "groups" }, ts));
     }
 
     /// Sends an error; failed requests (but rate limits) count towards the 1008 threshold.
@@ -375,6 +356,49 @@ impl<R: AsyncRead + Unpin> Session<R> {
             let limits = &self.node.config.limits;
             if self.conn.errors.lock().record(limits.error_limit, limits.error_window) {
                 self.conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
+            }
+        }
+    }
+}
+
+/// Applies the group changes queued for `conn` (see [`crate::route::EdgeMsg::Groups`]):
+/// its identity takes the new groups, it joins and leaves the `group:` rooms, and it is told
+/// with `room.update`. Runs on the connection's writer task, outside every lock.
+pub fn apply_group_changes(node: &Node, conn: &Conn) {
+    let changes: Vec<(Vec<String>, Vec<String>)> = std::mem::take(&mut *conn.pending_groups.lock());
+    let Some(mut identity) = conn.identity() else { return };
+    #[derive(Serialize)]
+    struct RoomUpdate<'a> {
+        room: &'a str,
+        status: &'a str,
+        reason: &'static str,
+    }
+    for (added, removed) in changes {
+        let mut updated = (*identity).clone();
+        updated.groups.retain(|group| !removed.contains(group));
+        for group in &added {
+            if !updated.groups.contains(group) {
+                updated.groups.push(group.clone());
+            }
+        }
+        identity = Arc::new(updated);
+        conn.set_identity_quietly(identity.clone());
+        let ts = time::rfc3339_millis(time::now_millis());
+        let sender = sender_of(node, conn, &identity);
+        for (groups, status) in [(&added, "joined"), (&removed, "left")] {
+            for group in groups {
+                let room = format!("group:{group}");
+                let key = RoomKey::new(&identity.tenant, &room);
+                let op = if status == "joined" {
+                    conn.rooms.lock().rooms.insert(key.clone());
+                    OwnerOp::Join { room: key, sender: sender.clone(), op_id: None, since: None }
+                } else {
+                    OwnerOp::Leave { room: key, sender: sender.clone(), op_id: None }
+                };
+                if let Err(err) = node.route(op) {
+                    tracing::warn!(room, error = %err.message, "group room change failed");
+                }
+                conn.outbox.push_text(frames::event("room.update", RoomUpdate { room: &room, status, reason: "groups" }, &ts));
             }
         }
     }

@@ -59,7 +59,7 @@ pub async fn run<W: AsyncWrite + Unpin>(node: Arc<Node>, conn: Arc<Conn>, mut wr
         let idle_deadline = Instant::now() + limits.idle_timeout.saturating_sub(conn.idle_for());
         tokio::select! {
             _ = conn.outbox.woken() => {}
-            _ = conn.identity_changed.notified() => {}
+            _ = conn.identity_changed.notified() => crate::session::apply_group_changes(&node, &conn),
             _ = sleep_until(ping_at) => {
                 ping_at = Instant::now() + limits.ping_interval;
                 conn.outbox.push(Outgoing::Ping);

@@ -296,3 +296,33 @@ async fn test_auth_refresh_updates_the_display_name() {
     let message = bob.recv_message("lobby").await;
     assert_eq!(message["from"], json!({"user_id": "alice", "name": "Alice Cooper"}));
 }
+
+#[tokio::test]
+async fn test_refused_upgrades_are_plain_http_answers() {
+    let server = Server::start_with(&["--allowed-origins", "https://good.example"]);
+    let upgrade = |extra: &str| {
+        format!(
+            "GET /v1/ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n",
+            server.addr
+        )
+    };
+    let response = http_raw(server.addr, &upgrade("Authorization: Bearer abc\r\n")).await;
+    assert_eq!(response.status, 401, "{response:?}");
+    assert!(response.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{response:?}");
+    assert_eq!(response.json()["error"], "unauthorized", "{response:?}");
+
+    let response = http_raw(server.addr, &upgrade("Origin: https://evil.example\r\n")).await;
+    assert_eq!(response.status, 403, "{response:?}");
+
+    // Without a token the upgrade itself succeeds (the token comes in band).
+    let response = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(upgrade("").as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+}

@@ -39,7 +39,6 @@ async fn test_sigterm_with_a_client_that_does_not_read() {
     let mut reader = server.client("reader").await;
     let publisher_token = Token::new("publisher").sign();
     let mut publisher = server.client_with(&publisher_token).await;
-    let _ = &stuck;
     publisher.join("lobby").await;
     reader.join("lobby").await;
     publisher.say("lobby", "before shutdown").await;

@@ -91,8 +91,7 @@ async fn test_leaving_a_room_not_joined_is_acked() {
 async fn test_disconnect_sends_member_left() {
     let server = Server::start();
     let mut alice = server.client("alice").await;
-    let bob = server.client("bob").await;
-    let mut bob = bob;
+    let mut bob = server.client("bob").await;
     alice.join("lobby").await;
     bob.join("lobby").await;
     alice.recv_type("member.joined").await;
@@ -168,8 +167,7 @@ async fn test_two_devices_of_one_user() {
 #[tokio::test]
 async fn test_two_devices_disconnect_order() {
     let server = Server::start();
-    let phone = server.client("alice").await;
-    let mut phone = phone;
+    let mut phone = server.client("alice").await;
     let mut laptop = server.client("alice").await;
     let mut bob = server.client("bob").await;
     bob.join("lobby").await;
@@ -355,8 +353,7 @@ async fn test_join_since_current_seq_recovers_nothing_missing() {
     let mut alice = server.client("alice").await;
     let mut bob = server.client("bob").await;
     alice.join("news").await;
-    let epoch = alice.say("news", "one").await;
-    let _ = epoch;
+    alice.say("news", "one").await;
     let join = bob.join("news").await;
     let epoch = join["epoch"].as_str().unwrap().to_string();
     bob.leave("news").await;

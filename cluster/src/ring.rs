@@ -13,9 +13,9 @@ use hashring::HashRing;
 
 use crate::node::NodeId;
 
-/// Virtual nodes per node. 256 keeps every node's share within ±10% of even for 3–10 nodes
+/// Virtual nodes per node. 512 keeps every node's share within ±10% of even for 3–10 nodes
 /// (see the balance test below).
-pub const DEFAULT_VNODES_PER_NODE: u32 = 256;
+pub const DEFAULT_VNODES_PER_NODE: u32 = 512;
 
 /// One point of a node on the ring.
 #[derive(Clone, Debug, PartialEq, Eq)]

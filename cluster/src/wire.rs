@@ -175,7 +175,8 @@ mod tests {
     fn test_payload_shares_the_buffer() {
         let mut buf = BytesMut::from(&sample().encode()[..]);
         let base = buf.as_ptr() as usize;
-        let frame = parse(&mut buf, check(&buf).unwrap().unwrap());
+        let total_len = check(&buf).unwrap().unwrap();
+        let frame = parse(&mut buf, total_len);
         assert_eq!(frame.payload.as_ptr() as usize, base + 4 + HEADER_LEN);
     }
 

@@ -88,7 +88,7 @@ impl SeqStream {
 enum RoomState {
     Joined { stream: SeqStream, epoch: String },
     /// A join was sent; with `since`, replays are expected from `since + 1`.
-    Joining { replay: Option<SeqStream>, epoch: Option<String>, replayed: u64 },
+    Joining { replay: Option<SeqStream>, replayed: u64 },
     Left,
 }
 
@@ -127,10 +127,8 @@ impl ConnChecker {
     /// A join request was sent (with `since` when resuming).
     pub fn join_sent(&mut self, room: &str, since: Option<(u64, String)>) {
         let state = match since {
-            Some((seq, epoch)) => {
-                RoomState::Joining { replay: Some(SeqStream::after(seq)), epoch: Some(epoch), replayed: 0 }
-            }
-            None => RoomState::Joining { replay: None, epoch: None, replayed: 0 },
+            Some((seq, _epoch)) => RoomState::Joining { replay: Some(SeqStream::after(seq)), replayed: 0 },
+            None => RoomState::Joining { replay: None, replayed: 0 },
         };
         match self.state_mut(room) {
             Some(existing) => *existing = state,

@@ -32,8 +32,7 @@ pub struct WorkerIo {
 impl WorkerIo {
     /// Tells the parent this worker reached `name` and waits for the release.
     pub async fn barrier(&self, name: &str, stats: &Stats) -> Result<()> {
-        let _ = stats; // the open-connection gauge travels with the next tick
-        self.out.send(WorkerMsg::Barrier { name: name.to_string() }).ok().context("parent is gone")?;
+        self.out.send(WorkerMsg::Barrier { name: name.to_string(), open: stats.open() }).ok().context("parent is gone")?;
         let mut releases = self.releases.lock().await;
         let wait = async {
             while let Some(line) = releases.recv().await {
@@ -259,9 +258,11 @@ impl Inbox {
                         self.slot_seq[slot].store(chat.seq, Ordering::Relaxed);
                     }
                 }
-                let latency = chat.stamp.map(|stamp| {
+                // A replay's age is not a delivery latency: recovered messages are counted,
+                // not timed.
+                let latency = chat.stamp.and_then(|stamp| {
                     self.witness_release(stamp.publisher);
-                    now_nanos().saturating_sub(stamp.sent_nanos) / 1000
+                    (!chat.recovered).then(|| now_nanos().saturating_sub(stamp.sent_nanos) / 1000)
                 });
                 self.rec.delivered(latency, chat.recovered);
                 Seen::Nothing
@@ -274,6 +275,15 @@ impl Inbox {
                     OpKind::Send => {
                         if let Some(window) = &self.send_window {
                             window.add_permits(1);
+                        }
+                        // The sender gets the ack instead of its own message: the ack's seq
+                        // takes the message's place in this connection's stream.
+                        if let (Some(room), Some(seq)) =
+                            (data.get("room").and_then(|r| r.as_str()), data.get("seq").and_then(|s| s.as_u64()))
+                        {
+                            if let Err(v) = self.checker.message(room, seq, false) {
+                                self.rec.violation(v);
+                            }
                         }
                         Seen::Nothing
                     }
@@ -420,17 +430,34 @@ pub fn read_error_kind(err: &WebSocketError) -> String {
     }
 }
 
+/// Resolves once teardown starts.
+async fn teardown(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Reads an unsplit connection until teardown (or `until`), recording everything.
 /// Returns how it ended: `None` for teardown/deadline, `Some(reason)` when the server side
 /// ended it.
+///
+/// The teardown and deadline futures live across frames and the read is polled first, so
+/// a busy connection costs no timer or notification registration per frame.
 pub async fn read_idle(ws: &mut Ws, inbox: &mut Inbox, shutdown: &mut watch::Receiver<bool>, until: Option<Instant>) -> Option<String> {
-    let far = Instant::now() + Duration::from_secs(86_400);
-    let until = until.unwrap_or(far);
-    loop {
-        if *shutdown.borrow() {
-            return None;
+    let stop = teardown(shutdown);
+    tokio::pin!(stop);
+    let deadline = async {
+        match until {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
         }
+    };
+    tokio::pin!(deadline);
+    loop {
         tokio::select! {
+            biased;
             result = ws.read_frame() => match result {
                 Ok(frame) => {
                     if let Seen::Closed(code) = inbox.on_frame(frame.opcode, &frame.payload) {
@@ -443,8 +470,8 @@ pub async fn read_idle(ws: &mut Ws, inbox: &mut Inbox, shutdown: &mut watch::Rec
                     return Some(kind);
                 }
             },
-            _ = shutdown.changed() => return None,
-            _ = tokio::time::sleep_until(until) => return None,
+            _ = &mut stop => return None,
+            _ = &mut deadline => return None,
         }
     }
 }
@@ -469,11 +496,12 @@ pub async fn read_split<R: AsyncRead + Unpin>(
         let _ = obligations.send((frame.opcode, frame.payload.to_vec()));
         std::future::ready(Ok::<(), std::convert::Infallible>(()))
     };
+    let watcher = shutdown.clone();
+    let stop = teardown(&mut shutdown);
+    tokio::pin!(stop);
     loop {
-        if *shutdown.borrow() {
-            break;
-        }
         tokio::select! {
+            biased;
             result = read.read_frame(&mut send) => match result {
                 Ok(frame) => {
                     if let Seen::Closed(_) = inbox.on_frame(frame.opcode, &frame.payload) {
@@ -481,13 +509,13 @@ pub async fn read_split<R: AsyncRead + Unpin>(
                     }
                 }
                 Err(err) => {
-                    if !*shutdown.borrow() {
+                    if !*watcher.borrow() {
                         inbox.rec.dropped(&format!("dropped_{}", read_error_kind(&err)));
                     }
                     break;
                 }
             },
-            _ = shutdown.changed() => break,
+            _ = &mut stop => break,
         }
     }
     inbox

@@ -645,12 +645,23 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
     http_raw(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await
 }
 
+/// Sends a raw HTTP/1.1 request and reads one response: up to `Content-Length`, the end of
+/// a chunked body, or the end of the stream.
 pub async fn http_raw(addr: SocketAddr, request: &str) -> HttpResponse {
     let work = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         stream.write_all(request.as_bytes()).await.expect("write request");
         let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await.expect("read response");
+        let mut buf = [0u8; 8192];
+        loop {
+            if response_complete(&raw) {
+                break;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+        }
         raw
     };
     let raw = tokio::time::timeout(RECV_TIMEOUT, work).await.expect("HTTP request timed out");
@@ -666,6 +677,23 @@ pub async fn http_raw(addr: SocketAddr, request: &str) -> HttpResponse {
     let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     let body = if chunked { dechunk(body) } else { body.to_string() };
     HttpResponse { status, headers, body }
+}
+
+/// True once `raw` holds a whole response (headers plus the body they announce).
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if head.starts_with("http/1.1 101") {
+        return true;
+    }
+    if let Some(length) = head.lines().find_map(|line| line.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()) {
+        return body.len() >= length;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
 }
 
 fn dechunk(mut body: &str) -> String {

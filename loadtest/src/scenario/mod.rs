@@ -265,7 +265,7 @@ impl Publisher {
         let deadline = Instant::now() + ctx.duration();
         let pad = ctx.plan.payload_bytes;
         let mut n: u64 = 0;
-        let mut send_batch = |n: &mut u64, batch: u64| -> Vec<String> {
+        let send_batch = |n: &mut u64, batch: u64| -> Vec<String> {
             (0..batch)
                 .map(|_| {
                     *n += 1;
