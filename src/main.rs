@@ -171,7 +171,13 @@ async fn serve_async(config: Config) -> ExitCode {
             Err(err) => return usage_error(&ConfigError::new(format!("cannot listen on {addr}: {err}"))),
         },
     };
-    let metrics_handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+    let metrics_handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            ringcast::metrics::SECONDS_BUCKETS,
+        )
+        .and_then(|builder| builder.install_recorder())
+        .ok();
     let local_addr = listener.local_addr().map(|addr| addr.to_string()).unwrap_or_default();
     let dev_token = if config.dev { dev_token(&config) } else { None };
     let node = match Node::new(config, metrics_handle) {

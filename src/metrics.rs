@@ -3,7 +3,7 @@
 //! Labels come only from small closed sets (message types of the protocol, error codes,
 //! close codes); never room or user ids.
 
-use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 
 pub const CONNECTIONS: &str = "ringcast_connections";
 pub const CONNECTIONS_ACCEPTED: &str = "ringcast_connections_accepted_total";
@@ -16,6 +16,12 @@ pub const DISCONNECTS: &str = "ringcast_disconnects_total";
 pub const ROOMS_OWNED: &str = "ringcast_rooms_owned";
 pub const PEER_FORWARDS: &str = "ringcast_peer_forwards_total";
 pub const PEER_SEND_FAILURES: &str = "ringcast_peer_send_failures_total";
+pub const PEER_REQUEST_SECONDS: &str = "ringcast_peer_request_seconds";
+pub const PEER_REQUESTS_FAILED: &str = "ringcast_peer_requests_failed_total";
+
+/// Histogram buckets of every `_seconds` metric.
+pub const SECONDS_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Registers help text and units; call once at start.
 pub fn describe() {
@@ -30,6 +36,8 @@ pub fn describe() {
     describe_gauge!(ROOMS_OWNED, Unit::Count, "rooms whose owner is this node");
     describe_counter!(PEER_FORWARDS, Unit::Count, "operations sent to a remote owner");
     describe_counter!(PEER_SEND_FAILURES, Unit::Count, "owner answers that could not be sent to their edge");
+    describe_histogram!(PEER_REQUEST_SECONDS, Unit::Seconds, "time from forwarding a request to a remote owner to its answer");
+    describe_counter!(PEER_REQUESTS_FAILED, Unit::Count, "requests to remote owners answered unavailable (link down or timeout)");
 }
 
 /// Message types used as the `type` label; anything else is counted as `other`.
@@ -87,6 +95,14 @@ pub fn disconnect(code: u16) {
 
 pub fn peer_forward() {
     counter!(PEER_FORWARDS).increment(1);
+}
+
+pub fn peer_request_answered(seconds: f64) {
+    histogram!(PEER_REQUEST_SECONDS).record(seconds);
+}
+
+pub fn peer_requests_failed(count: usize) {
+    counter!(PEER_REQUESTS_FAILED).increment(count as u64);
 }
 
 pub fn peer_send_failed() {

@@ -251,7 +251,9 @@ impl Node {
     fn on_edge_msg(&self, msg: EdgeMsg) {
         let request_id = msg.request_id();
         if request_id != 0 {
-            self.pending.lock().remove(&request_id);
+            if let Some(pending) = self.pending.lock().remove(&request_id) {
+                metrics::peer_request_answered(pending.sent_at.elapsed().as_secs_f64());
+            }
         }
         self.hub.handle(msg);
     }
@@ -264,6 +266,7 @@ impl Node {
             let ids: Vec<u64> = pending.iter().filter(|(_, p)| filter(p)).map(|(id, _)| *id).collect();
             ids.into_iter().filter_map(|id| pending.remove(&id)).collect()
         };
+        metrics::peer_requests_failed(failed.len());
         for pending in failed {
             let error = ReplyError::new(ErrorCode::Unavailable, message);
             if let Some(conn) = self.hub.get(pending.conn_id) {

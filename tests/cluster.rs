@@ -446,3 +446,53 @@ async fn test_garbage_on_the_cluster_port_does_not_hurt() {
     b.say("calm", "fine").await;
     assert_eq!(a.recv_message("calm").await["text"], "fine");
 }
+
+async fn metric_labeled(server: &Server, name: &str, label: &str) -> f64 {
+    let body = server.get("/metrics").await.body;
+    body.lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_one_peer_frame_per_subscribed_node_and_one_render_per_message() {
+    let cluster = TestCluster::start(&["h1", "h2", "h3"]).await;
+    let room = cluster.room_owned_by(0, "fanout");
+    let mut publisher = cluster.node(0).client("pub").await;
+    publisher.join(&room).await;
+    // Two subscribers on h2, one on h3: three connections on two remote nodes.
+    let mut subscribers = Vec::new();
+    for (index, node) in [1, 1, 2].into_iter().enumerate() {
+        let mut subscriber = cluster.node(node).client(&format!("sub{index}")).await;
+        subscriber.join(&room).await;
+        subscribers.push(subscriber);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let owner = cluster.node(0);
+    let frames_before = metric_labeled(owner, "ringcast_peer_frames_total", "direction=\"out\"").await;
+    let rendered_before = metric(owner, "ringcast_frames_rendered_total").await;
+    let edge_rendered_before = metric(cluster.node(1), "ringcast_frames_rendered_total").await;
+    let edge_deliveries_before = metric(cluster.node(1), "ringcast_deliveries_total").await;
+    const MESSAGES: usize = 200;
+    for index in 0..MESSAGES {
+        publisher.say(&room, &format!("f{index}")).await;
+    }
+    for subscriber in &mut subscribers {
+        for _ in 0..MESSAGES {
+            subscriber.recv_message(&room).await;
+        }
+    }
+    let frames = metric_labeled(owner, "ringcast_peer_frames_total", "direction=\"out\"").await - frames_before;
+    let rendered = metric(owner, "ringcast_frames_rendered_total").await - rendered_before;
+    let edge_rendered = metric(cluster.node(1), "ringcast_frames_rendered_total").await - edge_rendered_before;
+    let edge_deliveries = metric(cluster.node(1), "ringcast_deliveries_total").await - edge_deliveries_before;
+    eprintln!("{MESSAGES} messages: {frames} peer frames out of the owner, {rendered} frames rendered by it, {edge_rendered} by an edge, {edge_deliveries} deliveries on that edge");
+    // One frame per message per subscribed remote node (2), plus a few keepalives at most.
+    assert!(frames >= (2 * MESSAGES) as f64 && frames <= (2 * MESSAGES + 8) as f64, "peer frames: {frames}");
+    // The owner rendered each message once (plus its ack); the edges render nothing and
+    // deliver the owner's bytes to both local subscribers.
+    assert_eq!(rendered, (2 * MESSAGES) as f64);
+    assert_eq!(edge_rendered, 0.0);
+    assert_eq!(edge_deliveries, (2 * MESSAGES) as f64);
+}
