@@ -168,8 +168,12 @@ impl Node {
         match self.cluster.get() {
             None => true,
             Some(cluster) => {
+                // Settled: a ready member, linked to every member, routing by the ring of the
+                // current view (the last rebalance is done).
                 let view = cluster.view();
-                view.members.get(&self.id).is_some_and(|member| member.is_ready()) && cluster.links_complete()
+                view.members.get(&self.id).is_some_and(|member| member.is_ready())
+                    && cluster.links_complete()
+                    && self.ring().members() == view.ring.members()
             }
         }
     }

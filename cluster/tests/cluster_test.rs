@@ -70,6 +70,14 @@ async fn test_three_nodes_form_a_ring_and_exchange_frames() {
         assert!(cluster.wait_for(Duration::from_secs(10), |view| view.ring.members().len() == 3).await);
     }
     assert!(wait_until(Duration::from_secs(10), || nodes.iter().all(|(c, _)| c.links_complete())).await);
+    // A change stream opened now replays the members first, as Add.
+    let mut changes = nodes[0].0.changes();
+    let mut replayed = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        replayed.push(change);
+    }
+    assert_eq!(replayed.len(), 3);
+    assert!(replayed.iter().all(|change| matches!(change, ringcast_cluster::ClusterChange::Add(member) if member.is_ready())));
     // Every node computes the same owner for every key.
     let views: Vec<_> = nodes.iter().map(|(c, _)| c.view()).collect();
     for i in 0..1000 {
