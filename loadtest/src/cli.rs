@@ -103,6 +103,9 @@ pub struct Common {
     /// target a raw-broadcast server: no auth, no join protocol (`?room=` query, payload text only)
     #[arg(long)]
     pub raw: bool,
+    /// raw mode: publish bare `t:<nanos>:...` texts instead of frames shaped and sized like ringcast's chat.message
+    #[arg(long, requires = "raw")]
+    pub raw_bare: bool,
     /// how long the measured phase lasts (hold time for `connect`), e.g. 30s, 2m
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -295,7 +298,15 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
-            "x", "fanout", "--url", "ws://127.0.0.1:1/v1/ws", "--rooms", "2", "--closed-loop", "--in-flight", "4",
+            "x",
+            "fanout",
+            "--url",
+            "ws://127.0.0.1:1/v1/ws",
+            "--rooms",
+            "2",
+            "--closed-loop",
+            "--in-flight",
+            "4",
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Fanout(ref a) if a.closed_loop && a.rooms == 2));

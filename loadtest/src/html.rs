@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::report::Report;
 
-const W: f64 = 760.0;
+const W: f64 = 720.0;
 const H: f64 = 260.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
@@ -18,7 +18,7 @@ pub fn escape(text: &str) -> String {
 
 /// A "nice" upper bound and step for an axis up to `max`.
 fn nice_axis(max: f64) -> (f64, f64) {
-    if !(max > 0.0) || !max.is_finite() {
+    if max.is_nan() || max <= 0.0 || !max.is_finite() {
         return (1.0, 0.25);
     }
     let raw = max / 4.0;
@@ -52,11 +52,20 @@ pub struct Series<'a> {
 /// A line chart of several series over a shared x axis.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>]) -> String {
     let mut svg = String::new();
-    let _ = write!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img"><title>{}</title>"#, escape(title));
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img"><title>{}</title>"#,
+        escape(title)
+    );
     let _ = write!(svg, r#"<text x="{}" y="18" font-size="14" font-weight="bold">{}</text>"#, LEFT, escape(title));
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
     if all.is_empty() {
-        let _ = write!(svg, r##"<text x="{}" y="{}" font-size="13" fill="#777">no data</text></svg>"##, LEFT + 20.0, H / 2.0);
+        let _ = write!(
+            svg,
+            r##"<text x="{}" y="{}" font-size="13" fill="#777">no data</text></svg>"##,
+            LEFT + 20.0,
+            H / 2.0
+        );
         return svg;
     }
     let x_min = all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
@@ -70,8 +79,15 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_
     let mut y = 0.0;
     while y <= y_max + y_step * 0.01 {
         let py = sy(y);
-        let _ = write!(svg, r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e5e5"/>"##, LEFT + pw);
-        let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#, LEFT - 6.0, py + 4.0, fmt_tick(y));
+        let _ =
+            write!(svg, r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e5e5"/>"##, LEFT + pw);
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            py + 4.0,
+            fmt_tick(y)
+        );
         y += y_step;
     }
     // X ticks.
@@ -79,19 +95,53 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_
     let mut x = 0.0;
     while x <= x_span + x_step * 0.01 && x_min + x <= x_max + 1e-9 {
         let px = sx(x_min + x);
-        let _ = write!(svg, r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#999"/>"##, TOP + ph, TOP + ph + 4.0);
-        let _ = write!(svg, r#"<text x="{px:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#, TOP + ph + 16.0, fmt_tick(x_min + x));
+        let _ = write!(
+            svg,
+            r##"<line x1="{px:.1}" y1="{:.1}" x2="{px:.1}" y2="{:.1}" stroke="#999"/>"##,
+            TOP + ph,
+            TOP + ph + 4.0
+        );
+        let _ = write!(
+            svg,
+            r#"<text x="{px:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+            TOP + ph + 16.0,
+            fmt_tick(x_min + x)
+        );
         x += x_step;
     }
-    let _ = write!(svg, r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#333"/><line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##, TOP + ph, TOP + ph, LEFT + pw, TOP + ph);
-    let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#, LEFT + pw / 2.0, H - 6.0, escape(x_label));
-    let _ = write!(svg, r#"<text x="14" y="{:.1}" font-size="11" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"#, TOP + ph / 2.0, TOP + ph / 2.0, escape(y_label));
+    let _ = write!(
+        svg,
+        r##"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{:.1}" stroke="#333"/><line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
+        TOP + ph,
+        TOP + ph,
+        LEFT + pw,
+        TOP + ph
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+        LEFT + pw / 2.0,
+        H - 6.0,
+        escape(x_label)
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="14" y="{:.1}" font-size="11" text-anchor="middle" transform="rotate(-90 14 {:.1})">{}</text>"#,
+        TOP + ph / 2.0,
+        TOP + ph / 2.0,
+        escape(y_label)
+    );
     for (i, s) in series.iter().enumerate() {
         if s.points.is_empty() {
             continue;
         }
         let path: Vec<String> = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
-        let _ = write!(svg, r#"<polyline fill="none" stroke="{}" stroke-width="1.8" points="{}"/>"#, s.color, path.join(" "));
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{}" stroke-width="1.8" points="{}"/>"#,
+            s.color,
+            path.join(" ")
+        );
         if s.points.len() <= 2 {
             for &(x, y) in &s.points {
                 let _ = write!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#, sx(x), sy(y), s.color);
@@ -99,7 +149,15 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_
         }
         let lx = LEFT + pw - 150.0;
         let ly = TOP + 12.0 + i as f64 * 15.0;
-        let _ = write!(svg, r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="3" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#, ly - 4.0, s.color, lx + 16.0, ly, escape(s.name));
+        let _ = write!(
+            svg,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="12" height="3" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
+            ly - 4.0,
+            s.color,
+            lx + 16.0,
+            ly,
+            escape(s.name)
+        );
     }
     svg.push_str("</svg>");
     svg
@@ -108,10 +166,19 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_
 /// A bar chart of (label, count).
 pub fn bar_chart(title: &str, x_label: &str, bars: &[(String, u64)]) -> String {
     let mut svg = String::new();
-    let _ = write!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img"><title>{}</title>"#, escape(title));
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img"><title>{}</title>"#,
+        escape(title)
+    );
     let _ = write!(svg, r#"<text x="{}" y="18" font-size="14" font-weight="bold">{}</text>"#, LEFT, escape(title));
     if bars.is_empty() {
-        let _ = write!(svg, r##"<text x="{}" y="{}" font-size="13" fill="#777">no data</text></svg>"##, LEFT + 20.0, H / 2.0);
+        let _ = write!(
+            svg,
+            r##"<text x="{}" y="{}" font-size="13" fill="#777">no data</text></svg>"##,
+            LEFT + 20.0,
+            H / 2.0
+        );
         return svg;
     }
     let pw = W - LEFT - RIGHT;
@@ -121,21 +188,53 @@ pub fn bar_chart(title: &str, x_label: &str, bars: &[(String, u64)]) -> String {
     let mut y = 0.0;
     while y <= y_max + y_step * 0.01 {
         let py = TOP + ph - y / y_max * ph;
-        let _ = write!(svg, r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e5e5"/>"##, LEFT + pw);
-        let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#, LEFT - 6.0, py + 4.0, fmt_tick(y));
+        let _ =
+            write!(svg, r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e5e5"/>"##, LEFT + pw);
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"#,
+            LEFT - 6.0,
+            py + 4.0,
+            fmt_tick(y)
+        );
         y += y_step;
     }
     let label_every = (bars.len() / 12).max(1);
     for (i, (label, count)) in bars.iter().enumerate() {
         let h = *count as f64 / y_max * ph;
         let x = LEFT + i as f64 * bw;
-        let _ = write!(svg, r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="#4a7fb5"><title>≤ {} ms: {count}</title></rect>"##, x + 1.0, TOP + ph - h, (bw - 2.0).max(1.0), escape(label));
+        let _ = write!(
+            svg,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="#4a7fb5"><title>≤ {} ms: {count}</title></rect>"##,
+            x + 1.0,
+            TOP + ph - h,
+            (bw - 2.0).max(1.0),
+            escape(label)
+        );
         if i % label_every == 0 {
-            let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#, x + bw / 2.0, TOP + ph + 14.0, escape(label));
+            let _ = write!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
+                x + bw / 2.0,
+                TOP + ph + 14.0,
+                escape(label)
+            );
         }
     }
-    let _ = write!(svg, r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##, TOP + ph, LEFT + pw, TOP + ph);
-    let _ = write!(svg, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#, LEFT + pw / 2.0, H - 6.0, escape(x_label));
+    let _ = write!(
+        svg,
+        r##"<line x1="{LEFT}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#333"/>"##,
+        TOP + ph,
+        LEFT + pw,
+        TOP + ph
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+        LEFT + pw / 2.0,
+        H - 6.0,
+        escape(x_label)
+    );
     svg.push_str("</svg>");
     svg
 }
@@ -270,7 +369,13 @@ mod tests {
             scenario: "fanout".into(),
             command: "x <y>".into(),
             timeline: (0..5)
-                .map(|t| TimelinePoint { t, delivered: 100 * t as u64, p50_ms: Some(1.0), p99_ms: Some(2.0), ..Default::default() })
+                .map(|t| TimelinePoint {
+                    t,
+                    delivered: 100 * t as u64,
+                    p50_ms: Some(1.0),
+                    p99_ms: Some(2.0),
+                    ..Default::default()
+                })
                 .collect(),
             latency_buckets: vec![(0.01, 1), (0.1, 5)],
             ..Default::default()

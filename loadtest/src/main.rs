@@ -13,11 +13,7 @@ fn main() -> ExitCode {
         command => {
             let common = command.common().expect("a scenario");
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-            let threads = if common.processes > 1 {
-                1
-            } else {
-                common.threads.unwrap_or(cores).max(1)
-            };
+            let threads = if common.processes > 1 { 1 } else { common.threads.unwrap_or(cores).max(1) };
             match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
                 Ok(runtime) => runtime.block_on(orchestrate::run(command)),
                 Err(err) => Err(err.into()),

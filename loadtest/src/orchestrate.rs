@@ -140,7 +140,11 @@ async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Rep
     if !plan.raw && !common.no_metrics {
         for target in &targets {
             if !endpoints.iter().any(|e| e.addr == target.addr) {
-                endpoints.push(Endpoint { addr: target.addr, authority: target.authority.clone(), path: "/metrics".into() });
+                endpoints.push(Endpoint {
+                    addr: target.addr,
+                    authority: target.authority.clone(),
+                    path: "/metrics".into(),
+                });
             }
         }
     }
@@ -223,7 +227,7 @@ async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Rep
                     Event::Msg(WorkerMsg::Tick(tick)) => {
                         if agg.absorb_tick(&tick, workers)? {
                             if let Some(second) = agg.seconds.get(&tick.second) {
-                                progress.line(tick.second, second);
+                                progress.line(tick.second, second, &agg.latency);
                             }
                         }
                     }
@@ -292,7 +296,10 @@ async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Rep
         version: env!("CARGO_PKG_VERSION").into(),
         scenario: plan.scenario.name().into(),
         mode: if plan.raw { "raw".into() } else { "ringcast".into() },
-        command: std::env::args().map(|a| if a.contains(' ') { format!("{a:?}") } else { a }).collect::<Vec<_>>().join(" "),
+        command: std::env::args()
+            .map(|a| if a.contains(' ') { format!("{a:?}") } else { a })
+            .collect::<Vec<_>>()
+            .join(" "),
         started_at_unix_ms: plan.start_at_unix_ms,
         machine: serde_json::json!({
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -338,6 +345,8 @@ async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Rep
             connections_at_sample: watch.open_at_stop,
             cpu_seconds: cpu,
             cpu_avg_cores: if secs > 0.0 { cpu / secs } else { 0.0 },
+            cpu_us_per_delivery: (report.run.delivered > 0)
+                .then(|| cpu * 1e6 / (report.counts.delivered.max(report.run.delivered)) as f64),
         });
     }
     if !endpoints.is_empty() {
@@ -415,10 +424,12 @@ fn finish(mut report: Report, common: &Common) -> Result<i32> {
     print!("{}", report.table());
     let _ = std::io::stdout().flush();
     if let Some(path) = &common.json_out {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &common.html_out {
-        std::fs::write(path, crate::html::render(&report)).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, crate::html::render(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(if incomplete {
         EXIT_ERROR
@@ -440,10 +451,15 @@ impl Progress {
         Progress { quiet, tty: std::io::stderr().is_terminal() }
     }
 
-    fn line(&self, second: u32, s: &crate::report::Second) {
+    fn line(&self, second: u32, s: &crate::report::Second, all: &hdrhistogram::Histogram<u64>) {
         if self.quiet {
             return;
         }
+        let p99_all = if all.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.2}ms", all.value_at_quantile(0.99) as f64 / 1000.0)
+        };
         let p99 = if s.latency.is_empty() {
             "-".to_string()
         } else {
@@ -459,7 +475,7 @@ impl Progress {
             }
         };
         let text = format!(
-            "[{:>4}s {:<8}] conns {:>6} | sent/s {:>7} | acked/s {:>7} | recv/s {:>7} | p99 {:>8} | err {} | viol {}",
+            "[{:>4}s {:<8}] conns {:>6} | sent/s {:>7} | acked/s {:>7} | recv/s {:>7} | p99 {:>8} (all {}) | err {} | viol {}",
             second + 1,
             s.phase,
             s.open,
@@ -467,6 +483,7 @@ impl Progress {
             rate(s.counts.acked),
             rate(s.counts.delivered),
             p99,
+            p99_all,
             counted_errors(&s.counts),
             s.counts.violations
         );

@@ -38,7 +38,9 @@ impl Action {
             "dm" => Action::Dm,
             "rejoin" => Action::Rejoin,
             "members" => Action::Members,
-            other => bail!("unknown action {other:?} in --mix (send, typing, read, delivered, ping, dm, rejoin, members)"),
+            other => {
+                bail!("unknown action {other:?} in --mix (send, typing, read, delivered, ping, dm, rejoin, members)")
+            }
         })
     }
 }
@@ -47,7 +49,8 @@ impl Action {
 pub fn parse_mix(text: &str) -> Result<Vec<(Action, u32)>> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, weight) = part.split_once('=').with_context(|| format!("bad --mix entry {part:?} (want name=weight)"))?;
+        let (name, weight) =
+            part.split_once('=').with_context(|| format!("bad --mix entry {part:?} (want name=weight)"))?;
         let weight: u32 = weight.trim().parse().with_context(|| format!("bad weight in {part:?}"))?;
         if weight > 0 {
             out.push((Action::parse(name.trim())?, weight));
@@ -120,6 +123,9 @@ impl Scenario {
 pub struct Plan {
     pub scenario: Scenario,
     pub raw: bool,
+    /// Raw mode: publish bare stamps instead of chat.message-shaped frames.
+    #[serde(default)]
+    pub raw_bare: bool,
     pub urls: Vec<String>,
     pub allow_remote: bool,
     pub jwt_secret: Option<String>,
@@ -242,6 +248,7 @@ impl Plan {
         Ok(Plan {
             scenario,
             raw: common.raw,
+            raw_bare: common.raw_bare,
             urls: common.urls.clone(),
             allow_remote: common.allow_remote,
             jwt_secret: common.jwt_secret.clone(),
@@ -276,7 +283,10 @@ impl Plan {
         hosts.sort();
         hosts.dedup();
         let per_host = self.scenario.connections().div_ceil(hosts.len() as u64);
-        if self.source_ips.is_empty() && per_host > CONNS_PER_SOURCE && targets.iter().all(|t| t.addr.is_ipv4() && t.addr.ip().is_loopback()) {
+        if self.source_ips.is_empty()
+            && per_host > CONNS_PER_SOURCE
+            && targets.iter().all(|t| t.addr.is_ipv4() && t.addr.ip().is_loopback())
+        {
             let needed = per_host.div_ceil(CONNS_PER_SOURCE).min(250) as u32;
             let base = u32::from(std::net::Ipv4Addr::new(127, 0, 0, 1));
             self.source_ips = (0..needed).map(|i| IpAddr::V4((base + i).into())).collect();
@@ -343,7 +353,18 @@ mod tests {
 
     #[test]
     fn test_finish_checks_targets_and_sources() {
-        let mut p = plan(&["x", "connect", "--raw", "--connections", "60000", "--processes", "4", "--url", "ws://127.0.0.1:9/"]).unwrap();
+        let mut p = plan(&[
+            "x",
+            "connect",
+            "--raw",
+            "--connections",
+            "60000",
+            "--processes",
+            "4",
+            "--url",
+            "ws://127.0.0.1:9/",
+        ])
+        .unwrap();
         p.finish().unwrap();
         assert_eq!(p.source_ips.len(), 3);
         let mut p = plan(&["x", "connect", "--raw", "--connections", "30000", "--url", "ws://127.0.0.1:9/"]).unwrap();

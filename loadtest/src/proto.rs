@@ -170,7 +170,9 @@ pub fn members(room: &str, op: &OpRef) -> String {
 /// `chat.send`; the text is a stamp (ASCII, no escaping needed).
 pub fn send(room: &str, text: &str, op: Option<&OpRef>) -> String {
     match op {
-        Some(op) => format!(r#"{{"type":"chat.send","op_id":"{}","data":{{"room":"{room}","text":"{text}"}}}}"#, op.encode()),
+        Some(op) => {
+            format!(r#"{{"type":"chat.send","op_id":"{}","data":{{"room":"{room}","text":"{text}"}}}}"#, op.encode())
+        }
         None => format!(r#"{{"type":"chat.send","data":{{"room":"{room}","text":"{text}"}}}}"#),
     }
 }
@@ -192,6 +194,18 @@ pub fn dm(to: &str, text: &str, op: &OpRef) -> String {
     format!(r#"{{"type":"dm.send","op_id":"{}","data":{{"to":"{to}","text":"{text}"}}}}"#, op.encode())
 }
 
+/// What a raw-mode publisher sends by default: a frame shaped and sized like the
+/// `chat.message` ringcast renders for the same publish (with the publisher's counter as
+/// `seq`), so that raw-broadcast moves the same bytes and the harness does the same work per
+/// delivery as against ringcast.
+pub fn raw_chat_frame(room: &str, user: &str, text: &str, n: u64) -> String {
+    const TS: &str = "1970-01-01T00:00:00.000Z";
+    let id = format!("{:011x}{:05x}{:08x}", now_micros() / 1000, n & 0xf_ffff, 0);
+    format!(
+        r#"{{"type":"chat.message","data":{{"room":"{room}","id":"{id}","seq":{n},"ts":"{TS}","from":{{"user_id":"{user}","name":"{user}"}},"text":"{text}","attachments":[],"reply_to":null,"thread_root":null}},"ts":"{TS}"}}"#
+    )
+}
+
 // === server frames ===
 
 /// A `chat.message`, scanned.
@@ -207,10 +221,20 @@ pub struct ChatMessage<'a> {
 #[derive(Debug)]
 pub enum ServerFrame<'a> {
     Chat(ChatMessage<'a>),
-    Ack { op: Option<OpRef>, data: serde_json::Value },
-    Error { op: Option<OpRef>, code: String },
+    Ack {
+        op: Option<OpRef>,
+        data: serde_json::Value,
+    },
+    Error {
+        op: Option<OpRef>,
+        code: String,
+    },
     /// `presence.pong` and other replies carrying an `op_id`, and events.
-    Other { kind: String, op: Option<OpRef>, data: serde_json::Value },
+    Other {
+        kind: String,
+        op: Option<OpRef>,
+        data: serde_json::Value,
+    },
     Unparsable,
 }
 
@@ -317,12 +341,22 @@ mod tests {
         assert_eq!(chat.seq, 17);
         assert!(!chat.recovered);
         assert_eq!(chat.stamp, Some(Stamp { sent_nanos: 123, publisher: 4, n: 5 }));
-        let recovered = br#"{"type":"chat.message","data":{"room":"r","id":"m","seq":3,"text":"t:1:0:1:","recovered":true}}"#;
+        let recovered =
+            br#"{"type":"chat.message","data":{"room":"r","id":"m","seq":3,"text":"t:1:0:1:","recovered":true}}"#;
         let ServerFrame::Chat(chat) = classify(recovered) else { panic!("not chat") };
         assert!(chat.recovered);
         // Field order changed and an escaped room: the slow path still reads it.
         let other = br#"{"data":{"seq":5,"room":"a\u0062c","text":"t:1:0:1:"},"type":"chat.message"}"#;
         assert!(matches!(classify(other), ServerFrame::Unparsable | ServerFrame::Chat(_)));
+    }
+
+    #[test]
+    fn test_raw_chat_frame_scans_like_a_server_frame() {
+        let text = stamp_text(3, 9, 4);
+        let frame = raw_chat_frame("lt-f1", "u7", &text, 9);
+        let ServerFrame::Chat(chat) = classify(frame.as_bytes()) else { panic!("not chat: {frame}") };
+        assert_eq!((chat.room, chat.seq), ("lt-f1", 9));
+        assert_eq!(chat.stamp.map(|s| (s.publisher, s.n)), Some((3, 9)));
     }
 
     #[test]

@@ -177,7 +177,7 @@ pub struct Final {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WorkerMsg {
-    Tick(Tick),
+    Tick(Box<Tick>),
     /// The worker waits at this barrier until the parent releases it; `open` is its number
     /// of open connections at that moment.
     Barrier {
@@ -374,6 +374,8 @@ pub struct ServerSummary {
     /// CPU time the servers used during the run (user + system).
     pub cpu_seconds: f64,
     pub cpu_avg_cores: f64,
+    /// Server CPU per delivered message, in microseconds (run and drain).
+    pub cpu_us_per_delivery: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -493,12 +495,7 @@ pub fn evaluate(report: &Report, thresholds: &Thresholds) -> Vec<Check> {
     let mut checks = Vec::new();
     if let Some(limit) = thresholds.max_p99_ms {
         let actual = (report.latency_ms.count > 0).then_some(report.latency_ms.p99);
-        checks.push(Check {
-            name: "max_p99_ms".into(),
-            limit,
-            actual,
-            passed: actual.is_some_and(|p99| p99 <= limit),
-        });
+        checks.push(Check { name: "max_p99_ms".into(), limit, actual, passed: actual.is_some_and(|p99| p99 <= limit) });
     }
     if let Some(limit) = thresholds.min_deliveries_per_sec {
         let actual = report.run.deliveries_per_sec;
@@ -596,7 +593,11 @@ impl Report {
             "totals",
             format!(
                 "sent {}  acked {}  delivered {}  requests {}  answered {}",
-                self.counts.sent, self.counts.acked, self.counts.delivered, self.counts.ops_sent, self.counts.ops_answered
+                self.counts.sent,
+                self.counts.acked,
+                self.counts.delivered,
+                self.counts.ops_sent,
+                self.counts.ops_answered
             ),
         );
         row("delivery latency", fmt_pct(&self.latency_ms));
@@ -630,9 +631,20 @@ impl Report {
                 ),
             );
             if let Some(per) = server.rss_per_connection_bytes {
-                row("server RSS / connection", format!("{} ({} connections)", fmt_bytes(per), server.connections_at_sample));
+                row(
+                    "server RSS / connection",
+                    format!("{} ({} connections)", fmt_bytes(per), server.connections_at_sample),
+                );
             }
-            row("server CPU", format!("{:.1} s ({:.2} cores avg)", server.cpu_seconds, server.cpu_avg_cores));
+            row(
+                "server CPU",
+                format!(
+                    "{:.1} s ({:.2} cores avg){}",
+                    server.cpu_seconds,
+                    server.cpu_avg_cores,
+                    server.cpu_us_per_delivery.map(|us| format!(", {us:.3} µs per delivery")).unwrap_or_default()
+                ),
+            );
         }
         row("harness CPU", format!("{:.1} s", self.harness_cpu_seconds));
         if let Some(metrics) = &self.metrics {
@@ -726,8 +738,14 @@ mod tests {
         assert_eq!(second.phase, "run");
         assert_eq!(second.latency.len(), 4);
         assert!((Percentiles::of(&agg.latency).max - 5.0).abs() < 0.01);
-        agg.absorb_final(Final { run: RunWindow { secs: 2.0, sent: 10, acked: 9, delivered: 100 }, ..Default::default() });
-        agg.absorb_final(Final { run: RunWindow { secs: 2.5, sent: 10, acked: 10, delivered: 50 }, ..Default::default() });
+        agg.absorb_final(Final {
+            run: RunWindow { secs: 2.0, sent: 10, acked: 9, delivered: 100 },
+            ..Default::default()
+        });
+        agg.absorb_final(Final {
+            run: RunWindow { secs: 2.5, sent: 10, acked: 10, delivered: 50 },
+            ..Default::default()
+        });
         let run = agg.run_window();
         assert_eq!(run, RunWindow { secs: 2.5, sent: 20, acked: 19, delivered: 150 });
         assert_eq!(RunSummary::of(run).deliveries_per_sec, 60.0);
@@ -738,9 +756,9 @@ mod tests {
         let msg = WorkerMsg::Barrier { name: "go".into(), open: 3 };
         let text = serde_json::to_string(&msg).unwrap();
         assert_eq!(text, r#"{"kind":"barrier","name":"go","open":3}"#);
-        let tick = WorkerMsg::Tick(Tick { second: 3, ..Default::default() });
+        let tick = WorkerMsg::Tick(Box::new(Tick { second: 3, ..Default::default() }));
         let back: WorkerMsg = serde_json::from_str(&serde_json::to_string(&tick).unwrap()).unwrap();
-        assert!(matches!(back, WorkerMsg::Tick(Tick { second: 3, .. })));
+        assert!(matches!(back, WorkerMsg::Tick(ref t) if t.second == 3));
     }
 
     fn report_with(p99: f64, count: u64, dps: f64, violations: u64, errors: u64) -> Report {

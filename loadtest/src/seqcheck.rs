@@ -86,9 +86,15 @@ impl SeqStream {
 /// The state of one room on one (logical) connection.
 #[derive(Debug, Clone)]
 enum RoomState {
-    Joined { stream: SeqStream, epoch: String },
+    Joined {
+        stream: SeqStream,
+        epoch: String,
+    },
     /// A join was sent; with `since`, replays are expected from `since + 1`.
-    Joining { replay: Option<SeqStream>, replayed: u64 },
+    Joining {
+        replay: Option<SeqStream>,
+        replayed: u64,
+    },
     Left,
 }
 

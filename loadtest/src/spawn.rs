@@ -35,7 +35,10 @@ pub async fn spawn(
         bail!("multi-node spawn needs cluster support (ringcast is single-node for now): use --spawn-cluster 1");
     }
     if !bin.exists() {
-        bail!("--server-bin {}: no such file (build it: cargo build --release -p ringcast -p ringcast-loadtest)", bin.display());
+        bail!(
+            "--server-bin {}: no such file (build it: cargo build --release -p ringcast -p ringcast-loadtest)",
+            bin.display()
+        );
     }
     let mut command = Command::new(bin);
     if raw {

@@ -32,7 +32,10 @@ pub struct WorkerIo {
 impl WorkerIo {
     /// Tells the parent this worker reached `name` and waits for the release.
     pub async fn barrier(&self, name: &str, stats: &Stats) -> Result<()> {
-        self.out.send(WorkerMsg::Barrier { name: name.to_string(), open: stats.open() }).ok().context("parent is gone")?;
+        self.out
+            .send(WorkerMsg::Barrier { name: name.to_string(), open: stats.open() })
+            .ok()
+            .context("parent is gone")?;
         let mut releases = self.releases.lock().await;
         let wait = async {
             while let Some(line) = releases.recv().await {
@@ -64,7 +67,15 @@ impl Ctx {
         let ttl = plan.duration_ms / 1000 + 3600 * 6;
         let minter = plan.jwt_secret.as_deref().map(|s| Minter::new(s, &plan.tenant, ttl));
         let (shutdown_tx, shutdown) = watch::channel(false);
-        Ok(Arc::new(Ctx { plan: Arc::new(plan), stats: Arc::new(Stats::new()), targets, minter, io, shutdown, shutdown_tx }))
+        Ok(Arc::new(Ctx {
+            plan: Arc::new(plan),
+            stats: Arc::new(Stats::new()),
+            targets,
+            minter,
+            io,
+            shutdown,
+            shutdown_tx,
+        }))
     }
 
     pub fn raw(&self) -> bool {
@@ -89,8 +100,9 @@ impl Ctx {
     /// awaited (it is part of the connect time).
     pub async fn open(&self, index: u64, user: Option<&str>, raw_room: Option<&str>, rec: &Recorder) -> Option<Ws> {
         let target = &self.targets[(index % self.targets.len() as u64) as usize];
-        let source = (!self.plan.source_ips.is_empty())
-            .then(|| self.plan.source_ips[((index / self.targets.len() as u64) % self.plan.source_ips.len() as u64) as usize]);
+        let source = (!self.plan.source_ips.is_empty()).then(|| {
+            self.plan.source_ips[((index / self.targets.len() as u64) % self.plan.source_ips.len() as u64) as usize]
+        });
         let token = match (&self.minter, user, self.raw()) {
             (Some(minter), Some(user), false) => match minter.token(user) {
                 Ok(token) => Some(token),
@@ -235,7 +247,16 @@ impl Inbox {
     /// Handles one text frame.
     pub fn on_text(&mut self, payload: &[u8]) -> Seen {
         if self.raw {
-            let latency = match proto::parse_stamp(payload) {
+            // Raw frames are either chat.message-shaped (the default) or a bare stamp.
+            let stamp = if payload.starts_with(b"{") {
+                match classify(payload) {
+                    ServerFrame::Chat(chat) => chat.stamp,
+                    _ => None,
+                }
+            } else {
+                proto::parse_stamp(payload)
+            };
+            let latency = match stamp {
                 Some(stamp) => {
                     if let Err(v) = self.pubcheck.check(stamp.publisher, stamp.n) {
                         self.rec.violation(v);
@@ -388,7 +409,13 @@ pub async fn read_until(
 }
 
 /// Joins `rooms` (with `since` where the checker has a position) and waits for every ack.
-pub async fn join_rooms(ws: &mut Ws, inbox: &mut Inbox, rooms: &[String], timeout: Duration, resume: bool) -> Result<(), String> {
+pub async fn join_rooms(
+    ws: &mut Ws,
+    inbox: &mut Inbox,
+    rooms: &[String],
+    timeout: Duration,
+    resume: bool,
+) -> Result<(), String> {
     if rooms.is_empty() {
         return Ok(());
     }
@@ -445,7 +472,12 @@ async fn teardown(shutdown: &mut watch::Receiver<bool>) {
 ///
 /// The teardown and deadline futures live across frames and the read is polled first, so
 /// a busy connection costs no timer or notification registration per frame.
-pub async fn read_idle(ws: &mut Ws, inbox: &mut Inbox, shutdown: &mut watch::Receiver<bool>, until: Option<Instant>) -> Option<String> {
+pub async fn read_idle(
+    ws: &mut Ws,
+    inbox: &mut Inbox,
+    shutdown: &mut watch::Receiver<bool>,
+    until: Option<Instant>,
+) -> Option<String> {
     let stop = teardown(shutdown);
     tokio::pin!(stop);
     let deadline = async {
@@ -504,6 +536,10 @@ pub async fn read_split<R: AsyncRead + Unpin>(
             biased;
             result = read.read_frame(&mut send) => match result {
                 Ok(frame) => {
+                    // The echo of our own close at teardown is not a server close.
+                    if frame.opcode == OpCode::Close && *watcher.borrow() {
+                        break;
+                    }
                     if let Seen::Closed(_) = inbox.on_frame(frame.opcode, &frame.payload) {
                         break;
                     }
@@ -522,7 +558,11 @@ pub async fn read_split<R: AsyncRead + Unpin>(
 }
 
 /// Writes obligated frames (pongs, close echo) owed by the read half.
-pub async fn write_obligation<W: AsyncWrite + Unpin>(write: &mut WebSocketWrite<W>, opcode: OpCode, payload: Vec<u8>) -> Result<(), WebSocketError> {
+pub async fn write_obligation<W: AsyncWrite + Unpin>(
+    write: &mut WebSocketWrite<W>,
+    opcode: OpCode,
+    payload: Vec<u8>,
+) -> Result<(), WebSocketError> {
     write.write_frame(Frame::new(true, opcode, None, Payload::Owned(payload))).await
 }
 
@@ -553,7 +593,7 @@ pub async fn run(plan: Plan, io: Arc<WorkerIo>) -> Final {
                 let tick = ctx.stats.tick(second);
                 second += 1;
                 next_second.store(second, Ordering::Relaxed);
-                if ctx.io.out.send(WorkerMsg::Tick(tick)).is_err() {
+                if ctx.io.out.send(WorkerMsg::Tick(Box::new(tick))).is_err() {
                     return;
                 }
             }
@@ -565,16 +605,12 @@ pub async fn run(plan: Plan, io: Arc<WorkerIo>) -> Final {
     let _ = ticker.await;
     let last_second = next_second.load(Ordering::Relaxed);
     // A last tick with whatever the final partial second recorded.
-    let _ = io.out.send(WorkerMsg::Tick(ctx.stats.tick(last_second)));
+    let _ = io.out.send(WorkerMsg::Tick(Box::new(ctx.stats.tick(last_second))));
     let cpu_secs = crate::procfs::cpu_seconds(None).unwrap_or(0.0) - cpu_before;
     let fin = match result {
-        Ok(outcome) => Final {
-            run: outcome.window,
-            cpu_secs,
-            connections_requested,
-            error: None,
-            notes: outcome.notes,
-        },
+        Ok(outcome) => {
+            Final { run: outcome.window, cpu_secs, connections_requested, error: None, notes: outcome.notes }
+        }
         Err(err) => Final { cpu_secs, connections_requested, error: Some(format!("{err:#}")), ..Default::default() },
     };
     let _ = io.out.send(WorkerMsg::Final(fin.clone()));

@@ -172,7 +172,8 @@ async fn connect_inner(spec: &ConnectSpec<'_>) -> Result<Ws, ConnectError> {
     request.push_str(&spec.target.path_with(&spec.query));
     request.push_str(" HTTP/1.1\r\nHost: ");
     request.push_str(&spec.target.authority);
-    request.push_str("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
+    request
+        .push_str("\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
     request.push_str(&key);
     request.push_str("\r\nUser-Agent: ringcast-loadtest\r\n");
     if let Some(token) = spec.bearer {

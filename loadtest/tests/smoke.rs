@@ -37,9 +37,11 @@ fn ringcast_bin() -> Option<PathBuf> {
 }
 
 fn run(args: &[&str]) -> serde_json::Value {
-    let dir = std::env::temp_dir().join(format!("ringcast-loadtest-smoke-{}-{}", std::process::id(), args[0]));
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ringcast-loadtest-smoke-{}-{}-{n}", std::process::id(), args[0]));
     std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join(format!("{}.json", args.join("_").replace(['/', ':', '-', '.'], "")));
+    let json = dir.join("report.json");
     let html = json.with_extension("html");
     let output = Command::new(env!("CARGO_BIN_EXE_ringcast-loadtest"))
         .args(args)
@@ -68,7 +70,19 @@ fn spawn_args<'a>(bin: &'a Path, scenario: &'a str) -> Vec<&'a str> {
 fn smoke_fanout_closed_loop_and_rate() {
     let Some(bin) = ringcast_bin() else { return };
     let mut args = spawn_args(&bin, "fanout");
-    args.extend(["--rooms", "2", "--subscribers", "10", "--publishers", "1", "--closed-loop", "--min-deliveries-per-sec", "1", "--max-errors", "0"]);
+    args.extend([
+        "--rooms",
+        "2",
+        "--subscribers",
+        "10",
+        "--publishers",
+        "1",
+        "--closed-loop",
+        "--min-deliveries-per-sec",
+        "1",
+        "--max-errors",
+        "0",
+    ]);
     let report = run(&args);
     assert!(report["counts"]["delivered"].as_u64().unwrap() > 0);
     assert!(report["run"]["publishes_acked_per_sec"].as_f64().unwrap() > 0.0);
@@ -77,7 +91,20 @@ fn smoke_fanout_closed_loop_and_rate() {
     assert!(metrics["deliveries"].as_f64().unwrap() > 0.0, "{metrics}");
 
     let mut args = spawn_args(&bin, "fanout");
-    args.extend(["--rooms", "1", "--subscribers", "10", "--publishers", "2", "--rate", "50", "--processes", "2", "--max-p99-ms", "1000"]);
+    args.extend([
+        "--rooms",
+        "1",
+        "--subscribers",
+        "10",
+        "--publishers",
+        "2",
+        "--rate",
+        "50",
+        "--processes",
+        "2",
+        "--max-p99-ms",
+        "1000",
+    ]);
     let report = run(&args);
     assert!(report["counts"]["delivered"].as_u64().unwrap() > 0);
     assert_eq!(report["machine"]["processes"], 2);
@@ -107,10 +134,22 @@ fn smoke_chat() {
 fn smoke_churn() {
     let Some(bin) = ringcast_bin() else { return };
     let mut args = spawn_args(&bin, "churn");
-    args.extend(["--clients", "20", "--rooms", "3", "--rate", "100", "--hold-ms", "200-600", "--reconnect-delay-ms", "0-100"]);
+    args.extend([
+        "--clients",
+        "20",
+        "--rooms",
+        "3",
+        "--rate",
+        "100",
+        "--hold-ms",
+        "200-600",
+        "--reconnect-delay-ms",
+        "0-100",
+    ]);
     let report = run(&args);
     assert!(report["counts"]["delivered"].as_u64().unwrap() > 0);
-    let rejoins = report["counts"]["recovered_true"].as_u64().unwrap() + report["counts"]["recovered_false"].as_u64().unwrap();
+    let rejoins =
+        report["counts"]["recovered_true"].as_u64().unwrap() + report["counts"]["recovered_false"].as_u64().unwrap();
     assert!(rejoins > 0, "no rejoin with since happened");
 }
 
@@ -118,8 +157,19 @@ fn smoke_churn() {
 fn smoke_raw_fanout() {
     let raw = PathBuf::from(env!("CARGO_BIN_EXE_raw-broadcast"));
     let args = [
-        "fanout", "--raw", "--spawn-cluster", "1", "--server-bin", raw.to_str().unwrap(), "--duration", "2s",
-        "--rooms", "2", "--subscribers", "10", "--closed-loop",
+        "fanout",
+        "--raw",
+        "--spawn-cluster",
+        "1",
+        "--server-bin",
+        raw.to_str().unwrap(),
+        "--duration",
+        "2s",
+        "--rooms",
+        "2",
+        "--subscribers",
+        "10",
+        "--closed-loop",
     ];
     let report = run(&args);
     assert!(report["counts"]["delivered"].as_u64().unwrap() > 0);

@@ -55,7 +55,8 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
     for u in (0..p.users).filter(|&u| plan.mine(u)) {
         pacer.next().await;
         expected += 1;
-        let rooms: Vec<String> = rooms_for(u, p.rooms_per_user, p.rooms).into_iter().map(|r| plan.room_name("c", r)).collect();
+        let rooms: Vec<String> =
+            rooms_for(u, p.rooms_per_user, p.rooms).into_iter().map(|r| plan.room_name("c", r)).collect();
         let ctx = ctx.clone();
         let (ready, done, mix) = (ready.clone(), done.clone(), mix.clone());
         let mut go = go_rx.clone();
@@ -111,7 +112,9 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
                         let op = OpRef::new(OpKind::Send, n);
                         frames.push((OpKind::Send, proto::send(room, &proto::stamp_text(u as u32, n, pad), Some(&op))));
                     }
-                    Action::Typing => frames.push((OpKind::Typing, proto::typing(room, &OpRef::new(OpKind::Typing, n)))),
+                    Action::Typing => {
+                        frames.push((OpKind::Typing, proto::typing(room, &OpRef::new(OpKind::Typing, n))))
+                    }
                     action @ (Action::Read | Action::Delivered) => {
                         let read = action == Action::Read;
                         let kind = if read { OpKind::Read } else { OpKind::Delivered };
@@ -125,14 +128,19 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
                             to = (to + 1) % users;
                         }
                         let op = OpRef::new(OpKind::Dm, n);
-                        frames.push((OpKind::Dm, proto::dm(&format!("u{to}"), &proto::stamp_text(u as u32, n, pad), &op)));
+                        frames.push((
+                            OpKind::Dm,
+                            proto::dm(&format!("u{to}"), &proto::stamp_text(u as u32, n, pad), &op),
+                        ));
                     }
                     Action::Rejoin => {
                         frames.push((OpKind::Leave, proto::leave(room, &OpRef::new(OpKind::Leave, n))));
                         n += 1;
                         frames.push((OpKind::Join, proto::join(room, None, &OpRef::new(OpKind::Join, n))));
                     }
-                    Action::Members => frames.push((OpKind::Members, proto::members(room, &OpRef::new(OpKind::Members, n)))),
+                    Action::Members => {
+                        frames.push((OpKind::Members, proto::members(room, &OpRef::new(OpKind::Members, n))))
+                    }
                 }
                 for (kind, text) in frames {
                     rec.request(kind);

@@ -62,7 +62,8 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
     for c in (0..p.clients).filter(|&c| plan.mine(c)) {
         pacer.next().await;
         expected += 1;
-        let rooms: Vec<String> = rooms_for(c, p.rooms_per_client, p.rooms).into_iter().map(|r| plan.room_name("h", r)).collect();
+        let rooms: Vec<String> =
+            rooms_for(c, p.rooms_per_client, p.rooms).into_iter().map(|r| plan.room_name("h", r)).collect();
         let ctx = ctx.clone();
         let ready = ready.clone();
         let stop_at = stop_at.clone();

@@ -79,7 +79,10 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
                     inbox = inbox.with_witness(witness);
                 }
                 if !raw {
-                    if let Err(err) = join_rooms(&mut ws, &mut inbox, std::slice::from_ref(&room), Duration::from_secs(30), false).await {
+                    if let Err(err) =
+                        join_rooms(&mut ws, &mut inbox, std::slice::from_ref(&room), Duration::from_secs(30), false)
+                            .await
+                    {
                         rec.connect_failed(&format!("join_{err}"));
                         rec.closed();
                         ready.failed();

@@ -35,7 +35,8 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Outcome> {
     match ctx.plan.scenario.clone() {
         Scenario::Connect { connections, rate } => connect::run(ctx, connections, rate).await,
         Scenario::Fanout { rooms, subscribers, publishers, rate, closed_loop, in_flight, feedback } => {
-            fanout::run(ctx, fanout::Params { rooms, subscribers, publishers, rate, closed_loop, in_flight, feedback }).await
+            fanout::run(ctx, fanout::Params { rooms, subscribers, publishers, rate, closed_loop, in_flight, feedback })
+                .await
         }
         Scenario::Chat { users, rooms, rooms_per_user, rate, mix } => {
             chat::run(ctx, chat::Params { users, rooms, rooms_per_user, rate, mix }).await
@@ -128,7 +129,9 @@ impl Pacer {
 
 /// Time allowed for setting up `n` connections at `rate` per second.
 pub fn setup_timeout(ctx: &Ctx, n: u64, rate: f64) -> Duration {
-    Duration::from_secs_f64(n as f64 / rate.max(0.001)) + Duration::from_millis(ctx.plan.connect_timeout_ms) * 2 + Duration::from_secs(30)
+    Duration::from_secs_f64(n as f64 / rate.max(0.001))
+        + Duration::from_millis(ctx.plan.connect_timeout_ms) * 2
+        + Duration::from_secs(30)
 }
 
 /// The write half of a split connection, with the frames the read half owes the server.
@@ -239,7 +242,15 @@ impl Publisher {
         };
         let mut inbox = Inbox::new(rec.clone(), raw);
         if !raw {
-            if let Err(err) = crate::worker::join_rooms(&mut ws, &mut inbox, std::slice::from_ref(&self.room), Duration::from_secs(30), false).await {
+            if let Err(err) = crate::worker::join_rooms(
+                &mut ws,
+                &mut inbox,
+                std::slice::from_ref(&self.room),
+                Duration::from_secs(30),
+                false,
+            )
+            .await
+            {
                 rec.connect_failed(&format!("join_{err}"));
                 rec.closed();
                 ready.failed();
@@ -264,14 +275,17 @@ impl Publisher {
             .await;
         let deadline = Instant::now() + ctx.duration();
         let pad = ctx.plan.payload_bytes;
+        let bare = ctx.plan.raw_bare;
         let mut n: u64 = 0;
         let send_batch = |n: &mut u64, batch: u64| -> Vec<String> {
             (0..batch)
                 .map(|_| {
                     *n += 1;
                     let text = proto::stamp_text(self.id, *n, pad);
-                    if raw {
+                    if raw && bare {
                         text
+                    } else if raw {
+                        proto::raw_chat_frame(&self.room, &user, &text, *n)
                     } else {
                         proto::send(&self.room, &text, Some(&OpRef::new(OpKind::Send, *n)))
                     }
