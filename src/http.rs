@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::admin;
@@ -133,17 +132,9 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
         };
         let upgraded = websocket.into_inner().into_inner();
         match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                // Plain TCP: split the socket itself (no lock between the halves). Bytes the
-                // client sent right behind the handshake come first.
-                let (read_half, write_half) = parts.io.into_inner().into_split();
-                let reader = std::io::Cursor::new(parts.read_buf).chain(read_half);
-                session::run(node, reader, write_half, identity, meta).await;
-            }
-            Err(upgraded) => {
-                let (read_half, write_half) = tokio::io::split(TokioIo::new(upgraded));
-                session::run(node, read_half, write_half, identity, meta).await;
-            }
+            // The socket itself, with any bytes the client sent right behind the handshake.
+            Ok(parts) => session::run(node, parts.io.into_inner(), parts.read_buf, identity, meta).await,
+            Err(_) => tracing::error!("upgraded connection is not a tcp stream"),
         }
     });
     response.map(|_| Full::new(Bytes::new()))

@@ -5,8 +5,10 @@
 //! - `auth`: JWT validation with a pinned algorithm; token minting.
 //! - `server`: [`run`], the accept loops and the shutdown sequence.
 //! - `http`: health, `/metrics`, and the WebSocket upgrade (origin, token).
-//! - `session`: one client connection's reader: limits, parsing, dispatch.
-//! - `writer`: one client connection's writer: batched vectored writes, pings, closes.
+//! - `session`: one client connection on one task: read, limits, parsing, dispatch, timers.
+//! - `wsframe`: client WebSocket frames decoded in place from a buffer that exists only
+//!   while bytes are pending.
+//! - `writer`: the write queue: batched non-blocking vectored writes of shared `Bytes`.
 //! - `conn`: the shared half of a connection: the bounded [`conn::Outbox`], rooms, identity.
 //! - `protocol`: the client envelope and typed requests, parsed in place with simd-json.
 //! - `frames`: server frames, rendered once into shared `Bytes`.
@@ -42,6 +44,7 @@ pub mod server;
 pub mod session;
 pub mod time;
 pub mod writer;
+pub mod wsframe;
 
 pub use config::Config;
 pub use node::Node;

@@ -1,20 +1,24 @@
-//! One client connection: reads frames, enforces the limits of PROTOCOL.md §1, parses each
-//! message once and turns it into an owner operation or a local reply.
+//! One client connection, from the completed upgrade to its end, on a single task.
 //!
-//! A session is two tasks: this reader, and the writer (`writer.rs`) that drains the
-//! outbox. fastwebsockets' `read_frame` is not cancel-safe, so the reader never races it
-//! against anything it would resume; when the writer ends the connection, the reader is
-//! dropped with it.
+//! The task waits on one `select!` over: the socket readable, the socket writable (while
+//! frames wait), the outbox (new frames or a close), identity changes, one timer (pings, idle,
+//! token expiry, auth, closing), and the node-wide close. Every branch is cancel-safe:
+//! reading is `readable()` + `try_read_buf`, writing is `writable()` + `try_write_vectored`.
+//!
+//! Memory: an idle connection holds no read buffer. Bytes are read into a buffer made when
+//! they arrive; once every whole frame is taken out of it, the buffer is dropped. Frames are
+//! decoded in place (`wsframe.rs`), each text message parsed once with simd-json on its own
+//! bytes, and the resulting operation handed to its owner (`Node::route`).
 
+use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use fastwebsockets::{Frame, OpCode, WebSocketError, WebSocketRead};
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::{now_secs, AuthError, Identity};
 use crate::close::Disconnect;
 use crate::conn::{Conn, ConnMeta, Outgoing};
 use crate::frames;
@@ -24,45 +28,44 @@ use crate::protocol::{self, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
 use crate::route::{ConnRef, OwnerOp, Sender};
 use crate::time;
-use crate::writer;
+use crate::writer::WriteQueue;
+use crate::wsframe::{self, ClientFrame, FrameError};
+
+/// How long a closing connection may take to write its last frames and the close frame.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read per syscall at most; a buffer grows by this much when it runs out of room.
+const READ_CHUNK: usize = 4096;
+/// Reads per wakeup before other connections get their turn.
+const READS_PER_WAKEUP: usize = 16;
 
 /// Runs a connection from the completed upgrade to its end.
 ///
-/// `identity` is the token's identity when the upgrade request carried one; otherwise the
-/// first frame must be `auth`.
-pub async fn run<R, W>(node: Arc<Node>, reader: R, writer_half: W, identity: Option<Identity>, meta: ConnMeta)
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+/// `initial` holds bytes the client sent right behind the handshake. `identity` is the
+/// token's identity when the upgrade request carried one; otherwise the first frame must be
+/// `auth`.
+pub async fn run(node: Arc<Node>, stream: TcpStream, initial: Bytes, identity: Option<Identity>, meta: ConnMeta) {
     let conn = Arc::new(Conn::new(node.next_conn_id(), node.config.limits.queue_frames, meta));
     conn.touch();
     node.hub.register(conn.clone());
     metrics::connection_opened();
-    let writer_task = node.tasks.spawn(writer::run(node.clone(), conn.clone(), writer_half));
-
-    let (ws_read, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), fastwebsockets::Role::Server);
     let mut session = Session {
         node: node.clone(),
         conn: conn.clone(),
-        ws: ws_read,
         rate: RateLimiter::new(node.config.limits.rate_per_second, node.config.limits.rate_burst),
         fragments: None,
     };
-    session.ws.set_auto_close(true);
-    session.ws.set_auto_pong(true);
-    session.ws.set_max_message_size(node.config.limits.max_message_bytes + 1);
-
-    let mut writer_task = writer_task;
-    tokio::select! {
-        _ = session.read_loop(identity) => {
-            // The reader ended first (peer closed, protocol error, limit): let the writer
-            // send what is queued and the close, within its own time limit.
-            let _ = (&mut writer_task).await;
-        }
-        _ = &mut writer_task => {}
+    if let Some(identity) = identity {
+        session.authenticated(identity);
     }
-    drop(session);
+    let mut io = Io { stream, read_buf: BytesMut::new(), queue: WriteQueue::default() };
+    if !initial.is_empty() {
+        io.read_buf.extend_from_slice(&initial);
+    }
+    let ended = session.drive(&mut io).await;
+    if let Some(disconnect) = ended {
+        metrics::disconnect(disconnect.code);
+    }
+    drop(io);
     for room in node.hub.unregister(&conn) {
         if let Some(identity) = conn.identity() {
             let sender = sender_of(&node, &conn, &identity);
@@ -82,64 +85,244 @@ fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender {
     }
 }
 
-/// A whole message read from the client.
-enum Message {
-    Text(BytesMut),
-    Binary,
+/// The socket and the two buffers of a connection.
+struct Io {
+    stream: TcpStream,
+    /// Empty (no allocation) while no partial frame is pending.
+    read_buf: BytesMut,
+    queue: WriteQueue,
 }
 
-struct Session<R> {
+/// What a read did.
+enum ReadOutcome {
+    Continue,
+    /// The peer closed or reset the connection: nothing more can be written.
+    PeerGone,
+    /// The connection must close with this code (after what is queued).
+    Close(Disconnect),
+}
+
+struct Session {
     node: Arc<Node>,
     conn: Arc<Conn>,
-    ws: WebSocketRead<R>,
     rate: RateLimiter,
     /// A fragmented message being reassembled: its opcode and bytes so far.
-    fragments: Option<(OpCode, BytesMut)>,
+    fragments: Option<(u8, BytesMut)>,
 }
 
-impl<R: AsyncRead + Unpin> Session<R> {
-    async fn read_loop(&mut self, identity: Option<Identity>) {
-        match identity {
-            Some(identity) => self.authenticated(identity),
-            None => {
-                let limit = self.node.config.limits.auth_timeout;
-                match tokio::time::timeout(limit, self.read_message()).await {
-                    Err(_) => return self.refuse_auth(None, "auth timeout"),
-                    Ok(Err(disconnect)) => return self.conn.outbox.close(disconnect),
-                    Ok(Ok(Message::Binary)) => return self.refuse_auth(None, "first frame must be auth"),
-                    Ok(Ok(Message::Text(mut payload))) => {
-                        let parsed = protocol::parse(&mut payload);
-                        match parsed.request {
-                            Ok(Request::Auth { token }) => match self.node.auth.authenticate(&token) {
-                                Ok(identity) => {
-                                    metrics::message_in("auth");
-                                    self.authenticated(identity);
-                                    if let Some(ack) = frames::ack(parsed.op_id.as_deref(), serde_json::json!({})) {
-                                        self.conn.outbox.push_text(ack);
-                                    }
-                                }
-                                Err(err) => return self.refuse_auth(parsed.op_id.as_deref(), &err.to_string()),
-                            },
-                            _ => return self.refuse_auth(parsed.op_id.as_deref(), "first frame must be auth"),
+impl Session {
+    /// The connection's event loop; returns the close it ended with (`None`: the peer left).
+    async fn drive(&mut self, io: &mut Io) -> Option<Disconnect> {
+        let limits = self.node.config.limits.clone();
+        let started = tokio::time::Instant::now();
+        let auth_deadline = started + limits.auth_timeout;
+        let mut ping_at = started + limits.ping_interval;
+        let mut closing: Option<(Disconnect, tokio::time::Instant)> = None;
+        let timer = tokio::time::sleep_until(ping_at);
+        tokio::pin!(timer);
+        loop {
+            if io.queue.is_empty() && closing.is_none() {
+                let batch = self.conn.outbox.take();
+                io.queue.extend(batch.frames);
+                if let Some(disconnect) = batch.close {
+                    io.queue.push_close(disconnect);
+                    closing = Some((disconnect, tokio::time::Instant::now() + CLOSE_WRITE_TIMEOUT));
+                }
+            }
+            if !io.queue.is_empty() {
+                match io.queue.try_flush(&io.stream) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => return closing.map(|(disconnect, _)| disconnect),
+                }
+            }
+            if let (Some((disconnect, _)), true) = (closing, io.queue.is_empty()) {
+                return Some(disconnect);
+            }
+            let close_requested = closing.is_some() || self.conn.outbox.is_closing();
+            let identity = self.conn.identity();
+            let now = tokio::time::Instant::now();
+            let mut deadline = ping_at.min(now + limits.idle_timeout.saturating_sub(self.conn.idle_for()));
+            match (&identity, closing) {
+                (_, Some((_, closing_deadline))) => deadline = deadline.min(closing_deadline),
+                (None, None) if !close_requested => deadline = deadline.min(auth_deadline),
+                (Some(identity), None) => {
+                    let expires_in = Duration::from_secs(identity.expires_at.saturating_sub(now_secs()));
+                    deadline = deadline.min(now + expires_in);
+                }
+                _ => {}
+            }
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                biased;
+                _ = self.conn.outbox.aborted() => {
+                    // A slow consumer: its backlog is dropped; a half-written frame cannot be
+                    // followed by a close frame, so such a socket is simply closed.
+                    if io.queue.is_mid_frame() {
+                        return Some(Disconnect::SLOW_CONSUMER);
+                    }
+                    io.queue.drop_unstarted();
+                    if closing.is_none() {
+                        io.queue.push_close(Disconnect::SLOW_CONSUMER);
+                        closing = Some((Disconnect::SLOW_CONSUMER, tokio::time::Instant::now() + CLOSE_WRITE_TIMEOUT));
+                    }
+                }
+                ready = io.stream.readable(), if !close_requested => {
+                    if ready.is_err() {
+                        return None;
+                    }
+                    match self.on_readable(io) {
+                        ReadOutcome::Continue => {}
+                        ReadOutcome::PeerGone => return None,
+                        ReadOutcome::Close(disconnect) => self.conn.outbox.close(disconnect),
+                    }
+                }
+                ready = io.stream.writable(), if !io.queue.is_empty() => {
+                    if ready.is_err() {
+                        return None;
+                    }
+                }
+                _ = self.conn.outbox.woken(), if io.queue.is_empty() && closing.is_none() => {}
+                _ = self.conn.identity_changed.notified() => apply_group_changes(&self.node, &self.conn),
+                _ = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if let Some((disconnect, closing_deadline)) = closing {
+                        if now >= closing_deadline {
+                            return Some(disconnect);
+                        }
+                    }
+                    if now >= ping_at {
+                        ping_at = now + limits.ping_interval;
+                        self.conn.outbox.push(Outgoing::Ping);
+                    }
+                    if !close_requested {
+                        if self.conn.idle_for() >= limits.idle_timeout {
+                            self.conn.outbox.close(Disconnect::IDLE);
+                        } else if let Some(identity) = &identity {
+                            if identity.expires_at <= now_secs() {
+                                self.conn.outbox.close(Disconnect::TOKEN_EXPIRED);
+                            }
+                        } else if now >= auth_deadline {
+                            self.refuse_auth(None, "auth timeout");
                         }
                     }
                 }
-            }
-        }
-        loop {
-            match self.read_message().await {
-                Ok(Message::Text(payload)) => self.on_text(payload),
-                Ok(Message::Binary) => {
-                    if self.admit(None) {
-                        self.reply_error(
-                            None,
-                            ReplyError::new(ErrorCode::Unsupported, "binary frames are not supported in v1"),
-                        );
-                    }
+                _ = self.node.close_all.cancelled(), if !close_requested => {
+                    let disconnect = if self.node.cluster().is_some() { Disconnect::RESTART } else { Disconnect::SHUTDOWN };
+                    self.conn.outbox.close(disconnect);
                 }
-                Err(disconnect) => return self.conn.outbox.close(disconnect),
             }
         }
+    }
+
+    /// Reads what the socket has, takes every whole frame out and handles it.
+    fn on_readable(&mut self, io: &mut Io) -> ReadOutcome {
+        for _ in 0..READS_PER_WAKEUP {
+            if io.read_buf.capacity() - io.read_buf.len() < READ_CHUNK / 4 {
+                io.read_buf.reserve(READ_CHUNK);
+            }
+            match io.stream.try_read_buf(&mut io.read_buf) {
+                Ok(0) => return ReadOutcome::PeerGone,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => return ReadOutcome::PeerGone,
+            }
+        }
+        self.conn.touch();
+        let max = self.node.config.limits.max_message_bytes;
+        loop {
+            let frame = match wsframe::decode(&mut io.read_buf, max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(FrameError::TooLarge) => return ReadOutcome::Close(Disconnect::TOO_LARGE),
+                Err(FrameError::Protocol(_)) => return ReadOutcome::Close(Disconnect::PROTOCOL_ERROR),
+            };
+            if let Err(disconnect) = self.on_frame(frame) {
+                return ReadOutcome::Close(disconnect);
+            }
+            if self.conn.outbox.is_closing() {
+                break;
+            }
+        }
+        if io.read_buf.is_empty() {
+            // Idle again: give the buffer back.
+            io.read_buf = BytesMut::new();
+        }
+        ReadOutcome::Continue
+    }
+
+    /// Handles one frame: control frames here, data frames reassembled into messages.
+    fn on_frame(&mut self, frame: ClientFrame) -> Result<(), Disconnect> {
+        let max = self.node.config.limits.max_message_bytes;
+        match frame.opcode {
+            wsframe::OPCODE_PING => {
+                self.conn.outbox.push(Outgoing::Pong(frame.payload.freeze()));
+                Ok(())
+            }
+            wsframe::OPCODE_PONG => Ok(()),
+            wsframe::OPCODE_CLOSE => Err(Disconnect::NORMAL),
+            wsframe::OPCODE_TEXT | wsframe::OPCODE_BINARY => {
+                if self.fragments.is_some() {
+                    return Err(Disconnect::PROTOCOL_ERROR);
+                }
+                if frame.fin {
+                    self.on_message(frame.opcode, frame.payload)
+                } else {
+                    self.fragments = Some((frame.opcode, frame.payload));
+                    Ok(())
+                }
+            }
+            _ => {
+                let Some((_, buffer)) = self.fragments.as_mut() else {
+                    return Err(Disconnect::PROTOCOL_ERROR);
+                };
+                if buffer.len() + frame.payload.len() > max {
+                    return Err(Disconnect::TOO_LARGE);
+                }
+                buffer.extend_from_slice(&frame.payload);
+                if frame.fin {
+                    let (opcode, buffer) = self.fragments.take().expect("checked above");
+                    return self.on_message(opcode, buffer);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A whole message: the first must be `auth` on a connection without a token.
+    fn on_message(&mut self, opcode: u8, mut payload: BytesMut) -> Result<(), Disconnect> {
+        if opcode == wsframe::OPCODE_TEXT && std::str::from_utf8(&payload).is_err() {
+            return Err(Disconnect::INVALID_UTF8);
+        }
+        if self.conn.identity().is_none() {
+            if opcode != wsframe::OPCODE_TEXT {
+                self.refuse_auth(None, "first frame must be auth");
+                return Ok(());
+            }
+            let parsed = protocol::parse(&mut payload);
+            match parsed.request {
+                Ok(Request::Auth { token }) => match self.node.auth.authenticate(&token) {
+                    Ok(identity) => {
+                        metrics::message_in("auth");
+                        self.authenticated(identity);
+                        if let Some(ack) = frames::ack(parsed.op_id.as_deref(), serde_json::json!({})) {
+                            self.conn.outbox.push_text(ack);
+                        }
+                    }
+                    Err(err) => self.refuse_auth(parsed.op_id.as_deref(), &err.to_string()),
+                },
+                _ => self.refuse_auth(parsed.op_id.as_deref(), "first frame must be auth"),
+            }
+            return Ok(());
+        }
+        if opcode == wsframe::OPCODE_TEXT {
+            self.on_text(payload);
+        } else if self.admit(None) {
+            self.reply_error(None, ReplyError::new(ErrorCode::Unsupported, "binary frames are not supported in v1"));
+        }
+        Ok(())
     }
 
     fn refuse_auth(&self, op_id: Option<&str>, message: &str) {
@@ -185,59 +368,6 @@ impl<R: AsyncRead + Unpin> Session<R> {
         let sender = sender_of(&self.node, &self.conn, identity);
         if let Err(err) = self.node.route(OwnerOp::Join { room: key, sender, op_id: None, since: None }) {
             tracing::warn!(room, error = %err.message, "automatic join failed");
-        }
-    }
-
-    /// Reads one whole message, reassembling fragments; control frames are handled here.
-    async fn read_message(&mut self) -> Result<Message, Disconnect> {
-        let max = self.node.config.limits.max_message_bytes;
-        loop {
-            let outbox = &self.conn.outbox;
-            let mut obligated = |frame: Frame<'_>| {
-                // fastwebsockets hands us the pongs it owes; the close echo is sent by the
-                // writer when the reader returns.
-                if frame.opcode == OpCode::Pong {
-                    outbox.push(Outgoing::Pong(bytes::Bytes::copy_from_slice(&frame.payload)));
-                }
-                std::future::ready(Ok::<(), std::convert::Infallible>(()))
-            };
-            let frame = match self.ws.read_frame(&mut obligated).await {
-                Ok(frame) => frame,
-                Err(err) => return Err(read_error_disconnect(&err)),
-            };
-            self.conn.touch();
-            match frame.opcode {
-                OpCode::Close => return Err(Disconnect::NORMAL),
-                OpCode::Pong | OpCode::Ping => continue,
-                OpCode::Text | OpCode::Binary if frame.fin => {
-                    if self.fragments.is_some() {
-                        return Err(Disconnect::PROTOCOL_ERROR);
-                    }
-                    return Ok(whole(frame.opcode, payload_bytes(frame)));
-                }
-                OpCode::Text | OpCode::Binary => {
-                    if self.fragments.is_some() {
-                        return Err(Disconnect::PROTOCOL_ERROR);
-                    }
-                    self.fragments = Some((frame.opcode, payload_bytes(frame)));
-                }
-                OpCode::Continuation => {
-                    let Some((_, buffer)) = self.fragments.as_mut() else {
-                        return Err(Disconnect::PROTOCOL_ERROR);
-                    };
-                    if buffer.len() + frame.payload.len() > max {
-                        return Err(Disconnect::TOO_LARGE);
-                    }
-                    buffer.extend_from_slice(&frame.payload);
-                    if frame.fin {
-                        let (opcode, buffer) = self.fragments.take().expect("checked above");
-                        if opcode == OpCode::Text && std::str::from_utf8(&buffer).is_err() {
-                            return Err(Disconnect::INVALID_UTF8);
-                        }
-                        return Ok(whole(opcode, buffer));
-                    }
-                }
-            }
         }
     }
 
@@ -416,32 +546,8 @@ fn request_type(request: &Request) -> &'static str {
     }
 }
 
-fn whole(opcode: OpCode, payload: BytesMut) -> Message {
-    match opcode {
-        OpCode::Text => Message::Text(payload),
-        _ => Message::Binary,
-    }
-}
 
-/// The frame's payload as an owned, mutable buffer (simd-json parses in place). Frames read
-/// by fastwebsockets already own their bytes, so this moves them without a copy.
-fn payload_bytes(frame: Frame<'_>) -> BytesMut {
-    match frame.payload {
-        fastwebsockets::Payload::Bytes(bytes) => bytes,
-        other => BytesMut::from(&other[..]),
-    }
-}
 
-fn read_error_disconnect(err: &WebSocketError) -> Disconnect {
-    match err {
-        WebSocketError::FrameTooLarge => Disconnect::TOO_LARGE,
-        WebSocketError::InvalidUTF8 => Disconnect::INVALID_UTF8,
-        WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => {
-            Disconnect::NORMAL
-        }
-        _ => Disconnect::PROTOCOL_ERROR,
-    }
-}
 
 /// Token bucket over client messages, with the "keeps exceeding" clock of close 4008.
 struct RateLimiter {

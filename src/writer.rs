@@ -1,102 +1,130 @@
-//! The writer task of a connection: drains the outbox and writes every queued frame in one
-//! vectored socket write (shared `Bytes`, no copy), sends server pings, and ends the
-//! connection on idle timeout, token expiry, shutdown, or any close asked of the outbox.
+//! The write side of a connection: a [`WriteQueue`] of frames taken from the outbox, written
+//! with as few non-blocking vectored writes as the socket allows. The payloads are the shared
+//! `Bytes` themselves (headers are built on the stack), so a broadcast is never copied per
+//! connection, and many queued frames leave in one syscall.
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep_until, Instant};
+use bytes::Bytes;
+use tokio::net::TcpStream;
 
-use crate::auth::now_secs;
 use crate::close::Disconnect;
-use crate::conn::{Conn, Outgoing};
-use crate::metrics;
-use crate::node::Node;
+use crate::conn::Outgoing;
 
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_CLOSE: u8 = 0x8;
 const OPCODE_PING: u8 = 0x9;
 const OPCODE_PONG: u8 = 0xA;
 
-/// How long a closing connection may take to take its last frames and the close frame.
-const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Frames per vectored write (two iovecs each; Linux takes up to 1024).
+const FRAMES_PER_WRITE: usize = 64;
 
-/// Runs until the connection closes; returns the close that ended it.
-pub async fn run<W: AsyncWrite + Unpin>(node: Arc<Node>, conn: Arc<Conn>, mut writer: W) -> Disconnect {
-    let limits = &node.config.limits;
-    let mut ping_at = Instant::now() + limits.ping_interval;
-    loop {
-        let batch = conn.outbox.take();
-        let closing = batch.close.is_some();
-        if !batch.frames.is_empty() {
-            let write = write_batch(&mut writer, batch.frames.iter());
-            let outcome = tokio::select! {
-                result = write => result.map_err(|_| ()),
-                _ = conn.outbox.aborted() => Err(()),
-                _ = tokio::time::sleep(CLOSE_WRITE_TIMEOUT), if closing => Err(()),
-            };
-            if outcome.is_err() {
-                // The peer is gone or not reading: nothing more can be written.
-                let disconnect = conn.outbox.take().close.unwrap_or(Disconnect::NORMAL);
-                conn.outbox.abort(disconnect);
-                return disconnect;
+/// Frames waiting to be written, the first maybe partly written.
+#[derive(Default)]
+pub struct WriteQueue {
+    frames: VecDeque<Queued>,
+    /// Bytes of the first frame (header + payload) already written.
+    offset: usize,
+}
+
+struct Queued {
+    opcode: u8,
+    payload: Bytes,
+}
+
+impl WriteQueue {
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// True when part of a frame is on the wire: nothing else may be written before its rest.
+    pub fn is_mid_frame(&self) -> bool {
+        self.offset > 0
+    }
+
+    pub fn extend(&mut self, frames: impl IntoIterator<Item = Outgoing>) {
+        self.frames.extend(frames.into_iter().map(|frame| match frame {
+            Outgoing::Text(payload) => Queued { opcode: OPCODE_TEXT, payload },
+            Outgoing::Ping => Queued { opcode: OPCODE_PING, payload: Bytes::new() },
+            Outgoing::Pong(payload) => Queued { opcode: OPCODE_PONG, payload },
+        }));
+    }
+
+    /// Queues the close frame of `disconnect`.
+    pub fn push_close(&mut self, disconnect: Disconnect) {
+        let mut payload = disconnect.code.to_be_bytes().to_vec();
+        payload.extend_from_slice(disconnect.reason.as_bytes());
+        self.frames.push_back(Queued { opcode: OPCODE_CLOSE, payload: Bytes::from(payload) });
+    }
+
+    /// Drops every frame not yet started (a slow consumer's backlog).
+    pub fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.offset > 0);
+        self.frames.truncate(keep);
+    }
+
+    /// Writes until the queue is empty (`Ok`) or the socket would block
+    /// (`Err(WouldBlock)`); any other error means the peer is gone.
+    pub fn try_flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+        while !self.frames.is_empty() {
+            let count = self.frames.len().min(FRAMES_PER_WRITE);
+            let mut headers = [[0u8; 10]; FRAMES_PER_WRITE];
+            let mut header_lens = [0usize; FRAMES_PER_WRITE];
+            for (index, frame) in self.frames.iter().take(count).enumerate() {
+                header_lens[index] = frame_header(frame.opcode, frame.payload.len(), &mut headers[index]);
             }
-            continue;
-        }
-        if let Some(disconnect) = batch.close {
-            let close_frame = close_payload(disconnect);
-            let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, async {
-                write_frame(&mut writer, OPCODE_CLOSE, &close_frame).await?;
-                writer.shutdown().await
-            })
-            .await;
-            metrics::disconnect(disconnect.code);
-            return disconnect;
-        }
-        let expiry = token_deadline(&conn);
-        let idle_deadline = Instant::now() + limits.idle_timeout.saturating_sub(conn.idle_for());
-        tokio::select! {
-            _ = conn.outbox.woken() => {}
-            _ = conn.identity_changed.notified() => crate::session::apply_group_changes(&node, &conn),
-            _ = sleep_until(ping_at) => {
-                ping_at = Instant::now() + limits.ping_interval;
-                conn.outbox.push(Outgoing::Ping);
-            }
-            _ = sleep_until(idle_deadline) => {
-                if conn.idle_for() >= limits.idle_timeout {
-                    conn.outbox.close(Disconnect::IDLE);
+            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+            let mut num_slices = 0;
+            for (index, frame) in self.frames.iter().take(count).enumerate() {
+                let header_len = header_lens[index];
+                let skip = if index == 0 { self.offset } else { 0 };
+                if skip < header_len {
+                    slices[num_slices] = IoSlice::new(&headers[index][skip..header_len]);
+                    num_slices += 1;
+                    if !frame.payload.is_empty() {
+                        slices[num_slices] = IoSlice::new(&frame.payload);
+                        num_slices += 1;
+                    }
+                } else {
+                    slices[num_slices] = IoSlice::new(&frame.payload[skip - header_len..]);
+                    num_slices += 1;
                 }
             }
-            _ = sleep_until(expiry) => {
-                if token_deadline(&conn) <= Instant::now() {
-                    conn.outbox.close(Disconnect::TOKEN_EXPIRED);
-                }
+            let written = stream.try_write_vectored(&slices[..num_slices])?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
-            _ = node.close_all.cancelled(), if !conn.outbox.is_closing() => {
-                conn.outbox.close(if node.cluster().is_some() { Disconnect::RESTART } else { Disconnect::SHUTDOWN });
+            self.advance(written);
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 {
+            let Some(front) = self.frames.front() else { return };
+            let total = header_len_of(front.payload.len()) + front.payload.len();
+            let remaining = total - self.offset;
+            if written >= remaining {
+                written -= remaining;
+                self.frames.pop_front();
+                self.offset = 0;
+            } else {
+                self.offset += written;
+                written = 0;
             }
         }
     }
 }
 
-/// When the connection's token expires; far away before authentication.
-fn token_deadline(conn: &Conn) -> Instant {
-    let far = Instant::now() + Duration::from_secs(86_400 * 365);
-    match conn.identity() {
-        None => far,
-        Some(identity) => {
-            let now = now_secs();
-            Instant::now() + Duration::from_secs(identity.expires_at.saturating_sub(now))
-        }
+fn header_len_of(len: usize) -> usize {
+    if len < 126 {
+        2
+    } else if len <= u16::MAX as usize {
+        4
+    } else {
+        10
     }
-}
-
-fn close_payload(disconnect: Disconnect) -> Vec<u8> {
-    let mut payload = disconnect.code.to_be_bytes().to_vec();
-    payload.extend_from_slice(disconnect.reason.as_bytes());
-    payload
 }
 
 /// The header of an unmasked server frame with FIN set.
@@ -116,57 +144,10 @@ fn frame_header(opcode: u8, len: usize, header: &mut [u8; 10]) -> usize {
     }
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, opcode: u8, payload: &[u8]) -> io::Result<()> {
-    let mut header = [0u8; 10];
-    let header_len = frame_header(opcode, payload.len(), &mut header);
-    let mut slices = [IoSlice::new(&header[..header_len]), IoSlice::new(payload)];
-    write_all_vectored(writer, &mut slices).await?;
-    writer.flush().await
-}
-
-/// Writes every frame of a batch with as few syscalls as the socket allows: one iovec per
-/// header and per payload, the payloads being the shared `Bytes` themselves.
-async fn write_batch<'a, W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    frames: impl ExactSizeIterator<Item = &'a Outgoing>,
-) -> io::Result<()> {
-    const EMPTY: &[u8] = &[];
-    let frames: Vec<(u8, &[u8])> = frames
-        .map(|frame| match frame {
-            Outgoing::Text(bytes) => (OPCODE_TEXT, &bytes[..]),
-            Outgoing::Ping => (OPCODE_PING, EMPTY),
-            Outgoing::Pong(bytes) => (OPCODE_PONG, &bytes[..]),
-        })
-        .collect();
-    let mut headers = vec![[0u8; 10]; frames.len()];
-    let mut header_lens = Vec::with_capacity(frames.len());
-    for ((opcode, payload), header) in frames.iter().zip(headers.iter_mut()) {
-        header_lens.push(frame_header(*opcode, payload.len(), header));
-    }
-    let mut slices = Vec::with_capacity(frames.len() * 2);
-    for (index, (_, payload)) in frames.iter().enumerate() {
-        slices.push(IoSlice::new(&headers[index][..header_lens[index]]));
-        if !payload.is_empty() {
-            slices.push(IoSlice::new(payload));
-        }
-    }
-    write_all_vectored(writer, &mut slices).await?;
-    writer.flush().await
-}
-
-async fn write_all_vectored<W: AsyncWrite + Unpin>(writer: &mut W, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    while !slices.is_empty() {
-        let written = writer.write_vectored(slices).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, written);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::io::AsyncReadExt;
+
     use super::*;
 
     #[test]
@@ -180,18 +161,46 @@ mod tests {
         assert_eq!(header[1], 127);
     }
 
+    #[test]
+    fn test_advance_through_partial_writes() {
+        let mut queue = WriteQueue::default();
+        queue.extend([Outgoing::Text(Bytes::from_static(b"abc")), Outgoing::Ping]);
+        queue.advance(2); // the first header
+        assert!(queue.is_mid_frame());
+        queue.advance(3); // its payload
+        assert!(!queue.is_mid_frame());
+        assert_eq!(queue.frames.len(), 1);
+        queue.advance(2);
+        assert!(queue.is_empty());
+    }
+
     #[tokio::test]
-    async fn test_batch_is_written_whole() {
-        let frames = vec![
-            Outgoing::Text(bytes::Bytes::from_static(b"ab")),
-            Outgoing::Ping,
-            Outgoing::Text(bytes::Bytes::from(vec![b'x'; 200])),
-        ];
-        let mut out = Vec::new();
-        write_batch(&mut out, frames.iter()).await.unwrap();
+    async fn test_flush_writes_every_frame_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server_side, _) = listener.accept().await.unwrap();
+        let mut queue = WriteQueue::default();
+        let big = Bytes::from(vec![b'x'; 100_000]);
+        queue.extend([Outgoing::Text(Bytes::from_static(b"ab")), Outgoing::Ping, Outgoing::Text(big.clone())]);
+        queue.push_close(Disconnect::NORMAL);
+        let reader = tokio::spawn(async move {
+            let mut out = Vec::new();
+            server_side.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        while !queue.is_empty() {
+            match queue.try_flush(&client) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => client.writable().await.unwrap(),
+                Err(err) => panic!("{err}"),
+            }
+        }
+        drop(client);
+        let out = reader.await.unwrap();
         assert_eq!(&out[..4], &[0x81, 2, b'a', b'b']);
         assert_eq!(&out[4..6], &[0x89, 0]);
-        assert_eq!(&out[6..10], &[0x81, 126, 0, 200]);
-        assert_eq!(out.len(), 10 + 200);
+        assert_eq!(&out[6..16], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x86, 0xa0]);
+        assert_eq!(&out[16..100_016], &big[..]);
+        assert_eq!(&out[100_016..], &[0x88, 16, 0x03, 0xe8, b'n', b'o', b'r', b'm', b'a', b'l', b' ', b'c', b'l', b'o', b's', b'u', b'r', b'e'][..]);
     }
 }
