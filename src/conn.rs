@@ -11,6 +11,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+
 use crate::auth::Identity;
 use crate::close::Disconnect;
 use crate::room::RoomKey;
@@ -44,16 +45,18 @@ pub enum Pushed {
 /// reader.
 pub struct Outbox {
     state: Mutex<OutboxState>,
-    /// Wakes the writer: new frames or a close.
+    /// Wakes the connection's task: new frames, a close, an abort, or (through
+    /// [`Outbox::signal`]) anything else it must look at. One notifier per connection keeps
+    /// an idle connection small.
     wake: Notify,
-    /// Wakes a writer stuck in a socket write: give up on this connection now.
-    abort: Notify,
     capacity: usize,
 }
 
 struct OutboxState {
     frames: VecDeque<Outgoing>,
     close: Option<Disconnect>,
+    /// Set when the connection must end now, even in the middle of a write.
+    aborted: bool,
 }
 
 /// What the writer takes out of the outbox in one go.
@@ -65,9 +68,8 @@ pub struct Batch {
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
-            state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None }),
+            state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None, aborted: false }),
             wake: Notify::new(),
-            abort: Notify::new(),
             capacity,
         }
     }
@@ -80,9 +82,9 @@ impl Outbox {
         if state.frames.len() >= self.capacity {
             state.frames = VecDeque::new();
             state.close = Some(Disconnect::SLOW_CONSUMER);
+            state.aborted = true;
             drop(state);
             self.wake.notify_one();
-            self.abort.notify_one();
             return Pushed::Overflow;
         }
         state.frames.push_back(frame);
@@ -117,9 +119,19 @@ impl Outbox {
         if state.close.is_none() {
             state.close = Some(disconnect);
         }
+        state.aborted = true;
         drop(state);
         self.wake.notify_one();
-        self.abort.notify_one();
+    }
+
+    /// True once, after an abort: the caller must give up on the connection now.
+    pub fn take_aborted(&self) -> bool {
+        std::mem::take(&mut self.state.lock().aborted)
+    }
+
+    /// Wakes the connection's task to look at its state (identity or group changes).
+    pub fn signal(&self) {
+        self.wake.notify_one();
     }
 
     pub fn is_closing(&self) -> bool {
@@ -140,12 +152,9 @@ impl Outbox {
         Batch { frames: std::mem::take(&mut state.frames), close: state.close }
     }
 
+    /// Resolves on the next wake (a wake sent while nobody waits is kept for the next call).
     pub async fn woken(&self) {
         self.wake.notified().await
-    }
-
-    pub async fn aborted(&self) {
-        self.abort.notified().await
     }
 }
 
@@ -207,8 +216,6 @@ pub struct Conn {
     /// Milliseconds since `started` of the last inbound frame.
     last_activity_ms: AtomicU64,
     started: Instant,
-    /// Wakes the writer when the token (and so its expiry) changes, or groups change.
-    pub identity_changed: Notify,
     /// Group changes (added, removed) for the writer to apply.
     pub pending_groups: Mutex<Vec<(Vec<String>, Vec<String>)>>,
     pub meta: ConnMeta,
@@ -224,7 +231,6 @@ impl Conn {
             errors: Mutex::new(ErrorWindow::new()),
             last_activity_ms: AtomicU64::new(0),
             started: Instant::now(),
-            identity_changed: Notify::new(),
             pending_groups: Mutex::new(Vec::new()),
             meta,
         }
@@ -236,7 +242,7 @@ impl Conn {
 
     pub fn set_identity(&self, identity: Arc<Identity>) {
         *self.identity.lock() = Some(identity);
-        self.identity_changed.notify_one();
+        self.outbox.signal();
     }
 
     /// Replaces the identity without waking the writer (the writer itself calls this).

@@ -10,12 +10,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use crate::admin;
 use crate::auth::AuthError;
-use crate::conn::ConnMeta;
+use crate::conn::{Conn, ConnMeta};
 use crate::metrics;
 use crate::node::Node;
 use crate::session;
@@ -121,22 +119,14 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
             return error(StatusCode::BAD_REQUEST, &format!("bad websocket upgrade: {err}"));
         }
     };
-    let node = node.clone();
-    node.tasks.clone().spawn(async move {
-        let websocket = match upgrade_future.await {
-            Ok(websocket) => websocket,
-            Err(err) => {
-                tracing::debug!(error = %err, "upgrade did not complete");
-                return;
-            }
-        };
-        let upgraded = websocket.into_inner().into_inner();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            // The socket itself, with any bytes the client sent right behind the handshake.
-            Ok(parts) => session::run(node, parts.io.into_inner(), parts.read_buf, identity, meta).await,
-            Err(_) => tracing::error!("upgraded connection is not a tcp stream"),
-        }
-    });
+    // Everything the connection keeps goes to the heap now (the `Conn`, a boxed identity):
+    // the task's future then carries no second copy of it for the connection's lifetime.
+    let conn = Arc::new(Conn::new(node.next_conn_id(), node.config.limits.queue_frames, meta));
+    let task = session::run(node.clone(), conn, upgrade_future, identity.map(Box::new));
+    if std::env::var_os("RINGCAST_DEBUG_SIZES").is_some() {
+        eprintln!("connection task future: {} bytes", std::mem::size_of_val(&task));
+    }
+    node.tasks.spawn(task);
     response.map(|_| Full::new(Bytes::new()))
 }
 

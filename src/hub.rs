@@ -139,7 +139,7 @@ impl Hub {
                 // (an owner may be calling it): the connection's writer applies the change.
                 if let Some(conn) = self.get(conn_id) {
                     conn.pending_groups.lock().push((added, removed));
-                    conn.identity_changed.notify_one();
+                    conn.outbox.signal();
                 }
             }
             EdgeMsg::Left { room, conn_id, frames, .. } => {

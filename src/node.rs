@@ -59,8 +59,8 @@ pub struct Node {
     next_request_id: AtomicU64,
     /// Cancelled when the node begins to shut down: stop accepting.
     pub shutdown: CancellationToken,
-    /// Cancelled once every connection was asked to close: writers that somehow missed it
-    /// close now.
+    /// Cancelled once every connection was asked to close: a connection registered later
+    /// closes at once.
     pub close_all: CancellationToken,
     /// Tracks every connection task so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -175,6 +175,16 @@ impl Node {
                     && cluster.links_complete()
                     && self.ring().members() == view.ring.members()
             }
+        }
+    }
+
+    /// The close every client gets when this node shuts down: 1012 (reconnect elsewhere) in a
+    /// cluster, 1001 alone.
+    pub fn shutdown_disconnect(&self) -> crate::close::Disconnect {
+        if self.cluster.get().is_some() {
+            crate::close::Disconnect::RESTART
+        } else {
+            crate::close::Disconnect::SHUTDOWN
         }
     }
 

@@ -77,6 +77,11 @@ pub async fn run(
         }
     }
     node.close_all.cancel();
+    // A connection that registered while the closes went out is closed here; one that
+    // registers later sees `close_all` itself.
+    for conn in node.hub.all() {
+        conn.outbox.close(node.shutdown_disconnect());
+    }
     node.tasks.close();
     let drained = tokio::time::timeout_at(deadline, node.tasks.wait()).await.is_ok();
     if !drained {

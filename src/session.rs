@@ -14,13 +14,16 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::Serialize;
+use tokio::io::{Interest, Ready};
+use fastwebsockets::upgrade::UpgradeFut;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::auth::{now_secs, AuthError, Identity};
 use crate::close::Disconnect;
-use crate::conn::{Conn, ConnMeta, Outgoing};
+use crate::conn::{Conn, Outgoing};
 use crate::frames;
 use crate::metrics;
 use crate::node::Node;
@@ -38,13 +41,19 @@ const READ_CHUNK: usize = 4096;
 /// Reads per wakeup before other connections get their turn.
 const READS_PER_WAKEUP: usize = 16;
 
-/// Runs a connection from the completed upgrade to its end.
+/// Runs a connection from the upgrade to its end.
 ///
-/// `initial` holds bytes the client sent right behind the handshake. `identity` is the
-/// token's identity when the upgrade request carried one; otherwise the first frame must be
-/// `auth`.
-pub async fn run(node: Arc<Node>, stream: TcpStream, initial: Bytes, identity: Option<Identity>, meta: ConnMeta) {
-    let conn = Arc::new(Conn::new(node.next_conn_id(), node.config.limits.queue_frames, meta));
+/// `identity` is the token's identity when the upgrade request carried one; otherwise the
+/// first frame must be `auth`.
+pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity: Option<Box<Identity>>) {
+    let (stream, initial) = match upgrade.await {
+        Ok(websocket) => match websocket.into_inner().into_inner().downcast::<TokioIo<TcpStream>>() {
+            // The socket itself, with any bytes the client sent right behind the handshake.
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+            Err(_) => return tracing::error!("upgraded connection is not a tcp stream"),
+        },
+        Err(err) => return tracing::debug!(error = %err, "upgrade did not complete"),
+    };
     conn.touch();
     node.hub.register(conn.clone());
     metrics::connection_opened();
@@ -55,12 +64,18 @@ pub async fn run(node: Arc<Node>, stream: TcpStream, initial: Bytes, identity: O
         fragments: None,
     };
     if let Some(identity) = identity {
-        session.authenticated(identity);
+        session.authenticated(*identity);
+    }
+    if node.close_all.is_cancelled() {
+        // Registered after the shutdown closed everyone: close now.
+        conn.outbox.close(node.shutdown_disconnect());
     }
     let mut io = Io { stream, read_buf: BytesMut::new(), queue: WriteQueue::default() };
     if !initial.is_empty() {
         io.read_buf.extend_from_slice(&initial);
     }
+    // `initial` may be a slice of hyper's whole read buffer: let it go now, not at the end.
+    drop(initial);
     let ended = session.drive(&mut io).await;
     if let Some(disconnect) = ended {
         metrics::disconnect(disconnect.code);
@@ -85,6 +100,14 @@ fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender {
     }
 }
 
+/// Waits for `interest` on the socket; never resolves without one.
+async fn ready_for(stream: &TcpStream, interest: Option<Interest>) -> io::Result<Ready> {
+    match interest {
+        Some(interest) => stream.ready(interest).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The socket and the two buffers of a connection.
 struct Io {
     stream: TcpStream,
@@ -106,14 +129,16 @@ struct Session {
     node: Arc<Node>,
     conn: Arc<Conn>,
     rate: RateLimiter,
-    /// A fragmented message being reassembled: its opcode and bytes so far.
-    fragments: Option<(u8, BytesMut)>,
+    /// A fragmented message being reassembled: its opcode and bytes so far (boxed: most
+    /// connections never fragment, and this keeps idle ones small).
+    fragments: Option<Box<(u8, BytesMut)>>,
 }
 
 impl Session {
     /// The connection's event loop; returns the close it ended with (`None`: the peer left).
     async fn drive(&mut self, io: &mut Io) -> Option<Disconnect> {
-        let limits = self.node.config.limits.clone();
+        let node = self.node.clone();
+        let limits = &node.config.limits;
         let started = tokio::time::Instant::now();
         let auth_deadline = started + limits.auth_timeout;
         let mut ping_at = started + limits.ping_interval;
@@ -155,37 +180,45 @@ impl Session {
             if timer.deadline() != deadline {
                 timer.as_mut().reset(deadline);
             }
+            let mut interest: Option<Interest> = None;
+            if !close_requested {
+                interest = Some(Interest::READABLE);
+            }
+            if !io.queue.is_empty() {
+                interest = Some(interest.map_or(Interest::WRITABLE, |interest| interest | Interest::WRITABLE));
+            }
             tokio::select! {
                 biased;
-                _ = self.conn.outbox.aborted() => {
-                    // A slow consumer: its backlog is dropped; a half-written frame cannot be
-                    // followed by a close frame, so such a socket is simply closed.
-                    if io.queue.is_mid_frame() {
-                        return Some(Disconnect::SLOW_CONSUMER);
+                ready = ready_for(&io.stream, interest) => {
+                    let Ok(ready) = ready else { return None };
+                    if ready.is_readable() && !close_requested {
+                        match self.on_readable(io) {
+                            ReadOutcome::Continue => {}
+                            ReadOutcome::PeerGone => return None,
+                            ReadOutcome::Close(disconnect) => self.conn.outbox.close(disconnect),
+                        }
                     }
-                    io.queue.drop_unstarted();
-                    if closing.is_none() {
-                        io.queue.push_close(Disconnect::SLOW_CONSUMER);
-                        closing = Some((Disconnect::SLOW_CONSUMER, tokio::time::Instant::now() + CLOSE_WRITE_TIMEOUT));
-                    }
-                }
-                ready = io.stream.readable(), if !close_requested => {
-                    if ready.is_err() {
-                        return None;
-                    }
-                    match self.on_readable(io) {
-                        ReadOutcome::Continue => {}
-                        ReadOutcome::PeerGone => return None,
-                        ReadOutcome::Close(disconnect) => self.conn.outbox.close(disconnect),
-                    }
-                }
-                ready = io.stream.writable(), if !io.queue.is_empty() => {
-                    if ready.is_err() {
+                    if ready.is_read_closed() && !ready.is_readable() {
                         return None;
                     }
                 }
-                _ = self.conn.outbox.woken(), if io.queue.is_empty() && closing.is_none() => {}
-                _ = self.conn.identity_changed.notified() => apply_group_changes(&self.node, &self.conn),
+                _ = self.conn.outbox.woken() => {
+                    if self.conn.outbox.take_aborted() {
+                        // A slow consumer: its backlog is dropped; a half-written frame cannot
+                        // be followed by a close frame, so such a socket is simply closed.
+                        if io.queue.is_mid_frame() {
+                            return Some(Disconnect::SLOW_CONSUMER);
+                        }
+                        io.queue.drop_unstarted();
+                        if closing.is_none() {
+                            io.queue.push_close(Disconnect::SLOW_CONSUMER);
+                            closing = Some((Disconnect::SLOW_CONSUMER, tokio::time::Instant::now() + CLOSE_WRITE_TIMEOUT));
+                        }
+                    }
+                    if !self.conn.pending_groups.lock().is_empty() {
+                        apply_group_changes(&self.node, &self.conn);
+                    }
+                }
                 _ = &mut timer => {
                     let now = tokio::time::Instant::now();
                     if let Some((disconnect, closing_deadline)) = closing {
@@ -208,10 +241,6 @@ impl Session {
                             self.refuse_auth(None, "auth timeout");
                         }
                     }
-                }
-                _ = self.node.close_all.cancelled(), if !close_requested => {
-                    let disconnect = if self.node.cluster().is_some() { Disconnect::RESTART } else { Disconnect::SHUTDOWN };
-                    self.conn.outbox.close(disconnect);
                 }
             }
         }
@@ -270,12 +299,12 @@ impl Session {
                 if frame.fin {
                     self.on_message(frame.opcode, frame.payload)
                 } else {
-                    self.fragments = Some((frame.opcode, frame.payload));
+                    self.fragments = Some(Box::new((frame.opcode, frame.payload)));
                     Ok(())
                 }
             }
             _ => {
-                let Some((_, buffer)) = self.fragments.as_mut() else {
+                let Some((_, buffer)) = self.fragments.as_deref_mut() else {
                     return Err(Disconnect::PROTOCOL_ERROR);
                 };
                 if buffer.len() + frame.payload.len() > max {
@@ -283,7 +312,7 @@ impl Session {
                 }
                 buffer.extend_from_slice(&frame.payload);
                 if frame.fin {
-                    let (opcode, buffer) = self.fragments.take().expect("checked above");
+                    let (opcode, buffer) = *self.fragments.take().expect("checked above");
                     return self.on_message(opcode, buffer);
                 }
                 Ok(())
