@@ -19,7 +19,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
-/// Starts `count` nodes. ringcast is single-node today, so only `count == 1` is served.
+/// Starts `count` nodes: one ringcast (or raw-broadcast) node, or a ringcast cluster on
+/// loopback (free cluster ports, every node seeded with all, a fresh cluster secret), and
+/// waits until every node answers `/ready`.
 pub async fn spawn(
     count: usize,
     bin: &Path,
@@ -31,8 +33,8 @@ pub async fn spawn(
     if count == 0 {
         bail!("--spawn-cluster needs at least 1 node");
     }
-    if count > 1 {
-        bail!("multi-node spawn needs cluster support (ringcast is single-node for now): use --spawn-cluster 1");
+    if raw && count > 1 {
+        bail!("raw-broadcast has no cluster: use --spawn-cluster 1 with --raw");
     }
     if !bin.exists() {
         bail!(
@@ -40,12 +42,12 @@ pub async fn spawn(
             bin.display()
         );
     }
-    let mut command = Command::new(bin);
+    let mut args_per_node: Vec<Vec<String>> = Vec::new();
     if raw {
-        command.args(["--listen", "127.0.0.1:0", "--queue-frames", "4096"]);
+        args_per_node.push(vec!["--listen".into(), "127.0.0.1:0".into(), "--queue-frames".into(), "4096".into()]);
     } else {
         let secret = jwt_secret.context("spawning ringcast needs a JWT secret")?;
-        command.args([
+        let base: Vec<String> = [
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -57,13 +59,91 @@ pub async fn spawn(
             "1000000",
             "--queue-frames",
             "4096",
-        ]);
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect();
+        if count == 1 {
+            args_per_node.push(base);
+        } else {
+            let cluster_addrs: Vec<String> = (0..count).map(|_| free_cluster_addr()).collect::<Result<_>>()?;
+            let cluster_secret = format!("loadtest-{}-{}", std::process::id(), crate::rng::Rng::from_time(0).next_u64());
+            for (index, addr) in cluster_addrs.iter().enumerate() {
+                let mut args = base.clone();
+                args.extend([
+                    "--node-id".to_string(),
+                    format!("lt-{}", index + 1),
+                    "--cluster-listen".to_string(),
+                    addr.clone(),
+                    "--seeds".to_string(),
+                    cluster_addrs.join(","),
+                    "--cluster-secret".to_string(),
+                    cluster_secret.clone(),
+                ]);
+                args_per_node.push(args);
+            }
+        }
     }
-    command.args(extra_args);
+    let starts = args_per_node.into_iter().enumerate().map(|(index, mut args)| {
+        args.extend(extra_args.iter().cloned());
+        let log = log.map(|path| if count == 1 { path.to_path_buf() } else { path.with_extension(format!("{}.log", index + 1)) });
+        spawn_one(bin.to_path_buf(), args, log, raw)
+    });
+    let handles: Vec<_> = starts.map(tokio::spawn).collect();
+    let mut nodes = Vec::new();
+    for handle in handles {
+        nodes.push(handle.await.context("spawn task failed")??);
+    }
+    if count > 1 {
+        for node in &nodes {
+            wait_ready(&node.url, Duration::from_secs(30)).await?;
+        }
+    }
+    Ok(Cluster { nodes })
+}
+
+/// A loopback port free for both TCP (peer links) and UDP (gossip).
+fn free_cluster_addr() -> Result<String> {
+    for _ in 0..100 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = tcp.local_addr()?;
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return Ok(addr.to_string());
+        }
+    }
+    bail!("no free loopback port for a cluster node")
+}
+
+/// Polls `GET /ready` of the node behind `url` until it answers 200.
+async fn wait_ready(url: &str, timeout: Duration) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_string();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let attempt = async {
+            let mut stream = tokio::net::TcpStream::connect(&host).await?;
+            stream.write_all(format!("GET /ready HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await?;
+            anyhow::Ok(response.starts_with(b"HTTP/1.1 200"))
+        };
+        if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("spawned node {host} was not ready within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn spawn_one(bin: std::path::PathBuf, args: Vec<String>, log: Option<std::path::PathBuf>, raw: bool) -> Result<Node> {
+    let mut command = Command::new(&bin);
+    command.args(&args);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
     match log {
         Some(path) => {
-            let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+            let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
             command.stderr(file);
         }
         None => {
@@ -74,9 +154,9 @@ pub async fn spawn(
     let pid = child.id().context("spawned server has no pid")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
         .await
-        .context("spawned server did not print its listen line within 20 s")?
+        .context("spawned server did not print its listen line within 30 s")?
         .context("reading the spawned server's stdout")?;
     let Some(first) = first else {
         let status = child.wait().await.ok();
@@ -91,7 +171,7 @@ pub async fn spawn(
     // Keep draining stdout so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let url = if raw { format!("ws://{addr}/") } else { format!("ws://{addr}/v1/ws") };
-    Ok(Cluster { nodes: vec![Node { child, pid, url }] })
+    Ok(Node { child, pid, url })
 }
 
 impl Cluster {
