@@ -67,7 +67,8 @@ pub async fn spawn(
             args_per_node.push(base);
         } else {
             let cluster_addrs: Vec<String> = (0..count).map(|_| free_cluster_addr()).collect::<Result<_>>()?;
-            let cluster_secret = format!("loadtest-{}-{}", std::process::id(), crate::rng::Rng::from_time(0).next_u64());
+            let cluster_secret =
+                format!("loadtest-{}-{}", std::process::id(), crate::rng::Rng::from_time(0).next_u64());
             for (index, addr) in cluster_addrs.iter().enumerate() {
                 let mut args = base.clone();
                 args.extend([
@@ -86,7 +87,10 @@ pub async fn spawn(
     }
     let starts = args_per_node.into_iter().enumerate().map(|(index, mut args)| {
         args.extend(extra_args.iter().cloned());
-        let log = log.map(|path| if count == 1 { path.to_path_buf() } else { path.with_extension(format!("{}.log", index + 1)) });
+        let log =
+            log.map(
+                |path| if count == 1 { path.to_path_buf() } else { path.with_extension(format!("{}.log", index + 1)) },
+            );
         spawn_one(bin.to_path_buf(), args, log, raw)
     });
     let handles: Vec<_> = starts.map(tokio::spawn).collect();
@@ -122,7 +126,9 @@ async fn wait_ready(url: &str, timeout: Duration) -> Result<()> {
     loop {
         let attempt = async {
             let mut stream = tokio::net::TcpStream::connect(&host).await?;
-            stream.write_all(format!("GET /ready HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+            stream
+                .write_all(format!("GET /ready HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+                .await?;
             let mut response = Vec::new();
             stream.read_to_end(&mut response).await?;
             anyhow::Ok(response.starts_with(b"HTTP/1.1 200"))
@@ -137,7 +143,12 @@ async fn wait_ready(url: &str, timeout: Duration) -> Result<()> {
     }
 }
 
-async fn spawn_one(bin: std::path::PathBuf, args: Vec<String>, log: Option<std::path::PathBuf>, raw: bool) -> Result<Node> {
+async fn spawn_one(
+    bin: std::path::PathBuf,
+    args: Vec<String>,
+    log: Option<std::path::PathBuf>,
+    raw: bool,
+) -> Result<Node> {
     let mut command = Command::new(&bin);
     command.args(&args);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);

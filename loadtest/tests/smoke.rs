@@ -185,9 +185,34 @@ fn refuses_remote_targets_and_bad_spawn() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
     let out = Command::new(env!("CARGO_BIN_EXE_ringcast-loadtest"))
-        .args(["connect", "--spawn-cluster", "3", "--server-bin", "/bin/true", "--duration", "1s"])
+        .args(["connect", "--raw", "--spawn-cluster", "3", "--server-bin", "/bin/true", "--duration", "1s"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("multi-node spawn needs cluster support"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("raw-broadcast has no cluster"));
+}
+
+#[test]
+fn smoke_fanout_through_a_spawned_three_node_cluster() {
+    let Some(bin) = ringcast_bin() else { return };
+    let bin = bin.to_str().unwrap().to_string();
+    let report = run(&[
+        "fanout",
+        "--spawn-cluster",
+        "3",
+        "--server-bin",
+        &bin,
+        "--duration",
+        "2s",
+        "--rooms",
+        "6",
+        "--subscribers",
+        "3",
+        "--publishers",
+        "1",
+        "--rate",
+        "300",
+    ]);
+    assert!(report["counts"]["delivered"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["targets"].as_array().map(Vec::len), Some(3), "{report}");
 }
