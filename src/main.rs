@@ -2,6 +2,9 @@
 //! listeners and runs the node. Bad configuration exits 64 with one line.
 
 use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
