@@ -3,7 +3,9 @@
 //! Labels come only from small closed sets (message types of the protocol, error codes,
 //! close codes); never room or user ids.
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Unit};
 
 pub const CONNECTIONS: &str = "ringcast_connections";
 pub const CONNECTIONS_ACCEPTED: &str = "ringcast_connections_accepted_total";
@@ -44,9 +46,33 @@ pub fn describe() {
 const KNOWN_TYPES: &[&str] =
     &["auth", "auth.refresh", "room.join", "room.leave", "room.members", "room.history", "chat.send", "presence.ping"];
 
+/// Handles of the counters bumped on every message, made once: `counter!` looks the
+/// metric up in the registry on each call, which the profile showed on the hot path.
+struct Hot {
+    messages_in: Vec<(&'static str, Counter)>,
+    messages_in_other: Counter,
+    deliveries: Counter,
+    frames_rendered: Counter,
+    peer_forwards: Counter,
+}
+
+fn hot() -> &'static Hot {
+    static HOT: OnceLock<Hot> = OnceLock::new();
+    HOT.get_or_init(|| Hot {
+        messages_in: KNOWN_TYPES.iter().map(|kind| (*kind, counter!(MESSAGES_IN, "type" => *kind))).collect(),
+        messages_in_other: counter!(MESSAGES_IN, "type" => "other"),
+        deliveries: counter!(DELIVERIES),
+        frames_rendered: counter!(FRAMES_RENDERED),
+        peer_forwards: counter!(PEER_FORWARDS),
+    })
+}
+
 pub fn message_in(kind: &str) {
-    let label = KNOWN_TYPES.iter().find(|known| **known == kind).copied().unwrap_or("other");
-    counter!(MESSAGES_IN, "type" => label).increment(1);
+    let hot = hot();
+    match hot.messages_in.iter().find(|(known, _)| *known == kind) {
+        Some((_, counter)) => counter.increment(1),
+        None => hot.messages_in_other.increment(1),
+    }
 }
 
 pub fn connection_opened() {
@@ -64,11 +90,11 @@ pub fn connection_rejected(reason: &'static str) {
 }
 
 pub fn deliveries(count: u64) {
-    counter!(DELIVERIES).increment(count);
+    hot().deliveries.increment(count);
 }
 
 pub fn frame_rendered() {
-    counter!(FRAMES_RENDERED).increment(1);
+    hot().frames_rendered.increment(1);
 }
 
 pub fn error_sent(code: &'static str) {
@@ -94,7 +120,7 @@ pub fn disconnect(code: u16) {
 }
 
 pub fn peer_forward() {
-    counter!(PEER_FORWARDS).increment(1);
+    hot().peer_forwards.increment(1);
 }
 
 pub fn peer_request_answered(seconds: f64) {

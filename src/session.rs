@@ -143,6 +143,8 @@ impl Session {
         let auth_deadline = started + limits.auth_timeout;
         let mut ping_at = started + limits.ping_interval;
         let mut closing: Option<(Disconnect, tokio::time::Instant)> = None;
+        // The token's expiry (seconds since the epoch) and the instant it falls on.
+        let mut expiry = (0u64, started);
         let timer = tokio::time::sleep_until(ping_at);
         tokio::pin!(timer);
         loop {
@@ -165,15 +167,20 @@ impl Session {
                 return Some(disconnect);
             }
             let close_requested = closing.is_some() || self.conn.outbox.is_closing();
+            // Every deadline is absolute, so the timer is re-armed only when one moves (not
+            // on every wakeup of a busy connection).
             let identity = self.conn.identity();
-            let now = tokio::time::Instant::now();
-            let mut deadline = ping_at.min(now + limits.idle_timeout.saturating_sub(self.conn.idle_for()));
+            let idle_deadline = tokio::time::Instant::from_std(self.conn.last_activity() + limits.idle_timeout);
+            let mut deadline = ping_at.min(idle_deadline);
             match (&identity, closing) {
                 (_, Some((_, closing_deadline))) => deadline = deadline.min(closing_deadline),
                 (None, None) if !close_requested => deadline = deadline.min(auth_deadline),
                 (Some(identity), None) => {
-                    let expires_in = Duration::from_secs(identity.expires_at.saturating_sub(now_secs()));
-                    deadline = deadline.min(now + expires_in);
+                    if expiry.0 != identity.expires_at {
+                        let expires_in = Duration::from_secs(identity.expires_at.saturating_sub(now_secs()));
+                        expiry = (identity.expires_at, tokio::time::Instant::now() + expires_in);
+                    }
+                    deadline = deadline.min(expiry.1);
                 }
                 _ => {}
             }
