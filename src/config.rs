@@ -133,6 +133,9 @@ pub struct ServeArgs {
     /// seconds a graceful shutdown may take [default: 30]
     #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<f64>,
+    /// runtime worker threads [default: one per CPU]
+    #[arg(long, env = "RINGCAST_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     /// log format: text | json [default: text]
     #[arg(long, env = "RINGCAST_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -163,6 +166,8 @@ pub struct Config {
     pub cluster: Option<ClusterSettings>,
     /// Bearer key of the admin API (besides admin JWTs).
     pub admin_key: Option<String>,
+    /// Runtime worker threads; `None` = one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// How a node joins a cluster.
@@ -373,6 +378,11 @@ impl ServeArgs {
             log_json,
             cluster,
             admin_key: this.admin_key.filter(|key| !key.is_empty()),
+            worker_threads: match this.worker_threads {
+                None => None,
+                Some(threads) if (1..=1024).contains(&threads) => Some(threads),
+                Some(threads) => return Err(ConfigError::new(format!("--worker-threads must be 1-1024, got {threads}"))),
+            },
         })
     }
 }
@@ -395,6 +405,7 @@ impl Config {
             log_json: false,
             cluster: None,
             admin_key: None,
+            worker_threads: None,
         }
     }
 }

@@ -152,7 +152,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(err) => return usage_error(&err),
     };
     init_tracing(config.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("ringcast: cannot start runtime: {err}");
