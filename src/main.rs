@@ -249,18 +249,7 @@ fn dev_cluster(args: DevClusterArgs) -> ExitCode {
         }
     }
     let key = KeyConfig::Hs256(secret.as_bytes().to_vec());
-    let now = auth::now_secs();
-    let claims = Claims {
-        sub: "dev".into(),
-        exp: now + 86_400,
-        nbf: None,
-        iat: Some(now),
-        tenant: None,
-        name: Some("Developer".into()),
-        roles: vec!["admin".into()],
-        groups: vec![],
-    };
-    let token = auth::mint(&key, &claims).unwrap_or_default();
+    let token = auth::mint(&key, &dev_claims(vec!["admin".into()])).unwrap_or_default();
     println!("ringcast dev-cluster: {} nodes", args.nodes);
     for i in 0..args.nodes {
         println!("  node-{}: ws://127.0.0.1:{}/v1/ws", i + 1, args.base_port + i);
@@ -290,19 +279,23 @@ fn stop_children(children: &mut [std::process::Child]) {
 
 fn dev_token(config: &Config) -> Option<(String, String)> {
     let KeyConfig::Hs256(secret) = &config.key else { return None };
+    let token = auth::mint(&config.key, &dev_claims(vec![])).ok()?;
+    Some((String::from_utf8_lossy(secret).into_owned(), token))
+}
+
+/// The claims of the printed development token: user `dev`, 24 hours.
+fn dev_claims(roles: Vec<String>) -> Claims {
     let now = auth::now_secs();
-    let claims = Claims {
+    Claims {
         sub: "dev".into(),
         exp: now + 86_400,
         nbf: None,
         iat: Some(now),
         tenant: None,
         name: Some("Developer".into()),
-        roles: vec![],
+        roles,
         groups: vec![],
-    };
-    let token = auth::mint(&config.key, &claims).ok()?;
-    Some((String::from_utf8_lossy(secret).into_owned(), token))
+    }
 }
 
 /// Resolves on SIGTERM (Kubernetes starts a graceful shutdown with it) or SIGINT (Ctrl-C).

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -90,18 +89,7 @@ impl Lab {
             .stderr(if std::env::var_os("RINGCAST_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("spawn ringcast in a namespace");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut first = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(tx) = first.take() {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).expect("node printed its listening line");
+        let line = first_stdout_line(&mut child, Duration::from_secs(20)).expect("node printed its listening line");
         self.nodes.push(child);
         line.strip_prefix("ringcast listening on ").expect("listening line").parse().unwrap()
     }

@@ -75,22 +75,9 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .expect("spawn ringcast");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            // Keep draining stdout for the life of the process so a late println never
-            // hits a closed pipe.
-            let mut first = Some(tx);
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(tx) = first.take() {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) => line,
-            Err(_) => {
+        let line = match first_stdout_line(&mut child, Duration::from_secs(10)) {
+            Some(line) => line,
+            None => {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 panic!("ringcast did not print its listening line within 10 s (args {args:?}, exit {status:?})");
@@ -160,6 +147,23 @@ impl Server {
     pub async fn get(&self, path: &str) -> HttpResponse {
         http_get(self.addr, path).await
     }
+}
+
+/// The first line the child prints on stdout, within `timeout`. Stdout keeps being drained
+/// afterwards so a late println never hits a closed pipe.
+pub fn first_stdout_line(child: &mut Child, timeout: Duration) -> Option<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut first = Some(tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(tx) = first.take() {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(timeout).ok()
 }
 
 impl Drop for Server {
