@@ -133,6 +133,9 @@ pub struct ServeArgs {
     /// seconds a graceful shutdown may take [default: 30]
     #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<f64>,
+    /// a typing:true not renewed within this many milliseconds is ended [default: 6000]
+    #[arg(long, env = "RINGCAST_TYPING_TIMEOUT_MS")]
+    pub typing_timeout_ms: Option<u64>,
     /// runtime worker threads [default: one per CPU]
     #[arg(long, env = "RINGCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -168,6 +171,8 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Runtime worker threads; `None` = one per CPU.
     pub worker_threads: Option<usize>,
+    /// How long a `typing:true` lasts without renewal.
+    pub typing_timeout: Duration,
 }
 
 /// How a node joins a cluster.
@@ -378,6 +383,7 @@ impl ServeArgs {
             log_json,
             cluster,
             admin_key: this.admin_key.filter(|key| !key.is_empty()),
+            typing_timeout: Duration::from_millis(positive("--typing-timeout-ms", this.typing_timeout_ms, 6000)?),
             worker_threads: match this.worker_threads {
                 None => None,
                 Some(threads) if (1..=1024).contains(&threads) => Some(threads),
@@ -406,6 +412,7 @@ impl Config {
             cluster: None,
             admin_key: None,
             worker_threads: None,
+            typing_timeout: Duration::from_secs(6),
         }
     }
 }

@@ -75,7 +75,7 @@ impl Node {
         let generation = time::now_millis();
         Ok(Node {
             auth: Authenticator::new(&config.key)?,
-            owner: Owner::new(IdGen::new(id.as_str(), generation), config.history_size),
+            owner: Owner::new(IdGen::new(id.as_str(), generation), config.history_size, config.typing_timeout),
             hub: Hub::new(config.limits.error_limit, config.limits.error_window),
             routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
             cluster: OnceLock::new(),

@@ -37,7 +37,13 @@ pub struct Owner {
     hasher: std::collections::hash_map::RandomState,
     ids: IdGen,
     history_size: usize,
+    /// How long a `typing:true` lasts without renewal.
+    typing_timeout: std::time::Duration,
+    /// Rooms with someone typing: the only ones the typing sweep looks at.
+    typing_rooms: Mutex<std::collections::HashSet<RoomKey>>,
 }
+
+mod messages;
 
 /// One room on its owner.
 struct Room {
@@ -50,6 +56,8 @@ struct Room {
     users: HashMap<Arc<str>, RoomUser>,
     /// Recent `client_id`s by (user, client_id), with the ack they got, oldest first.
     sent: SentIds,
+    /// Users typing, with the instant their `typing:true` runs out.
+    typing: Vec<(Arc<str>, std::time::Instant)>,
 }
 
 /// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
@@ -100,6 +108,24 @@ pub struct StoredMessage {
     pub attachments: Vec<Attachment>,
     pub reply_to: Option<String>,
     pub thread_root: Option<String>,
+    /// Edits, moderation and reactions (most messages have none: boxed to keep history small).
+    pub extra: Option<Box<MessageExtra>>,
+}
+
+/// What happened to a message after it was sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageExtra {
+    /// The current version (1 = as sent).
+    pub version: u32,
+    pub edited_at: Option<String>,
+    /// Earlier versions, oldest first: (version, text, when it was written).
+    pub versions: Vec<(u32, String, String)>,
+    /// Soft-deleted: a tombstone without text.
+    pub deleted: bool,
+    /// Redacted by a moderator, with the reason given.
+    pub redacted: Option<String>,
+    /// Each emoji with the users who reacted with it, in order of first use.
+    pub reactions: Vec<(String, Vec<Arc<str>>)>,
 }
 
 /// A room's whole state, handed from its old owner to its new one (drain, node join).
@@ -134,11 +160,24 @@ struct ChatMessageData<'a> {
     thread_root: Option<&'a str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edited_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redact_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reactions: Option<std::collections::BTreeMap<&'a str, usize>>,
 }
 
 impl StoredMessage {
-    fn render(&self, room: &str, recovered: bool) -> Bytes {
-        let data = ChatMessageData {
+    fn data<'a>(&'a self, room: &'a str, recovered: bool) -> ChatMessageData<'a> {
+        let extra = self.extra.as_deref();
+        ChatMessageData {
             room,
             id: &self.id,
             seq: self.seq,
@@ -149,18 +188,31 @@ impl StoredMessage {
             reply_to: self.reply_to.as_deref(),
             thread_root: self.thread_root.as_deref(),
             recovered,
-        };
-        frames::event("chat.message", data, &self.ts)
+            version: extra.map(|extra| extra.version).filter(|version| *version > 1),
+            edited_at: extra.and_then(|extra| extra.edited_at.as_deref()),
+            deleted: extra.is_some_and(|extra| extra.deleted),
+            redacted: extra.is_some_and(|extra| extra.redacted.is_some()),
+            redact_reason: extra.and_then(|extra| extra.redacted.as_deref()).filter(|reason| !reason.is_empty()),
+            reactions: extra.filter(|extra| !extra.reactions.is_empty()).map(|extra| {
+                extra.reactions.iter().map(|(emoji, users)| (emoji.as_str(), users.len())).collect()
+            }),
+        }
+    }
+
+    fn render(&self, room: &str, recovered: bool) -> Bytes {
+        frames::event("chat.message", self.data(room, recovered), &self.ts)
     }
 }
 
 impl Owner {
-    pub fn new(ids: IdGen, history_size: usize) -> Self {
+    pub fn new(ids: IdGen, history_size: usize, typing_timeout: std::time::Duration) -> Self {
         Owner {
             shards: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             ids,
             history_size,
+            typing_timeout,
+            typing_rooms: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -204,6 +256,9 @@ impl Owner {
             OwnerOp::Publish { room, sender, op_id, message } => {
                 self.publish(&mut shard, sink, &room, &sender, op_id.as_deref(), message)
             }
+            OwnerOp::Act { room, sender, op_id, action } => {
+                self.act(&mut shard, sink, &room, &sender, op_id.as_deref(), action)
+            }
         }
         Ok(())
     }
@@ -217,6 +272,7 @@ impl Owner {
             nodes: HashMap::new(),
             users: HashMap::new(),
             sent: SentIds::default(),
+            typing: Vec::new(),
         }
     }
 
@@ -408,6 +464,7 @@ impl Owner {
             attachments: message.attachments,
             reply_to: message.reply_to,
             thread_root,
+            extra: None,
         });
         let frame = stored.render(key.room(), false);
         room.history.push_back(stored.clone());

@@ -9,10 +9,10 @@ use ringcast_cluster::wire::FIRST_USER_KIND;
 use ringcast_cluster::{NodeId, PeerFrame};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::owner::{RoomSnapshot, SentAck, StoredMessage};
+use crate::owner::{MessageExtra, RoomSnapshot, SentAck, StoredMessage};
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, EdgeMsg, OwnerOp, Sender};
+use crate::route::{ConnRef, EdgeMsg, OwnerOp, RoomAction, Sender};
 
 /// An [`OwnerOp`]; the frame's flags carry the hop count.
 pub const KIND_OWNER_OP: u8 = FIRST_USER_KIND;
@@ -31,6 +31,17 @@ const OP_MEMBERS: u8 = 3;
 const OP_PUBLISH: u8 = 4;
 const OP_RESUBSCRIBE: u8 = 5;
 const OP_USER_GROUPS: u8 = 6;
+const OP_ACT: u8 = 7;
+
+const ACT_EDIT: u8 = 1;
+const ACT_VERSIONS: u8 = 2;
+const ACT_DELETE: u8 = 3;
+const ACT_REDACT: u8 = 4;
+const ACT_REACT: u8 = 5;
+const ACT_TYPING: u8 = 6;
+const ACT_RECEIPT: u8 = 7;
+const ACT_UPLOAD: u8 = 8;
+const ACT_HISTORY: u8 = 9;
 
 const MSG_DELIVER: u8 = 1;
 const MSG_REPLY: u8 = 2;
@@ -73,6 +84,12 @@ pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
             for member in members {
                 put_sender(&mut writer, member);
             }
+        }
+        OwnerOp::Act { room, sender, op_id, action } => {
+            writer.u8(OP_ACT).str(room.as_str());
+            put_sender(&mut writer, sender);
+            writer.opt_str(op_id.as_deref());
+            put_action(&mut writer, action);
         }
         OwnerOp::UserGroups { room, sender, added, removed } => {
             writer.u8(OP_USER_GROUPS).str(room.as_str());
@@ -120,6 +137,12 @@ pub fn decode_op(payload: Bytes) -> Result<OwnerOp, DecodeError> {
             let members = (0..count).map(|_| get_sender(&mut reader)).collect::<Result<_, _>>()?;
             OwnerOp::Resubscribe { room, members }
         }
+        OP_ACT => OwnerOp::Act {
+            room,
+            sender: get_sender(&mut reader)?,
+            op_id: reader.opt_string()?,
+            action: get_action(&mut reader)?,
+        },
         OP_USER_GROUPS => OwnerOp::UserGroups {
             room,
             sender: get_sender(&mut reader)?,
@@ -206,6 +229,7 @@ pub fn encode_snapshot(snapshot: &RoomSnapshot) -> PeerFrame {
         writer.str(&message.text);
         put_attachments(&mut writer, &message.attachments);
         writer.opt_str(message.reply_to.as_deref()).opt_str(message.thread_root.as_deref());
+        put_extra(&mut writer, message.extra.as_deref());
     }
     writer.len(snapshot.users.len());
     for (user_id, name, conns) in &snapshot.users {
@@ -239,6 +263,7 @@ pub fn decode_snapshot(payload: Bytes) -> Result<RoomSnapshot, DecodeError> {
             attachments: get_attachments(&mut reader)?,
             reply_to: reader.opt_string()?,
             thread_root: reader.opt_string()?,
+            extra: get_extra(&mut reader)?,
         });
     }
     let count = reader.len()?;
@@ -281,6 +306,85 @@ fn get_sender(reader: &mut Reader) -> Result<Sender, DecodeError> {
         is_moderator: reader.bool()?,
         request_id: reader.u64()?,
     })
+}
+
+fn put_action(writer: &mut Writer, action: &RoomAction) {
+    match action {
+        RoomAction::Edit { id, text } => writer.u8(ACT_EDIT).str(id).str(text),
+        RoomAction::Versions { id } => writer.u8(ACT_VERSIONS).str(id),
+        RoomAction::Delete { id, hard } => writer.u8(ACT_DELETE).str(id).bool(*hard),
+        RoomAction::Redact { id, reason } => writer.u8(ACT_REDACT).str(id).opt_str(reason.as_deref()),
+        RoomAction::React { id, emoji, add } => writer.u8(ACT_REACT).str(id).str(emoji).bool(*add),
+        RoomAction::Typing { typing } => writer.u8(ACT_TYPING).bool(*typing),
+        RoomAction::Receipt { seq, read } => writer.u8(ACT_RECEIPT).u64(*seq).bool(*read),
+        RoomAction::Upload { upload_id, name, size, sent } => {
+            writer.u8(ACT_UPLOAD).str(upload_id).str(name).u64(*size).u64(*sent)
+        }
+        RoomAction::History { before_seq, limit } => writer.u8(ACT_HISTORY).opt_u64(*before_seq).u64(*limit),
+    };
+}
+
+fn get_action(reader: &mut Reader) -> Result<RoomAction, DecodeError> {
+    Ok(match reader.u8()? {
+        ACT_EDIT => RoomAction::Edit { id: reader.string()?, text: reader.string()? },
+        ACT_VERSIONS => RoomAction::Versions { id: reader.string()? },
+        ACT_DELETE => RoomAction::Delete { id: reader.string()?, hard: reader.bool()? },
+        ACT_REDACT => RoomAction::Redact { id: reader.string()?, reason: reader.opt_string()? },
+        ACT_REACT => RoomAction::React { id: reader.string()?, emoji: reader.string()?, add: reader.bool()? },
+        ACT_TYPING => RoomAction::Typing { typing: reader.bool()? },
+        ACT_RECEIPT => RoomAction::Receipt { seq: reader.u64()?, read: reader.bool()? },
+        ACT_UPLOAD => RoomAction::Upload {
+            upload_id: reader.string()?,
+            name: reader.string()?,
+            size: reader.u64()?,
+            sent: reader.u64()?,
+        },
+        ACT_HISTORY => RoomAction::History { before_seq: reader.opt_u64()?, limit: reader.u64()? },
+        _ => return Err(DecodeError),
+    })
+}
+
+fn put_extra(writer: &mut Writer, extra: Option<&MessageExtra>) {
+    let Some(extra) = extra else {
+        writer.u8(0);
+        return;
+    };
+    writer.u8(1).u64(u64::from(extra.version)).opt_str(extra.edited_at.as_deref()).len(extra.versions.len());
+    for (version, text, at) in &extra.versions {
+        writer.u64(u64::from(*version)).str(text).str(at);
+    }
+    writer.bool(extra.deleted).opt_str(extra.redacted.as_deref()).len(extra.reactions.len());
+    for (emoji, users) in &extra.reactions {
+        writer.str(emoji).len(users.len());
+        for user in users {
+            writer.str(user);
+        }
+    }
+}
+
+fn get_extra(reader: &mut Reader) -> Result<Option<Box<MessageExtra>>, DecodeError> {
+    if reader.u8()? == 0 {
+        return Ok(None);
+    }
+    let version = u32::try_from(reader.u64()?).map_err(|_| DecodeError)?;
+    let edited_at = reader.opt_string()?;
+    let count = reader.len()?;
+    let mut versions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let version = u32::try_from(reader.u64()?).map_err(|_| DecodeError)?;
+        versions.push((version, reader.string()?, reader.string()?));
+    }
+    let deleted = reader.bool()?;
+    let redacted = reader.opt_string()?;
+    let count = reader.len()?;
+    let mut reactions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let emoji = reader.string()?;
+        let num_users = reader.len()?;
+        let users = (0..num_users).map(|_| Ok(Arc::from(reader.string()?))).collect::<Result<Vec<_>, DecodeError>>()?;
+        reactions.push((emoji, users));
+    }
+    Ok(Some(Box::new(MessageExtra { version, edited_at, versions, deleted, redacted, reactions })))
 }
 
 fn put_strings(writer: &mut Writer, strings: &[String]) {
@@ -350,7 +454,11 @@ mod tests {
                 },
             },
             OwnerOp::Resubscribe { room: room.clone(), members: vec![sender(), sender()] },
-            OwnerOp::UserGroups { room, sender: sender(), added: vec!["a".into()], removed: vec!["b".into(), "c".into()] },
+            OwnerOp::UserGroups { room: room.clone(), sender: sender(), added: vec!["a".into()], removed: vec!["b".into(), "c".into()] },
+            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: Some("e".into()), action: RoomAction::Edit { id: "m".into(), text: "t".into() } },
+            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::React { id: "m".into(), emoji: "x".into(), add: false } },
+            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::Upload { upload_id: "u".into(), name: "n".into(), size: 9, sent: 3 } },
+            OwnerOp::Act { room, sender: sender(), op_id: None, action: RoomAction::History { before_seq: Some(4), limit: 10 } },
         ];
         for op in ops {
             let frame = encode_op(&op, 1);
@@ -393,6 +501,14 @@ mod tests {
                 attachments: vec![],
                 reply_to: Some("p".into()),
                 thread_root: Some("p".into()),
+                extra: Some(Box::new(MessageExtra {
+                    version: 2,
+                    edited_at: Some("t2".into()),
+                    versions: vec![(1, "old".into(), "t1".into())],
+                    deleted: false,
+                    redacted: Some("spam".into()),
+                    reactions: vec![("👍".into(), vec![Arc::from("bob")])],
+                })),
             }],
             users: vec![(Arc::from("alice"), Arc::from("Alice"), vec![ConnRef { node: NodeId::new("n2"), conn_id: 3 }])],
             sent: vec![(Arc::from("alice"), "c-1".into(), SentAck { id: "m".into(), seq: 9, ts: "x".into() })],

@@ -9,6 +9,8 @@ use std::cell::RefCell;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
+use crate::route::RoomAction;
+
 /// The longest `op_id` a client may send.
 pub const MAX_OP_ID_CHARS: usize = 64;
 /// The most attachments one message may carry.
@@ -102,27 +104,19 @@ pub enum Request {
     RoomLeave { room: String },
     RoomMembers { room: String },
     ChatSend(ChatSend),
+    /// A room-scoped operation other than send (edit, delete, react, typing, history, ...).
+    Room { room: String, action: crate::route::RoomAction },
     PresencePing,
 }
 
 /// Types of PROTOCOL.md that this version does not serve yet: answered `unsupported`, not
 /// `unknown_type`, because they are part of the protocol.
 const NOT_YET_SERVED: &[&str] = &[
-    "room.history",
     "room.request_join",
     "room.approve",
     "room.deny",
     "room.kick",
     "room.ban",
-    "chat.edit",
-    "chat.versions",
-    "chat.delete",
-    "chat.redact",
-    "chat.react",
-    "chat.upload",
-    "chat.typing",
-    "chat.read",
-    "chat.delivered",
     "dm.send",
     "presence.set",
     "presence.subscribe",
@@ -133,6 +127,11 @@ const NOT_YET_SERVED: &[&str] = &[
     "call.ice",
     "call.hangup",
 ];
+
+/// The longest emoji (a grapheme cluster can be long; this bounds it).
+pub const MAX_EMOJI_CHARS: usize = 32;
+/// The most messages one `room.history` returns.
+pub const MAX_HISTORY_LIMIT: u64 = 100;
 
 /// The result of parsing one client frame: the `op_id` (when it could be read) and the
 /// request or the error to answer.
@@ -209,11 +208,64 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
             }))
         }
         "presence.ping" => Ok(Request::PresencePing),
+        "chat.edit" => room_action(data, RoomAction::Edit { id: data.message_id()?, text: data.string("text")? }),
+        "chat.versions" => room_action(data, RoomAction::Versions { id: data.message_id()? }),
+        "chat.delete" => {
+            let hard = match data.optional_string("mode")?.as_deref() {
+                None | Some("soft") => false,
+                Some("hard") => true,
+                Some(_) => return Err(ReplyError::invalid("data.mode must be soft or hard")),
+            };
+            room_action(data, RoomAction::Delete { id: data.message_id()?, hard })
+        }
+        "chat.redact" => room_action(
+            data,
+            RoomAction::Redact { id: data.message_id()?, reason: data.bounded_string("reason", 256)? },
+        ),
+        "chat.react" => {
+            let emoji = data
+                .bounded_string("emoji", MAX_EMOJI_CHARS)?
+                .ok_or_else(|| ReplyError::invalid("data.emoji is required"))?;
+            room_action(data, RoomAction::React { id: data.message_id()?, emoji, add: data.bool("add")? })
+        }
+        "chat.typing" => room_action(data, RoomAction::Typing { typing: data.bool("typing")? }),
+        "chat.read" | "chat.delivered" => {
+            room_action(data, RoomAction::Receipt { seq: data.u64("seq")?, read: kind == "chat.read" })
+        }
+        "chat.upload" => room_action(
+            data,
+            RoomAction::Upload {
+                upload_id: data
+                    .bounded_string("upload_id", 128)?
+                    .ok_or_else(|| ReplyError::invalid("data.upload_id is required"))?,
+                name: data.bounded_string("name", 256)?.ok_or_else(|| ReplyError::invalid("data.name is required"))?,
+                size: data.u64("size")?,
+                sent: data.u64("sent")?,
+            },
+        ),
+        "room.history" => {
+            let limit = match data.get("limit") {
+                None => MAX_HISTORY_LIMIT,
+                Some(limit) => match limit.as_u64() {
+                    Some(limit) if (1..=MAX_HISTORY_LIMIT).contains(&limit) => limit,
+                    _ => return Err(ReplyError::invalid("data.limit must be an integer 1-100")),
+                },
+            };
+            let before_seq = match data.get("before_seq") {
+                None => None,
+                Some(seq) => Some(seq.as_u64().ok_or_else(|| ReplyError::invalid("data.before_seq must be an integer >= 0"))?),
+            };
+            room_action(data, RoomAction::History { before_seq, limit })
+        }
         _ if NOT_YET_SERVED.contains(&kind) => {
             Err(ReplyError::new(ErrorCode::Unsupported, format!("{kind} is not served by this version")))
         }
         _ => Err(ReplyError::new(ErrorCode::UnknownType, "unknown type")),
     }
+}
+
+fn room_action(data: Data<'_, '_>, action: RoomAction) -> Result<Request, ReplyError> {
+    Ok(Request::Room { room: data.room()?, action })
 }
 
 /// Typed access to the `data` object with errors that name the field.
@@ -245,6 +297,24 @@ impl<'v, 'a> Data<'v, 'a> {
             return Err(ReplyError::invalid(format!("data.{field} must be 1-{max_chars} chars")));
         }
         Ok(value)
+    }
+
+    fn bool(&self, field: &'static str) -> Result<bool, ReplyError> {
+        match self.get(field) {
+            None => Err(ReplyError::invalid(format!("data.{field} is required"))),
+            Some(value) => value.as_bool().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be true or false"))),
+        }
+    }
+
+    fn u64(&self, field: &'static str) -> Result<u64, ReplyError> {
+        match self.get(field) {
+            None => Err(ReplyError::invalid(format!("data.{field} is required"))),
+            Some(value) => value.as_u64().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be an integer >= 0"))),
+        }
+    }
+
+    fn message_id(&self) -> Result<String, ReplyError> {
+        self.bounded_string("id", 64)?.ok_or_else(|| ReplyError::invalid("data.id is required"))
     }
 
     fn room(&self) -> Result<String, ReplyError> {
@@ -341,7 +411,11 @@ mod tests {
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":7}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":"a b"}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":"x"}"#), (None, ErrorCode::InvalidMessage));
-        assert_eq!(error_of(r#"{"type":"chat.edit","data":{}}"#), (None, ErrorCode::Unsupported));
+        assert_eq!(error_of(r#"{"type":"dm.send","data":{}}"#), (None, ErrorCode::Unsupported));
+        assert_eq!(error_of(r#"{"type":"chat.edit","data":{"room":"r","id":"x"}}"#).1, ErrorCode::InvalidMessage);
+        assert_eq!(error_of(r#"{"type":"chat.react","data":{"room":"r","id":"x","emoji":"y","add":"yes"}}"#).1, ErrorCode::InvalidMessage);
+        assert_eq!(error_of(r#"{"type":"room.history","data":{"room":"r","limit":101}}"#).1, ErrorCode::InvalidMessage);
+        assert_eq!(error_of(r#"{"type":"chat.delete","data":{"room":"r","id":"x","mode":"maybe"}}"#).1, ErrorCode::InvalidMessage);
     }
 
     #[test]

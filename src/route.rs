@@ -49,6 +49,8 @@ pub enum OwnerOp {
     /// The room changed owner: these connections of the sending edge are in it. The owner
     /// adds them without `member.joined` and answers [`EdgeMsg::Joined`] for each.
     Resubscribe { room: RoomKey, members: Vec<Sender> },
+    /// An operation on a room's messages or activity (edit, delete, react, typing, ...).
+    Act { room: RoomKey, sender: Sender, op_id: Option<String>, action: RoomAction },
     /// A user's groups changed: sent to the owner of the user's personal room (`room`), which
     /// knows every connection of the user and tells each one's edge ([`EdgeMsg::Groups`]).
     UserGroups { room: RoomKey, sender: Sender, added: Vec<String>, removed: Vec<String> },
@@ -62,7 +64,8 @@ impl OwnerOp {
             | OwnerOp::Members { room, .. }
             | OwnerOp::Publish { room, .. }
             | OwnerOp::Resubscribe { room, .. }
-            | OwnerOp::UserGroups { room, .. } => room,
+            | OwnerOp::UserGroups { room, .. }
+            | OwnerOp::Act { room, .. } => room,
         }
     }
 
@@ -73,6 +76,7 @@ impl OwnerOp {
             | OwnerOp::Leave { sender, .. }
             | OwnerOp::Members { sender, .. }
             | OwnerOp::Publish { sender, .. }
+            | OwnerOp::Act { sender, .. }
             | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
@@ -84,6 +88,7 @@ impl OwnerOp {
             | OwnerOp::Leave { sender, .. }
             | OwnerOp::Members { sender, .. }
             | OwnerOp::Publish { sender, .. }
+            | OwnerOp::Act { sender, .. }
             | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
@@ -94,10 +99,34 @@ impl OwnerOp {
             OwnerOp::Join { op_id, .. }
             | OwnerOp::Leave { op_id, .. }
             | OwnerOp::Members { op_id, .. }
-            | OwnerOp::Publish { op_id, .. } => op_id.as_deref(),
+            | OwnerOp::Publish { op_id, .. }
+            | OwnerOp::Act { op_id, .. } => op_id.as_deref(),
             OwnerOp::Resubscribe { .. } | OwnerOp::UserGroups { .. } => None,
         }
     }
+}
+
+/// An operation on a room's messages or activity (PROTOCOL.md §4–§5), applied by the owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAction {
+    /// `chat.edit`: the author replaces the text; the old one is kept as a version.
+    Edit { id: String, text: String },
+    /// `chat.versions`: every version of a message.
+    Versions { id: String },
+    /// `chat.delete`: soft leaves a tombstone, hard removes the message.
+    Delete { id: String, hard: bool },
+    /// `chat.redact`: a moderator removes the text from history and every later read.
+    Redact { id: String, reason: Option<String> },
+    /// `chat.react`: add or remove the user's emoji.
+    React { id: String, emoji: String, add: bool },
+    /// `chat.typing`: a `true` not renewed within the typing timeout is ended by the owner.
+    Typing { typing: bool },
+    /// `chat.read` (`read: true`) / `chat.delivered`.
+    Receipt { seq: u64, read: bool },
+    /// `chat.upload`: progress of a file upload made elsewhere, relayed.
+    Upload { upload_id: String, name: String, size: u64, sent: u64 },
+    /// `room.history`: stored messages before `before_seq`, newest last.
+    History { before_seq: Option<u64>, limit: u64 },
 }
 
 /// What an owner sends to an edge. Frames are rendered by the owner, once.

@@ -48,6 +48,17 @@ pub async fn run(
             }
         });
     }
+    // Typing indicators not renewed in time are ended by their room's owner.
+    let weak = Arc::downgrade(&node);
+    let sweep_every = (node.config.typing_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(sweep_every);
+        loop {
+            interval.tick().await;
+            let Some(node) = weak.upgrade() else { break };
+            node.owner.expire_typing(&*node);
+        }
+    });
     node.set_ready(true);
     tokio::select! {
         _ = shutdown => {}

@@ -29,7 +29,7 @@ use crate::metrics;
 use crate::node::Node;
 use crate::protocol::{self, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
-use crate::route::{ConnRef, OwnerOp, Sender};
+use crate::route::{ConnRef, OwnerOp, RoomAction, Sender};
 use crate::time;
 use crate::writer::WriteQueue;
 use crate::wsframe::{self, ClientFrame, FrameError};
@@ -469,6 +469,10 @@ impl Session {
                 let key = RoomKey::new(&identity.tenant, &message.room);
                 self.node.route(OwnerOp::Publish { room: key, sender, op_id: op_id_owned, message })
             }
+            Request::Room { room, action } => {
+                let key = RoomKey::new(&identity.tenant, &room);
+                self.node.route(OwnerOp::Act { room: key, sender, op_id: op_id_owned, action })
+            }
             Request::PresencePing => {
                 #[derive(Serialize)]
                 struct Pong {
@@ -578,6 +582,18 @@ fn request_type(request: &Request) -> &'static str {
         Request::RoomLeave { .. } => "room.leave",
         Request::RoomMembers { .. } => "room.members",
         Request::ChatSend(_) => "chat.send",
+        Request::Room { action, .. } => match action {
+            RoomAction::Edit { .. } => "chat.edit",
+            RoomAction::Versions { .. } => "chat.versions",
+            RoomAction::Delete { .. } => "chat.delete",
+            RoomAction::Redact { .. } => "chat.redact",
+            RoomAction::React { .. } => "chat.react",
+            RoomAction::Typing { .. } => "chat.typing",
+            RoomAction::Receipt { read: true, .. } => "chat.read",
+            RoomAction::Receipt { read: false, .. } => "chat.delivered",
+            RoomAction::Upload { .. } => "chat.upload",
+            RoomAction::History { .. } => "room.history",
+        },
         Request::PresencePing => "presence.ping",
     }
 }

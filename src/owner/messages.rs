@@ -1,0 +1,396 @@
+//! Owner-side operations on a room's messages and activity (PROTOCOL.md §4–§5): edits and
+//! versions, soft and hard deletes, redaction, reactions, typing with its expiry, receipts,
+//! upload progress and history reads. Every one needs the asking connection to be in the
+//! room; the permission rules (author, moderator) are checked here, at the owner.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{reply_error, EdgeSink, MessageExtra, Owner, Room};
+use crate::frames;
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::room::RoomKey;
+use crate::route::{EdgeMsg, RoomAction, Sender};
+use crate::time;
+
+impl Owner {
+    pub(super) fn act(
+        &self,
+        shard: &mut HashMap<RoomKey, Room>,
+        sink: &dyn EdgeSink,
+        key: &RoomKey,
+        sender: &Sender,
+        op_id: Option<&str>,
+        action: RoomAction,
+    ) {
+        let Some(room) = shard.get_mut(key).filter(|room| room.has_conn(&sender.user_id, &sender.conn)) else {
+            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "not in room"));
+        };
+        let result = match action {
+            RoomAction::Edit { id, text } => edit(room, sink, key, sender, op_id, &id, text),
+            RoomAction::Versions { id } => versions(room, sink, key, sender, op_id, &id),
+            RoomAction::Delete { id, hard } => delete(room, sink, key, sender, op_id, &id, hard),
+            RoomAction::Redact { id, reason } => redact(room, sink, key, sender, op_id, &id, reason),
+            RoomAction::React { id, emoji, add } => react(room, sink, key, sender, op_id, &id, emoji, add),
+            RoomAction::Typing { typing } => {
+                self.typing(room, sink, key, sender, typing);
+                ack(sink, sender, op_id, RoomOnly { room: key.room() });
+                Ok(())
+            }
+            RoomAction::Receipt { seq, read } => {
+                #[derive(Serialize)]
+                struct Receipt<'a> {
+                    room: &'a str,
+                    user_id: &'a str,
+                    seq: u64,
+                    kind: &'static str,
+                }
+                let kind = if read { "read" } else { "delivered" };
+                let ts = time::rfc3339_millis(time::now_millis());
+                let frame = frames::event(
+                    "chat.receipt",
+                    Receipt { room: key.room(), user_id: &sender.user_id, seq, kind },
+                    &ts,
+                );
+                room.fan_out(sink, key, Some(&sender.conn), frame);
+                ack(sink, sender, op_id, RoomOnly { room: key.room() });
+                Ok(())
+            }
+            RoomAction::Upload { upload_id, name, size, sent } => {
+                #[derive(Serialize)]
+                struct Progress<'a> {
+                    room: &'a str,
+                    upload_id: &'a str,
+                    user_id: &'a str,
+                    name: &'a str,
+                    size: u64,
+                    sent: u64,
+                }
+                let ts = time::rfc3339_millis(time::now_millis());
+                let data = Progress { room: key.room(), upload_id: &upload_id, user_id: &sender.user_id, name: &name, size, sent };
+                room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.upload.progress", data, &ts));
+                ack(sink, sender, op_id, RoomOnly { room: key.room() });
+                Ok(())
+            }
+            RoomAction::History { before_seq, limit } => {
+                #[derive(Serialize)]
+                struct History<'a> {
+                    room: &'a str,
+                    messages: Vec<super::ChatMessageData<'a>>,
+                }
+                let before = before_seq.unwrap_or(u64::MAX);
+                let mut messages: Vec<_> = room
+                    .history
+                    .iter()
+                    .rev()
+                    .filter(|message| message.seq < before)
+                    .take(limit as usize)
+                    .map(|message| message.data(key.room(), false))
+                    .collect();
+                messages.reverse();
+                ack(sink, sender, op_id, History { room: key.room(), messages });
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            reply_error(sink, sender, op_id, error);
+        }
+    }
+
+    fn typing(&self, room: &mut Room, sink: &dyn EdgeSink, key: &RoomKey, sender: &Sender, typing: bool) {
+        let position = room.typing.iter().position(|(user_id, _)| *user_id == sender.user_id);
+        let changed = match (typing, position) {
+            (true, Some(index)) => {
+                room.typing[index].1 = Instant::now() + self.typing_timeout;
+                false
+            }
+            (true, None) => {
+                room.typing.push((sender.user_id.clone(), Instant::now() + self.typing_timeout));
+                self.typing_rooms.lock().insert(key.clone());
+                true
+            }
+            (false, Some(index)) => {
+                room.typing.swap_remove(index);
+                true
+            }
+            (false, None) => false,
+        };
+        if changed {
+            room.fan_out(sink, key, Some(&sender.conn), typing_frame(key, &sender.user_id, typing));
+        }
+    }
+
+    /// Ends every `typing:true` not renewed in time (`typing:false` to the room). Called
+    /// periodically; looks only at rooms where someone types.
+    pub fn expire_typing(&self, sink: &dyn EdgeSink) {
+        let rooms: Vec<RoomKey> = self.typing_rooms.lock().iter().cloned().collect();
+        let now = Instant::now();
+        for key in rooms {
+            let mut shard = self.shard(&key).lock();
+            let Some(room) = shard.get_mut(&key) else {
+                self.typing_rooms.lock().remove(&key);
+                continue;
+            };
+            let expired: Vec<Arc<str>> =
+                room.typing.iter().filter(|(_, until)| *until <= now).map(|(user_id, _)| user_id.clone()).collect();
+            room.typing.retain(|(_, until)| *until > now);
+            for user_id in expired {
+                room.fan_out(sink, &key, None, typing_frame(&key, &user_id, false));
+            }
+            if room.typing.is_empty() {
+                self.typing_rooms.lock().remove(&key);
+            }
+        }
+    }
+}
+
+
+#[derive(Serialize)]
+struct RoomOnly<'a> {
+    room: &'a str,
+}
+
+fn typing_frame(key: &RoomKey, user_id: &str, typing: bool) -> bytes::Bytes {
+    #[derive(Serialize)]
+    struct Typing<'a> {
+        room: &'a str,
+        user_id: &'a str,
+        typing: bool,
+    }
+    let ts = time::rfc3339_millis(time::now_millis());
+    frames::event("chat.typing.user", Typing { room: key.room(), user_id, typing }, &ts)
+}
+
+fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
+    if let Some(frame) = frames::ack(op_id, data) {
+        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
+        sink.send_to_edge(&sender.conn.node, msg);
+    }
+}
+
+fn not_found() -> ReplyError {
+    ReplyError::new(ErrorCode::NotFound, "unknown message id")
+}
+
+/// The message `id` of the room's history, for change: `not_found` when unknown (or aged
+/// out of the bounded history).
+fn message_mut<'r>(room: &'r mut Room, id: &str) -> Result<&'r mut super::StoredMessage, ReplyError> {
+    let message = room.history.iter_mut().find(|message| message.id == id).ok_or_else(not_found)?;
+    Ok(Arc::make_mut(message))
+}
+
+fn edit(
+    room: &mut Room,
+    sink: &dyn EdgeSink,
+    key: &RoomKey,
+    sender: &Sender,
+    op_id: Option<&str>,
+    id: &str,
+    text: String,
+) -> Result<(), ReplyError> {
+    let message = message_mut(room, id)?;
+    if message.user_id != sender.user_id {
+        return Err(ReplyError::new(ErrorCode::Forbidden, "only the author edits a message"));
+    }
+    let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
+    if extra.deleted || extra.redacted.is_some() {
+        return Err(ReplyError::new(ErrorCode::Conflict, "message was deleted or redacted"));
+    }
+    let edited_at = time::rfc3339_millis(time::now_millis());
+    let previous_at = extra.edited_at.clone().unwrap_or_else(|| message.ts.clone());
+    extra.versions.push((extra.version, std::mem::replace(&mut message.text, text), previous_at));
+    extra.version += 1;
+    extra.edited_at = Some(edited_at.clone());
+    #[derive(Serialize)]
+    struct Edited<'a> {
+        room: &'a str,
+        id: &'a str,
+        text: &'a str,
+        version: u32,
+        edited_at: &'a str,
+        by: &'a str,
+    }
+    let version = extra.version;
+    let data = Edited { room: key.room(), id, text: &message.text, version, edited_at: &edited_at, by: &sender.user_id };
+    let frame = frames::event("chat.edited", data, &edited_at);
+    room.fan_out(sink, key, Some(&sender.conn), frame);
+    #[derive(Serialize)]
+    struct EditAck<'a> {
+        room: &'a str,
+        id: &'a str,
+        version: u32,
+        edited_at: &'a str,
+    }
+    ack(sink, sender, op_id, EditAck { room: key.room(), id, version, edited_at: &edited_at });
+    Ok(())
+}
+
+fn versions(
+    room: &mut Room,
+    sink: &dyn EdgeSink,
+    key: &RoomKey,
+    sender: &Sender,
+    op_id: Option<&str>,
+    id: &str,
+) -> Result<(), ReplyError> {
+    let message = room.history.iter().find(|message| message.id == id).ok_or_else(not_found)?;
+    #[derive(Serialize)]
+    struct Version<'a> {
+        version: u32,
+        text: &'a str,
+        edited_at: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Versions<'a> {
+        room: &'a str,
+        id: &'a str,
+        versions: Vec<Version<'a>>,
+    }
+    let mut list: Vec<Version<'_>> = Vec::new();
+    match message.extra.as_deref() {
+        None => list.push(Version { version: 1, text: &message.text, edited_at: &message.ts }),
+        Some(extra) => {
+            list.extend(extra.versions.iter().map(|(version, text, at)| Version { version: *version, text, edited_at: at }));
+            let current_at = extra.edited_at.as_deref().unwrap_or(&message.ts);
+            list.push(Version { version: extra.version, text: &message.text, edited_at: current_at });
+        }
+    }
+    ack(sink, sender, op_id, Versions { room: key.room(), id, versions: list });
+    Ok(())
+}
+
+fn delete(
+    room: &mut Room,
+    sink: &dyn EdgeSink,
+    key: &RoomKey,
+    sender: &Sender,
+    op_id: Option<&str>,
+    id: &str,
+    hard: bool,
+) -> Result<(), ReplyError> {
+    let index = room.history.iter().position(|message| message.id == id).ok_or_else(not_found)?;
+    if room.history[index].user_id != sender.user_id && !sender.is_moderator {
+        return Err(ReplyError::new(ErrorCode::Forbidden, "only the author or a moderator deletes a message"));
+    }
+    if hard {
+        room.history.remove(index);
+    } else {
+        let message = Arc::make_mut(&mut room.history[index]);
+        message.text.clear();
+        message.attachments.clear();
+        let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
+        extra.deleted = true;
+        for (_, text, _) in &mut extra.versions {
+            text.clear();
+        }
+    }
+    #[derive(Serialize)]
+    struct Deleted<'a> {
+        room: &'a str,
+        id: &'a str,
+        mode: &'static str,
+        by: &'a str,
+    }
+    let mode = if hard { "hard" } else { "soft" };
+    let data = Deleted { room: key.room(), id, mode, by: &sender.user_id };
+    let ts = time::rfc3339_millis(time::now_millis());
+    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.deleted", data, &ts));
+    ack(sink, sender, op_id, Deleted { room: key.room(), id, mode, by: &sender.user_id });
+    Ok(())
+}
+
+fn redact(
+    room: &mut Room,
+    sink: &dyn EdgeSink,
+    key: &RoomKey,
+    sender: &Sender,
+    op_id: Option<&str>,
+    id: &str,
+    reason: Option<String>,
+) -> Result<(), ReplyError> {
+    if !sender.is_moderator {
+        return Err(ReplyError::new(ErrorCode::Forbidden, "only a moderator or an admin redacts"));
+    }
+    let message = message_mut(room, id)?;
+    message.text.clear();
+    message.attachments.clear();
+    let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
+    extra.redacted = Some(reason.clone().unwrap_or_default());
+    for (_, text, _) in &mut extra.versions {
+        text.clear();
+    }
+    #[derive(Serialize)]
+    struct Redacted<'a> {
+        room: &'a str,
+        id: &'a str,
+        reason: Option<&'a str>,
+        by: &'a str,
+    }
+    let data = Redacted { room: key.room(), id, reason: reason.as_deref(), by: &sender.user_id };
+    let ts = time::rfc3339_millis(time::now_millis());
+    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.redacted", data, &ts));
+    ack(sink, sender, op_id, Redacted { room: key.room(), id, reason: reason.as_deref(), by: &sender.user_id });
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn react(
+    room: &mut Room,
+    sink: &dyn EdgeSink,
+    key: &RoomKey,
+    sender: &Sender,
+    op_id: Option<&str>,
+    id: &str,
+    emoji: String,
+    add: bool,
+) -> Result<(), ReplyError> {
+    let message = message_mut(room, id)?;
+    let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
+    if extra.deleted || extra.redacted.is_some() {
+        return Err(ReplyError::new(ErrorCode::Conflict, "message was deleted or redacted"));
+    }
+    let position = extra.reactions.iter().position(|(known, _)| *known == emoji);
+    let count = match (add, position) {
+        (true, Some(index)) => {
+            let users = &mut extra.reactions[index].1;
+            if !users.contains(&sender.user_id) {
+                users.push(sender.user_id.clone());
+            }
+            users.len()
+        }
+        (true, None) => {
+            if extra.reactions.len() >= 64 {
+                return Err(ReplyError::new(ErrorCode::Conflict, "too many different reactions on this message"));
+            }
+            extra.reactions.push((emoji.clone(), vec![sender.user_id.clone()]));
+            1
+        }
+        (false, Some(index)) => {
+            let users = &mut extra.reactions[index].1;
+            users.retain(|user| *user != sender.user_id);
+            let count = users.len();
+            if count == 0 {
+                extra.reactions.remove(index);
+            }
+            count
+        }
+        (false, None) => 0,
+    };
+    #[derive(Serialize)]
+    struct Reaction<'a> {
+        room: &'a str,
+        id: &'a str,
+        emoji: &'a str,
+        user_id: &'a str,
+        add: bool,
+        count: usize,
+    }
+    let data = Reaction { room: key.room(), id, emoji: &emoji, user_id: &sender.user_id, add, count };
+    let ts = time::rfc3339_millis(time::now_millis());
+    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.reaction", data, &ts));
+    ack(sink, sender, op_id, Reaction { room: key.room(), id, emoji: &emoji, user_id: &sender.user_id, add, count });
+    Ok(())
+}

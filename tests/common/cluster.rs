@@ -1,0 +1,128 @@
+//! A multi-process cluster for tests: `ringcast` nodes on loopback with gossip and links.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringcast_cluster::{NodeId, Ring};
+use serde_json::Value;
+
+use super::*;
+
+pub const CLUSTER_SECRET: &str = "cluster-secret-for-tests";
+
+/// A free port for both TCP (links) and UDP (gossip).
+pub fn free_cluster_addr() -> SocketAddr {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+}
+
+pub struct TestCluster {
+    pub ids: Vec<String>,
+    pub cluster_addrs: Vec<SocketAddr>,
+    pub nodes: Vec<Option<Server>>,
+    pub extra: Vec<String>,
+}
+
+impl TestCluster {
+    pub fn args(&self, index: usize, secret: &str) -> Vec<String> {
+        let seeds: Vec<String> = self.cluster_addrs.iter().map(|addr| addr.to_string()).collect();
+        vec![
+            "--node-id".into(),
+            self.ids[index].clone(),
+            "--cluster-listen".into(),
+            self.cluster_addrs[index].to_string(),
+            "--cluster-secret".into(),
+            secret.into(),
+            "--seeds".into(),
+            seeds.join(","),
+            "--drain-timeout-secs".into(),
+            "10".into(),
+        ]
+        .into_iter()
+        .chain(self.extra.iter().cloned())
+        .collect()
+    }
+
+    /// Starts `ids.len()` nodes at once, each seeded with all the others.
+    pub async fn start(ids: &[&str]) -> TestCluster {
+        TestCluster::start_with(ids, &[]).await
+    }
+
+    /// Like [`TestCluster::start`], every node with `extra` flags.
+    pub async fn start_with(ids: &[&str], extra: &[&str]) -> TestCluster {
+        let mut cluster = TestCluster {
+            ids: ids.iter().map(|id| id.to_string()).collect(),
+            cluster_addrs: ids.iter().map(|_| free_cluster_addr()).collect(),
+            nodes: Vec::new(),
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
+        };
+        let handles: Vec<_> = (0..ids.len())
+            .map(|index| {
+                let args = cluster.args(index, CLUSTER_SECRET);
+                std::thread::spawn(move || Server::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+            })
+            .collect();
+        cluster.nodes = handles.into_iter().map(|handle| Some(handle.join().expect("node started"))).collect();
+        cluster.wait_settled(ids.len()).await;
+        cluster
+    }
+
+    pub fn node(&self, index: usize) -> &Server {
+        self.nodes[index].as_ref().expect("node is running")
+    }
+
+    /// Restarts node `index` (same id and ports, a new generation).
+    pub async fn restart(&mut self, index: usize) {
+        let args = self.args(index, CLUSTER_SECRET);
+        let server = tokio::task::spawn_blocking(move || {
+            Server::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .await
+        .unwrap();
+        self.nodes[index] = Some(server);
+    }
+
+    /// Waits until every running node is ready with a ring of `expected` members.
+    pub async fn wait_settled(&self, expected: usize) {
+        for server in self.nodes.iter().flatten() {
+            let settled = eventually(Duration::from_secs(15), || async {
+                let view = cluster_view(server).await;
+                server.get("/ready").await.status == 200 && view["ring"].as_array().map(Vec::len) == Some(expected)
+            })
+            .await;
+            assert!(settled, "node {} did not settle on a ring of {expected}: {}", server.addr, cluster_view(server).await);
+        }
+    }
+
+    /// The index of the node that owns `room` (default tenant) on the full ring.
+    pub fn owner_of(&self, room: &str) -> usize {
+        let ring = Ring::new(self.ids.iter().map(NodeId::new));
+        let owner = ring.owner(&format!("default/{room}")).unwrap().as_str().to_string();
+        self.ids.iter().position(|id| *id == owner).unwrap()
+    }
+
+    /// A room name whose owner is node `index`.
+    pub fn room_owned_by(&self, index: usize, prefix: &str) -> String {
+        (0..).map(|k| format!("{prefix}-{k}")).find(|room| self.owner_of(room) == index).unwrap()
+    }
+}
+
+pub fn admin_token() -> String {
+    Token::new("root").roles(&["admin"]).sign()
+}
+
+pub async fn cluster_view(server: &Server) -> Value {
+    let request = format!(
+        "GET /v1/cluster HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        admin_token()
+    );
+    let response = http_raw(server.addr, &request).await;
+    assert_eq!(response.status, 200, "GET /v1/cluster: {}", response.body);
+    response.json()
+}
+
