@@ -133,6 +133,9 @@ pub struct ServeArgs {
     /// seconds a graceful shutdown may take [default: 30]
     #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<f64>,
+    /// offline direct messages are kept this long [default: 86400]
+    #[arg(long, env = "RINGCAST_INBOX_TTL_SECS")]
+    pub inbox_ttl_secs: Option<f64>,
     /// a typing:true not renewed within this many milliseconds is ended [default: 6000]
     #[arg(long, env = "RINGCAST_TYPING_TIMEOUT_MS")]
     pub typing_timeout_ms: Option<u64>,
@@ -173,6 +176,8 @@ pub struct Config {
     pub worker_threads: Option<usize>,
     /// How long a `typing:true` lasts without renewal.
     pub typing_timeout: Duration,
+    /// How long an offline direct message is kept.
+    pub inbox_ttl: Duration,
 }
 
 /// How a node joins a cluster.
@@ -384,6 +389,7 @@ impl ServeArgs {
             cluster,
             admin_key: this.admin_key.filter(|key| !key.is_empty()),
             typing_timeout: Duration::from_millis(positive("--typing-timeout-ms", this.typing_timeout_ms, 6000)?),
+            inbox_ttl: seconds("--inbox-ttl-secs", this.inbox_ttl_secs, Duration::from_secs(86_400))?,
             worker_threads: match this.worker_threads {
                 None => None,
                 Some(threads) if (1..=1024).contains(&threads) => Some(threads),
@@ -413,6 +419,7 @@ impl Config {
             admin_key: None,
             worker_threads: None,
             typing_timeout: Duration::from_secs(6),
+            inbox_ttl: Duration::from_secs(86_400),
         }
     }
 }

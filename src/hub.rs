@@ -142,6 +142,10 @@ impl Hub {
                     conn.outbox.signal();
                 }
             }
+            EdgeMsg::Route(_) => {
+                // Routed by the node before it reaches the hub.
+                tracing::warn!("route request reached the hub, dropped");
+            }
             EdgeMsg::Left { room, conn_id, frames, .. } => {
                 let Some(conn) = self.get(conn_id) else {
                     return;

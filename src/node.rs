@@ -65,6 +65,10 @@ pub struct Node {
     /// Tracks every connection task so shutdown can wait for them.
     pub tasks: TaskTracker,
     pub metrics: Option<PrometheusHandle>,
+    /// Ops an owner asked this edge to route (see [`EdgeMsg::Route`]): routed by a task,
+    /// never from inside the owner call that produced them.
+    deferred_tx: tokio::sync::mpsc::UnboundedSender<OwnerOp>,
+    deferred_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<OwnerOp>>>,
     next_conn_id: AtomicU64,
     ready: AtomicBool,
 }
@@ -73,9 +77,18 @@ impl Node {
     pub fn new(config: Config, metrics: Option<PrometheusHandle>) -> Result<Self, ConfigError> {
         let id = NodeId::new(&config.node_id);
         let generation = time::now_millis();
+        let (deferred_tx, deferred_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Node {
+            deferred_tx,
+            deferred_rx: parking_lot::Mutex::new(Some(deferred_rx)),
             auth: Authenticator::new(&config.key)?,
-            owner: Owner::new(IdGen::new(id.as_str(), generation), config.history_size, config.typing_timeout),
+            owner: Owner::with_inbox(
+                IdGen::new(id.as_str(), generation),
+                config.history_size,
+                config.typing_timeout,
+                config.inbox_size,
+                config.inbox_ttl,
+            ),
             hub: Hub::new(config.limits.error_limit, config.limits.error_window),
             routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
             cluster: OnceLock::new(),
@@ -261,8 +274,28 @@ impl Node {
         }
     }
 
+    /// Routes the ops owners asked this edge to route, until the node goes away.
+    pub async fn run_deferred(self: Arc<Self>) {
+        let Some(mut deferred_rx) = self.deferred_rx.lock().take() else { return };
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        while let Some(op) = deferred_rx.recv().await {
+            let Some(node) = weak.upgrade() else { return };
+            if let Err(err) = node.route(op) {
+                tracing::debug!(error = %err.message, "deferred op not routed");
+            }
+        }
+    }
+
     /// A message for this edge: settle its request, then hand it to the hub.
     fn on_edge_msg(&self, msg: EdgeMsg) {
+        if let EdgeMsg::Route(op) = msg {
+            // From a peer: no owner lock is held here.
+            if let Err(err) = self.route(*op) {
+                tracing::debug!(error = %err.message, "owner follow-up not routed");
+            }
+            return;
+        }
         let request_id = msg.request_id();
         if request_id != 0 {
             if let Some(pending) = self.pending.lock().remove(&request_id) {
@@ -305,7 +338,13 @@ fn owns(ring: &Ring, self_id: &NodeId, key: &RoomKey) -> bool {
 impl EdgeSink for Node {
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
         if node == &self.id {
-            return self.hub.handle(msg);
+            return match msg {
+                // Called from inside an owner: route later, from the deferred task.
+                EdgeMsg::Route(op) => {
+                    let _ = self.deferred_tx.send(*op);
+                }
+                msg => self.hub.handle(msg),
+            };
         }
         let Some(cluster) = self.cluster.get() else {
             return tracing::warn!(node = %node, "no link to edge node, message dropped");
@@ -333,6 +372,7 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
                 crate::rebalance::resync(&node, from);
                 Ok(())
             }
+            peer::KIND_INBOX => peer::decode_inbox(frame.payload).map(|inbox| node.owner.install_inbox(inbox)),
             peer::KIND_HANDOFF => peer::decode_snapshot(frame.payload).map(|snapshot| {
                 tracing::debug!(room = %snapshot.key, from = %from, seq = snapshot.seq, "room handed over");
                 node.owner.install(snapshot)

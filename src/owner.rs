@@ -41,7 +41,31 @@ pub struct Owner {
     typing_timeout: std::time::Duration,
     /// Rooms with someone typing: the only ones the typing sweep looks at.
     typing_rooms: Mutex<std::collections::HashSet<RoomKey>>,
+    /// Offline DM inboxes and DM idempotency keys, by personal-room key, sharded like the
+    /// rooms (lock order: room shard, then inbox shard).
+    inboxes: Box<[Mutex<HashMap<RoomKey, UserBox>>]>,
+    inbox_size: usize,
+    inbox_ttl: std::time::Duration,
 }
+
+/// What the owner of a user's personal room keeps for it while it may be offline.
+#[derive(Default)]
+pub struct UserBox {
+    /// DMs waiting for the user's next connection: (expiry in ms since the epoch, frame).
+    pub messages: VecDeque<(u64, Bytes)>,
+    /// DMs sent to this user with a `client_id`, by (sender, client_id).
+    sent: SentIds,
+}
+
+/// A user's inbox handed to the new owner of its personal room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxSnapshot {
+    pub key: RoomKey,
+    pub messages: Vec<(u64, Bytes)>,
+    pub sent: Vec<(Arc<str>, String, SentAck)>,
+}
+
+mod direct;
 
 mod messages;
 
@@ -206,7 +230,20 @@ impl StoredMessage {
 
 impl Owner {
     pub fn new(ids: IdGen, history_size: usize, typing_timeout: std::time::Duration) -> Self {
+        Self::with_inbox(ids, history_size, typing_timeout, 1000, std::time::Duration::from_secs(86_400))
+    }
+
+    pub fn with_inbox(
+        ids: IdGen,
+        history_size: usize,
+        typing_timeout: std::time::Duration,
+        inbox_size: usize,
+        inbox_ttl: std::time::Duration,
+    ) -> Self {
         Owner {
+            inboxes: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            inbox_size,
+            inbox_ttl,
             shards: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             ids,
@@ -216,10 +253,23 @@ impl Owner {
         }
     }
 
-    fn shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, Room>> {
+    fn shard_index(&self, room: &RoomKey) -> usize {
         let mut hasher = self.hasher.build_hasher();
         room.hash(&mut hasher);
-        &self.shards[hasher.finish() as usize % NUM_SHARDS]
+        hasher.finish() as usize % NUM_SHARDS
+    }
+
+    fn shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, Room>> {
+        &self.shards[self.shard_index(room)]
+    }
+
+    fn inbox_shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, UserBox>> {
+        &self.inboxes[self.shard_index(room)]
+    }
+
+    /// A fresh message id (DMs are given theirs by the sender's edge).
+    pub fn message_id(&self, now_millis: u64) -> String {
+        self.ids.message_id(now_millis)
     }
 
     /// The number of rooms this node owns.
@@ -258,6 +308,9 @@ impl Owner {
             }
             OwnerOp::Act { room, sender, op_id, action } => {
                 self.act(&mut shard, sink, &room, &sender, op_id.as_deref(), action)
+            }
+            OwnerOp::ToUser { room, sender, op_id, delivery } => {
+                self.to_user(&mut shard, sink, &room, &sender, op_id.as_deref(), delivery)
             }
         }
         Ok(())
@@ -375,7 +428,7 @@ impl Owner {
     ) {
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
         let added = room.add_conn(&sender.user_id, &sender.name, &sender.conn);
-        let mut frames = Vec::new();
+        let mut frames = if key.room().starts_with("user:") { self.take_inbox(&key) } else { Vec::new() };
         let recovered = since.map(|since| {
             let replay = room.replay_after(&since);
             if let Some(messages) = &replay {

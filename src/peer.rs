@@ -9,10 +9,10 @@ use ringcast_cluster::wire::FIRST_USER_KIND;
 use ringcast_cluster::{NodeId, PeerFrame};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::owner::{MessageExtra, RoomSnapshot, SentAck, StoredMessage};
+use crate::owner::{InboxSnapshot, MessageExtra, RoomSnapshot, SentAck, StoredMessage};
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, EdgeMsg, OwnerOp, RoomAction, Sender};
+use crate::route::{ConnRef, EdgeMsg, OwnerOp, RoomAction, Sender, UserDelivery};
 
 /// An [`OwnerOp`]; the frame's flags carry the hop count.
 pub const KIND_OWNER_OP: u8 = FIRST_USER_KIND;
@@ -24,6 +24,8 @@ pub const KIND_HANDOFF: u8 = FIRST_USER_KIND + 2;
 /// to a member that appears, so connections an owner dropped while it thought their edge
 /// dead are restored when the edge turns out to be alive.
 pub const KIND_RESYNC: u8 = FIRST_USER_KIND + 3;
+/// An [`InboxSnapshot`]: a user's offline DMs, handed to the new owner of its personal room.
+pub const KIND_INBOX: u8 = FIRST_USER_KIND + 4;
 
 const OP_JOIN: u8 = 1;
 const OP_LEAVE: u8 = 2;
@@ -32,6 +34,11 @@ const OP_PUBLISH: u8 = 4;
 const OP_RESUBSCRIBE: u8 = 5;
 const OP_USER_GROUPS: u8 = 6;
 const OP_ACT: u8 = 7;
+const OP_TO_USER: u8 = 8;
+
+const DELIVERY_DM: u8 = 1;
+const DELIVERY_CALL: u8 = 2;
+const DELIVERY_COPY: u8 = 3;
 
 const ACT_EDIT: u8 = 1;
 const ACT_VERSIONS: u8 = 2;
@@ -48,6 +55,7 @@ const MSG_REPLY: u8 = 2;
 const MSG_JOINED: u8 = 3;
 const MSG_LEFT: u8 = 4;
 const MSG_GROUPS: u8 = 5;
+const MSG_ROUTE: u8 = 6;
 
 pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
     let mut writer = Writer::new();
@@ -90,6 +98,22 @@ pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
             put_sender(&mut writer, sender);
             writer.opt_str(op_id.as_deref());
             put_action(&mut writer, action);
+        }
+        OwnerOp::ToUser { room, sender, op_id, delivery } => {
+            writer.u8(OP_TO_USER).str(room.as_str());
+            put_sender(&mut writer, sender);
+            writer.opt_str(op_id.as_deref());
+            match delivery {
+                UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
+                    writer.u8(DELIVERY_DM).str(id).str(ts).bytes(frame).bytes(offline_frame).opt_str(client_id.as_deref());
+                }
+                UserDelivery::Call { call_id, frame } => {
+                    writer.u8(DELIVERY_CALL).str(call_id).bytes(frame);
+                }
+                UserDelivery::Copy { frame, exclude } => {
+                    writer.u8(DELIVERY_COPY).bytes(frame).str(exclude.node.as_str()).u64(exclude.conn_id);
+                }
+            }
         }
         OwnerOp::UserGroups { room, sender, added, removed } => {
             writer.u8(OP_USER_GROUPS).str(room.as_str());
@@ -143,6 +167,26 @@ pub fn decode_op(payload: Bytes) -> Result<OwnerOp, DecodeError> {
             op_id: reader.opt_string()?,
             action: get_action(&mut reader)?,
         },
+        OP_TO_USER => {
+            let sender = get_sender(&mut reader)?;
+            let op_id = reader.opt_string()?;
+            let delivery = match reader.u8()? {
+                DELIVERY_DM => UserDelivery::Dm {
+                    id: reader.string()?,
+                    ts: reader.string()?,
+                    frame: reader.bytes()?,
+                    offline_frame: reader.bytes()?,
+                    client_id: reader.opt_string()?,
+                },
+                DELIVERY_CALL => UserDelivery::Call { call_id: reader.string()?, frame: reader.bytes()? },
+                DELIVERY_COPY => UserDelivery::Copy {
+                    frame: reader.bytes()?,
+                    exclude: ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? },
+                },
+                _ => return Err(DecodeError),
+            };
+            OwnerOp::ToUser { room, sender, op_id, delivery }
+        }
         OP_USER_GROUPS => OwnerOp::UserGroups {
             room,
             sender: get_sender(&mut reader)?,
@@ -183,6 +227,11 @@ pub fn encode_msg(msg: &EdgeMsg) -> PeerFrame {
             put_strings(&mut writer, added);
             put_strings(&mut writer, removed);
         }
+        EdgeMsg::Route(op) => {
+            // The op's own encoding is the tail.
+            writer.u8(MSG_ROUTE);
+            return PeerFrame::with_tail(KIND_EDGE_MSG, writer.finish(), encode_op(op, 0).payload);
+        }
     }
     PeerFrame::new(KIND_EDGE_MSG, writer.finish())
 }
@@ -213,6 +262,7 @@ pub fn decode_msg(payload: Bytes) -> Result<EdgeMsg, DecodeError> {
                 EdgeMsg::Left { room, conn_id, request_id, frames }
             }
         }
+        MSG_ROUTE => EdgeMsg::Route(Box::new(decode_op(reader.rest())?)),
         MSG_GROUPS => {
             EdgeMsg::Groups { conn_id: reader.u64()?, added: get_strings(&mut reader)?, removed: get_strings(&mut reader)? }
         }
@@ -306,6 +356,37 @@ fn get_sender(reader: &mut Reader) -> Result<Sender, DecodeError> {
         is_moderator: reader.bool()?,
         request_id: reader.u64()?,
     })
+}
+
+pub fn encode_inbox(inbox: &InboxSnapshot) -> PeerFrame {
+    let mut writer = Writer::new();
+    writer.str(inbox.key.as_str()).len(inbox.messages.len());
+    for (expires, frame) in &inbox.messages {
+        writer.u64(*expires).bytes(frame);
+    }
+    writer.len(inbox.sent.len());
+    for (user_id, client_id, ack) in &inbox.sent {
+        writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
+    }
+    PeerFrame::new(KIND_INBOX, writer.finish())
+}
+
+pub fn decode_inbox(payload: Bytes) -> Result<InboxSnapshot, DecodeError> {
+    let mut reader = Reader::new(payload);
+    let key = room_key(&mut reader)?;
+    let count = reader.len()?;
+    let mut messages = Vec::with_capacity(count);
+    for _ in 0..count {
+        messages.push((reader.u64()?, reader.bytes()?));
+    }
+    let count = reader.len()?;
+    let mut sent = Vec::with_capacity(count);
+    for _ in 0..count {
+        let user_id: Arc<str> = Arc::from(reader.string()?);
+        let client_id = reader.string()?;
+        sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
+    }
+    Ok(InboxSnapshot { key, messages, sent })
 }
 
 fn put_action(writer: &mut Writer, action: &RoomAction) {
@@ -458,7 +539,15 @@ mod tests {
             OwnerOp::Act { room: room.clone(), sender: sender(), op_id: Some("e".into()), action: RoomAction::Edit { id: "m".into(), text: "t".into() } },
             OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::React { id: "m".into(), emoji: "x".into(), add: false } },
             OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::Upload { upload_id: "u".into(), name: "n".into(), size: 9, sent: 3 } },
-            OwnerOp::Act { room, sender: sender(), op_id: None, action: RoomAction::History { before_seq: Some(4), limit: 10 } },
+            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::History { before_seq: Some(4), limit: 10 } },
+            OwnerOp::ToUser {
+                room: room.clone(),
+                sender: sender(),
+                op_id: Some("d".into()),
+                delivery: UserDelivery::Dm { id: "i".into(), ts: "t".into(), frame: Bytes::from_static(b"f"), offline_frame: Bytes::from_static(b"o"), client_id: Some("c".into()) },
+            },
+            OwnerOp::ToUser { room: room.clone(), sender: sender(), op_id: None, delivery: UserDelivery::Call { call_id: "c".into(), frame: Bytes::from_static(b"f") } },
+            OwnerOp::ToUser { room, sender: sender(), op_id: None, delivery: UserDelivery::Copy { frame: Bytes::from_static(b"f"), exclude: ConnRef { node: NodeId::new("n"), conn_id: 2 } } },
         ];
         for op in ops {
             let frame = encode_op(&op, 1);
@@ -477,6 +566,7 @@ mod tests {
             EdgeMsg::Joined { room: room.clone(), conn_id: 1, request_id: 2, frames: vec![frame.clone(), frame.clone()] },
             EdgeMsg::Left { room, conn_id: 1, request_id: 0, frames: vec![] },
             EdgeMsg::Groups { conn_id: 4, added: vec![], removed: vec!["x".into()] },
+            EdgeMsg::Route(Box::new(OwnerOp::Members { room: RoomKey::new("t", "r"), sender: sender(), op_id: None })),
         ];
         for msg in msgs {
             let encoded = encode_msg(&msg);
@@ -514,6 +604,16 @@ mod tests {
             sent: vec![(Arc::from("alice"), "c-1".into(), SentAck { id: "m".into(), seq: 9, ts: "x".into() })],
         };
         assert_eq!(decode_snapshot(encode_snapshot(&snapshot).payload).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn test_inbox_round_trip() {
+        let inbox = InboxSnapshot {
+            key: RoomKey::user("t", "bob"),
+            messages: vec![(5, Bytes::from_static(b"dm"))],
+            sent: vec![(Arc::from("alice"), "c1".into(), SentAck { id: "i".into(), seq: 0, ts: "t".into() })],
+        };
+        assert_eq!(decode_inbox(encode_inbox(&inbox).payload).unwrap(), inbox);
     }
 
     #[test]

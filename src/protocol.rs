@@ -106,7 +106,32 @@ pub enum Request {
     ChatSend(ChatSend),
     /// A room-scoped operation other than send (edit, delete, react, typing, history, ...).
     Room { room: String, action: crate::route::RoomAction },
+    /// `dm.send`.
+    Dm { to: String, text: String, attachments: Vec<Attachment>, client_id: Option<String> },
+    /// `call.offer` / `call.answer` / `call.ice` / `call.hangup`: relayed to `to`.
+    Call { to: String, signal: CallSignal },
     PresencePing,
+}
+
+/// A WebRTC signaling step, relayed to every connection of the callee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallSignal {
+    Offer { call_id: String, sdp: String, kind: String },
+    Answer { call_id: String, sdp: String },
+    /// `candidate` is the raw JSON of the client's candidate (a string or an object).
+    Ice { call_id: String, candidate: String },
+    Hangup { call_id: String },
+}
+
+impl CallSignal {
+    pub fn call_id(&self) -> &str {
+        match self {
+            CallSignal::Offer { call_id, .. }
+            | CallSignal::Answer { call_id, .. }
+            | CallSignal::Ice { call_id, .. }
+            | CallSignal::Hangup { call_id } => call_id,
+        }
+    }
 }
 
 /// Types of PROTOCOL.md that this version does not serve yet: answered `unsupported`, not
@@ -117,15 +142,10 @@ const NOT_YET_SERVED: &[&str] = &[
     "room.deny",
     "room.kick",
     "room.ban",
-    "dm.send",
     "presence.set",
     "presence.subscribe",
     "presence.unsubscribe",
     "presence.query",
-    "call.offer",
-    "call.answer",
-    "call.ice",
-    "call.hangup",
 ];
 
 /// The longest emoji (a grapheme cluster can be long; this bounds it).
@@ -243,6 +263,43 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
                 sent: data.u64("sent")?,
             },
         ),
+        "dm.send" => {
+            let attachments = data.attachments()?;
+            let text = match data.optional_string("text")? {
+                Some(text) => text,
+                None if !attachments.is_empty() => String::new(),
+                None => return Err(ReplyError::invalid("data.text is required")),
+            };
+            Ok(Request::Dm {
+                to: data.user_id("to")?,
+                text,
+                attachments,
+                client_id: data.bounded_string("client_id", MAX_CLIENT_ID_CHARS)?,
+            })
+        }
+        "call.offer" | "call.answer" | "call.ice" | "call.hangup" => {
+            let call_id =
+                data.bounded_string("call_id", 128)?.ok_or_else(|| ReplyError::invalid("data.call_id is required"))?;
+            let signal = match kind {
+                "call.offer" => {
+                    let kind = data.optional_string("kind")?.unwrap_or_else(|| "audio".to_string());
+                    if !matches!(kind.as_str(), "audio" | "video" | "screen") {
+                        return Err(ReplyError::invalid("data.kind must be audio, video or screen"));
+                    }
+                    CallSignal::Offer { call_id, sdp: data.string("sdp")?, kind }
+                }
+                "call.answer" => CallSignal::Answer { call_id, sdp: data.string("sdp")? },
+                "call.ice" => {
+                    let candidate = data.get("candidate").ok_or_else(|| ReplyError::invalid("data.candidate is required"))?;
+                    if !(candidate.is_str() || candidate.is_object()) {
+                        return Err(ReplyError::invalid("data.candidate must be a string or an object"));
+                    }
+                    CallSignal::Ice { call_id, candidate: candidate.encode() }
+                }
+                _ => CallSignal::Hangup { call_id },
+            };
+            Ok(Request::Call { to: data.user_id("to")?, signal })
+        }
         "room.history" => {
             let limit = match data.get("limit") {
                 None => MAX_HISTORY_LIMIT,
@@ -311,6 +368,14 @@ impl<'v, 'a> Data<'v, 'a> {
             None => Err(ReplyError::invalid(format!("data.{field} is required"))),
             Some(value) => value.as_u64().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be an integer >= 0"))),
         }
+    }
+
+    fn user_id(&self, field: &'static str) -> Result<String, ReplyError> {
+        let user_id = self.string(field)?;
+        if !crate::auth::is_valid_id(&user_id) {
+            return Err(ReplyError::invalid(format!("data.{field} is not a valid user id")));
+        }
+        Ok(user_id)
     }
 
     fn message_id(&self) -> Result<String, ReplyError> {
@@ -411,7 +476,8 @@ mod tests {
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":7}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":"a b"}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":"x"}"#), (None, ErrorCode::InvalidMessage));
-        assert_eq!(error_of(r#"{"type":"dm.send","data":{}}"#), (None, ErrorCode::Unsupported));
+        assert_eq!(error_of(r#"{"type":"room.kick","data":{}}"#), (None, ErrorCode::Unsupported));
+        assert_eq!(error_of(r#"{"type":"dm.send","data":{}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"chat.edit","data":{"room":"r","id":"x"}}"#).1, ErrorCode::InvalidMessage);
         assert_eq!(error_of(r#"{"type":"chat.react","data":{"room":"r","id":"x","emoji":"y","add":"yes"}}"#).1, ErrorCode::InvalidMessage);
         assert_eq!(error_of(r#"{"type":"room.history","data":{"room":"r","limit":101}}"#).1, ErrorCode::InvalidMessage);

@@ -91,6 +91,16 @@ fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
 fn hand_off(node: &Node, current: &ClusterView) {
     let Some(cluster) = node.cluster() else { return };
     let owns = |key: &RoomKey| current.ring.owner(key.as_str()) == Some(&node.id);
+    for inbox in node.owner.take_inboxes_not_owned(owns) {
+        match current.ring.owner(inbox.key.as_str()) {
+            Some(owner) => {
+                if let Err(err) = cluster.send(owner, peer::encode_inbox(&inbox)) {
+                    tracing::warn!(user = %inbox.key, owner = %owner, error = %err, "inbox hand-off failed");
+                }
+            }
+            None => tracing::warn!(user = %inbox.key, "no ready node to hand the inbox to"),
+        }
+    }
     let snapshots = node.owner.take_rooms_not_owned(owns);
     if snapshots.is_empty() {
         return;

@@ -51,6 +51,9 @@ pub enum OwnerOp {
     Resubscribe { room: RoomKey, members: Vec<Sender> },
     /// An operation on a room's messages or activity (edit, delete, react, typing, ...).
     Act { room: RoomKey, sender: Sender, op_id: Option<String>, action: RoomAction },
+    /// Something for every connection of one user (a DM, a call signal), sent to the owner of
+    /// that user's personal room (`room`), which knows them all and keeps the inbox.
+    ToUser { room: RoomKey, sender: Sender, op_id: Option<String>, delivery: UserDelivery },
     /// A user's groups changed: sent to the owner of the user's personal room (`room`), which
     /// knows every connection of the user and tells each one's edge ([`EdgeMsg::Groups`]).
     UserGroups { room: RoomKey, sender: Sender, added: Vec<String>, removed: Vec<String> },
@@ -65,7 +68,8 @@ impl OwnerOp {
             | OwnerOp::Publish { room, .. }
             | OwnerOp::Resubscribe { room, .. }
             | OwnerOp::UserGroups { room, .. }
-            | OwnerOp::Act { room, .. } => room,
+            | OwnerOp::Act { room, .. }
+            | OwnerOp::ToUser { room, .. } => room,
         }
     }
 
@@ -77,6 +81,7 @@ impl OwnerOp {
             | OwnerOp::Members { sender, .. }
             | OwnerOp::Publish { sender, .. }
             | OwnerOp::Act { sender, .. }
+            | OwnerOp::ToUser { sender, .. }
             | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
@@ -89,6 +94,7 @@ impl OwnerOp {
             | OwnerOp::Members { sender, .. }
             | OwnerOp::Publish { sender, .. }
             | OwnerOp::Act { sender, .. }
+            | OwnerOp::ToUser { sender, .. }
             | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
@@ -100,7 +106,8 @@ impl OwnerOp {
             | OwnerOp::Leave { op_id, .. }
             | OwnerOp::Members { op_id, .. }
             | OwnerOp::Publish { op_id, .. }
-            | OwnerOp::Act { op_id, .. } => op_id.as_deref(),
+            | OwnerOp::Act { op_id, .. }
+            | OwnerOp::ToUser { op_id, .. } => op_id.as_deref(),
             OwnerOp::Resubscribe { .. } | OwnerOp::UserGroups { .. } => None,
         }
     }
@@ -129,6 +136,18 @@ pub enum RoomAction {
     History { before_seq: Option<u64>, limit: u64 },
 }
 
+/// What a [`OwnerOp::ToUser`] carries. Frames are rendered once, by the sender's edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserDelivery {
+    /// A direct message: to every connection of the user, or into its inbox (as
+    /// `offline_frame`) when it has none.
+    Dm { id: String, ts: String, frame: Bytes, offline_frame: Bytes, client_id: Option<String> },
+    /// A call signal: to every connection of the user; `not_found` when it has none.
+    Call { call_id: String, frame: Bytes },
+    /// The copy of a DM for the sender's other connections (all but `exclude`).
+    Copy { frame: Bytes, exclude: ConnRef },
+}
+
 /// What an owner sends to an edge. Frames are rendered by the owner, once.
 #[derive(Debug, Clone)]
 pub enum EdgeMsg {
@@ -144,13 +163,16 @@ pub enum EdgeMsg {
     Left { room: RoomKey, conn_id: ConnId, request_id: u64, frames: Vec<Bytes> },
     /// The connection's user gained and lost these groups: its `group:` rooms follow.
     Groups { conn_id: ConnId, added: Vec<String>, removed: Vec<String> },
+    /// Route this op to its owner from the edge (an owner's follow-up for another key; an
+    /// owner never routes while it holds a room lock).
+    Route(Box<OwnerOp>),
 }
 
 impl EdgeMsg {
     /// The request this message answers (0 = none).
     pub fn request_id(&self) -> u64 {
         match self {
-            EdgeMsg::Deliver { .. } | EdgeMsg::Groups { .. } => 0,
+            EdgeMsg::Deliver { .. } | EdgeMsg::Groups { .. } | EdgeMsg::Route(_) => 0,
             EdgeMsg::Reply { request_id, .. } | EdgeMsg::Joined { request_id, .. } | EdgeMsg::Left { request_id, .. } => {
                 *request_id
             }

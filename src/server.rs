@@ -48,15 +48,22 @@ pub async fn run(
             }
         });
     }
-    // Typing indicators not renewed in time are ended by their room's owner.
+    tokio::spawn(node.clone().run_deferred());
+    // Typing indicators not renewed in time are ended by their room's owner; expired inbox
+    // messages are dropped now and then.
     let weak = Arc::downgrade(&node);
     let sweep_every = (node.config.typing_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(sweep_every);
+        let mut ticks: u64 = 0;
         loop {
             interval.tick().await;
             let Some(node) = weak.upgrade() else { break };
             node.owner.expire_typing(&*node);
+            ticks += 1;
+            if ticks % 256 == 0 {
+                node.owner.expire_inboxes();
+            }
         }
     });
     node.set_ready(true);

@@ -27,9 +27,9 @@ use crate::conn::{Conn, Outgoing};
 use crate::frames;
 use crate::metrics;
 use crate::node::Node;
-use crate::protocol::{self, ErrorCode, ReplyError, Request};
+use crate::protocol::{self, CallSignal, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
-use crate::route::{ConnRef, OwnerOp, RoomAction, Sender};
+use crate::route::{ConnRef, OwnerOp, RoomAction, Sender, UserDelivery};
 use crate::time;
 use crate::writer::WriteQueue;
 use crate::wsframe::{self, ClientFrame, FrameError};
@@ -473,6 +473,69 @@ impl Session {
                 let key = RoomKey::new(&identity.tenant, &room);
                 self.node.route(OwnerOp::Act { room: key, sender, op_id: op_id_owned, action })
             }
+            Request::Dm { to, text, attachments, client_id } => {
+                if to == *identity.user_id {
+                    return Err(ReplyError::invalid("cannot send a direct message to yourself"));
+                }
+                let now = time::now_millis();
+                let id = self.node.owner.message_id(now);
+                let ts = time::rfc3339_millis(now);
+                #[derive(Serialize)]
+                struct DmMessage<'a> {
+                    id: &'a str,
+                    from: &'a str,
+                    name: &'a str,
+                    to: &'a str,
+                    text: &'a str,
+                    attachments: &'a [crate::protocol::Attachment],
+                    ts: &'a str,
+                    #[serde(skip_serializing_if = "std::ops::Not::not")]
+                    offline: bool,
+                }
+                let mut message = DmMessage {
+                    id: &id,
+                    from: &identity.user_id,
+                    name: &identity.name,
+                    to: &to,
+                    text: &text,
+                    attachments: &attachments,
+                    ts: &ts,
+                    offline: false,
+                };
+                let frame = frames::event("dm.message", &message, &ts);
+                message.offline = true;
+                let offline_frame = frames::event("dm.message", &message, &ts);
+                let delivery = UserDelivery::Dm { id: id.clone(), ts: ts.clone(), frame, offline_frame, client_id };
+                let room = RoomKey::user(&identity.tenant, &to);
+                self.node.route(OwnerOp::ToUser { room, sender, op_id: op_id_owned, delivery })
+            }
+            Request::Call { to, signal } => {
+                if to == *identity.user_id {
+                    return Err(ReplyError::invalid("cannot call yourself"));
+                }
+                let ts = time::rfc3339_millis(time::now_millis());
+                let from: &str = &identity.user_id;
+                let frame = match &signal {
+                    CallSignal::Offer { call_id, sdp, kind } => {
+                        let data = serde_json::json!({"from": from, "call_id": call_id, "sdp": sdp, "kind": kind});
+                        frames::event("call.incoming", data, &ts)
+                    }
+                    CallSignal::Answer { call_id, sdp } => {
+                        frames::event("call.answer", serde_json::json!({"from": from, "call_id": call_id, "sdp": sdp}), &ts)
+                    }
+                    CallSignal::Ice { call_id, candidate } => {
+                        let candidate: serde_json::Value = serde_json::from_str(candidate).unwrap_or(serde_json::Value::Null);
+                        let data = serde_json::json!({"from": from, "call_id": call_id, "candidate": candidate});
+                        frames::event("call.ice", data, &ts)
+                    }
+                    CallSignal::Hangup { call_id } => {
+                        frames::event("call.ended", serde_json::json!({"call_id": call_id, "by": from}), &ts)
+                    }
+                };
+                let delivery = UserDelivery::Call { call_id: signal.call_id().to_string(), frame };
+                let room = RoomKey::user(&identity.tenant, &to);
+                self.node.route(OwnerOp::ToUser { room, sender, op_id: op_id_owned, delivery })
+            }
             Request::PresencePing => {
                 #[derive(Serialize)]
                 struct Pong {
@@ -595,6 +658,13 @@ fn request_type(request: &Request) -> &'static str {
             RoomAction::History { .. } => "room.history",
         },
         Request::PresencePing => "presence.ping",
+        Request::Dm { .. } => "dm.send",
+        Request::Call { signal, .. } => match signal {
+            CallSignal::Offer { .. } => "call.offer",
+            CallSignal::Answer { .. } => "call.answer",
+            CallSignal::Ice { .. } => "call.ice",
+            CallSignal::Hangup { .. } => "call.hangup",
+        },
     }
 }
 

@@ -7,33 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::TestCluster;
+use common::cluster::Setup;
 use common::*;
 use serde_json::{json, Value};
 
-/// Where the clients connect: one node for all, or node i of a cluster.
-enum Setup {
-    Single(Server),
-    Cluster(TestCluster),
+trait Trio {
+    async fn trio(&self, room: &str) -> (Client, Client, Client);
 }
 
-impl Setup {
-    async fn new(clustered: bool) -> Setup {
-        let extra = ["--typing-timeout-ms", "400"];
-        if clustered {
-            Setup::Cluster(TestCluster::start_with(&["m1", "m2", "m3"], &extra).await)
-        } else {
-            Setup::Single(Server::start_with(&extra))
-        }
-    }
-
-    fn node(&self, index: usize) -> &Server {
-        match self {
-            Setup::Single(server) => server,
-            Setup::Cluster(cluster) => cluster.node(index % 3),
-        }
-    }
-
+impl Trio for Setup {
     /// Three users on three nodes (or one): an author, a reader and a moderator, all in `room`.
     async fn trio(&self, room: &str) -> (Client, Client, Client) {
         let mut author = self.node(0).client("author").await;
@@ -61,7 +43,7 @@ async fn history(client: &mut Client, room: &str) -> Vec<Value> {
 }
 
 async fn edits_versions_deletes_and_redactions(clustered: bool) {
-    let setup = Setup::new(clustered).await;
+    let setup = Setup::new(clustered, &["--typing-timeout-ms", "400"]).await;
     let room = "edits";
     let (mut author, mut reader, mut moderator) = setup.trio(room).await;
     let sent = author.say(room, "first words").await;
@@ -130,7 +112,7 @@ async fn test_edits_versions_deletes_and_redactions_across_nodes() {
 }
 
 async fn reactions(clustered: bool) {
-    let setup = Setup::new(clustered).await;
+    let setup = Setup::new(clustered, &["--typing-timeout-ms", "400"]).await;
     let room = "reacts";
     let (mut author, mut reader, mut moderator) = setup.trio(room).await;
     let id = author.say(room, "react to me").await["id"].as_str().unwrap().to_string();
@@ -163,7 +145,7 @@ async fn test_reactions_across_nodes() {
 }
 
 async fn typing_receipts_uploads(clustered: bool) {
-    let setup = Setup::new(clustered).await;
+    let setup = Setup::new(clustered, &["--typing-timeout-ms", "400"]).await;
     let room = "activity";
     let (mut author, mut reader, _moderator) = setup.trio(room).await;
     let typing_frame = |frame: &Value| frame["type"] == "chat.typing.user";
@@ -207,7 +189,7 @@ async fn test_typing_receipts_and_uploads_across_nodes() {
 }
 
 async fn history_reads(clustered: bool) {
-    let setup = Setup::new(clustered).await;
+    let setup = Setup::new(clustered, &["--typing-timeout-ms", "400"]).await;
     let room = "archive";
     let (mut author, mut reader, _moderator) = setup.trio(room).await;
     let mut seqs = Vec::new();

@@ -126,3 +126,28 @@ pub async fn cluster_view(server: &Server) -> Value {
     response.json()
 }
 
+
+/// Where the clients connect: one node for all, or node i of a cluster.
+pub enum Setup {
+    Single(Server),
+    Cluster(TestCluster),
+}
+
+impl Setup {
+    /// One node, or a 3-node cluster; every node with `extra` flags.
+    pub async fn new(clustered: bool, extra: &[&str]) -> Setup {
+        if clustered {
+            Setup::Cluster(TestCluster::start_with(&["s1", "s2", "s3"], extra).await)
+        } else {
+            Setup::Single(Server::start_with(extra))
+        }
+    }
+
+    pub fn node(&self, index: usize) -> &Server {
+        match self {
+            Setup::Single(server) => server,
+            Setup::Cluster(cluster) => cluster.node(index % 3),
+        }
+    }
+
+}

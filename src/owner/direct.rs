@@ -1,0 +1,160 @@
+//! Deliveries to one user (PROTOCOL.md §5 direct messages, §8 calls), applied by the owner of
+//! the user's personal room: every connection of a user is in that room, so its owner reaches
+//! them all, and it keeps the inbox of a user who has none.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{reply_error, EdgeSink, InboxSnapshot, Owner, Room, SentAck, UserBox};
+use crate::frames;
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::room::RoomKey;
+use crate::route::{EdgeMsg, OwnerOp, Sender, UserDelivery};
+use crate::time;
+
+impl Owner {
+    pub(super) fn to_user(
+        &self,
+        shard: &mut HashMap<RoomKey, Room>,
+        sink: &dyn EdgeSink,
+        key: &RoomKey,
+        sender: &Sender,
+        op_id: Option<&str>,
+        delivery: UserDelivery,
+    ) {
+        let online = shard.get(key).filter(|room| !room.users.is_empty());
+        match delivery {
+            UserDelivery::Copy { frame, exclude } => {
+                if let Some(room) = online {
+                    room.fan_out(sink, key, Some(&exclude), frame);
+                }
+            }
+            UserDelivery::Call { call_id, frame } => {
+                let Some(room) = online else {
+                    return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::NotFound, "user is offline"));
+                };
+                room.fan_out(sink, key, None, frame);
+                #[derive(Serialize)]
+                struct CallAck<'a> {
+                    to: &'a str,
+                    call_id: &'a str,
+                }
+                ack(sink, sender, op_id, CallAck { to: user_of(key), call_id: &call_id });
+            }
+            UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
+                let mut inboxes = self.inbox_shard(key).lock();
+                let user_box = inboxes.entry(key.clone()).or_default();
+                let sent_key = client_id.map(|client_id| (sender.user_id.clone(), client_id));
+                if let Some(first) = sent_key.as_ref().and_then(|sent_key| user_box.sent.acks.get(sent_key)) {
+                    // A retry: the first ack again, nothing delivered twice.
+                    return ack(sink, sender, op_id, DmAck { id: &first.id, ts: &first.ts });
+                }
+                if let Some(sent_key) = sent_key {
+                    user_box.sent.insert(sent_key, SentAck { id: id.clone(), seq: 0, ts: ts.clone() });
+                }
+                match online {
+                    Some(room) => room.fan_out(sink, key, None, frame.clone()),
+                    None => {
+                        let expires = time::now_millis() + self.inbox_ttl.as_millis() as u64;
+                        user_box.messages.push_back((expires, offline_frame));
+                        while user_box.messages.len() > self.inbox_size {
+                            user_box.messages.pop_front();
+                        }
+                    }
+                }
+                drop(inboxes);
+                ack(sink, sender, op_id, DmAck { id: &id, ts: &ts });
+                // The sender's other connections get the message too: the owner of the
+                // sender's personal room reaches them. Routed by the sender's edge.
+                let copy = OwnerOp::ToUser {
+                    room: RoomKey::user(key.tenant(), &sender.user_id),
+                    sender: Sender { request_id: 0, ..sender.clone() },
+                    op_id: None,
+                    delivery: UserDelivery::Copy { frame, exclude: sender.conn.clone() },
+                };
+                sink.send_to_edge(&sender.conn.node, EdgeMsg::Route(Box::new(copy)));
+            }
+        }
+    }
+
+    /// The DMs waiting for the user of personal room `key` (unexpired), taken out.
+    pub(super) fn take_inbox(&self, key: &RoomKey) -> Vec<Bytes> {
+        let mut inboxes = self.inbox_shard(key).lock();
+        let Some(user_box) = inboxes.get_mut(key) else { return Vec::new() };
+        let now = time::now_millis();
+        let messages: Vec<Bytes> =
+            user_box.messages.drain(..).filter(|(expires, _)| *expires > now).map(|(_, frame)| frame).collect();
+        if user_box.sent.order.is_empty() {
+            inboxes.remove(key);
+        }
+        messages
+    }
+
+    /// Removes and returns every inbox whose key this node no longer owns, for hand-off.
+    pub fn take_inboxes_not_owned(&self, owns: impl Fn(&RoomKey) -> bool) -> Vec<InboxSnapshot> {
+        let mut snapshots = Vec::new();
+        for shard in self.inboxes.iter() {
+            let mut shard = shard.lock();
+            let moving: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
+            for key in moving {
+                if let Some(mut user_box) = shard.remove(&key) {
+                    let order = std::mem::take(&mut user_box.sent.order);
+                    let sent = order
+                        .into_iter()
+                        .filter_map(|sent_key| {
+                            let ack = user_box.sent.acks.remove(&sent_key)?;
+                            Some((sent_key.0, sent_key.1, ack))
+                        })
+                        .collect();
+                    snapshots.push(InboxSnapshot { key, messages: user_box.messages.into(), sent });
+                }
+            }
+        }
+        snapshots
+    }
+
+    /// Takes over an inbox handed off by the previous owner (merged with one started here).
+    pub fn install_inbox(&self, snapshot: InboxSnapshot) {
+        let mut inboxes = self.inbox_shard(&snapshot.key).lock();
+        let user_box: &mut UserBox = inboxes.entry(snapshot.key).or_default();
+        for message in snapshot.messages.into_iter().rev() {
+            user_box.messages.push_front(message);
+        }
+        while user_box.messages.len() > self.inbox_size {
+            user_box.messages.pop_front();
+        }
+        for (user_id, client_id, ack) in snapshot.sent {
+            user_box.sent.insert((user_id, client_id), ack);
+        }
+    }
+
+    /// Drops expired inbox messages (called with the typing sweep).
+    pub fn expire_inboxes(&self) {
+        let now = time::now_millis();
+        for shard in self.inboxes.iter() {
+            let mut shard = shard.lock();
+            for user_box in shard.values_mut() {
+                user_box.messages.retain(|(expires, _)| *expires > now);
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DmAck<'a> {
+    id: &'a str,
+    ts: &'a str,
+}
+
+fn user_of(key: &RoomKey) -> &str {
+    key.room().strip_prefix("user:").unwrap_or(key.room())
+}
+
+fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
+    if let Some(frame) = frames::ack(op_id, data) {
+        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
+        sink.send_to_edge(&sender.conn.node, msg);
+    }
+}
