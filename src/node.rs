@@ -372,6 +372,7 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
                 crate::rebalance::resync(&node, from);
                 Ok(())
             }
+            peer::KIND_META => peer::decode_meta(frame.payload).map(|(key, meta)| node.owner.install_meta(key, meta)),
             peer::KIND_INBOX => peer::decode_inbox(frame.payload).map(|inbox| node.owner.install_inbox(inbox)),
             peer::KIND_HANDOFF => peer::decode_snapshot(frame.payload).map(|snapshot| {
                 tracing::debug!(room = %snapshot.key, from = %from, seq = snapshot.seq, "room handed over");

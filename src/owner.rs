@@ -46,6 +46,8 @@ pub struct Owner {
     inboxes: Box<[Mutex<HashMap<RoomKey, UserBox>>]>,
     inbox_size: usize,
     inbox_ttl: std::time::Duration,
+    /// Bans and join requests by room key, sharded like the rooms.
+    meta: Box<[Mutex<HashMap<RoomKey, RoomMeta>>]>,
 }
 
 /// What the owner of a user's personal room keeps for it while it may be offline.
@@ -65,7 +67,17 @@ pub struct InboxSnapshot {
     pub sent: Vec<(Arc<str>, String, SentAck)>,
 }
 
+/// Moderation state of a room key: outlives the room's members.
+#[derive(Debug, Clone, Default)]
+pub struct RoomMeta {
+    /// Banned users and when their ban ends (ms since the epoch; `None` = never).
+    pub bans: Vec<(Arc<str>, Option<u64>)>,
+    /// Join requests waiting for a moderator, with the asking connection.
+    pub pending: Vec<Sender>,
+}
+
 mod direct;
+mod moderation;
 
 mod messages;
 
@@ -117,6 +129,8 @@ impl SentIds {
 
 struct RoomUser {
     name: Arc<str>,
+    /// A moderator or admin (from the token of its latest join).
+    moderator: bool,
     conns: Vec<ConnRef>,
 }
 
@@ -159,8 +173,8 @@ pub struct RoomSnapshot {
     pub epoch: String,
     pub seq: u64,
     pub history: Vec<StoredMessage>,
-    /// Each user with its name and connections.
-    pub users: Vec<(Arc<str>, Arc<str>, Vec<ConnRef>)>,
+    /// Each user with its name, its moderator flag and its connections.
+    pub users: Vec<(Arc<str>, Arc<str>, bool, Vec<ConnRef>)>,
     /// Recent idempotency keys: (user, client_id, first ack), oldest first.
     pub sent: Vec<(Arc<str>, String, SentAck)>,
 }
@@ -242,6 +256,7 @@ impl Owner {
     ) -> Self {
         Owner {
             inboxes: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            meta: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             inbox_size,
             inbox_ttl,
             shards: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -265,6 +280,41 @@ impl Owner {
 
     fn inbox_shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, UserBox>> {
         &self.inboxes[self.shard_index(room)]
+    }
+
+    fn meta_shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, RoomMeta>> {
+        &self.meta[self.shard_index(room)]
+    }
+
+    /// Removes and returns the moderation state of every key this node no longer owns.
+    pub fn take_meta_not_owned(&self, owns: impl Fn(&RoomKey) -> bool) -> Vec<(RoomKey, RoomMeta)> {
+        let mut moving = Vec::new();
+        for shard in self.meta.iter() {
+            let mut shard = shard.lock();
+            let keys: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
+            for key in keys {
+                if let Some(meta) = shard.remove(&key) {
+                    moving.push((key, meta));
+                }
+            }
+        }
+        moving
+    }
+
+    /// Takes over the moderation state handed off by the previous owner of `key`.
+    pub fn install_meta(&self, key: RoomKey, incoming: RoomMeta) {
+        let mut shard = self.meta_shard(&key).lock();
+        let meta = shard.entry(key).or_default();
+        for ban in incoming.bans {
+            if !meta.bans.iter().any(|(user, _)| *user == ban.0) {
+                meta.bans.push(ban);
+            }
+        }
+        for request in incoming.pending {
+            if !meta.pending.iter().any(|pending| pending.user_id == request.user_id) {
+                meta.pending.push(request);
+            }
+        }
     }
 
     /// A fresh message id (DMs are given theirs by the sender's edge).
@@ -332,7 +382,7 @@ impl Owner {
     fn resubscribe(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, members: Vec<Sender>) {
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
         for member in members {
-            room.add_conn(&member.user_id, &member.name, &member.conn);
+            room.add_conn(&member.user_id, &member.name, member.is_moderator, &member.conn);
             sink.send_to_edge(
                 &member.conn.node,
                 EdgeMsg::Joined { room: key.clone(), conn_id: member.conn.conn_id, request_id: 0, frames: Vec::new() },
@@ -372,9 +422,9 @@ impl Owner {
         } else if room.seq > 0 {
             tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
         }
-        for (user_id, name, conns) in snapshot.users {
+        for (user_id, name, moderator, conns) in snapshot.users {
             for conn in conns {
-                room.add_conn(&user_id, &name, &conn);
+                room.add_conn(&user_id, &name, moderator, &conn);
             }
         }
     }
@@ -426,8 +476,15 @@ impl Owner {
         op_id: Option<String>,
         since: Option<Since>,
     ) {
+        if self.is_banned(&key, &sender.user_id) {
+            let error = ReplyError::new(ErrorCode::Forbidden, "banned from this room");
+            metrics::error_sent(error.code.as_str());
+            let frames = vec![frames::error(op_id.as_deref(), &error)];
+            let left = EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, request_id: sender.request_id, frames };
+            return sink.send_to_edge(&sender.conn.node, left);
+        }
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
-        let added = room.add_conn(&sender.user_id, &sender.name, &sender.conn);
+        let added = room.add_conn(&sender.user_id, &sender.name, sender.is_moderator, &sender.conn);
         let mut frames = if key.room().starts_with("user:") { self.take_inbox(&key) } else { Vec::new() };
         let recovered = since.map(|since| {
             let replay = room.replay_after(&since);
@@ -608,14 +665,14 @@ fn member_left_frame(key: &RoomKey, user_id: &str) -> Bytes {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Added {
+pub(crate) enum Added {
     AlreadyIn,
     OneMoreOfUser,
     FirstOfUser,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Removed {
+pub(crate) enum Removed {
     NotThere,
     OneOfUser,
     LastOfUser,
@@ -624,8 +681,12 @@ enum Removed {
 // === impl Room ===
 
 impl Room {
-    fn add_conn(&mut self, user_id: &Arc<str>, name: &Arc<str>, conn: &ConnRef) -> Added {
-        let user = self.users.entry(user_id.clone()).or_insert_with(|| RoomUser { name: name.clone(), conns: Vec::new() });
+    fn add_conn(&mut self, user_id: &Arc<str>, name: &Arc<str>, moderator: bool, conn: &ConnRef) -> Added {
+        let user = self
+            .users
+            .entry(user_id.clone())
+            .or_insert_with(|| RoomUser { name: name.clone(), moderator, conns: Vec::new() });
+        user.moderator = moderator;
         if user.conns.contains(conn) {
             return Added::AlreadyIn;
         }
@@ -645,7 +706,7 @@ impl Room {
             epoch: self.epoch.to_string(),
             seq: self.seq,
             history: self.history.iter().map(|message| (**message).clone()).collect(),
-            users: self.users.into_iter().map(|(user_id, user)| (user_id, user.name, user.conns)).collect(),
+            users: self.users.into_iter().map(|(user_id, user)| (user_id, user.name, user.moderator, user.conns)).collect(),
             sent: {
                 let mut sent = self.sent;
                 sent.order

@@ -9,7 +9,7 @@ use ringcast_cluster::wire::FIRST_USER_KIND;
 use ringcast_cluster::{NodeId, PeerFrame};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::owner::{InboxSnapshot, MessageExtra, RoomSnapshot, SentAck, StoredMessage};
+use crate::owner::{InboxSnapshot, MessageExtra, RoomMeta, RoomSnapshot, SentAck, StoredMessage};
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
 use crate::route::{ConnRef, EdgeMsg, OwnerOp, RoomAction, Sender, UserDelivery};
@@ -26,6 +26,8 @@ pub const KIND_HANDOFF: u8 = FIRST_USER_KIND + 2;
 pub const KIND_RESYNC: u8 = FIRST_USER_KIND + 3;
 /// An [`InboxSnapshot`]: a user's offline DMs, handed to the new owner of its personal room.
 pub const KIND_INBOX: u8 = FIRST_USER_KIND + 4;
+/// A room key's moderation state (bans, join requests), handed to its new owner.
+pub const KIND_META: u8 = FIRST_USER_KIND + 5;
 
 const OP_JOIN: u8 = 1;
 const OP_LEAVE: u8 = 2;
@@ -49,6 +51,11 @@ const ACT_TYPING: u8 = 6;
 const ACT_RECEIPT: u8 = 7;
 const ACT_UPLOAD: u8 = 8;
 const ACT_HISTORY: u8 = 9;
+const ACT_REQUEST_JOIN: u8 = 10;
+const ACT_APPROVE: u8 = 11;
+const ACT_DENY: u8 = 12;
+const ACT_KICK: u8 = 13;
+const ACT_BAN: u8 = 14;
 
 const MSG_DELIVER: u8 = 1;
 const MSG_REPLY: u8 = 2;
@@ -282,8 +289,8 @@ pub fn encode_snapshot(snapshot: &RoomSnapshot) -> PeerFrame {
         put_extra(&mut writer, message.extra.as_deref());
     }
     writer.len(snapshot.users.len());
-    for (user_id, name, conns) in &snapshot.users {
-        writer.str(user_id).str(name).len(conns.len());
+    for (user_id, name, moderator, conns) in &snapshot.users {
+        writer.str(user_id).str(name).bool(*moderator).len(conns.len());
         for conn in conns {
             writer.str(conn.node.as_str()).u64(conn.conn_id);
         }
@@ -321,11 +328,12 @@ pub fn decode_snapshot(payload: Bytes) -> Result<RoomSnapshot, DecodeError> {
     for _ in 0..count {
         let user_id: Arc<str> = Arc::from(reader.string()?);
         let name: Arc<str> = Arc::from(reader.string()?);
+        let moderator = reader.bool()?;
         let num_conns = reader.len()?;
         let conns = (0..num_conns)
             .map(|_| Ok(ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? }))
             .collect::<Result<Vec<_>, DecodeError>>()?;
-        users.push((user_id, name, conns));
+        users.push((user_id, name, moderator, conns));
     }
     let count = reader.len()?;
     let mut sent = Vec::with_capacity(count);
@@ -356,6 +364,32 @@ fn get_sender(reader: &mut Reader) -> Result<Sender, DecodeError> {
         is_moderator: reader.bool()?,
         request_id: reader.u64()?,
     })
+}
+
+pub fn encode_meta(key: &RoomKey, meta: &RoomMeta) -> PeerFrame {
+    let mut writer = Writer::new();
+    writer.str(key.as_str()).len(meta.bans.len());
+    for (user_id, until) in &meta.bans {
+        writer.str(user_id).opt_u64(*until);
+    }
+    writer.len(meta.pending.len());
+    for sender in &meta.pending {
+        put_sender(&mut writer, sender);
+    }
+    PeerFrame::new(KIND_META, writer.finish())
+}
+
+pub fn decode_meta(payload: Bytes) -> Result<(RoomKey, RoomMeta), DecodeError> {
+    let mut reader = Reader::new(payload);
+    let key = room_key(&mut reader)?;
+    let count = reader.len()?;
+    let mut bans = Vec::with_capacity(count);
+    for _ in 0..count {
+        bans.push((Arc::from(reader.string()?), reader.opt_u64()?));
+    }
+    let count = reader.len()?;
+    let pending = (0..count).map(|_| get_sender(&mut reader)).collect::<Result<_, _>>()?;
+    Ok((key, RoomMeta { bans, pending }))
 }
 
 pub fn encode_inbox(inbox: &InboxSnapshot) -> PeerFrame {
@@ -402,6 +436,11 @@ fn put_action(writer: &mut Writer, action: &RoomAction) {
             writer.u8(ACT_UPLOAD).str(upload_id).str(name).u64(*size).u64(*sent)
         }
         RoomAction::History { before_seq, limit } => writer.u8(ACT_HISTORY).opt_u64(*before_seq).u64(*limit),
+        RoomAction::RequestJoin => writer.u8(ACT_REQUEST_JOIN),
+        RoomAction::Approve { user_id } => writer.u8(ACT_APPROVE).str(user_id),
+        RoomAction::Deny { user_id } => writer.u8(ACT_DENY).str(user_id),
+        RoomAction::Kick { user_id } => writer.u8(ACT_KICK).str(user_id),
+        RoomAction::Ban { user_id, seconds } => writer.u8(ACT_BAN).str(user_id).opt_u64(*seconds),
     };
 }
 
@@ -421,6 +460,11 @@ fn get_action(reader: &mut Reader) -> Result<RoomAction, DecodeError> {
             sent: reader.u64()?,
         },
         ACT_HISTORY => RoomAction::History { before_seq: reader.opt_u64()?, limit: reader.u64()? },
+        ACT_REQUEST_JOIN => RoomAction::RequestJoin,
+        ACT_APPROVE => RoomAction::Approve { user_id: reader.string()? },
+        ACT_DENY => RoomAction::Deny { user_id: reader.string()? },
+        ACT_KICK => RoomAction::Kick { user_id: reader.string()? },
+        ACT_BAN => RoomAction::Ban { user_id: reader.string()?, seconds: reader.opt_u64()? },
         _ => return Err(DecodeError),
     })
 }
@@ -600,10 +644,18 @@ mod tests {
                     reactions: vec![("👍".into(), vec![Arc::from("bob")])],
                 })),
             }],
-            users: vec![(Arc::from("alice"), Arc::from("Alice"), vec![ConnRef { node: NodeId::new("n2"), conn_id: 3 }])],
+            users: vec![(Arc::from("alice"), Arc::from("Alice"), true, vec![ConnRef { node: NodeId::new("n2"), conn_id: 3 }])],
             sent: vec![(Arc::from("alice"), "c-1".into(), SentAck { id: "m".into(), seq: 9, ts: "x".into() })],
         };
         assert_eq!(decode_snapshot(encode_snapshot(&snapshot).payload).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn test_meta_round_trip() {
+        let meta = RoomMeta { bans: vec![(Arc::from("eve"), Some(9)), (Arc::from("mallory"), None)], pending: vec![sender()] };
+        let (key, decoded) = decode_meta(encode_meta(&RoomKey::new("t", "private:x"), &meta).payload).unwrap();
+        assert_eq!(key, RoomKey::new("t", "private:x"));
+        assert_eq!(format!("{decoded:?}"), format!("{meta:?}"));
     }
 
     #[test]

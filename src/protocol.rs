@@ -137,11 +137,6 @@ impl CallSignal {
 /// Types of PROTOCOL.md that this version does not serve yet: answered `unsupported`, not
 /// `unknown_type`, because they are part of the protocol.
 const NOT_YET_SERVED: &[&str] = &[
-    "room.request_join",
-    "room.approve",
-    "room.deny",
-    "room.kick",
-    "room.ban",
     "presence.set",
     "presence.subscribe",
     "presence.unsubscribe",
@@ -299,6 +294,26 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
                 _ => CallSignal::Hangup { call_id },
             };
             Ok(Request::Call { to: data.user_id("to")?, signal })
+        }
+        "room.request_join" => {
+            let room = data.room()?;
+            if !room.starts_with("private:") {
+                return Err(ReplyError::invalid("only private: rooms take join requests"));
+            }
+            Ok(Request::Room { room, action: RoomAction::RequestJoin })
+        }
+        "room.approve" => room_action(data, RoomAction::Approve { user_id: data.user_id("user_id")? }),
+        "room.deny" => room_action(data, RoomAction::Deny { user_id: data.user_id("user_id")? }),
+        "room.kick" => room_action(data, RoomAction::Kick { user_id: data.user_id("user_id")? }),
+        "room.ban" => {
+            let seconds = match data.get("seconds") {
+                None => None,
+                Some(seconds) => match seconds.as_u64() {
+                    Some(seconds) if seconds > 0 => Some(seconds),
+                    _ => return Err(ReplyError::invalid("data.seconds must be an integer > 0")),
+                },
+            };
+            room_action(data, RoomAction::Ban { user_id: data.user_id("user_id")?, seconds })
         }
         "room.history" => {
             let limit = match data.get("limit") {
@@ -476,7 +491,8 @@ mod tests {
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":7}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":"a b"}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":"x"}"#), (None, ErrorCode::InvalidMessage));
-        assert_eq!(error_of(r#"{"type":"room.kick","data":{}}"#), (None, ErrorCode::Unsupported));
+        assert_eq!(error_of(r#"{"type":"presence.set","data":{}}"#), (None, ErrorCode::Unsupported));
+        assert_eq!(error_of(r#"{"type":"room.kick","data":{}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"dm.send","data":{}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"chat.edit","data":{"room":"r","id":"x"}}"#).1, ErrorCode::InvalidMessage);
         assert_eq!(error_of(r#"{"type":"chat.react","data":{"room":"r","id":"x","emoji":"y","add":"yes"}}"#).1, ErrorCode::InvalidMessage);

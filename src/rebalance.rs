@@ -91,6 +91,13 @@ fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
 fn hand_off(node: &Node, current: &ClusterView) {
     let Some(cluster) = node.cluster() else { return };
     let owns = |key: &RoomKey| current.ring.owner(key.as_str()) == Some(&node.id);
+    for (key, meta) in node.owner.take_meta_not_owned(owns) {
+        if let Some(owner) = current.ring.owner(key.as_str()) {
+            if let Err(err) = cluster.send(owner, peer::encode_meta(&key, &meta)) {
+                tracing::warn!(room = %key, owner = %owner, error = %err, "moderation hand-off failed");
+            }
+        }
+    }
     for inbox in node.owner.take_inboxes_not_owned(owns) {
         match current.ring.owner(inbox.key.as_str()) {
             Some(owner) => {

@@ -134,6 +134,16 @@ pub enum RoomAction {
     Upload { upload_id: String, name: String, size: u64, sent: u64 },
     /// `room.history`: stored messages before `before_seq`, newest last.
     History { before_seq: Option<u64>, limit: u64 },
+    /// `room.request_join` to a `private:` room (the asker is not in it yet).
+    RequestJoin,
+    /// `room.approve` (moderator): the requester joins.
+    Approve { user_id: String },
+    /// `room.deny` (moderator).
+    Deny { user_id: String },
+    /// `room.kick` (moderator): every connection of the user leaves.
+    Kick { user_id: String },
+    /// `room.ban` (moderator): kick, and refuse the user's joins until the ban ends.
+    Ban { user_id: String, seconds: Option<u64> },
 }
 
 /// What a [`OwnerOp::ToUser`] carries. Frames are rendered once, by the sender's edge.

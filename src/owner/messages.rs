@@ -26,10 +26,25 @@ impl Owner {
         op_id: Option<&str>,
         action: RoomAction,
     ) {
+        if action == RoomAction::RequestJoin {
+            return self.request_join(shard, sink, key, sender, op_id);
+        }
         let Some(room) = shard.get_mut(key).filter(|room| room.has_conn(&sender.user_id, &sender.conn)) else {
             return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "not in room"));
         };
+        let moderator_only = matches!(
+            action,
+            RoomAction::Approve { .. } | RoomAction::Deny { .. } | RoomAction::Kick { .. } | RoomAction::Ban { .. }
+        );
+        if moderator_only && !sender.is_moderator {
+            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "moderators and admins only"));
+        }
         let result = match action {
+            RoomAction::RequestJoin => Ok(()),
+            RoomAction::Approve { user_id } => self.decide(room, sink, key, sender, op_id, &user_id, true),
+            RoomAction::Deny { user_id } => self.decide(room, sink, key, sender, op_id, &user_id, false),
+            RoomAction::Kick { user_id } => self.remove_user(room, sink, key, sender, op_id, &user_id, None),
+            RoomAction::Ban { user_id, seconds } => self.remove_user(room, sink, key, sender, op_id, &user_id, Some(seconds)),
             RoomAction::Edit { id, text } => edit(room, sink, key, sender, op_id, &id, text),
             RoomAction::Versions { id } => versions(room, sink, key, sender, op_id, &id),
             RoomAction::Delete { id, hard } => delete(room, sink, key, sender, op_id, &id, hard),
@@ -97,6 +112,11 @@ impl Owner {
         };
         if let Err(error) = result {
             reply_error(sink, sender, op_id, error);
+        }
+        // A kick or ban may have emptied the room: forget it, as a leave would.
+        if shard.get(key).is_some_and(|room| room.users.is_empty()) {
+            shard.remove(key);
+            crate::metrics::rooms_owned(-1.0);
         }
     }
 

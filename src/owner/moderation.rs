@@ -1,0 +1,210 @@
+//! Moderation (PROTOCOL.md §7), applied by the room's owner: join requests to `private:` rooms
+//! with approval or denial, kicks, and bans that refuse joins until they end. Requests and bans
+//! outlive the room's members (a banned user's room may empty), so they live in the owner's
+//! per-key `RoomMeta`, handed over with the key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{member_left_frame, reply_error, EdgeSink, Owner, Removed, Room, RoomMeta};
+use crate::frames;
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::room::RoomKey;
+use crate::route::{EdgeMsg, Sender};
+use crate::time;
+
+#[derive(Serialize)]
+struct Requested<'a> {
+    room: &'a str,
+    user_id: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Decision<'a> {
+    room: &'a str,
+    by: &'a str,
+}
+
+impl Owner {
+    /// True while `user_id` is banned from `key` (ended bans are dropped on the way).
+    pub(super) fn is_banned(&self, key: &RoomKey, user_id: &str) -> bool {
+        let mut meta = self.meta_shard(key).lock();
+        let Some(room_meta) = meta.get_mut(key) else { return false };
+        let now = time::now_millis();
+        room_meta.bans.retain(|(_, until)| until.is_none_or(|until| until > now));
+        let banned = room_meta.bans.iter().any(|(banned, _)| &**banned == user_id);
+        if room_meta.is_empty() {
+            meta.remove(key);
+        }
+        banned
+    }
+
+    pub(super) fn request_join(
+        &self,
+        shard: &mut HashMap<RoomKey, Room>,
+        sink: &dyn EdgeSink,
+        key: &RoomKey,
+        sender: &Sender,
+        op_id: Option<&str>,
+    ) {
+        if self.is_banned(key, &sender.user_id) {
+            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "banned from this room"));
+        }
+        {
+            let mut meta = self.meta_shard(key).lock();
+            let room_meta = meta.entry(key.clone()).or_default();
+            room_meta.pending.retain(|pending| pending.user_id != sender.user_id);
+            room_meta.pending.push(Sender { request_id: 0, ..sender.clone() });
+        }
+        #[derive(Serialize)]
+        struct Pending<'a> {
+            room: &'a str,
+            status: &'static str,
+        }
+        ack(sink, sender, op_id, Pending { room: key.room(), status: "pending" });
+        if let Some(room) = shard.get(key) {
+            let ts = time::rfc3339_millis(time::now_millis());
+            let frame = frames::event(
+                "request.join.pending",
+                Requested { room: key.room(), user_id: &sender.user_id, name: &sender.name },
+                &ts,
+            );
+            for user in room.users.values().filter(|user| user.moderator) {
+                for conn in &user.conns {
+                    let msg = EdgeMsg::Reply { conn_id: conn.conn_id, request_id: 0, frame: frame.clone(), is_error: false };
+                    sink.send_to_edge(&conn.node, msg);
+                }
+            }
+        }
+    }
+
+    /// `room.approve` / `room.deny` by a moderator in the room.
+    pub(super) fn decide(
+        &self,
+        room: &mut Room,
+        sink: &dyn EdgeSink,
+        key: &RoomKey,
+        sender: &Sender,
+        op_id: Option<&str>,
+        user_id: &str,
+        approve: bool,
+    ) -> Result<(), ReplyError> {
+        let requester = {
+            let mut meta = self.meta_shard(key).lock();
+            let room_meta = meta.get_mut(key).ok_or_else(no_request)?;
+            let index = room_meta.pending.iter().position(|pending| &*pending.user_id == user_id).ok_or_else(no_request)?;
+            let requester = room_meta.pending.remove(index);
+            if room_meta.is_empty() {
+                meta.remove(key);
+            }
+            requester
+        };
+        let ts = time::rfc3339_millis(time::now_millis());
+        let decision = Decision { room: key.room(), by: &sender.user_id };
+        if approve {
+            let frame = frames::event("request.join.approved", decision, &ts);
+            let added = room.add_conn(&requester.user_id, &requester.name, requester.is_moderator, &requester.conn);
+            let joined = EdgeMsg::Joined { room: key.clone(), conn_id: requester.conn.conn_id, request_id: 0, frames: vec![frame] };
+            sink.send_to_edge(&requester.conn.node, joined);
+            if added == super::Added::FirstOfUser {
+                let frame = frames::event(
+                    "member.joined",
+                    Requested { room: key.room(), user_id: &requester.user_id, name: &requester.name },
+                    &ts,
+                );
+                room.fan_out(sink, key, Some(&requester.conn), frame);
+            }
+        } else {
+            let frame = frames::event("request.join.denied", decision, &ts);
+            let msg = EdgeMsg::Reply { conn_id: requester.conn.conn_id, request_id: 0, frame, is_error: false };
+            sink.send_to_edge(&requester.conn.node, msg);
+        }
+        #[derive(Serialize)]
+        struct DecisionAck<'a> {
+            room: &'a str,
+            user_id: &'a str,
+            status: &'static str,
+        }
+        let status = if approve { "approved" } else { "denied" };
+        ack(sink, sender, op_id, DecisionAck { room: key.room(), user_id, status });
+        Ok(())
+    }
+
+    /// `room.kick` and `room.ban` by a moderator in the room.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn remove_user(
+        &self,
+        room: &mut Room,
+        sink: &dyn EdgeSink,
+        key: &RoomKey,
+        sender: &Sender,
+        op_id: Option<&str>,
+        user_id: &str,
+        ban: Option<Option<u64>>,
+    ) -> Result<(), ReplyError> {
+        let until = ban.map(|seconds| seconds.map(|seconds| time::now_millis() + seconds * 1000));
+        if let Some(until) = until {
+            let mut meta = self.meta_shard(key).lock();
+            let room_meta = meta.entry(key.clone()).or_default();
+            room_meta.bans.retain(|(banned, _)| &**banned != user_id);
+            room_meta.bans.push((Arc::from(user_id), until));
+        } else if !room.users.contains_key(user_id) {
+            return Err(ReplyError::new(ErrorCode::NotFound, "user is not in the room"));
+        }
+        let ts = time::rfc3339_millis(time::now_millis());
+        #[derive(Serialize)]
+        struct Removal<'a> {
+            room: &'a str,
+            by: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            until: Option<String>,
+        }
+        let (kind, removal) = match until {
+            None => ("admin.kick", Removal { room: key.room(), by: &sender.user_id, until: None }),
+            Some(until) => {
+                let until = until.map(time::rfc3339_millis);
+                ("admin.ban", Removal { room: key.room(), by: &sender.user_id, until })
+            }
+        };
+        let frame = frames::event(kind, &removal, &ts);
+        let conns = room.users.get(user_id).map(|user| user.conns.clone()).unwrap_or_default();
+        let mut last = Removed::NotThere;
+        for conn in conns {
+            last = room.remove_conn(user_id, &conn);
+            let left = EdgeMsg::Left { room: key.clone(), conn_id: conn.conn_id, request_id: 0, frames: vec![frame.clone()] };
+            sink.send_to_edge(&conn.node, left);
+        }
+        if last == Removed::LastOfUser {
+            room.fan_out(sink, key, None, member_left_frame(key, user_id));
+        }
+        #[derive(Serialize)]
+        struct RemovalAck<'a> {
+            room: &'a str,
+            user_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            until: Option<String>,
+        }
+        ack(sink, sender, op_id, RemovalAck { room: key.room(), user_id, until: removal.until.clone() });
+        Ok(())
+    }
+}
+
+impl RoomMeta {
+    pub(super) fn is_empty(&self) -> bool {
+        self.bans.is_empty() && self.pending.is_empty()
+    }
+}
+
+fn no_request() -> ReplyError {
+    ReplyError::new(ErrorCode::NotFound, "no pending join request from this user")
+}
+
+fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
+    if let Some(frame) = frames::ack(op_id, data) {
+        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
+        sink.send_to_edge(&sender.conn.node, msg);
+    }
+}
