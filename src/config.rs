@@ -136,6 +136,9 @@ pub struct ServeArgs {
     /// offline direct messages are kept this long [default: 86400]
     #[arg(long, env = "RINGCAST_INBOX_TTL_SECS")]
     pub inbox_ttl_secs: Option<f64>,
+    /// a user stays online this long after its last connection closes [default: 5000]
+    #[arg(long, env = "RINGCAST_PRESENCE_GRACE_MS")]
+    pub presence_grace_ms: Option<u64>,
     /// a typing:true not renewed within this many milliseconds is ended [default: 6000]
     #[arg(long, env = "RINGCAST_TYPING_TIMEOUT_MS")]
     pub typing_timeout_ms: Option<u64>,
@@ -178,6 +181,8 @@ pub struct Config {
     pub typing_timeout: Duration,
     /// How long an offline direct message is kept.
     pub inbox_ttl: Duration,
+    /// How long a user stays online after its last connection closes.
+    pub presence_grace: Duration,
 }
 
 /// How a node joins a cluster.
@@ -390,6 +395,7 @@ impl ServeArgs {
             admin_key: this.admin_key.filter(|key| !key.is_empty()),
             typing_timeout: Duration::from_millis(positive("--typing-timeout-ms", this.typing_timeout_ms, 6000)?),
             inbox_ttl: seconds("--inbox-ttl-secs", this.inbox_ttl_secs, Duration::from_secs(86_400))?,
+            presence_grace: Duration::from_millis(positive("--presence-grace-ms", this.presence_grace_ms, 5000)?),
             worker_threads: match this.worker_threads {
                 None => None,
                 Some(threads) if (1..=1024).contains(&threads) => Some(threads),
@@ -420,6 +426,7 @@ impl Config {
             worker_threads: None,
             typing_timeout: Duration::from_secs(6),
             inbox_ttl: Duration::from_secs(86_400),
+            presence_grace: Duration::from_secs(5),
         }
     }
 }

@@ -218,6 +218,8 @@ pub struct Conn {
     started: Instant,
     /// Group changes (added, removed) for the writer to apply.
     pub pending_groups: Mutex<Vec<(Vec<String>, Vec<String>)>>,
+    /// Users whose presence this connection subscribed to (unsubscribed when it closes).
+    pub presence_subscriptions: Mutex<Vec<String>>,
     pub meta: ConnMeta,
 }
 
@@ -232,6 +234,7 @@ impl Conn {
             last_activity_ms: AtomicU64::new(0),
             started: Instant::now(),
             pending_groups: Mutex::new(Vec::new()),
+            presence_subscriptions: Mutex::new(Vec::new()),
             meta,
         }
     }

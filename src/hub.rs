@@ -142,7 +142,7 @@ impl Hub {
                     conn.outbox.signal();
                 }
             }
-            EdgeMsg::Route(_) => {
+            EdgeMsg::Route(_) | EdgeMsg::PresenceInfo { .. } => {
                 // Routed by the node before it reaches the hub.
                 tracing::warn!("route request reached the hub, dropped");
             }

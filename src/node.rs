@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 use ringcast_cluster::{Cluster, ClusterConfig, ClusterError, MemberState, NodeId, Ring};
@@ -34,6 +35,17 @@ struct Pending {
     sent_at: Instant,
 }
 
+/// A `presence.query` being answered by the owners of its users.
+struct PresenceQuery {
+    conn_id: ConnId,
+    op_id: Option<String>,
+    entries: Vec<Option<Bytes>>,
+    started: Instant,
+}
+
+/// Users per query id: a part's id is `query_id * QUERY_PARTS + index`.
+const QUERY_PARTS: u64 = 128;
+
 /// How long a remote owner may take to answer before the client gets `unavailable`.
 const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -57,6 +69,8 @@ pub struct Node {
     /// Requests in flight to remote owners, by request id.
     pending: Mutex<HashMap<u64, Pending>>,
     next_request_id: AtomicU64,
+    /// `presence.query` requests waiting for their parts, by query id.
+    queries: Mutex<HashMap<u64, PresenceQuery>>,
     /// Cancelled when the node begins to shut down: stop accepting.
     pub shutdown: CancellationToken,
     /// Cancelled once every connection was asked to close: a connection registered later
@@ -88,12 +102,14 @@ impl Node {
                 config.typing_timeout,
                 config.inbox_size,
                 config.inbox_ttl,
-            ),
+            )
+            .with_presence_grace(config.presence_grace),
             hub: Hub::new(config.limits.error_limit, config.limits.error_window),
             routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
             cluster: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             next_request_id: AtomicU64::new(1),
+            queries: Mutex::new(HashMap::new()),
             id,
             generation,
             config,
@@ -287,8 +303,64 @@ impl Node {
         }
     }
 
+    /// `presence.query`: asks the owner of each user's key, answers once all have.
+    pub fn presence_query(
+        &self,
+        conn: &crate::conn::Conn,
+        identity: &crate::auth::Identity,
+        op_id: Option<&str>,
+        users: Vec<String>,
+    ) -> Result<(), ReplyError> {
+        let query_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let query = PresenceQuery { conn_id: conn.id, op_id: op_id.map(str::to_string), entries: vec![None; users.len()], started: Instant::now() };
+        self.queries.lock().insert(query_id, query);
+        for (index, user) in users.iter().enumerate() {
+            let room = RoomKey::user(&identity.tenant, user);
+            let sender = crate::session::sender_of(self, conn, identity);
+            let op = crate::route::PresenceOp::Query { query_id: query_id * QUERY_PARTS + index as u64 };
+            if let Err(error) = self.route(OwnerOp::Presence { room, sender, op_id: None, op }) {
+                self.queries.lock().remove(&query_id);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// One part of a `presence.query` came back; the ack goes out with the last one.
+    fn on_presence_info(&self, conn_id: ConnId, part: u64, entry: Bytes) {
+        let (query_id, index) = (part / QUERY_PARTS, (part % QUERY_PARTS) as usize);
+        let complete = {
+            let mut queries = self.queries.lock();
+            let Some(query) = queries.get_mut(&query_id).filter(|query| query.conn_id == conn_id) else { return };
+            if let Some(slot) = query.entries.get_mut(index) {
+                *slot = Some(entry);
+            }
+            if query.entries.iter().all(Option::is_some) {
+                queries.remove(&query_id)
+            } else {
+                None
+            }
+        };
+        let Some(query) = complete else { return };
+        let Some(op_id) = query.op_id else { return };
+        let mut frame = format!(r#"{{"type":"ack","op_id":{},"data":{{"users":["#, serde_json::Value::from(op_id)).into_bytes();
+        for (index, entry) in query.entries.iter().flatten().enumerate() {
+            if index > 0 {
+                frame.push(b',');
+            }
+            frame.extend_from_slice(entry);
+        }
+        frame.extend_from_slice(b"]}}");
+        if let Some(conn) = self.hub.get(conn_id) {
+            conn.outbox.push_text(Bytes::from(frame));
+        }
+    }
+
     /// A message for this edge: settle its request, then hand it to the hub.
     fn on_edge_msg(&self, msg: EdgeMsg) {
+        if let EdgeMsg::PresenceInfo { conn_id, query_id, entry } = msg {
+            return self.on_presence_info(conn_id, query_id, entry);
+        }
         if let EdgeMsg::Route(op) = msg {
             // From a peer: no owner lock is held here.
             if let Err(err) = self.route(*op) {
@@ -343,6 +415,7 @@ impl EdgeSink for Node {
                 EdgeMsg::Route(op) => {
                     let _ = self.deferred_tx.send(*op);
                 }
+                EdgeMsg::PresenceInfo { conn_id, query_id, entry } => self.on_presence_info(conn_id, query_id, entry),
                 msg => self.hub.handle(msg),
             };
         }
@@ -401,5 +474,16 @@ async fn sweep_pending(node: std::sync::Weak<Node>) {
         interval.tick().await;
         let Some(node) = node.upgrade() else { return };
         node.fail_pending(|pending| pending.sent_at.elapsed() > PENDING_TIMEOUT, "owner did not answer");
+        let expired: Vec<PresenceQuery> = {
+            let mut queries = node.queries.lock();
+            let ids: Vec<u64> = queries.iter().filter(|(_, q)| q.started.elapsed() > PENDING_TIMEOUT).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| queries.remove(&id)).collect()
+        };
+        for query in expired {
+            if let Some(conn) = node.hub.get(query.conn_id) {
+                let error = ReplyError::new(ErrorCode::Unavailable, "owner did not answer");
+                conn.outbox.push_text(frames::error(query.op_id.as_deref(), &error));
+            }
+        }
     }
 }

@@ -48,6 +48,10 @@ pub struct Owner {
     inbox_ttl: std::time::Duration,
     /// Bans and join requests by room key, sharded like the rooms.
     meta: Box<[Mutex<HashMap<RoomKey, RoomMeta>>]>,
+    /// How long a user stays online after its last connection closed.
+    presence_grace: std::time::Duration,
+    /// Personal rooms whose grace runs: the only ones the presence sweep looks at.
+    presence_pending: Mutex<std::collections::HashSet<RoomKey>>,
 }
 
 /// What the owner of a user's personal room keeps for it while it may be offline.
@@ -57,6 +61,25 @@ pub struct UserBox {
     pub messages: VecDeque<(u64, Bytes)>,
     /// DMs sent to this user with a `client_id`, by (sender, client_id).
     sent: SentIds,
+    /// Presence the user set (`away`, `busy`; `None` = online when connected) and its message.
+    pub status: Option<String>,
+    pub message: Option<String>,
+    /// While the last connection's grace runs: when the user turns offline (ms since the epoch).
+    pub offline_at: Option<u64>,
+    /// Connections subscribed to this user's presence.
+    pub subscribers: Vec<ConnRef>,
+}
+
+impl UserBox {
+    /// Nothing worth keeping: the entry can go.
+    fn is_idle(&self) -> bool {
+        self.messages.is_empty()
+            && self.sent.order.is_empty()
+            && self.status.is_none()
+            && self.message.is_none()
+            && self.offline_at.is_none()
+            && self.subscribers.is_empty()
+    }
 }
 
 /// A user's inbox handed to the new owner of its personal room.
@@ -65,6 +88,9 @@ pub struct InboxSnapshot {
     pub key: RoomKey,
     pub messages: Vec<(u64, Bytes)>,
     pub sent: Vec<(Arc<str>, String, SentAck)>,
+    pub status: Option<String>,
+    pub message: Option<String>,
+    pub subscribers: Vec<ConnRef>,
 }
 
 /// Moderation state of a room key: outlives the room's members.
@@ -78,6 +104,7 @@ pub struct RoomMeta {
 
 mod direct;
 mod moderation;
+mod presence;
 
 mod messages;
 
@@ -257,6 +284,8 @@ impl Owner {
         Owner {
             inboxes: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             meta: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            presence_grace: std::time::Duration::from_secs(5),
+            presence_pending: Mutex::new(std::collections::HashSet::new()),
             inbox_size,
             inbox_ttl,
             shards: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -266,6 +295,12 @@ impl Owner {
             typing_timeout,
             typing_rooms: Mutex::new(std::collections::HashSet::new()),
         }
+    }
+
+    /// Sets the presence grace (default 5 s).
+    pub fn with_presence_grace(mut self, grace: std::time::Duration) -> Self {
+        self.presence_grace = grace;
+        self
     }
 
     fn shard_index(&self, room: &RoomKey) -> usize {
@@ -351,7 +386,16 @@ impl Owner {
                 }
             }
             OwnerOp::Join { room, sender, op_id, since } => self.join(&mut shard, sink, room, sender, op_id, since),
-            OwnerOp::Leave { room, sender, op_id } => leave(&mut shard, sink, room, sender, op_id),
+            OwnerOp::Leave { room, sender, op_id } => {
+                let personal = room.room().starts_with("user:");
+                let removed = leave(&mut shard, sink, room.clone(), sender.clone(), op_id);
+                if personal && removed != Removed::NotThere {
+                    self.user_conn_gone(shard.get(&room), sink, &room, &sender.conn);
+                }
+            }
+            OwnerOp::Presence { room, sender, op_id, op } => {
+                self.presence_op(&shard, sink, &room, &sender, op_id.as_deref(), op)
+            }
             OwnerOp::Members { room, sender, op_id } => members(&shard, sink, &room, &sender, op_id),
             OwnerOp::Publish { room, sender, op_id, message } => {
                 self.publish(&mut shard, sink, &room, &sender, op_id.as_deref(), message)
@@ -450,6 +494,9 @@ impl Owner {
                     if room.remove_conn(&user_id, &conn) == Removed::LastOfUser {
                         room.fan_out(sink, key, None, member_left_frame(key, &user_id));
                     }
+                    if key.room().starts_with("user:") {
+                        self.user_conn_gone(Some(&*room), sink, key, &conn);
+                    }
                 }
                 if room.users.is_empty() {
                     emptied.push(key.clone());
@@ -458,6 +505,15 @@ impl Owner {
             for key in emptied {
                 shard.remove(&key);
                 metrics::rooms_owned(-1.0);
+            }
+        }
+    }
+
+    /// Drops the presence subscriptions of `node`'s connections.
+    pub fn drop_subscriber_node(&self, node: &NodeId) {
+        for shard in self.inboxes.iter() {
+            for user_box in shard.lock().values_mut() {
+                user_box.subscribers.retain(|conn| &conn.node != node);
             }
         }
     }
@@ -508,6 +564,9 @@ impl Owner {
             &sender.conn.node,
             EdgeMsg::Joined { room: key.clone(), conn_id: sender.conn.conn_id, request_id: sender.request_id, frames },
         );
+        if key.room().starts_with("user:") && added != Added::AlreadyIn {
+            self.user_conn_added(room, sink, &key, &sender.conn, added == Added::FirstOfUser);
+        }
         if added == Added::FirstOfUser {
             #[derive(Serialize)]
             struct MemberJoined<'a> {
@@ -596,7 +655,13 @@ impl Owner {
     }
 }
 
-fn leave(shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, sender: Sender, op_id: Option<String>) {
+fn leave(
+    shard: &mut HashMap<RoomKey, Room>,
+    sink: &dyn EdgeSink,
+    key: RoomKey,
+    sender: Sender,
+    op_id: Option<String>,
+) -> Removed {
     #[derive(Serialize)]
     struct LeaveAck<'a> {
         room: &'a str,
@@ -606,7 +671,8 @@ fn leave(shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, 
         frames::ack(op_id.as_deref(), LeaveAck { room: key.room(), status: "left" }).into_iter().collect();
     let Some(room) = shard.get_mut(&key) else {
         // Not in the room: leaving is idempotent.
-        return sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, request_id: sender.request_id, frames });
+        sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, request_id: sender.request_id, frames });
+        return Removed::NotThere;
     };
     let removed = room.remove_conn(&sender.user_id, &sender.conn);
     sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key.clone(), conn_id: sender.conn.conn_id, request_id: sender.request_id, frames });
@@ -619,6 +685,7 @@ fn leave(shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, 
         shard.remove(&key);
         metrics::rooms_owned(-1.0);
     }
+    removed
 }
 
 fn members(shard: &HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: &RoomKey, sender: &Sender, op_id: Option<String>) {

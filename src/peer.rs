@@ -12,7 +12,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::owner::{InboxSnapshot, MessageExtra, RoomMeta, RoomSnapshot, SentAck, StoredMessage};
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, EdgeMsg, OwnerOp, RoomAction, Sender, UserDelivery};
+use crate::route::{ConnRef, EdgeMsg, OwnerOp, PresenceOp, RoomAction, Sender, UserDelivery};
 
 /// An [`OwnerOp`]; the frame's flags carry the hop count.
 pub const KIND_OWNER_OP: u8 = FIRST_USER_KIND;
@@ -37,6 +37,7 @@ const OP_RESUBSCRIBE: u8 = 5;
 const OP_USER_GROUPS: u8 = 6;
 const OP_ACT: u8 = 7;
 const OP_TO_USER: u8 = 8;
+const OP_PRESENCE: u8 = 9;
 
 const DELIVERY_DM: u8 = 1;
 const DELIVERY_CALL: u8 = 2;
@@ -63,6 +64,7 @@ const MSG_JOINED: u8 = 3;
 const MSG_LEFT: u8 = 4;
 const MSG_GROUPS: u8 = 5;
 const MSG_ROUTE: u8 = 6;
+const MSG_PRESENCE_INFO: u8 = 7;
 
 pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
     let mut writer = Writer::new();
@@ -121,6 +123,17 @@ pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
                     writer.u8(DELIVERY_COPY).bytes(frame).str(exclude.node.as_str()).u64(exclude.conn_id);
                 }
             }
+        }
+        OwnerOp::Presence { room, sender, op_id, op } => {
+            writer.u8(OP_PRESENCE).str(room.as_str());
+            put_sender(&mut writer, sender);
+            writer.opt_str(op_id.as_deref());
+            match op {
+                PresenceOp::Set { status, message } => writer.u8(1).str(status).opt_str(message.as_deref()),
+                PresenceOp::Subscribe => writer.u8(2),
+                PresenceOp::Unsubscribe => writer.u8(3),
+                PresenceOp::Query { query_id } => writer.u8(4).u64(*query_id),
+            };
         }
         OwnerOp::UserGroups { room, sender, added, removed } => {
             writer.u8(OP_USER_GROUPS).str(room.as_str());
@@ -194,6 +207,18 @@ pub fn decode_op(payload: Bytes) -> Result<OwnerOp, DecodeError> {
             };
             OwnerOp::ToUser { room, sender, op_id, delivery }
         }
+        OP_PRESENCE => {
+            let sender = get_sender(&mut reader)?;
+            let op_id = reader.opt_string()?;
+            let op = match reader.u8()? {
+                1 => PresenceOp::Set { status: reader.string()?, message: reader.opt_string()? },
+                2 => PresenceOp::Subscribe,
+                3 => PresenceOp::Unsubscribe,
+                4 => PresenceOp::Query { query_id: reader.u64()? },
+                _ => return Err(DecodeError),
+            };
+            OwnerOp::Presence { room, sender, op_id, op }
+        }
         OP_USER_GROUPS => OwnerOp::UserGroups {
             room,
             sender: get_sender(&mut reader)?,
@@ -234,6 +259,10 @@ pub fn encode_msg(msg: &EdgeMsg) -> PeerFrame {
             put_strings(&mut writer, added);
             put_strings(&mut writer, removed);
         }
+        EdgeMsg::PresenceInfo { conn_id, query_id, entry } => {
+            writer.u8(MSG_PRESENCE_INFO).u64(*conn_id).u64(*query_id);
+            return PeerFrame::with_tail(KIND_EDGE_MSG, writer.finish(), entry.clone());
+        }
         EdgeMsg::Route(op) => {
             // The op's own encoding is the tail.
             writer.u8(MSG_ROUTE);
@@ -270,6 +299,11 @@ pub fn decode_msg(payload: Bytes) -> Result<EdgeMsg, DecodeError> {
             }
         }
         MSG_ROUTE => EdgeMsg::Route(Box::new(decode_op(reader.rest())?)),
+        MSG_PRESENCE_INFO => {
+            let conn_id = reader.u64()?;
+            let query_id = reader.u64()?;
+            EdgeMsg::PresenceInfo { conn_id, query_id, entry: reader.rest() }
+        }
         MSG_GROUPS => {
             EdgeMsg::Groups { conn_id: reader.u64()?, added: get_strings(&mut reader)?, removed: get_strings(&mut reader)? }
         }
@@ -402,6 +436,10 @@ pub fn encode_inbox(inbox: &InboxSnapshot) -> PeerFrame {
     for (user_id, client_id, ack) in &inbox.sent {
         writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
     }
+    writer.opt_str(inbox.status.as_deref()).opt_str(inbox.message.as_deref()).len(inbox.subscribers.len());
+    for conn in &inbox.subscribers {
+        writer.str(conn.node.as_str()).u64(conn.conn_id);
+    }
     PeerFrame::new(KIND_INBOX, writer.finish())
 }
 
@@ -420,7 +458,13 @@ pub fn decode_inbox(payload: Bytes) -> Result<InboxSnapshot, DecodeError> {
         let client_id = reader.string()?;
         sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
     }
-    Ok(InboxSnapshot { key, messages, sent })
+    let status = reader.opt_string()?;
+    let message = reader.opt_string()?;
+    let count = reader.len()?;
+    let subscribers = (0..count)
+        .map(|_| Ok(ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? }))
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(InboxSnapshot { key, messages, sent, status, message, subscribers })
 }
 
 fn put_action(writer: &mut Writer, action: &RoomAction) {
@@ -610,6 +654,7 @@ mod tests {
             EdgeMsg::Joined { room: room.clone(), conn_id: 1, request_id: 2, frames: vec![frame.clone(), frame.clone()] },
             EdgeMsg::Left { room, conn_id: 1, request_id: 0, frames: vec![] },
             EdgeMsg::Groups { conn_id: 4, added: vec![], removed: vec!["x".into()] },
+            EdgeMsg::PresenceInfo { conn_id: 3, query_id: 4, entry: Bytes::from_static(b"{}") },
             EdgeMsg::Route(Box::new(OwnerOp::Members { room: RoomKey::new("t", "r"), sender: sender(), op_id: None })),
         ];
         for msg in msgs {
@@ -664,6 +709,9 @@ mod tests {
             key: RoomKey::user("t", "bob"),
             messages: vec![(5, Bytes::from_static(b"dm"))],
             sent: vec![(Arc::from("alice"), "c1".into(), SentAck { id: "i".into(), seq: 0, ts: "t".into() })],
+            status: Some("away".into()),
+            message: None,
+            subscribers: vec![ConnRef { node: NodeId::new("n3"), conn_id: 8 }],
         };
         assert_eq!(decode_inbox(encode_inbox(&inbox).payload).unwrap(), inbox);
     }

@@ -110,6 +110,12 @@ pub enum Request {
     Dm { to: String, text: String, attachments: Vec<Attachment>, client_id: Option<String> },
     /// `call.offer` / `call.answer` / `call.ice` / `call.hangup`: relayed to `to`.
     Call { to: String, signal: CallSignal },
+    /// `presence.set`.
+    PresenceSet { status: String, message: Option<String> },
+    /// `presence.subscribe` (`subscribe: true`) / `presence.unsubscribe`.
+    PresenceSubscribe { users: Vec<String>, subscribe: bool },
+    /// `presence.query`.
+    PresenceQuery { users: Vec<String> },
     PresencePing,
 }
 
@@ -134,14 +140,8 @@ impl CallSignal {
     }
 }
 
-/// Types of PROTOCOL.md that this version does not serve yet: answered `unsupported`, not
-/// `unknown_type`, because they are part of the protocol.
-const NOT_YET_SERVED: &[&str] = &[
-    "presence.set",
-    "presence.subscribe",
-    "presence.unsubscribe",
-    "presence.query",
-];
+/// The most users one presence request names.
+pub const MAX_PRESENCE_USERS: usize = 100;
 
 /// The longest emoji (a grapheme cluster can be long; this bounds it).
 pub const MAX_EMOJI_CHARS: usize = 32;
@@ -295,6 +295,16 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
             };
             Ok(Request::Call { to: data.user_id("to")?, signal })
         }
+        "presence.set" => {
+            let status = data.string("status")?;
+            if !matches!(status.as_str(), "online" | "away" | "busy") {
+                return Err(ReplyError::invalid("data.status must be online, away or busy"));
+            }
+            Ok(Request::PresenceSet { status, message: data.bounded_string("message", 256)? })
+        }
+        "presence.subscribe" => Ok(Request::PresenceSubscribe { users: data.users()?, subscribe: true }),
+        "presence.unsubscribe" => Ok(Request::PresenceSubscribe { users: data.users()?, subscribe: false }),
+        "presence.query" => Ok(Request::PresenceQuery { users: data.users()? }),
         "room.request_join" => {
             let room = data.room()?;
             if !room.starts_with("private:") {
@@ -328,9 +338,6 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
                 Some(seq) => Some(seq.as_u64().ok_or_else(|| ReplyError::invalid("data.before_seq must be an integer >= 0"))?),
             };
             room_action(data, RoomAction::History { before_seq, limit })
-        }
-        _ if NOT_YET_SERVED.contains(&kind) => {
-            Err(ReplyError::new(ErrorCode::Unsupported, format!("{kind} is not served by this version")))
         }
         _ => Err(ReplyError::new(ErrorCode::UnknownType, "unknown type")),
     }
@@ -383,6 +390,22 @@ impl<'v, 'a> Data<'v, 'a> {
             None => Err(ReplyError::invalid(format!("data.{field} is required"))),
             Some(value) => value.as_u64().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be an integer >= 0"))),
         }
+    }
+
+    fn users(&self) -> Result<Vec<String>, ReplyError> {
+        let bad = || ReplyError::invalid(format!("data.users must be 1-{MAX_PRESENCE_USERS} user ids"));
+        let items = self.get("users").and_then(|users| users.as_array()).ok_or_else(bad)?;
+        if items.is_empty() || items.len() > MAX_PRESENCE_USERS {
+            return Err(bad());
+        }
+        let mut users: Vec<String> = Vec::with_capacity(items.len());
+        for item in items {
+            let user = item.as_str().filter(|user| crate::auth::is_valid_id(user)).ok_or_else(bad)?;
+            if !users.iter().any(|known| known == user) {
+                users.push(user.to_string());
+            }
+        }
+        Ok(users)
     }
 
     fn user_id(&self, field: &'static str) -> Result<String, ReplyError> {
@@ -491,7 +514,8 @@ mod tests {
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":7}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":{"room":"a b"}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"room.join","data":"x"}"#), (None, ErrorCode::InvalidMessage));
-        assert_eq!(error_of(r#"{"type":"presence.set","data":{}}"#), (None, ErrorCode::Unsupported));
+        assert_eq!(error_of(r#"{"type":"presence.set","data":{}}"#), (None, ErrorCode::InvalidMessage));
+        assert_eq!(error_of(r#"{"type":"presence.query","data":{"users":[]}}"#).1, ErrorCode::InvalidMessage);
         assert_eq!(error_of(r#"{"type":"room.kick","data":{}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"dm.send","data":{}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"chat.edit","data":{"room":"r","id":"x"}}"#).1, ErrorCode::InvalidMessage);

@@ -54,6 +54,8 @@ pub enum OwnerOp {
     /// Something for every connection of one user (a DM, a call signal), sent to the owner of
     /// that user's personal room (`room`), which knows them all and keeps the inbox.
     ToUser { room: RoomKey, sender: Sender, op_id: Option<String>, delivery: UserDelivery },
+    /// A presence operation on the user of personal room `room`.
+    Presence { room: RoomKey, sender: Sender, op_id: Option<String>, op: PresenceOp },
     /// A user's groups changed: sent to the owner of the user's personal room (`room`), which
     /// knows every connection of the user and tells each one's edge ([`EdgeMsg::Groups`]).
     UserGroups { room: RoomKey, sender: Sender, added: Vec<String>, removed: Vec<String> },
@@ -69,7 +71,8 @@ impl OwnerOp {
             | OwnerOp::Resubscribe { room, .. }
             | OwnerOp::UserGroups { room, .. }
             | OwnerOp::Act { room, .. }
-            | OwnerOp::ToUser { room, .. } => room,
+            | OwnerOp::ToUser { room, .. }
+            | OwnerOp::Presence { room, .. } => room,
         }
     }
 
@@ -82,6 +85,7 @@ impl OwnerOp {
             | OwnerOp::Publish { sender, .. }
             | OwnerOp::Act { sender, .. }
             | OwnerOp::ToUser { sender, .. }
+            | OwnerOp::Presence { sender, .. }
             | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
@@ -95,6 +99,7 @@ impl OwnerOp {
             | OwnerOp::Publish { sender, .. }
             | OwnerOp::Act { sender, .. }
             | OwnerOp::ToUser { sender, .. }
+            | OwnerOp::Presence { sender, .. }
             | OwnerOp::UserGroups { sender, .. } => Some(sender),
             OwnerOp::Resubscribe { .. } => None,
         }
@@ -107,7 +112,8 @@ impl OwnerOp {
             | OwnerOp::Members { op_id, .. }
             | OwnerOp::Publish { op_id, .. }
             | OwnerOp::Act { op_id, .. }
-            | OwnerOp::ToUser { op_id, .. } => op_id.as_deref(),
+            | OwnerOp::ToUser { op_id, .. }
+            | OwnerOp::Presence { op_id, .. } => op_id.as_deref(),
             OwnerOp::Resubscribe { .. } | OwnerOp::UserGroups { .. } => None,
         }
     }
@@ -146,6 +152,19 @@ pub enum RoomAction {
     Ban { user_id: String, seconds: Option<u64> },
 }
 
+/// Presence operations (PROTOCOL.md §6), each about one user, applied by the owner of that
+/// user's personal room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresenceOp {
+    /// `presence.set` by the user itself.
+    Set { status: String, message: Option<String> },
+    /// Send the asking connection a `presence.update` on every change (and the state now).
+    Subscribe,
+    Unsubscribe,
+    /// Part of a `presence.query`: answer [`EdgeMsg::PresenceInfo`] with this id.
+    Query { query_id: u64 },
+}
+
 /// What a [`OwnerOp::ToUser`] carries. Frames are rendered once, by the sender's edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserDelivery {
@@ -173,6 +192,9 @@ pub enum EdgeMsg {
     Left { room: RoomKey, conn_id: ConnId, request_id: u64, frames: Vec<Bytes> },
     /// The connection's user gained and lost these groups: its `group:` rooms follow.
     Groups { conn_id: ConnId, added: Vec<String>, removed: Vec<String> },
+    /// One user's presence, answering part `query_id` of a `presence.query` of `conn_id`:
+    /// `entry` is the JSON object `{user_id, status, message, devices}`.
+    PresenceInfo { conn_id: ConnId, query_id: u64, entry: Bytes },
     /// Route this op to its owner from the edge (an owner's follow-up for another key; an
     /// owner never routes while it holds a room lock).
     Route(Box<OwnerOp>),
@@ -182,7 +204,7 @@ impl EdgeMsg {
     /// The request this message answers (0 = none).
     pub fn request_id(&self) -> u64 {
         match self {
-            EdgeMsg::Deliver { .. } | EdgeMsg::Groups { .. } | EdgeMsg::Route(_) => 0,
+            EdgeMsg::Deliver { .. } | EdgeMsg::Groups { .. } | EdgeMsg::Route(_) | EdgeMsg::PresenceInfo { .. } => 0,
             EdgeMsg::Reply { request_id, .. } | EdgeMsg::Joined { request_id, .. } | EdgeMsg::Left { request_id, .. } => {
                 *request_id
             }

@@ -60,6 +60,7 @@ pub async fn run(
             interval.tick().await;
             let Some(node) = weak.upgrade() else { break };
             node.owner.expire_typing(&*node);
+            node.owner.expire_presence(&*node);
             ticks += 1;
             if ticks % 256 == 0 {
                 node.owner.expire_inboxes();

@@ -29,7 +29,7 @@ use crate::metrics;
 use crate::node::Node;
 use crate::protocol::{self, CallSignal, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
-use crate::route::{ConnRef, OwnerOp, RoomAction, Sender, UserDelivery};
+use crate::route::{ConnRef, OwnerOp, PresenceOp, RoomAction, Sender, UserDelivery};
 use crate::time;
 use crate::writer::WriteQueue;
 use crate::wsframe::{self, ClientFrame, FrameError};
@@ -87,10 +87,18 @@ pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
             let _ = node.route(OwnerOp::Leave { room, sender, op_id: None });
         }
     }
+    let subscriptions = std::mem::take(&mut *conn.presence_subscriptions.lock());
+    if let Some(identity) = conn.identity() {
+        for user in subscriptions {
+            let room = RoomKey::user(&identity.tenant, &user);
+            let sender = sender_of(&node, &conn, &identity);
+            let _ = node.route(OwnerOp::Presence { room, sender, op_id: None, op: PresenceOp::Unsubscribe });
+        }
+    }
     metrics::connection_closed();
 }
 
-fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender {
+pub(crate) fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender {
     Sender {
         conn: ConnRef { node: node.id.clone(), conn_id: conn.id },
         user_id: identity.user_id.clone(),
@@ -509,6 +517,27 @@ impl Session {
                 let room = RoomKey::user(&identity.tenant, &to);
                 self.node.route(OwnerOp::ToUser { room, sender, op_id: op_id_owned, delivery })
             }
+            Request::PresenceSet { status, message } => {
+                let room = RoomKey::user(&identity.tenant, &identity.user_id);
+                self.node.route(OwnerOp::Presence { room, sender, op_id: op_id_owned, op: PresenceOp::Set { status, message } })
+            }
+            Request::PresenceSubscribe { users, subscribe } => {
+                for user in &users {
+                    let room = RoomKey::user(&identity.tenant, user);
+                    let op = if subscribe { PresenceOp::Subscribe } else { PresenceOp::Unsubscribe };
+                    self.node.route(OwnerOp::Presence { room, sender: sender.clone(), op_id: None, op })?;
+                    let mut subscriptions = self.conn.presence_subscriptions.lock();
+                    subscriptions.retain(|known| known != user);
+                    if subscribe {
+                        subscriptions.push(user.clone());
+                    }
+                }
+                if let Some(ack) = frames::ack(op_id, serde_json::json!({ "users": users })) {
+                    self.conn.outbox.push_text(ack);
+                }
+                Ok(())
+            }
+            Request::PresenceQuery { users } => self.node.presence_query(&self.conn, &identity, op_id, users),
             Request::Call { to, signal } => {
                 if to == *identity.user_id {
                     return Err(ReplyError::invalid("cannot call yourself"));
@@ -664,6 +693,10 @@ fn request_type(request: &Request) -> &'static str {
         },
         Request::PresencePing => "presence.ping",
         Request::Dm { .. } => "dm.send",
+        Request::PresenceSet { .. } => "presence.set",
+        Request::PresenceSubscribe { subscribe: true, .. } => "presence.subscribe",
+        Request::PresenceSubscribe { subscribe: false, .. } => "presence.unsubscribe",
+        Request::PresenceQuery { .. } => "presence.query",
         Request::Call { signal, .. } => match signal {
             CallSignal::Offer { .. } => "call.offer",
             CallSignal::Answer { .. } => "call.answer",

@@ -86,7 +86,7 @@ impl Owner {
         let now = time::now_millis();
         let messages: Vec<Bytes> =
             user_box.messages.drain(..).filter(|(expires, _)| *expires > now).map(|(_, frame)| frame).collect();
-        if user_box.sent.order.is_empty() {
+        if user_box.is_idle() {
             inboxes.remove(key);
         }
         messages
@@ -108,7 +108,14 @@ impl Owner {
                             Some((sent_key.0, sent_key.1, ack))
                         })
                         .collect();
-                    snapshots.push(InboxSnapshot { key, messages: user_box.messages.into(), sent });
+                    snapshots.push(InboxSnapshot {
+                        key,
+                        messages: user_box.messages.into(),
+                        sent,
+                        status: user_box.status,
+                        message: user_box.message,
+                        subscribers: user_box.subscribers,
+                    });
                 }
             }
         }
@@ -128,6 +135,15 @@ impl Owner {
         for (user_id, client_id, ack) in snapshot.sent {
             user_box.sent.insert((user_id, client_id), ack);
         }
+        if user_box.status.is_none() {
+            user_box.status = snapshot.status;
+            user_box.message = snapshot.message;
+        }
+        for subscriber in snapshot.subscribers {
+            if !user_box.subscribers.contains(&subscriber) {
+                user_box.subscribers.push(subscriber);
+            }
+        }
     }
 
     /// Drops expired inbox messages (called with the typing sweep).
@@ -138,6 +154,7 @@ impl Owner {
             for user_box in shard.values_mut() {
                 user_box.messages.retain(|(expires, _)| *expires > now);
             }
+            shard.retain(|_, user_box| !user_box.is_idle());
         }
     }
 }
