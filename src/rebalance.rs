@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringcast_cluster::{compute_changes, ClusterChange, ClusterView, NodeId, PeerFrame};
+use ringcast_cluster::{compute_changes, ClusterChange, ClusterView, NodeId, PeerFrame, Ring};
 use tokio::sync::watch;
 
 use crate::node::Node;
@@ -85,23 +85,35 @@ fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
     if previous.ring.members() == current.ring.members() {
         return;
     }
-    hand_off(node, current);
+    hand_off(node, &current.ring);
     resubscribe(node, previous, current);
     node.set_ring(current.ring.clone());
 }
 
-fn hand_off(node: &Node, current: &ClusterView) {
+/// The first step of a drain, before the node tells anyone: route by the ring without this
+/// node, then hand every room, inbox and moderation state to its next owner. The hand-offs
+/// leave on the links at once, while the other nodes learn of the drain only through gossip,
+/// later: they reach the new owners behind the state.
+pub fn hand_off_everything(node: &Node) {
     let Some(cluster) = node.cluster() else { return };
-    let owns = |key: &RoomKey| current.ring.owner(key.as_str()) == Some(&node.id);
+    let view = cluster.view();
+    let ring = Arc::new(Ring::new(view.ready_members().map(|member| member.node_id.clone()).filter(|id| *id != node.id)));
+    node.set_ring(ring.clone());
+    hand_off(node, &ring);
+}
+
+fn hand_off(node: &Node, ring: &Ring) {
+    let Some(cluster) = node.cluster() else { return };
+    let owns = |key: &RoomKey| ring.owner(key.as_str()) == Some(&node.id);
     for (key, meta) in node.owner.take_meta_not_owned(owns) {
-        if let Some(owner) = current.ring.owner(key.as_str()) {
+        if let Some(owner) = ring.owner(key.as_str()) {
             if let Err(err) = cluster.send(owner, peer::encode_meta(&key, &meta)) {
                 tracing::warn!(room = %key, owner = %owner, error = %err, "moderation hand-off failed");
             }
         }
     }
     for inbox in node.owner.take_inboxes_not_owned(owns) {
-        match current.ring.owner(inbox.key.as_str()) {
+        match ring.owner(inbox.key.as_str()) {
             Some(owner) => {
                 if let Err(err) = cluster.send(owner, peer::encode_inbox(&inbox)) {
                     tracing::warn!(user = %inbox.key, owner = %owner, error = %err, "inbox hand-off failed");
@@ -116,7 +128,7 @@ fn hand_off(node: &Node, current: &ClusterView) {
     }
     tracing::info!(rooms = snapshots.len(), "handing rooms over to their new owners");
     for snapshot in snapshots {
-        match current.ring.owner(snapshot.key.as_str()) {
+        match ring.owner(snapshot.key.as_str()) {
             Some(owner) => {
                 if let Err(err) = cluster.send(owner, peer::encode_snapshot(&snapshot)) {
                     tracing::warn!(room = %snapshot.key, owner = %owner, error = %err, "room hand-off failed");

@@ -82,6 +82,7 @@ pub async fn run(
     }
     match node.cluster().cloned() {
         Some(cluster) => {
+            crate::rebalance::hand_off_everything(&node);
             cluster.set_state(MemberState::Draining).await;
             // Let the hand-off run and a few gossip rounds tell the others to route around us.
             let settle = node.config.cluster.as_ref().map(|c| c.gossip_interval * 5).unwrap_or_default();

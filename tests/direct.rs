@@ -16,6 +16,9 @@ async fn dms_reach_every_connection_or_wait_in_the_inbox(clustered: bool) {
     let mut alice_phone = setup.node(2).client("alice").await;
     let mut bob = setup.node(1).client("bob").await;
     let mut bob_tablet = setup.node(2).client("bob").await;
+    // Each user's first connection hears of its second one.
+    alice.recv_type("device.online").await;
+    bob.recv_type("device.online").await;
 
     // Online: every connection of the recipient and the sender's other connections.
     let ack = alice.ack("dm.send", json!({"to": "bob", "text": "hi bob"})).await;

@@ -133,6 +133,8 @@ async fn test_two_devices_of_one_user() {
     let server = Server::start();
     let mut phone = server.client_with(&Token::new("alice").name("Alice").sign()).await;
     let mut laptop = server.client_with(&Token::new("alice").name("Alice").sign()).await;
+    // The phone hears of the laptop (PROTOCOL.md §6 device.online).
+    assert_eq!(phone.recv_type("device.online").await["data"]["conn_id"], laptop.connected["conn_id"]);
     let mut bob = server.client("bob").await;
     bob.join("lobby").await;
 
