@@ -32,7 +32,7 @@ async fn online_offline_devices(clustered: bool) {
     let mut laptop = setup.node(1).client("alice").await;
     let online = update_of(&mut watcher, "alice", RECV_TIMEOUT).await;
     assert_eq!((online["status"].as_str(), online["devices"].as_u64()), (Some("online"), Some(1)));
-    let mut phone = setup.node(2).client("alice").await;
+    let phone = setup.node(2).client("alice").await;
     let device = laptop.recv_type("device.online").await["data"].clone();
     assert_eq!(device["user_id"], "alice");
     assert_eq!(device["conn_id"], phone.connected["conn_id"]);
@@ -123,6 +123,9 @@ async fn status_and_queries(clustered: bool) {
     assert_eq!(update_of(&mut watcher, "alice", RECV_TIMEOUT).await["status"], "online");
     // Unsubscribed: no more updates.
     watcher.ack("presence.unsubscribe", json!({"users": ["alice"]})).await;
+    // The ack comes from the watcher's node; a query answered by alice's owner after it
+    // (same path, in order) proves the owner has applied the unsubscription.
+    watcher.ack("presence.query", json!({"users": ["alice"]})).await;
     alice.ack("presence.set", json!({"status": "busy"})).await;
     watcher.expect_no_frame(QUIET).await;
 

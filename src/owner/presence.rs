@@ -41,9 +41,7 @@ impl Owner {
         let Some(user_box) = inboxes.get_mut(key) else { return };
         let was_in_grace = user_box.offline_at.take().is_some();
         // Back within the grace: still online, nothing to tell.
-        if first && !was_in_grace {
-            notify(sink, user_box, key, devices_of(room));
-        } else if !first {
+        if !(first && was_in_grace) {
             notify(sink, user_box, key, devices_of(room));
         }
     }
