@@ -387,3 +387,34 @@ async fn test_one_peer_frame_per_subscribed_node_and_one_render_per_message() {
     assert_eq!(edge_rendered, 0.0);
     assert_eq!(edge_deliveries, (2 * MESSAGES) as f64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_drain_hands_over_inboxes_and_bans() {
+    let mut cluster = TestCluster::start(&["i1", "i2", "i3"]).await;
+    // A user whose personal room, and a room whose key, are owned by the node that drains.
+    let offline_user = (0..).map(|k| format!("away{k}")).find(|user| cluster.owner_of(&format!("user:{user}")) == 2).unwrap();
+    let room = cluster.room_owned_by(2, "guarded");
+    let mut sender = cluster.node(0).client("sender").await;
+    sender.ack("dm.send", json!({"to": offline_user, "text": "kept for you"})).await;
+    let mut moderator = cluster.node(1).client_with(&Token::new("mod").roles(&["moderator"]).sign()).await;
+    moderator.join(&room).await;
+    moderator.ack("room.ban", json!({"room": room, "user_id": "eve"})).await;
+
+    cluster.node(2).terminate();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut server = cluster.nodes[2].take().unwrap();
+        let status = server.wait_exit(Duration::from_secs(12));
+        (cluster, status)
+    });
+    let (cluster, status) = status.await.unwrap();
+    assert_eq!(status.and_then(|status| status.code()), Some(0));
+    cluster.wait_settled(2).await;
+
+    // The inbox moved: the user gets the message on its next connection, on any node.
+    let mut away = cluster.node(1).client(&offline_user).await;
+    let message = away.recv_type("dm.message").await["data"].clone();
+    assert_eq!((message["text"].as_str(), message["offline"].as_bool()), (Some("kept for you"), Some(true)));
+    // The ban moved too.
+    let mut eve = cluster.node(0).client("eve").await;
+    assert_eq!(eve.error("room.join", json!({"room": room})).await, "forbidden");
+}
