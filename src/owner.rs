@@ -715,6 +715,14 @@ fn members(shard: &HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: &RoomKey, s
     }
 }
 
+/// Sends the `ack` of `sender`'s request (nothing when it had no `op_id`).
+fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
+    if let Some(frame) = frames::ack(op_id, data) {
+        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
+        sink.send_to_edge(&sender.conn.node, msg);
+    }
+}
+
 fn reply_error(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, error: ReplyError) {
     let frame = frames::error(op_id, &error);
     metrics::error_sent(error.code.as_str());

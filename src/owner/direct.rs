@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{reply_error, EdgeSink, InboxSnapshot, Owner, Room, SentAck, UserBox};
-use crate::frames;
+use super::{ack, reply_error, EdgeSink, InboxSnapshot, Owner, Room, SentAck, UserBox};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::route::{EdgeMsg, OwnerOp, Sender, UserDelivery};
@@ -167,11 +166,4 @@ struct DmAck<'a> {
 
 fn user_of(key: &RoomKey) -> &str {
     key.room().strip_prefix("user:").unwrap_or(key.room())
-}
-
-fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
-    if let Some(frame) = frames::ack(op_id, data) {
-        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
-        sink.send_to_edge(&sender.conn.node, msg);
-    }
 }

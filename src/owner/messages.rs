@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{reply_error, EdgeSink, MessageExtra, Owner, Room};
+use super::{ack, reply_error, EdgeSink, MessageExtra, Owner, Room};
 use crate::frames;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{EdgeMsg, RoomAction, Sender};
+use crate::route::{RoomAction, Sender};
 use crate::time;
 
 impl Owner {
@@ -182,13 +182,6 @@ fn typing_frame(key: &RoomKey, user_id: &str, typing: bool) -> bytes::Bytes {
     }
     let ts = time::rfc3339_millis(time::now_millis());
     frames::event("chat.typing.user", Typing { room: key.room(), user_id, typing }, &ts)
-}
-
-fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
-    if let Some(frame) = frames::ack(op_id, data) {
-        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
-        sink.send_to_edge(&sender.conn.node, msg);
-    }
 }
 
 fn not_found() -> ReplyError {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{member_left_frame, reply_error, EdgeSink, Owner, Removed, Room, RoomMeta};
+use super::{ack, member_left_frame, reply_error, EdgeSink, Owner, Removed, Room, RoomMeta};
 use crate::frames;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
@@ -200,11 +200,4 @@ impl RoomMeta {
 
 fn no_request() -> ReplyError {
     ReplyError::new(ErrorCode::NotFound, "no pending join request from this user")
-}
-
-fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
-    if let Some(frame) = frames::ack(op_id, data) {
-        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
-        sink.send_to_edge(&sender.conn.node, msg);
-    }
 }

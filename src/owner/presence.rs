@@ -199,8 +199,5 @@ fn notify(sink: &dyn EdgeSink, user_box: &UserBox, key: &RoomKey, devices: usize
 
 fn ack_raw(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, entry: &Bytes) {
     let value: serde_json::Value = serde_json::from_slice(entry).unwrap_or_default();
-    if let Some(frame) = frames::ack(op_id, value) {
-        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
-        sink.send_to_edge(&sender.conn.node, msg);
-    }
+    super::ack(sink, sender, op_id, value);
 }
