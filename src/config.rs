@@ -405,32 +405,6 @@ impl ServeArgs {
     }
 }
 
-impl Config {
-    /// A configuration for tests: loopback on an ephemeral port, a fixed HS256 key.
-    pub fn for_test(secret: &str) -> Config {
-        Config {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            admin_listen: None,
-            node_id: "test-node".to_string(),
-            key: KeyConfig::Hs256(secret.as_bytes().to_vec()),
-            dev: false,
-            allowed_origins: None,
-            limits: Limits::default(),
-            history_size: 100,
-            inbox_size: 1000,
-            max_connections: 100_000,
-            drain_timeout: Duration::from_secs(5),
-            log_json: false,
-            cluster: None,
-            admin_key: None,
-            worker_threads: None,
-            typing_timeout: Duration::from_secs(6),
-            inbox_ttl: Duration::from_secs(86_400),
-            presence_grace: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Parses a TOML config file; keys may use `-` or `_`.
 fn parse_file(text: &str) -> Result<ServeArgs, String> {
     let table: toml::Table = text.parse().map_err(|err: toml::de::Error| err.message().to_string())?;

@@ -111,19 +111,6 @@ impl Outbox {
         }
     }
 
-    /// Ends the connection at once: queued frames are dropped and a writer blocked on the
-    /// socket gives up (the peer is gone or not reading).
-    pub fn abort(&self, disconnect: Disconnect) {
-        let mut state = self.state.lock();
-        state.frames.clear();
-        if state.close.is_none() {
-            state.close = Some(disconnect);
-        }
-        state.aborted = true;
-        drop(state);
-        self.wake.notify_one();
-    }
-
     /// True once, after an abort: the caller must give up on the connection now.
     pub fn take_aborted(&self) -> bool {
         std::mem::take(&mut self.state.lock().aborted)
@@ -136,14 +123,6 @@ impl Outbox {
 
     pub fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
-    }
-
-    pub fn len(&self) -> usize {
-        self.state.lock().frames.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Takes every queued frame and the close, if one was asked for.

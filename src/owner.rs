@@ -357,11 +357,6 @@ impl Owner {
         self.ids.message_id(now_millis)
     }
 
-    /// The number of rooms this node owns.
-    pub fn num_rooms(&self) -> usize {
-        self.shards.iter().map(|shard| shard.lock().len()).sum()
-    }
-
     /// Applies one operation if this node holds the room or `owns` its key; otherwise gives
     /// the op back (to be forwarded). Holding the room wins over the ring: between a ring
     /// change and the hand-off of a room, its old owner keeps serving it, so no op applies to
@@ -474,8 +469,9 @@ impl Owner {
     }
 
     /// Forgets every connection of `node` (dead, or restarted as a new generation), with the
-    /// `member.left` that follow.
+    /// `member.left` that follow, and its presence subscriptions.
     pub fn drop_node(&self, sink: &dyn EdgeSink, node: &NodeId) {
+        self.drop_subscriber_node(node);
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             let mut emptied = Vec::new();
@@ -510,17 +506,12 @@ impl Owner {
     }
 
     /// Drops the presence subscriptions of `node`'s connections.
-    pub fn drop_subscriber_node(&self, node: &NodeId) {
+    fn drop_subscriber_node(&self, node: &NodeId) {
         for shard in self.inboxes.iter() {
             for user_box in shard.lock().values_mut() {
                 user_box.subscribers.retain(|conn| &conn.node != node);
             }
         }
-    }
-
-    /// Whether this node holds `room` now.
-    pub fn holds(&self, room: &RoomKey) -> bool {
-        self.shard(room).lock().contains_key(room)
     }
 
     fn join(

@@ -72,12 +72,10 @@ fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
             ClusterChange::Remove(member) => {
                 tracing::info!(node = %member.node_id, "member gone");
                 node.owner.drop_node(node, &member.node_id);
-                node.owner.drop_subscriber_node(&member.node_id);
             }
             ClusterChange::Update { previous, updated } if previous.generation != updated.generation => {
                 tracing::info!(node = %updated.node_id, generation = updated.generation, "member restarted");
                 node.owner.drop_node(node, &previous.node_id);
-                node.owner.drop_subscriber_node(&previous.node_id);
             }
             _ => {}
         }

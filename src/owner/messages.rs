@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{ack, reply_error, EdgeSink, MessageExtra, Owner, Room};
+use super::{ack, reply_error, EdgeSink, MessageExtra, Owner, Room, StoredMessage};
 use crate::frames;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
@@ -184,6 +184,37 @@ fn typing_frame(key: &RoomKey, user_id: &str, typing: bool) -> bytes::Bytes {
     frames::event("chat.typing.user", Typing { room: key.room(), user_id, typing }, &ts)
 }
 
+fn gone() -> ReplyError {
+    ReplyError::new(ErrorCode::Conflict, "message was deleted or redacted")
+}
+
+fn new_extra() -> Box<MessageExtra> {
+    Box::new(MessageExtra { version: 1, ..Default::default() })
+}
+
+impl StoredMessage {
+    /// Deleted or redacted: no more edits or reactions.
+    fn is_gone(&self) -> bool {
+        self.extra.as_deref().is_some_and(|extra| extra.deleted || extra.redacted.is_some())
+    }
+
+    /// The message's after-send state, made on first use.
+    fn extra_mut(&mut self) -> &mut MessageExtra {
+        self.extra.get_or_insert_with(new_extra)
+    }
+
+    /// Removes the text and attachments from the message and from every earlier version.
+    fn erase_text(&mut self) -> &mut MessageExtra {
+        self.text.clear();
+        self.attachments.clear();
+        let extra = self.extra_mut();
+        for (_, text, _) in &mut extra.versions {
+            text.clear();
+        }
+        extra
+    }
+}
+
 fn not_found() -> ReplyError {
     ReplyError::new(ErrorCode::NotFound, "unknown message id")
 }
@@ -208,10 +239,11 @@ fn edit(
     if message.user_id != sender.user_id {
         return Err(ReplyError::new(ErrorCode::Forbidden, "only the author edits a message"));
     }
-    let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
-    if extra.deleted || extra.redacted.is_some() {
-        return Err(ReplyError::new(ErrorCode::Conflict, "message was deleted or redacted"));
+    if message.is_gone() {
+        return Err(gone());
     }
+    // Field by field (not `extra_mut`): the text and timestamps are borrowed alongside.
+    let extra = message.extra.get_or_insert_with(new_extra);
     let edited_at = time::rfc3339_millis(time::now_millis());
     let previous_at = extra.edited_at.clone().unwrap_or_else(|| message.ts.clone());
     extra.versions.push((extra.version, std::mem::replace(&mut message.text, text), previous_at));
@@ -291,14 +323,7 @@ fn delete(
     if hard {
         room.history.remove(index);
     } else {
-        let message = Arc::make_mut(&mut room.history[index]);
-        message.text.clear();
-        message.attachments.clear();
-        let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
-        extra.deleted = true;
-        for (_, text, _) in &mut extra.versions {
-            text.clear();
-        }
+        Arc::make_mut(&mut room.history[index]).erase_text().deleted = true;
     }
     #[derive(Serialize)]
     struct Deleted<'a> {
@@ -310,8 +335,8 @@ fn delete(
     let mode = if hard { "hard" } else { "soft" };
     let data = Deleted { room: key.room(), id, mode, by: &sender.user_id };
     let ts = time::rfc3339_millis(time::now_millis());
-    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.deleted", data, &ts));
-    ack(sink, sender, op_id, Deleted { room: key.room(), id, mode, by: &sender.user_id });
+    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.deleted", &data, &ts));
+    ack(sink, sender, op_id, &data);
     Ok(())
 }
 
@@ -327,14 +352,7 @@ fn redact(
     if !sender.is_moderator {
         return Err(ReplyError::new(ErrorCode::Forbidden, "only a moderator or an admin redacts"));
     }
-    let message = message_mut(room, id)?;
-    message.text.clear();
-    message.attachments.clear();
-    let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
-    extra.redacted = Some(reason.clone().unwrap_or_default());
-    for (_, text, _) in &mut extra.versions {
-        text.clear();
-    }
+    message_mut(room, id)?.erase_text().redacted = Some(reason.clone().unwrap_or_default());
     #[derive(Serialize)]
     struct Redacted<'a> {
         room: &'a str,
@@ -344,8 +362,8 @@ fn redact(
     }
     let data = Redacted { room: key.room(), id, reason: reason.as_deref(), by: &sender.user_id };
     let ts = time::rfc3339_millis(time::now_millis());
-    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.redacted", data, &ts));
-    ack(sink, sender, op_id, Redacted { room: key.room(), id, reason: reason.as_deref(), by: &sender.user_id });
+    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.redacted", &data, &ts));
+    ack(sink, sender, op_id, &data);
     Ok(())
 }
 
@@ -361,10 +379,10 @@ fn react(
     add: bool,
 ) -> Result<(), ReplyError> {
     let message = message_mut(room, id)?;
-    let extra = message.extra.get_or_insert_with(|| Box::new(MessageExtra { version: 1, ..Default::default() }));
-    if extra.deleted || extra.redacted.is_some() {
-        return Err(ReplyError::new(ErrorCode::Conflict, "message was deleted or redacted"));
+    if message.is_gone() {
+        return Err(gone());
     }
+    let extra = message.extra_mut();
     let position = extra.reactions.iter().position(|(known, _)| *known == emoji);
     let count = match (add, position) {
         (true, Some(index)) => {
@@ -403,7 +421,7 @@ fn react(
     }
     let data = Reaction { room: key.room(), id, emoji: &emoji, user_id: &sender.user_id, add, count };
     let ts = time::rfc3339_millis(time::now_millis());
-    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.reaction", data, &ts));
-    ack(sink, sender, op_id, Reaction { room: key.room(), id, emoji: &emoji, user_id: &sender.user_id, add, count });
+    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.reaction", &data, &ts));
+    ack(sink, sender, op_id, &data);
     Ok(())
 }
