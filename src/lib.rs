@@ -8,6 +8,7 @@
 //! - `session`: one client connection on one task: read, limits, parsing, dispatch, timers.
 //! - `wsframe`: client WebSocket frames decoded in place from a buffer that exists only
 //!   while bytes are pending.
+//! - `ratelimit`: the per-connection token bucket of client messages.
 //! - `writer`: the write queue: batched non-blocking vectored writes of shared `Bytes`.
 //! - `conn`: the shared half of a connection: the bounded [`conn::Outbox`], rooms, identity.
 //! - `protocol`: the client envelope and typed requests, parsed in place with simd-json.
@@ -37,6 +38,7 @@ pub mod node;
 pub mod owner;
 pub mod peer;
 pub mod protocol;
+pub mod ratelimit;
 pub mod rebalance;
 pub mod room;
 pub mod route;

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::frames;
 use crate::ids::IdGen;
 use crate::metrics;
-use crate::protocol::{Attachment, ChatSend, ErrorCode, ReplyError, Since};
+use crate::protocol::{ChatSend, ErrorCode, ReplyError, Since};
 use crate::room::RoomKey;
 use crate::route::{ConnRef, EdgeMsg, OwnerOp, Sender};
 use crate::time;
@@ -106,6 +106,11 @@ mod direct;
 mod moderation;
 mod presence;
 
+mod handoff;
+mod stored;
+pub use stored::{MessageExtra, StoredMessage};
+use stored::ChatMessageData;
+pub use handoff::RoomSnapshot;
 mod messages;
 
 /// One room on its owner.
@@ -161,113 +166,6 @@ struct RoomUser {
     conns: Vec<ConnRef>,
 }
 
-/// A message as the room's history keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub id: String,
-    pub seq: u64,
-    pub ts: String,
-    pub user_id: Arc<str>,
-    pub name: Arc<str>,
-    pub text: String,
-    pub attachments: Vec<Attachment>,
-    pub reply_to: Option<String>,
-    pub thread_root: Option<String>,
-    /// Edits, moderation and reactions (most messages have none: boxed to keep history small).
-    pub extra: Option<Box<MessageExtra>>,
-}
-
-/// What happened to a message after it was sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MessageExtra {
-    /// The current version (1 = as sent).
-    pub version: u32,
-    pub edited_at: Option<String>,
-    /// Earlier versions, oldest first: (version, text, when it was written).
-    pub versions: Vec<(u32, String, String)>,
-    /// Soft-deleted: a tombstone without text.
-    pub deleted: bool,
-    /// Redacted by a moderator, with the reason given.
-    pub redacted: Option<String>,
-    /// Each emoji with the users who reacted with it, in order of first use.
-    pub reactions: Vec<(String, Vec<Arc<str>>)>,
-}
-
-/// A room's whole state, handed from its old owner to its new one (drain, node join).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomSnapshot {
-    pub key: RoomKey,
-    pub epoch: String,
-    pub seq: u64,
-    pub history: Vec<StoredMessage>,
-    /// Each user with its name, its moderator flag and its connections.
-    pub users: Vec<(Arc<str>, Arc<str>, bool, Vec<ConnRef>)>,
-    /// Recent idempotency keys: (user, client_id, first ack), oldest first.
-    pub sent: Vec<(Arc<str>, String, SentAck)>,
-}
-
-#[derive(Serialize)]
-struct From<'a> {
-    user_id: &'a str,
-    name: &'a str,
-}
-
-#[derive(Serialize)]
-struct ChatMessageData<'a> {
-    room: &'a str,
-    id: &'a str,
-    seq: u64,
-    ts: &'a str,
-    from: From<'a>,
-    text: &'a str,
-    attachments: &'a [Attachment],
-    reply_to: Option<&'a str>,
-    thread_root: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    recovered: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    edited_at: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    deleted: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    redacted: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    redact_reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reactions: Option<std::collections::BTreeMap<&'a str, usize>>,
-}
-
-impl StoredMessage {
-    fn data<'a>(&'a self, room: &'a str, recovered: bool) -> ChatMessageData<'a> {
-        let extra = self.extra.as_deref();
-        ChatMessageData {
-            room,
-            id: &self.id,
-            seq: self.seq,
-            ts: &self.ts,
-            from: From { user_id: &self.user_id, name: &self.name },
-            text: &self.text,
-            attachments: &self.attachments,
-            reply_to: self.reply_to.as_deref(),
-            thread_root: self.thread_root.as_deref(),
-            recovered,
-            version: extra.map(|extra| extra.version).filter(|version| *version > 1),
-            edited_at: extra.and_then(|extra| extra.edited_at.as_deref()),
-            deleted: extra.is_some_and(|extra| extra.deleted),
-            redacted: extra.is_some_and(|extra| extra.redacted.is_some()),
-            redact_reason: extra.and_then(|extra| extra.redacted.as_deref()).filter(|reason| !reason.is_empty()),
-            reactions: extra.filter(|extra| !extra.reactions.is_empty()).map(|extra| {
-                extra.reactions.iter().map(|(emoji, users)| (emoji.as_str(), users.len())).collect()
-            }),
-        }
-    }
-
-    fn render(&self, room: &str, recovered: bool) -> Bytes {
-        frames::event("chat.message", self.data(room, recovered), &self.ts)
-    }
-}
 
 impl Owner {
     pub fn new(ids: IdGen, history_size: usize, typing_timeout: std::time::Duration) -> Self {
@@ -319,37 +217,6 @@ impl Owner {
 
     fn meta_shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, RoomMeta>> {
         &self.meta[self.shard_index(room)]
-    }
-
-    /// Removes and returns the moderation state of every key this node no longer owns.
-    pub fn take_meta_not_owned(&self, owns: impl Fn(&RoomKey) -> bool) -> Vec<(RoomKey, RoomMeta)> {
-        let mut moving = Vec::new();
-        for shard in self.meta.iter() {
-            let mut shard = shard.lock();
-            let keys: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
-            for key in keys {
-                if let Some(meta) = shard.remove(&key) {
-                    moving.push((key, meta));
-                }
-            }
-        }
-        moving
-    }
-
-    /// Takes over the moderation state handed off by the previous owner of `key`.
-    pub fn install_meta(&self, key: RoomKey, incoming: RoomMeta) {
-        let mut shard = self.meta_shard(&key).lock();
-        let meta = shard.entry(key).or_default();
-        for ban in incoming.bans {
-            if !meta.bans.iter().any(|(user, _)| *user == ban.0) {
-                meta.bans.push(ban);
-            }
-        }
-        for request in incoming.pending {
-            if !meta.pending.iter().any(|pending| pending.user_id == request.user_id) {
-                meta.pending.push(request);
-            }
-        }
     }
 
     /// A fresh message id (DMs are given theirs by the sender's edge).
@@ -426,91 +293,6 @@ impl Owner {
                 &member.conn.node,
                 EdgeMsg::Joined { room: key.clone(), conn_id: member.conn.conn_id, request_id: 0, frames: Vec::new() },
             );
-        }
-    }
-
-    /// Removes and returns every room whose key this node no longer owns, for hand-off.
-    pub fn take_rooms_not_owned(&self, owns: impl Fn(&RoomKey) -> bool) -> Vec<RoomSnapshot> {
-        let mut snapshots = Vec::new();
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            let moving: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
-            for key in moving {
-                if let Some(room) = shard.remove(&key) {
-                    metrics::rooms_owned(-1.0);
-                    snapshots.push(room.snapshot(key));
-                }
-            }
-        }
-        snapshots
-    }
-
-    /// Takes over a room handed off by its previous owner. A room already started here (by
-    /// an edge that moved first) keeps its members; it takes the snapshot's epoch, seq and
-    /// history unless it has already stored messages of its own.
-    pub fn install(&self, snapshot: RoomSnapshot) {
-        let mut shard = self.shard(&snapshot.key).lock();
-        let room = shard.entry(snapshot.key.clone()).or_insert_with(|| self.new_room());
-        if room.seq == 0 && room.history.is_empty() {
-            room.epoch = Arc::from(snapshot.epoch.as_str());
-            room.seq = snapshot.seq;
-            room.history = snapshot.history.into_iter().map(Arc::new).collect();
-            for (user_id, client_id, ack) in snapshot.sent {
-                room.sent.insert((user_id, client_id), ack);
-            }
-        } else if room.seq > 0 {
-            tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
-        }
-        for (user_id, name, moderator, conns) in snapshot.users {
-            for conn in conns {
-                room.add_conn(&user_id, &name, moderator, &conn);
-            }
-        }
-    }
-
-    /// Forgets every connection of `node` (dead, or restarted as a new generation), with the
-    /// `member.left` that follow, and its presence subscriptions.
-    pub fn drop_node(&self, sink: &dyn EdgeSink, node: &NodeId) {
-        self.drop_subscriber_node(node);
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            let mut emptied = Vec::new();
-            for (key, room) in shard.iter_mut() {
-                if !room.nodes.contains_key(node) {
-                    continue;
-                }
-                let gone: Vec<(Arc<str>, ConnRef)> = room
-                    .users
-                    .iter()
-                    .flat_map(|(user_id, user)| {
-                        user.conns.iter().filter(|conn| &conn.node == node).map(|conn| (user_id.clone(), conn.clone()))
-                    })
-                    .collect();
-                for (user_id, conn) in gone {
-                    if room.remove_conn(&user_id, &conn) == Removed::LastOfUser {
-                        room.fan_out(sink, key, None, member_left_frame(key, &user_id));
-                    }
-                    if key.room().starts_with("user:") {
-                        self.user_conn_gone(Some(&*room), sink, key, &conn);
-                    }
-                }
-                if room.users.is_empty() {
-                    emptied.push(key.clone());
-                }
-            }
-            for key in emptied {
-                shard.remove(&key);
-                metrics::rooms_owned(-1.0);
-            }
-        }
-    }
-
-    /// Drops the presence subscriptions of `node`'s connections.
-    fn drop_subscriber_node(&self, node: &NodeId) {
-        for shard in self.inboxes.iter() {
-            for user_box in shard.lock().values_mut() {
-                user_box.subscribers.retain(|conn| &conn.node != node);
-            }
         }
     }
 
@@ -763,26 +545,6 @@ impl Room {
             Added::FirstOfUser
         } else {
             Added::OneMoreOfUser
-        }
-    }
-
-    fn snapshot(self, key: RoomKey) -> RoomSnapshot {
-        RoomSnapshot {
-            key,
-            epoch: self.epoch.to_string(),
-            seq: self.seq,
-            history: self.history.iter().map(|message| (**message).clone()).collect(),
-            users: self.users.into_iter().map(|(user_id, user)| (user_id, user.name, user.moderator, user.conns)).collect(),
-            sent: {
-                let mut sent = self.sent;
-                sent.order
-                    .into_iter()
-                    .filter_map(|key| {
-                        let ack = sent.acks.remove(&key)?;
-                        Some((key.0, key.1, ack))
-                    })
-                    .collect()
-            },
         }
     }
 

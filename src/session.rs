@@ -12,7 +12,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use serde::Serialize;
@@ -21,20 +21,26 @@ use fastwebsockets::upgrade::UpgradeFut;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::auth::{now_secs, AuthError, Identity};
+use crate::auth::{now_secs, Identity};
 use crate::close::Disconnect;
 use crate::conn::{Conn, Outgoing};
 use crate::frames;
 use crate::metrics;
 use crate::node::Node;
-use crate::protocol::{self, CallSignal, ErrorCode, ReplyError, Request};
-use crate::room::{self, RoomKey};
-use crate::route::{ConnRef, OwnerOp, PresenceOp, RoomAction, Sender, UserDelivery};
+use crate::protocol::{self, ErrorCode, ReplyError, Request};
+use crate::room::RoomKey;
+use crate::route::{ConnRef, OwnerOp, PresenceOp, Sender};
 use crate::time;
+use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::writer::WriteQueue;
 use crate::wsframe::{self, ClientFrame, FrameError};
 
 /// How long a closing connection may take to write its last frames and the close frame.
+mod dispatch;
+
+pub use dispatch::apply_group_changes;
+use dispatch::request_type;
+
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read per syscall at most; a buffer grows by this much when it runs out of room.
 const READ_CHUNK: usize = 4096;
@@ -451,165 +457,6 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, op_id: Option<&str>, request: Request) -> Result<(), ReplyError> {
-        let identity =
-            self.conn.identity().ok_or_else(|| ReplyError::new(ErrorCode::Unauthorized, "not authenticated"))?;
-        let sender = sender_of(&self.node, &self.conn, &identity);
-        let op_id_owned = op_id.map(str::to_string);
-        match request {
-            Request::Auth { .. } => Err(ReplyError::invalid("already authenticated")),
-            Request::AuthRefresh { token } => self.refresh(op_id, &identity, &token),
-            Request::RoomJoin { room, since } => {
-                room::check_join(&identity, &room)?;
-                let key = RoomKey::new(&identity.tenant, &room);
-                self.conn.rooms.lock().rooms.insert(key.clone());
-                self.node.route(OwnerOp::Join { room: key, sender, op_id: op_id_owned, since })
-            }
-            Request::RoomLeave { room } => {
-                let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::Leave { room: key, sender, op_id: op_id_owned })
-            }
-            Request::RoomMembers { room } => {
-                let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::Members { room: key, sender, op_id: op_id_owned })
-            }
-            Request::ChatSend(message) => {
-                let key = RoomKey::new(&identity.tenant, &message.room);
-                self.node.route(OwnerOp::Publish { room: key, sender, op_id: op_id_owned, message })
-            }
-            Request::Room { room, action } => {
-                let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::Act { room: key, sender, op_id: op_id_owned, action })
-            }
-            Request::Dm { to, text, attachments, client_id } => {
-                if to == *identity.user_id {
-                    return Err(ReplyError::invalid("cannot send a direct message to yourself"));
-                }
-                let now = time::now_millis();
-                let id = self.node.owner.message_id(now);
-                let ts = time::rfc3339_millis(now);
-                #[derive(Serialize)]
-                struct DmMessage<'a> {
-                    id: &'a str,
-                    from: &'a str,
-                    name: &'a str,
-                    to: &'a str,
-                    text: &'a str,
-                    attachments: &'a [crate::protocol::Attachment],
-                    ts: &'a str,
-                    #[serde(skip_serializing_if = "std::ops::Not::not")]
-                    offline: bool,
-                }
-                let mut message = DmMessage {
-                    id: &id,
-                    from: &identity.user_id,
-                    name: &identity.name,
-                    to: &to,
-                    text: &text,
-                    attachments: &attachments,
-                    ts: &ts,
-                    offline: false,
-                };
-                let frame = frames::event("dm.message", &message, &ts);
-                message.offline = true;
-                let offline_frame = frames::event("dm.message", &message, &ts);
-                let delivery = UserDelivery::Dm { id: id.clone(), ts: ts.clone(), frame, offline_frame, client_id };
-                let room = RoomKey::user(&identity.tenant, &to);
-                self.node.route(OwnerOp::ToUser { room, sender, op_id: op_id_owned, delivery })
-            }
-            Request::PresenceSet { status, message } => {
-                let room = RoomKey::user(&identity.tenant, &identity.user_id);
-                self.node.route(OwnerOp::Presence { room, sender, op_id: op_id_owned, op: PresenceOp::Set { status, message } })
-            }
-            Request::PresenceSubscribe { users, subscribe } => {
-                for user in &users {
-                    let room = RoomKey::user(&identity.tenant, user);
-                    let op = if subscribe { PresenceOp::Subscribe } else { PresenceOp::Unsubscribe };
-                    self.node.route(OwnerOp::Presence { room, sender: sender.clone(), op_id: None, op })?;
-                    let mut subscriptions = self.conn.presence_subscriptions.lock();
-                    subscriptions.retain(|known| known != user);
-                    if subscribe {
-                        subscriptions.push(user.clone());
-                    }
-                }
-                if let Some(ack) = frames::ack(op_id, serde_json::json!({ "users": users })) {
-                    self.conn.outbox.push_text(ack);
-                }
-                Ok(())
-            }
-            Request::PresenceQuery { users } => self.node.presence_query(&self.conn, &identity, op_id, users),
-            Request::Call { to, signal } => {
-                if to == *identity.user_id {
-                    return Err(ReplyError::invalid("cannot call yourself"));
-                }
-                let ts = time::rfc3339_millis(time::now_millis());
-                let from: &str = &identity.user_id;
-                let frame = match &signal {
-                    CallSignal::Offer { call_id, sdp, kind } => {
-                        let data = serde_json::json!({"from": from, "call_id": call_id, "sdp": sdp, "kind": kind});
-                        frames::event("call.incoming", data, &ts)
-                    }
-                    CallSignal::Answer { call_id, sdp } => {
-                        frames::event("call.answer", serde_json::json!({"from": from, "call_id": call_id, "sdp": sdp}), &ts)
-                    }
-                    CallSignal::Ice { call_id, candidate } => {
-                        let candidate: serde_json::Value = serde_json::from_str(candidate).unwrap_or(serde_json::Value::Null);
-                        let data = serde_json::json!({"from": from, "call_id": call_id, "candidate": candidate});
-                        frames::event("call.ice", data, &ts)
-                    }
-                    CallSignal::Hangup { call_id } => {
-                        frames::event("call.ended", serde_json::json!({"call_id": call_id, "by": from}), &ts)
-                    }
-                };
-                let delivery = UserDelivery::Call { call_id: signal.call_id().to_string(), frame };
-                let room = RoomKey::user(&identity.tenant, &to);
-                self.node.route(OwnerOp::ToUser { room, sender, op_id: op_id_owned, delivery })
-            }
-            Request::PresencePing => {
-                #[derive(Serialize)]
-                struct Pong {
-                    timestamp: String,
-                }
-                let frame =
-                    frames::reply("presence.pong", op_id, Pong { timestamp: time::rfc3339_millis(time::now_millis()) });
-                self.conn.outbox.push_text(frame);
-                Ok(())
-            }
-        }
-    }
-
-    /// `auth.refresh`: same user and tenant, new expiry, roles, name and groups; group rooms
-    /// follow the new groups at once.
-    fn refresh(&mut self, op_id: Option<&str>, current: &Arc<Identity>, token: &str) -> Result<(), ReplyError> {
-        let identity = self
-            .node
-            .auth
-            .authenticate(token)
-            .map_err(|err: AuthError| ReplyError::new(ErrorCode::Unauthorized, err.to_string()))?;
-        if identity.user_id != current.user_id || identity.tenant != current.tenant {
-            return Err(ReplyError::new(ErrorCode::Forbidden, "token is for another user or tenant"));
-        }
-        let identity = Arc::new(identity);
-        self.conn.set_identity(identity.clone());
-        #[derive(Serialize)]
-        struct RefreshAck {
-            expires_at: u64,
-        }
-        if let Some(ack) = frames::ack(op_id, RefreshAck { expires_at: identity.expires_at }) {
-            self.conn.outbox.push_text(ack);
-        }
-        let added: Vec<String> = identity.groups.iter().filter(|group| !current.groups.contains(group)).cloned().collect();
-        let removed: Vec<String> = current.groups.iter().filter(|group| !identity.groups.contains(group)).cloned().collect();
-        if !added.is_empty() || !removed.is_empty() {
-            // Every connection of the user follows, wherever it is: the owner of the personal
-            // room knows them all.
-            let room = RoomKey::user(&identity.tenant, &identity.user_id);
-            let sender = sender_of(&self.node, &self.conn, &identity);
-            self.node.route(OwnerOp::UserGroups { room, sender, added, removed })?;
-        }
-        Ok(())
-    }
-
     /// Sends an error; failed requests (but rate limits) count towards the 1008 threshold.
     fn reply_error(&self, op_id: Option<&str>, error: ReplyError) {
         metrics::error_sent(error.code.as_str());
@@ -620,158 +467,5 @@ impl Session {
                 self.conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
             }
         }
-    }
-}
-
-/// Applies the group changes queued for `conn` (see [`crate::route::EdgeMsg::Groups`]):
-/// its identity takes the new groups, it joins and leaves the `group:` rooms, and it is told
-/// with `room.update`. Runs on the connection's writer task, outside every lock.
-pub fn apply_group_changes(node: &Node, conn: &Conn) {
-    let changes: Vec<(Vec<String>, Vec<String>)> = std::mem::take(&mut *conn.pending_groups.lock());
-    let Some(mut identity) = conn.identity() else { return };
-    #[derive(Serialize)]
-    struct RoomUpdate<'a> {
-        room: &'a str,
-        status: &'a str,
-        reason: &'static str,
-    }
-    for (added, removed) in changes {
-        let mut updated = (*identity).clone();
-        updated.groups.retain(|group| !removed.contains(group));
-        for group in &added {
-            if !updated.groups.contains(group) {
-                updated.groups.push(group.clone());
-            }
-        }
-        identity = Arc::new(updated);
-        conn.set_identity_quietly(identity.clone());
-        let ts = time::rfc3339_millis(time::now_millis());
-        let sender = sender_of(node, conn, &identity);
-        for (groups, status) in [(&added, "joined"), (&removed, "left")] {
-            for group in groups {
-                let room = format!("group:{group}");
-                let key = RoomKey::new(&identity.tenant, &room);
-                let op = if status == "joined" {
-                    conn.rooms.lock().rooms.insert(key.clone());
-                    OwnerOp::Join { room: key, sender: sender.clone(), op_id: None, since: None }
-                } else {
-                    OwnerOp::Leave { room: key, sender: sender.clone(), op_id: None }
-                };
-                if let Err(err) = node.route(op) {
-                    tracing::warn!(room, error = %err.message, "group room change failed");
-                }
-                conn.outbox.push_text(frames::event("room.update", RoomUpdate { room: &room, status, reason: "groups" }, &ts));
-            }
-        }
-    }
-}
-
-fn request_type(request: &Request) -> &'static str {
-    match request {
-        Request::Auth { .. } => "auth",
-        Request::AuthRefresh { .. } => "auth.refresh",
-        Request::RoomJoin { .. } => "room.join",
-        Request::RoomLeave { .. } => "room.leave",
-        Request::RoomMembers { .. } => "room.members",
-        Request::ChatSend(_) => "chat.send",
-        Request::Room { action, .. } => match action {
-            RoomAction::Edit { .. } => "chat.edit",
-            RoomAction::Versions { .. } => "chat.versions",
-            RoomAction::Delete { .. } => "chat.delete",
-            RoomAction::Redact { .. } => "chat.redact",
-            RoomAction::React { .. } => "chat.react",
-            RoomAction::Typing { .. } => "chat.typing",
-            RoomAction::Receipt { read: true, .. } => "chat.read",
-            RoomAction::Receipt { read: false, .. } => "chat.delivered",
-            RoomAction::Upload { .. } => "chat.upload",
-            RoomAction::History { .. } => "room.history",
-            RoomAction::RequestJoin => "room.request_join",
-            RoomAction::Approve { .. } => "room.approve",
-            RoomAction::Deny { .. } => "room.deny",
-            RoomAction::Kick { .. } => "room.kick",
-            RoomAction::Ban { .. } => "room.ban",
-        },
-        Request::PresencePing => "presence.ping",
-        Request::Dm { .. } => "dm.send",
-        Request::PresenceSet { .. } => "presence.set",
-        Request::PresenceSubscribe { subscribe: true, .. } => "presence.subscribe",
-        Request::PresenceSubscribe { subscribe: false, .. } => "presence.unsubscribe",
-        Request::PresenceQuery { .. } => "presence.query",
-        Request::Call { signal, .. } => match signal {
-            CallSignal::Offer { .. } => "call.offer",
-            CallSignal::Answer { .. } => "call.answer",
-            CallSignal::Ice { .. } => "call.ice",
-            CallSignal::Hangup { .. } => "call.hangup",
-        },
-    }
-}
-
-
-
-
-/// Token bucket over client messages, with the "keeps exceeding" clock of close 4008.
-struct RateLimiter {
-    tokens: f64,
-    rate_per_second: f64,
-    burst: f64,
-    refilled_at: Instant,
-    /// When the current run of refusals began, and when the last refusal was.
-    excess: Option<(Instant, Instant)>,
-}
-
-enum RateVerdict {
-    Allowed,
-    Limited,
-    Close,
-}
-
-impl RateLimiter {
-    /// A gap this long without a refusal ends a run of refusals.
-    const RUN_GAP: std::time::Duration = std::time::Duration::from_secs(2);
-
-    fn new(rate_per_second: f64, burst: u32) -> Self {
-        RateLimiter {
-            tokens: burst as f64,
-            rate_per_second,
-            burst: burst as f64,
-            refilled_at: Instant::now(),
-            excess: None,
-        }
-    }
-
-    fn check(&mut self, close_after: std::time::Duration) -> RateVerdict {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate_per_second).min(self.burst);
-        self.refilled_at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return RateVerdict::Allowed;
-        }
-        let started = match self.excess {
-            Some((started, last)) if now.duration_since(last) < Self::RUN_GAP => started,
-            _ => now,
-        };
-        self.excess = Some((started, now));
-        if now.duration_since(started) >= close_after {
-            RateVerdict::Close
-        } else {
-            RateVerdict::Limited
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_rate_limiter_burst_then_refuse() {
-        let mut limiter = RateLimiter::new(10.0, 20);
-        for _ in 0..20 {
-            assert!(matches!(limiter.check(std::time::Duration::from_secs(10)), RateVerdict::Allowed));
-        }
-        assert!(matches!(limiter.check(std::time::Duration::from_secs(10)), RateVerdict::Limited));
-        assert!(matches!(limiter.check(std::time::Duration::ZERO), RateVerdict::Close));
     }
 }

@@ -1,0 +1,104 @@
+//! A message as a room's history keeps it, and how it reads back to clients.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::frames;
+use crate::protocol::Attachment;
+
+/// A message as the room's history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: String,
+    pub seq: u64,
+    pub ts: String,
+    pub user_id: Arc<str>,
+    pub name: Arc<str>,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    pub reply_to: Option<String>,
+    pub thread_root: Option<String>,
+    /// Edits, moderation and reactions (most messages have none: boxed to keep history small).
+    pub extra: Option<Box<MessageExtra>>,
+}
+
+/// What happened to a message after it was sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageExtra {
+    /// The current version (1 = as sent).
+    pub version: u32,
+    pub edited_at: Option<String>,
+    /// Earlier versions, oldest first: (version, text, when it was written).
+    pub versions: Vec<(u32, String, String)>,
+    /// Soft-deleted: a tombstone without text.
+    pub deleted: bool,
+    /// Redacted by a moderator, with the reason given.
+    pub redacted: Option<String>,
+    /// Each emoji with the users who reacted with it, in order of first use.
+    pub reactions: Vec<(String, Vec<Arc<str>>)>,
+}
+
+#[derive(Serialize)]
+pub(super) struct From<'a> {
+    user_id: &'a str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct ChatMessageData<'a> {
+    room: &'a str,
+    id: &'a str,
+    seq: u64,
+    ts: &'a str,
+    from: From<'a>,
+    text: &'a str,
+    attachments: &'a [Attachment],
+    reply_to: Option<&'a str>,
+    thread_root: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edited_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redact_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reactions: Option<std::collections::BTreeMap<&'a str, usize>>,
+}
+
+impl StoredMessage {
+    pub(super) fn data<'a>(&'a self, room: &'a str, recovered: bool) -> ChatMessageData<'a> {
+        let extra = self.extra.as_deref();
+        ChatMessageData {
+            room,
+            id: &self.id,
+            seq: self.seq,
+            ts: &self.ts,
+            from: From { user_id: &self.user_id, name: &self.name },
+            text: &self.text,
+            attachments: &self.attachments,
+            reply_to: self.reply_to.as_deref(),
+            thread_root: self.thread_root.as_deref(),
+            recovered,
+            version: extra.map(|extra| extra.version).filter(|version| *version > 1),
+            edited_at: extra.and_then(|extra| extra.edited_at.as_deref()),
+            deleted: extra.is_some_and(|extra| extra.deleted),
+            redacted: extra.is_some_and(|extra| extra.redacted.is_some()),
+            redact_reason: extra.and_then(|extra| extra.redacted.as_deref()).filter(|reason| !reason.is_empty()),
+            reactions: extra.filter(|extra| !extra.reactions.is_empty()).map(|extra| {
+                extra.reactions.iter().map(|(emoji, users)| (emoji.as_str(), users.len())).collect()
+            }),
+        }
+    }
+
+    pub(super) fn render(&self, room: &str, recovered: bool) -> Bytes {
+        frames::event("chat.message", self.data(room, recovered), &self.ts)
+    }
+}
