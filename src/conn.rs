@@ -197,6 +197,9 @@ pub struct Conn {
     started: Instant,
     /// Group changes (added, removed) for the writer to apply.
     pub pending_groups: Mutex<Vec<(Vec<String>, Vec<String>)>>,
+    /// The first frames (`connected`, and the `ack` of an in-band `auth`), held until the
+    /// connection is in its personal room.
+    welcome: Mutex<Option<Vec<Bytes>>>,
     /// Users whose presence this connection subscribed to (unsubscribed when it closes).
     pub presence_subscriptions: Mutex<Vec<String>>,
     pub meta: ConnMeta,
@@ -214,6 +217,7 @@ impl Conn {
             started: Instant::now(),
             pending_groups: Mutex::new(Vec::new()),
             presence_subscriptions: Mutex::new(Vec::new()),
+            welcome: Mutex::new(None),
             meta,
         }
     }
@@ -225,6 +229,19 @@ impl Conn {
     pub fn set_identity(&self, identity: Arc<Identity>) {
         *self.identity.lock() = Some(identity);
         self.outbox.signal();
+    }
+
+    /// Holds the first frames until [`Conn::release_welcome`].
+    pub fn hold_welcome(&self, frames: Vec<Bytes>) {
+        *self.welcome.lock() = Some(frames);
+    }
+
+    /// Queues the held first frames, if any are still held.
+    pub fn release_welcome(&self) {
+        let welcome = self.welcome.lock().take();
+        for frame in welcome.into_iter().flatten() {
+            self.outbox.push_text(frame);
+        }
     }
 
     /// Replaces the identity without waking the writer (the writer itself calls this).

@@ -125,10 +125,14 @@ impl Hub {
                         return;
                     }
                     conn_rooms.rooms.insert(room.clone());
-                    let conns = shard.entry(room).or_default();
+                    let conns = shard.entry(room.clone()).or_default();
                     if !conns.iter().any(|c| c.id == conn_id) {
                         conns.push(conn.clone());
                     }
+                }
+                if room.room().starts_with("user:") {
+                    // In its personal room now: the connection may be told it is connected.
+                    conn.release_welcome();
                 }
                 for frame in frames {
                     conn.outbox.push_text(frame);

@@ -70,7 +70,7 @@ pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         fragments: None,
     };
     if let Some(identity) = identity {
-        session.authenticated(*identity);
+        session.authenticated(*identity, None);
     }
     if node.close_all.is_cancelled() {
         // Registered after the shutdown closed everyone: close now.
@@ -356,10 +356,8 @@ impl Session {
                 Ok(Request::Auth { token }) => match self.node.auth.authenticate(&token) {
                     Ok(identity) => {
                         metrics::message_in("auth");
-                        self.authenticated(identity);
-                        if let Some(ack) = frames::ack(parsed.op_id.as_deref(), serde_json::json!({})) {
-                            self.conn.outbox.push_text(ack);
-                        }
+                        let ack = frames::ack(parsed.op_id.as_deref(), serde_json::json!({}));
+                        self.authenticated(identity, ack);
                     }
                     Err(err) => self.refuse_auth(parsed.op_id.as_deref(), &err.to_string()),
                 },
@@ -382,8 +380,10 @@ impl Session {
         self.conn.outbox.close(Disconnect::UNAUTHORIZED);
     }
 
-    /// The connection is authenticated: say `connected`, join the personal and group rooms.
-    fn authenticated(&mut self, identity: Identity) {
+    /// The connection is authenticated: join the personal and group rooms, and say
+    /// `connected` (then `ack`, for an in-band `auth`) once the personal room holds the
+    /// connection, so that DMs, calls and presence reach it from the first frame on.
+    fn authenticated(&mut self, identity: Identity, ack: Option<bytes::Bytes>) {
         let identity = Arc::new(identity);
         self.conn.set_identity(identity.clone());
         #[derive(Serialize)]
@@ -404,8 +404,12 @@ impl Session {
             ping_interval_ms: self.node.config.limits.ping_interval.as_millis(),
             server_time: now.clone(),
         };
-        self.conn.outbox.push_text(frames::event("connected", connected, &now));
+        let mut welcome = vec![frames::event("connected", connected, &now)];
+        welcome.extend(ack);
+        self.conn.hold_welcome(welcome);
         self.join_quietly(&identity, &format!("user:{}", identity.user_id));
+        // The hub sends the welcome when the personal room's `Joined` arrives (at once, if
+        // the join could not be routed).
         for group in &identity.groups {
             self.join_quietly(&identity, &format!("group:{group}"));
         }
@@ -418,6 +422,7 @@ impl Session {
         let sender = sender_of(&self.node, &self.conn, identity);
         if let Err(err) = self.node.route(OwnerOp::Join { room: key, sender, op_id: None, since: None }) {
             tracing::warn!(room, error = %err.message, "automatic join failed");
+            self.conn.release_welcome();
         }
     }
 
