@@ -20,6 +20,9 @@ pub const PEER_FORWARDS: &str = "ringcast_peer_forwards_total";
 pub const PEER_SEND_FAILURES: &str = "ringcast_peer_send_failures_total";
 pub const PEER_REQUEST_SECONDS: &str = "ringcast_peer_request_seconds";
 pub const PEER_REQUESTS_FAILED: &str = "ringcast_peer_requests_failed_total";
+pub const STORE_OPERATIONS: &str = "ringcast_store_operations_total";
+pub const STORE_SECONDS: &str = "ringcast_store_operation_seconds";
+pub const STORE_UP: &str = "ringcast_store_up";
 
 /// Histogram buckets of every `_seconds` metric.
 pub const SECONDS_BUCKETS: &[f64] =
@@ -40,6 +43,9 @@ pub fn describe() {
     describe_counter!(PEER_SEND_FAILURES, Unit::Count, "owner answers that could not be sent to their edge");
     describe_histogram!(PEER_REQUEST_SECONDS, Unit::Seconds, "time from forwarding a request to a remote owner to its answer");
     describe_counter!(PEER_REQUESTS_FAILED, Unit::Count, "requests to remote owners answered unavailable (link down or timeout)");
+    describe_counter!(STORE_OPERATIONS, Unit::Count, "store operations, by operation and result (ok or error)");
+    describe_histogram!(STORE_SECONDS, Unit::Seconds, "time a store operation took, by operation");
+    describe_gauge!(STORE_UP, Unit::Count, "1 when the store answers (always 1 for memory), 0 while it is unreachable");
 }
 
 /// Message types used as the `type` label; anything else is counted as `other`.
@@ -137,4 +143,15 @@ pub fn peer_send_failed() {
 
 pub fn rooms_owned(delta: f64) {
     gauge!(ROOMS_OWNED).increment(delta);
+}
+
+/// Store operations: `op` is one of the closed set of the store module (`load`, `append`,
+/// `update`, `inbox`, `meta`, `remove`, ...).
+pub fn store_operation(op: &'static str, ok: bool, seconds: f64) {
+    counter!(STORE_OPERATIONS, "op" => op, "result" => if ok { "ok" } else { "error" }).increment(1);
+    histogram!(STORE_SECONDS, "op" => op).record(seconds);
+}
+
+pub fn store_up(up: bool) {
+    gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
 }
