@@ -183,6 +183,8 @@ pub struct Config {
     pub inbox_ttl: Duration,
     /// How long a user stays online after its last connection closes.
     pub presence_grace: Duration,
+    /// Persistence in Redis; `None` = memory only.
+    pub redis_url: Option<String>,
 }
 
 /// How a node joins a cluster.
@@ -284,9 +286,13 @@ impl ServeArgs {
         let this = self.merge_file()?;
         let listen = parse_addr("--listen", this.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let admin_listen = this.admin_listen.as_deref().map(|addr| parse_addr("--admin-listen", addr)).transpose()?;
-        if this.redis_url.is_some() {
-            return Err(ConfigError::new("--redis-url is not supported by this version yet"));
-        }
+        let redis_url = match this.redis_url.filter(|url| !url.is_empty()) {
+            None => None,
+            Some(url) => match redis::Client::open(url.as_str()) {
+                Ok(_) => Some(url),
+                Err(err) => return Err(ConfigError::new(format!("--redis-url is not usable: {err}"))),
+            },
+        };
         let cluster = match &this.cluster_listen {
             None => {
                 for (flag, value) in [("--seeds", &this.seeds), ("--cluster-advertise", &this.cluster_advertise)] {
@@ -312,8 +318,10 @@ impl ServeArgs {
                 if secret.len() < 8 {
                     return Err(ConfigError::new("--cluster-secret must be at least 8 characters"));
                 }
-                let gossip_interval = Duration::from_millis(positive("--gossip-interval-ms", this.gossip_interval_ms, 100)?);
-                let failure_timeout = Duration::from_millis(positive("--failure-timeout-ms", this.failure_timeout_ms, 1500)?);
+                let gossip_interval =
+                    Duration::from_millis(positive("--gossip-interval-ms", this.gossip_interval_ms, 100)?);
+                let failure_timeout =
+                    Duration::from_millis(positive("--failure-timeout-ms", this.failure_timeout_ms, 1500)?);
                 if failure_timeout < gossip_interval * 3 {
                     return Err(ConfigError::new("--failure-timeout-ms must be at least 3 gossip intervals"));
                 }
@@ -393,13 +401,16 @@ impl ServeArgs {
             log_json,
             cluster,
             admin_key: this.admin_key.filter(|key| !key.is_empty()),
+            redis_url,
             typing_timeout: Duration::from_millis(positive("--typing-timeout-ms", this.typing_timeout_ms, 6000)?),
             inbox_ttl: seconds("--inbox-ttl-secs", this.inbox_ttl_secs, Duration::from_secs(86_400))?,
             presence_grace: Duration::from_millis(positive("--presence-grace-ms", this.presence_grace_ms, 5000)?),
             worker_threads: match this.worker_threads {
                 None => None,
                 Some(threads) if (1..=1024).contains(&threads) => Some(threads),
-                Some(threads) => return Err(ConfigError::new(format!("--worker-threads must be 1-1024, got {threads}"))),
+                Some(threads) => {
+                    return Err(ConfigError::new(format!("--worker-threads must be 1-1024, got {threads}")))
+                }
             },
         })
     }

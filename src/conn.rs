@@ -11,7 +11,6 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-
 use crate::auth::Identity;
 use crate::close::Disconnect;
 use crate::room::RoomKey;

@@ -44,6 +44,7 @@ pub mod room;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod time;
 pub mod writer;
 pub mod wsframe;

@@ -223,10 +223,10 @@ fn dev_cluster(args: DevClusterArgs) -> ExitCode {
         Ok(exe) => exe,
         Err(err) => return usage_error(&ConfigError::new(format!("cannot find own binary: {err}"))),
     };
-    let secret = args.jwt_secret.clone().unwrap_or_else(|| String::from_utf8_lossy(&auth::random_secret()).into_owned());
+    let secret =
+        args.jwt_secret.clone().unwrap_or_else(|| String::from_utf8_lossy(&auth::random_secret()).into_owned());
     let cluster_secret = String::from_utf8_lossy(&auth::random_secret()).into_owned();
-    let seeds: Vec<String> =
-        (0..args.nodes).map(|i| format!("127.0.0.1:{}", args.cluster_base_port + i)).collect();
+    let seeds: Vec<String> = (0..args.nodes).map(|i| format!("127.0.0.1:{}", args.cluster_base_port + i)).collect();
     let mut children = Vec::new();
     for i in 0..args.nodes {
         let child = std::process::Command::new(&exe)

@@ -41,8 +41,16 @@ pub fn describe() {
     describe_gauge!(ROOMS_OWNED, Unit::Count, "rooms whose owner is this node");
     describe_counter!(PEER_FORWARDS, Unit::Count, "operations sent to a remote owner");
     describe_counter!(PEER_SEND_FAILURES, Unit::Count, "owner answers that could not be sent to their edge");
-    describe_histogram!(PEER_REQUEST_SECONDS, Unit::Seconds, "time from forwarding a request to a remote owner to its answer");
-    describe_counter!(PEER_REQUESTS_FAILED, Unit::Count, "requests to remote owners answered unavailable (link down or timeout)");
+    describe_histogram!(
+        PEER_REQUEST_SECONDS,
+        Unit::Seconds,
+        "time from forwarding a request to a remote owner to its answer"
+    );
+    describe_counter!(
+        PEER_REQUESTS_FAILED,
+        Unit::Count,
+        "requests to remote owners answered unavailable (link down or timeout)"
+    );
     describe_counter!(STORE_OPERATIONS, Unit::Count, "store operations, by operation and result (ok or error)");
     describe_histogram!(STORE_SECONDS, Unit::Seconds, "time a store operation took, by operation");
     describe_gauge!(STORE_UP, Unit::Count, "1 when the store answers (always 1 for memory), 0 while it is unreachable");

@@ -85,6 +85,13 @@ pub struct Node {
     deferred_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<OwnerOp>>>,
     next_conn_id: AtomicU64,
     ready: AtomicBool,
+    /// A durable store's loads and completions, taken by [`Node::run_store`].
+    store_channels: parking_lot::Mutex<Option<StoreChannels>>,
+}
+
+struct StoreChannels {
+    loads: tokio::sync::mpsc::UnboundedReceiver<RoomKey>,
+    completions: crate::store::redis_store::Completions,
 }
 
 impl Node {
@@ -92,7 +99,22 @@ impl Node {
         let id = NodeId::new(&config.node_id);
         let generation = time::now_millis();
         let (deferred_tx, deferred_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (loads_tx, loads) = tokio::sync::mpsc::unbounded_channel();
+        let (store, store_channels): (Arc<dyn crate::store::Store>, _) = match &config.redis_url {
+            None => (Arc::new(crate::store::MemoryStore), None),
+            Some(url) => {
+                let limits = crate::store::redis_store::Limits {
+                    history_size: config.history_size,
+                    inbox_size: config.inbox_size,
+                    inbox_ttl: config.inbox_ttl,
+                };
+                let (store, completions) = crate::store::redis_store::RedisStore::start(url, limits)
+                    .map_err(|err| ConfigError::new(format!("--redis-url is not usable: {err}")))?;
+                (store, Some(StoreChannels { loads, completions }))
+            }
+        };
         Ok(Node {
+            store_channels: parking_lot::Mutex::new(store_channels),
             deferred_tx,
             deferred_rx: parking_lot::Mutex::new(Some(deferred_rx)),
             auth: Authenticator::new(&config.key)?,
@@ -103,7 +125,8 @@ impl Node {
                 config.inbox_size,
                 config.inbox_ttl,
             )
-            .with_presence_grace(config.presence_grace),
+            .with_presence_grace(config.presence_grace)
+            .with_store(store, loads_tx),
             hub: Hub::new(config.limits.error_limit, config.limits.error_window),
             routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
             cluster: OnceLock::new(),
@@ -191,7 +214,7 @@ impl Node {
 
     /// Ready: serving, and in a cluster a ready member with links to every other member.
     pub fn is_ready(&self) -> bool {
-        if !self.ready.load(Ordering::Relaxed) || self.shutdown.is_cancelled() {
+        if !self.ready.load(Ordering::Relaxed) || self.shutdown.is_cancelled() || !self.owner.store().up() {
             return false;
         }
         match self.cluster.get() {
@@ -250,7 +273,8 @@ impl Node {
         if let (Some(op_id), Some(sender)) = (op.op_id().map(str::to_string), op.sender()) {
             if sender.conn.node == self.id && sender.request_id == 0 {
                 request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-                let pending = Pending { node: owner.clone(), conn_id: sender.conn.conn_id, op_id, sent_at: Instant::now() };
+                let pending =
+                    Pending { node: owner.clone(), conn_id: sender.conn.conn_id, op_id, sent_at: Instant::now() };
                 self.pending.lock().insert(request_id, pending);
                 if let Some(sender) = op.sender_mut() {
                     sender.request_id = request_id;
@@ -284,10 +308,48 @@ impl Node {
         if let Err(error) = result {
             if let (Some(sender), Some(op_id)) = (op.sender(), op.op_id()) {
                 let frame = frames::error(Some(op_id), &error);
-                let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true };
+                let msg = EdgeMsg::Reply {
+                    conn_id: sender.conn.conn_id,
+                    request_id: sender.request_id,
+                    frame,
+                    is_error: true,
+                };
                 self.send_to_edge(&sender.conn.node, msg);
             }
         }
+    }
+
+    /// Serves a durable store: loads rooms the owner asked for and answers the jobs the
+    /// store finished, until the node goes away. Returns at once without one.
+    pub async fn run_store(self: Arc<Self>) {
+        let Some(StoreChannels { mut loads, mut completions }) = self.store_channels.lock().take() else { return };
+        let weak = Arc::downgrade(&self);
+        drop(self);
+        let loader = {
+            let weak = weak.clone();
+            async move {
+                while let Some(key) = loads.recv().await {
+                    let Some(node) = weak.upgrade() else { return };
+                    let load = node.owner.store().load(&key);
+                    drop(node);
+                    let weak = weak.clone();
+                    tokio::spawn(async move {
+                        let result = load.await;
+                        if let Some(node) = weak.upgrade() {
+                            let ring = node.ring();
+                            node.owner.loaded(&*node, &key, result, |key| owns(&ring, &node.id, key));
+                        }
+                    });
+                }
+            }
+        };
+        let answers = async move {
+            while let Some((job, ok)) = completions.recv().await {
+                let Some(node) = weak.upgrade() else { return };
+                node.owner.written(&*node, job, ok);
+            }
+        };
+        tokio::join!(loader, answers);
     }
 
     /// Routes the ops owners asked this edge to route, until the node goes away.
@@ -312,7 +374,12 @@ impl Node {
         users: Vec<String>,
     ) -> Result<(), ReplyError> {
         let query_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let query = PresenceQuery { conn_id: conn.id, op_id: op_id.map(str::to_string), entries: vec![None; users.len()], started: Instant::now() };
+        let query = PresenceQuery {
+            conn_id: conn.id,
+            op_id: op_id.map(str::to_string),
+            entries: vec![None; users.len()],
+            started: Instant::now(),
+        };
         self.queries.lock().insert(query_id, query);
         for (index, user) in users.iter().enumerate() {
             let room = RoomKey::user(&identity.tenant, user);
@@ -343,7 +410,8 @@ impl Node {
         };
         let Some(query) = complete else { return };
         let Some(op_id) = query.op_id else { return };
-        let mut frame = format!(r#"{{"type":"ack","op_id":{},"data":{{"users":["#, serde_json::Value::from(op_id)).into_bytes();
+        let mut frame =
+            format!(r#"{{"type":"ack","op_id":{},"data":{{"users":["#, serde_json::Value::from(op_id)).into_bytes();
         for (index, entry) in query.entries.iter().flatten().enumerate() {
             if index > 0 {
                 frame.push(b',');
@@ -476,7 +544,8 @@ async fn sweep_pending(node: std::sync::Weak<Node>) {
         node.fail_pending(|pending| pending.sent_at.elapsed() > PENDING_TIMEOUT, "owner did not answer");
         let expired: Vec<PresenceQuery> = {
             let mut queries = node.queries.lock();
-            let ids: Vec<u64> = queries.iter().filter(|(_, q)| q.started.elapsed() > PENDING_TIMEOUT).map(|(id, _)| *id).collect();
+            let ids: Vec<u64> =
+                queries.iter().filter(|(_, q)| q.started.elapsed() > PENDING_TIMEOUT).map(|(id, _)| *id).collect();
             ids.into_iter().filter_map(|id| queries.remove(&id)).collect()
         };
         for query in expired {

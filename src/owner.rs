@@ -21,6 +21,7 @@ use crate::metrics;
 use crate::protocol::{ChatSend, ErrorCode, ReplyError, Since};
 use crate::room::RoomKey;
 use crate::route::{ConnRef, EdgeMsg, OwnerOp, Sender};
+use crate::store::{journal, MemoryStore, Store, Write};
 use crate::time;
 
 const NUM_SHARDS: usize = 64;
@@ -52,6 +53,10 @@ pub struct Owner {
     presence_grace: std::time::Duration,
     /// Personal rooms whose grace runs: the only ones the presence sweep looks at.
     presence_pending: Mutex<std::collections::HashSet<RoomKey>>,
+    /// Where durable state is written through (memory by default).
+    store: Arc<dyn Store>,
+    /// Rooms to load from a durable store (read by the node's loader task).
+    loads: tokio::sync::mpsc::UnboundedSender<RoomKey>,
 }
 
 /// What the owner of a user's personal room keeps for it while it may be offline.
@@ -103,14 +108,15 @@ pub struct RoomMeta {
 }
 
 mod direct;
+mod durable;
 mod moderation;
 mod presence;
 
 mod handoff;
 mod stored;
-pub use stored::{MessageExtra, StoredMessage};
-use stored::ChatMessageData;
 pub use handoff::RoomSnapshot;
+use stored::ChatMessageData;
+pub use stored::{MessageExtra, StoredMessage};
 mod messages;
 
 /// One room on its owner.
@@ -126,6 +132,10 @@ struct Room {
     sent: SentIds,
     /// Users typing, with the instant their `typing:true` runs out.
     typing: Vec<(Arc<str>, std::time::Instant)>,
+    /// Whether the durable state is in memory (always ready without a durable store).
+    load: durable::Load,
+    /// Store generation: bumped by a failed write (see [`durable`]).
+    gen: u64,
 }
 
 /// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
@@ -166,7 +176,6 @@ struct RoomUser {
     conns: Vec<ConnRef>,
 }
 
-
 impl Owner {
     pub fn new(ids: IdGen, history_size: usize, typing_timeout: std::time::Duration) -> Self {
         Self::with_inbox(ids, history_size, typing_timeout, 1000, std::time::Duration::from_secs(86_400))
@@ -192,7 +201,20 @@ impl Owner {
             history_size,
             typing_timeout,
             typing_rooms: Mutex::new(std::collections::HashSet::new()),
+            store: Arc::new(MemoryStore),
+            loads: tokio::sync::mpsc::unbounded_channel().0,
         }
+    }
+
+    /// Writes durable state through `store`; rooms to load are sent to `loads`.
+    pub fn with_store(mut self, store: Arc<dyn Store>, loads: tokio::sync::mpsc::UnboundedSender<RoomKey>) -> Self {
+        self.store = store;
+        self.loads = loads;
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Sets the presence grace (default 5 s).
@@ -234,6 +256,17 @@ impl Owner {
         if !shard.contains_key(op.room()) && !owns(op.room()) {
             return Err(op);
         }
+        if self.store.durable() {
+            self.gate(&mut shard, sink, op);
+        } else {
+            self.apply(&mut shard, sink, op);
+        }
+        Ok(())
+    }
+
+    /// Applies one op to the room's state in memory.
+    fn apply(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, op: OwnerOp) {
+        let mut shard = shard;
         match op {
             OwnerOp::Resubscribe { room, members } => self.resubscribe(&mut shard, sink, room, members),
             OwnerOp::UserGroups { room, added, removed, .. } => {
@@ -241,7 +274,11 @@ impl Owner {
                 if let Some(room) = shard.get(&room) {
                     for user in room.users.values() {
                         for conn in &user.conns {
-                            let msg = EdgeMsg::Groups { conn_id: conn.conn_id, added: added.clone(), removed: removed.clone() };
+                            let msg = EdgeMsg::Groups {
+                                conn_id: conn.conn_id,
+                                added: added.clone(),
+                                removed: removed.clone(),
+                            };
                             sink.send_to_edge(&conn.node, msg);
                         }
                     }
@@ -269,7 +306,6 @@ impl Owner {
                 self.to_user(&mut shard, sink, &room, &sender, op_id.as_deref(), delivery)
             }
         }
-        Ok(())
     }
 
     fn new_room(&self) -> Room {
@@ -282,6 +318,8 @@ impl Owner {
             users: HashMap::new(),
             sent: SentIds::default(),
             typing: Vec::new(),
+            load: if self.store.durable() { durable::Load::Stale } else { durable::Load::Ready },
+            gen: 0,
         }
     }
 
@@ -381,7 +419,12 @@ impl Owner {
             // A retry: the first ack again, nothing stored or sent twice.
             let data = SendAck { room: key.room(), id: &first.id, seq: first.seq, ts: &first.ts };
             if let Some(ack) = frames::ack(op_id, data) {
-                let reply = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame: ack, is_error: false };
+                let reply = EdgeMsg::Reply {
+                    conn_id: sender.conn.conn_id,
+                    request_id: sender.request_id,
+                    frame: ack,
+                    is_error: false,
+                };
                 sink.send_to_edge(&sender.conn.node, reply);
             }
             return;
@@ -409,6 +452,7 @@ impl Owner {
             extra: None,
         });
         let frame = stored.render(key.room(), false);
+        journal::record_with(|| Write::Append { message: stored.clone(), client_id: message.client_id.clone() });
         room.history.push_back(stored.clone());
         while room.history.len() > self.history_size {
             room.history.pop_front();
@@ -421,7 +465,12 @@ impl Owner {
         {
             sink.send_to_edge(
                 &sender.conn.node,
-                EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame: ack, is_error: false },
+                EdgeMsg::Reply {
+                    conn_id: sender.conn.conn_id,
+                    request_id: sender.request_id,
+                    frame: ack,
+                    is_error: false,
+                },
             );
         }
         room.fan_out(sink, key, Some(&sender.conn), frame);
@@ -444,11 +493,17 @@ fn leave(
         frames::ack(op_id.as_deref(), LeaveAck { room: key.room(), status: "left" }).into_iter().collect();
     let Some(room) = shard.get_mut(&key) else {
         // Not in the room: leaving is idempotent.
-        sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, request_id: sender.request_id, frames });
+        sink.send_to_edge(
+            &sender.conn.node,
+            EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, request_id: sender.request_id, frames },
+        );
         return Removed::NotThere;
     };
     let removed = room.remove_conn(&sender.user_id, &sender.conn);
-    sink.send_to_edge(&sender.conn.node, EdgeMsg::Left { room: key.clone(), conn_id: sender.conn.conn_id, request_id: sender.request_id, frames });
+    sink.send_to_edge(
+        &sender.conn.node,
+        EdgeMsg::Left { room: key.clone(), conn_id: sender.conn.conn_id, request_id: sender.request_id, frames },
+    );
     if removed == Removed::LastOfUser {
         room.fan_out(sink, &key, None, member_left_frame(&key, &sender.user_id));
     }
@@ -484,14 +539,18 @@ fn members(shard: &HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: &RoomKey, s
         .collect();
     members.sort_by(|a, b| a.user_id.cmp(b.user_id));
     if let Some(frame) = frames::ack(op_id.as_deref(), MembersAck { room: key.room(), members }) {
-        sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false });
+        sink.send_to_edge(
+            &sender.conn.node,
+            EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false },
+        );
     }
 }
 
 /// Sends the `ack` of `sender`'s request (nothing when it had no `op_id`).
 fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
     if let Some(frame) = frames::ack(op_id, data) {
-        let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
+        let msg =
+            EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
         sink.send_to_edge(&sender.conn.node, msg);
     }
 }
@@ -499,7 +558,10 @@ fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, 
 fn reply_error(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, error: ReplyError) {
     let frame = frames::error(op_id, &error);
     metrics::error_sent(error.code.as_str());
-    sink.send_to_edge(&sender.conn.node, EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true });
+    sink.send_to_edge(
+        &sender.conn.node,
+        EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true },
+    );
 }
 
 fn member_left_frame(key: &RoomKey, user_id: &str) -> Bytes {
@@ -530,10 +592,11 @@ pub(crate) enum Removed {
 
 impl Room {
     fn add_conn(&mut self, user_id: &Arc<str>, name: &Arc<str>, moderator: bool, conn: &ConnRef) -> Added {
-        let user = self
-            .users
-            .entry(user_id.clone())
-            .or_insert_with(|| RoomUser { name: name.clone(), moderator, conns: Vec::new() });
+        let user = self.users.entry(user_id.clone()).or_insert_with(|| RoomUser {
+            name: name.clone(),
+            moderator,
+            conns: Vec::new(),
+        });
         user.moderator = moderator;
         if user.conns.contains(conn) {
             return Added::AlreadyIn;

@@ -114,7 +114,13 @@ pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
             writer.opt_str(op_id.as_deref());
             match delivery {
                 UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
-                    writer.u8(DELIVERY_DM).str(id).str(ts).bytes(frame).bytes(offline_frame).opt_str(client_id.as_deref());
+                    writer
+                        .u8(DELIVERY_DM)
+                        .str(id)
+                        .str(ts)
+                        .bytes(frame)
+                        .bytes(offline_frame)
+                        .opt_str(client_id.as_deref());
                 }
                 UserDelivery::Call { call_id, frame } => {
                     writer.u8(DELIVERY_CALL).str(call_id).bytes(frame);
@@ -304,9 +310,11 @@ pub fn decode_msg(payload: Bytes) -> Result<EdgeMsg, DecodeError> {
             let query_id = reader.u64()?;
             EdgeMsg::PresenceInfo { conn_id, query_id, entry: reader.rest() }
         }
-        MSG_GROUPS => {
-            EdgeMsg::Groups { conn_id: reader.u64()?, added: get_strings(&mut reader)?, removed: get_strings(&mut reader)? }
-        }
+        MSG_GROUPS => EdgeMsg::Groups {
+            conn_id: reader.u64()?,
+            added: get_strings(&mut reader)?,
+            removed: get_strings(&mut reader)?,
+        },
         _ => return Err(DecodeError),
     };
     Ok(msg)
@@ -579,7 +587,12 @@ fn get_attachments(reader: &mut Reader) -> Result<Vec<Attachment>, DecodeError> 
     let count = reader.len()?;
     (0..count)
         .map(|_| {
-            Ok(Attachment { url: reader.string()?, name: reader.string()?, size: reader.u64()?, mime: reader.string()? })
+            Ok(Attachment {
+                url: reader.string()?,
+                name: reader.string()?,
+                size: reader.u64()?,
+                mime: reader.string()?,
+            })
         })
         .collect()
 }
@@ -617,25 +630,74 @@ mod tests {
                 message: ChatSend {
                     room: "lobby".into(),
                     text: "hé".into(),
-                    attachments: vec![Attachment { url: "https://x".into(), name: "n".into(), size: 3, mime: "a/b".into() }],
+                    attachments: vec![Attachment {
+                        url: "https://x".into(),
+                        name: "n".into(),
+                        size: 3,
+                        mime: "a/b".into(),
+                    }],
                     reply_to: Some("r".into()),
                     client_id: None,
                 },
             },
             OwnerOp::Resubscribe { room: room.clone(), members: vec![sender(), sender()] },
-            OwnerOp::UserGroups { room: room.clone(), sender: sender(), added: vec!["a".into()], removed: vec!["b".into(), "c".into()] },
-            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: Some("e".into()), action: RoomAction::Edit { id: "m".into(), text: "t".into() } },
-            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::React { id: "m".into(), emoji: "x".into(), add: false } },
-            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::Upload { upload_id: "u".into(), name: "n".into(), size: 9, sent: 3 } },
-            OwnerOp::Act { room: room.clone(), sender: sender(), op_id: None, action: RoomAction::History { before_seq: Some(4), limit: 10 } },
+            OwnerOp::UserGroups {
+                room: room.clone(),
+                sender: sender(),
+                added: vec!["a".into()],
+                removed: vec!["b".into(), "c".into()],
+            },
+            OwnerOp::Act {
+                room: room.clone(),
+                sender: sender(),
+                op_id: Some("e".into()),
+                action: RoomAction::Edit { id: "m".into(), text: "t".into() },
+            },
+            OwnerOp::Act {
+                room: room.clone(),
+                sender: sender(),
+                op_id: None,
+                action: RoomAction::React { id: "m".into(), emoji: "x".into(), add: false },
+            },
+            OwnerOp::Act {
+                room: room.clone(),
+                sender: sender(),
+                op_id: None,
+                action: RoomAction::Upload { upload_id: "u".into(), name: "n".into(), size: 9, sent: 3 },
+            },
+            OwnerOp::Act {
+                room: room.clone(),
+                sender: sender(),
+                op_id: None,
+                action: RoomAction::History { before_seq: Some(4), limit: 10 },
+            },
             OwnerOp::ToUser {
                 room: room.clone(),
                 sender: sender(),
                 op_id: Some("d".into()),
-                delivery: UserDelivery::Dm { id: "i".into(), ts: "t".into(), frame: Bytes::from_static(b"f"), offline_frame: Bytes::from_static(b"o"), client_id: Some("c".into()) },
+                delivery: UserDelivery::Dm {
+                    id: "i".into(),
+                    ts: "t".into(),
+                    frame: Bytes::from_static(b"f"),
+                    offline_frame: Bytes::from_static(b"o"),
+                    client_id: Some("c".into()),
+                },
             },
-            OwnerOp::ToUser { room: room.clone(), sender: sender(), op_id: None, delivery: UserDelivery::Call { call_id: "c".into(), frame: Bytes::from_static(b"f") } },
-            OwnerOp::ToUser { room, sender: sender(), op_id: None, delivery: UserDelivery::Copy { frame: Bytes::from_static(b"f"), exclude: ConnRef { node: NodeId::new("n"), conn_id: 2 } } },
+            OwnerOp::ToUser {
+                room: room.clone(),
+                sender: sender(),
+                op_id: None,
+                delivery: UserDelivery::Call { call_id: "c".into(), frame: Bytes::from_static(b"f") },
+            },
+            OwnerOp::ToUser {
+                room,
+                sender: sender(),
+                op_id: None,
+                delivery: UserDelivery::Copy {
+                    frame: Bytes::from_static(b"f"),
+                    exclude: ConnRef { node: NodeId::new("n"), conn_id: 2 },
+                },
+            },
         ];
         for op in ops {
             let frame = encode_op(&op, 1);
@@ -651,7 +713,12 @@ mod tests {
         let msgs = vec![
             EdgeMsg::Deliver { room: room.clone(), exclude: Some(3), frame: frame.clone() },
             EdgeMsg::Reply { conn_id: 1, request_id: 2, frame: frame.clone(), is_error: true },
-            EdgeMsg::Joined { room: room.clone(), conn_id: 1, request_id: 2, frames: vec![frame.clone(), frame.clone()] },
+            EdgeMsg::Joined {
+                room: room.clone(),
+                conn_id: 1,
+                request_id: 2,
+                frames: vec![frame.clone(), frame.clone()],
+            },
             EdgeMsg::Left { room, conn_id: 1, request_id: 0, frames: vec![] },
             EdgeMsg::Groups { conn_id: 4, added: vec![], removed: vec!["x".into()] },
             EdgeMsg::PresenceInfo { conn_id: 3, query_id: 4, entry: Bytes::from_static(b"{}") },
@@ -689,7 +756,12 @@ mod tests {
                     reactions: vec![("👍".into(), vec![Arc::from("bob")])],
                 })),
             }],
-            users: vec![(Arc::from("alice"), Arc::from("Alice"), true, vec![ConnRef { node: NodeId::new("n2"), conn_id: 3 }])],
+            users: vec![(
+                Arc::from("alice"),
+                Arc::from("Alice"),
+                true,
+                vec![ConnRef { node: NodeId::new("n2"), conn_id: 3 }],
+            )],
             sent: vec![(Arc::from("alice"), "c-1".into(), SentAck { id: "m".into(), seq: 9, ts: "x".into() })],
         };
         assert_eq!(decode_snapshot(encode_snapshot(&snapshot).payload).unwrap(), snapshot);
@@ -697,7 +769,8 @@ mod tests {
 
     #[test]
     fn test_meta_round_trip() {
-        let meta = RoomMeta { bans: vec![(Arc::from("eve"), Some(9)), (Arc::from("mallory"), None)], pending: vec![sender()] };
+        let meta =
+            RoomMeta { bans: vec![(Arc::from("eve"), Some(9)), (Arc::from("mallory"), None)], pending: vec![sender()] };
         let (key, decoded) = decode_meta(encode_meta(&RoomKey::new("t", "private:x"), &meta).payload).unwrap();
         assert_eq!(key, RoomKey::new("t", "private:x"));
         assert_eq!(format!("{decoded:?}"), format!("{meta:?}"));

@@ -77,7 +77,7 @@ pub struct Since {
 }
 
 /// Attachment metadata of a message (the server stores no files).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attachment {
     pub url: String,
     pub name: String,
@@ -98,35 +98,77 @@ pub struct ChatSend {
 /// A typed client request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Auth { token: String },
-    AuthRefresh { token: String },
-    RoomJoin { room: String, since: Option<Since> },
-    RoomLeave { room: String },
-    RoomMembers { room: String },
+    Auth {
+        token: String,
+    },
+    AuthRefresh {
+        token: String,
+    },
+    RoomJoin {
+        room: String,
+        since: Option<Since>,
+    },
+    RoomLeave {
+        room: String,
+    },
+    RoomMembers {
+        room: String,
+    },
     ChatSend(ChatSend),
     /// A room-scoped operation other than send (edit, delete, react, typing, history, ...).
-    Room { room: String, action: crate::route::RoomAction },
+    Room {
+        room: String,
+        action: crate::route::RoomAction,
+    },
     /// `dm.send`.
-    Dm { to: String, text: String, attachments: Vec<Attachment>, client_id: Option<String> },
+    Dm {
+        to: String,
+        text: String,
+        attachments: Vec<Attachment>,
+        client_id: Option<String>,
+    },
     /// `call.offer` / `call.answer` / `call.ice` / `call.hangup`: relayed to `to`.
-    Call { to: String, signal: CallSignal },
+    Call {
+        to: String,
+        signal: CallSignal,
+    },
     /// `presence.set`.
-    PresenceSet { status: String, message: Option<String> },
+    PresenceSet {
+        status: String,
+        message: Option<String>,
+    },
     /// `presence.subscribe` (`subscribe: true`) / `presence.unsubscribe`.
-    PresenceSubscribe { users: Vec<String>, subscribe: bool },
+    PresenceSubscribe {
+        users: Vec<String>,
+        subscribe: bool,
+    },
     /// `presence.query`.
-    PresenceQuery { users: Vec<String> },
+    PresenceQuery {
+        users: Vec<String>,
+    },
     PresencePing,
 }
 
 /// A WebRTC signaling step, relayed to every connection of the callee.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallSignal {
-    Offer { call_id: String, sdp: String, kind: String },
-    Answer { call_id: String, sdp: String },
+    Offer {
+        call_id: String,
+        sdp: String,
+        kind: String,
+    },
+    Answer {
+        call_id: String,
+        sdp: String,
+    },
     /// `candidate` is the raw JSON of the client's candidate (a string or an object).
-    Ice { call_id: String, candidate: String },
-    Hangup { call_id: String },
+    Ice {
+        call_id: String,
+        candidate: String,
+    },
+    Hangup {
+        call_id: String,
+    },
 }
 
 impl CallSignal {
@@ -285,7 +327,8 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
                 }
                 "call.answer" => CallSignal::Answer { call_id, sdp: data.string("sdp")? },
                 "call.ice" => {
-                    let candidate = data.get("candidate").ok_or_else(|| ReplyError::invalid("data.candidate is required"))?;
+                    let candidate =
+                        data.get("candidate").ok_or_else(|| ReplyError::invalid("data.candidate is required"))?;
                     if !(candidate.is_str() || candidate.is_object()) {
                         return Err(ReplyError::invalid("data.candidate must be a string or an object"));
                     }
@@ -335,7 +378,9 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
             };
             let before_seq = match data.get("before_seq") {
                 None => None,
-                Some(seq) => Some(seq.as_u64().ok_or_else(|| ReplyError::invalid("data.before_seq must be an integer >= 0"))?),
+                Some(seq) => {
+                    Some(seq.as_u64().ok_or_else(|| ReplyError::invalid("data.before_seq must be an integer >= 0"))?)
+                }
             };
             room_action(data, RoomAction::History { before_seq, limit })
         }
@@ -381,14 +426,18 @@ impl<'v, 'a> Data<'v, 'a> {
     fn bool(&self, field: &'static str) -> Result<bool, ReplyError> {
         match self.get(field) {
             None => Err(ReplyError::invalid(format!("data.{field} is required"))),
-            Some(value) => value.as_bool().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be true or false"))),
+            Some(value) => {
+                value.as_bool().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be true or false")))
+            }
         }
     }
 
     fn u64(&self, field: &'static str) -> Result<u64, ReplyError> {
         match self.get(field) {
             None => Err(ReplyError::invalid(format!("data.{field} is required"))),
-            Some(value) => value.as_u64().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be an integer >= 0"))),
+            Some(value) => {
+                value.as_u64().ok_or_else(|| ReplyError::invalid(format!("data.{field} must be an integer >= 0")))
+            }
         }
     }
 
@@ -519,9 +568,15 @@ mod tests {
         assert_eq!(error_of(r#"{"type":"room.kick","data":{}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"dm.send","data":{}}"#), (None, ErrorCode::InvalidMessage));
         assert_eq!(error_of(r#"{"type":"chat.edit","data":{"room":"r","id":"x"}}"#).1, ErrorCode::InvalidMessage);
-        assert_eq!(error_of(r#"{"type":"chat.react","data":{"room":"r","id":"x","emoji":"y","add":"yes"}}"#).1, ErrorCode::InvalidMessage);
+        assert_eq!(
+            error_of(r#"{"type":"chat.react","data":{"room":"r","id":"x","emoji":"y","add":"yes"}}"#).1,
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(error_of(r#"{"type":"room.history","data":{"room":"r","limit":101}}"#).1, ErrorCode::InvalidMessage);
-        assert_eq!(error_of(r#"{"type":"chat.delete","data":{"room":"r","id":"x","mode":"maybe"}}"#).1, ErrorCode::InvalidMessage);
+        assert_eq!(
+            error_of(r#"{"type":"chat.delete","data":{"room":"r","id":"x","mode":"maybe"}}"#).1,
+            ErrorCode::InvalidMessage
+        );
     }
 
     #[test]

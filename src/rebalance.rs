@@ -95,7 +95,8 @@ fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
 pub fn hand_off_everything(node: &Node) {
     let Some(cluster) = node.cluster() else { return };
     let view = cluster.view();
-    let ring = Arc::new(Ring::new(view.ready_members().map(|member| member.node_id.clone()).filter(|id| *id != node.id)));
+    let ring =
+        Arc::new(Ring::new(view.ready_members().map(|member| member.node_id.clone()).filter(|id| *id != node.id)));
     node.set_ring(ring.clone());
     hand_off(node, &ring);
 }
@@ -138,7 +139,8 @@ fn hand_off(node: &Node, ring: &Ring) {
 }
 
 fn resubscribe(node: &Node, previous: &ClusterView, current: &ClusterView) {
-    let moved = local_members_where(node, |room| previous.ring.owner(room.as_str()) != current.ring.owner(room.as_str()));
+    let moved =
+        local_members_where(node, |room| previous.ring.owner(room.as_str()) != current.ring.owner(room.as_str()));
     if !moved.is_empty() {
         tracing::info!(rooms = moved.len(), "resubscribing rooms at their new owners");
     }

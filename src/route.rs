@@ -157,12 +157,17 @@ pub enum RoomAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PresenceOp {
     /// `presence.set` by the user itself.
-    Set { status: String, message: Option<String> },
+    Set {
+        status: String,
+        message: Option<String>,
+    },
     /// Send the asking connection a `presence.update` on every change (and the state now).
     Subscribe,
     Unsubscribe,
     /// Part of a `presence.query`: answer [`EdgeMsg::PresenceInfo`] with this id.
-    Query { query_id: u64 },
+    Query {
+        query_id: u64,
+    },
 }
 
 /// What a [`OwnerOp::ToUser`] carries. Frames are rendered once, by the sender's edge.
@@ -205,9 +210,9 @@ impl EdgeMsg {
     pub fn request_id(&self) -> u64 {
         match self {
             EdgeMsg::Deliver { .. } | EdgeMsg::Groups { .. } | EdgeMsg::Route(_) | EdgeMsg::PresenceInfo { .. } => 0,
-            EdgeMsg::Reply { request_id, .. } | EdgeMsg::Joined { request_id, .. } | EdgeMsg::Left { request_id, .. } => {
-                *request_id
-            }
+            EdgeMsg::Reply { request_id, .. }
+            | EdgeMsg::Joined { request_id, .. }
+            | EdgeMsg::Left { request_id, .. } => *request_id,
         }
     }
 }

@@ -19,8 +19,8 @@ use tokio::net::TcpListener;
 
 use crate::close::Disconnect;
 use crate::http::{self, Role};
-use crate::{frames, time};
 use crate::node::Node;
+use crate::{frames, time};
 
 /// Serves `node` on `listener` (and `admin_listener`) until `shutdown` resolves, then shuts
 /// down gracefully. Returns false when the drain timeout expired first.
@@ -49,6 +49,7 @@ pub async fn run(
         });
     }
     tokio::spawn(node.clone().run_deferred());
+    tokio::spawn(node.clone().run_store());
     // Typing indicators not renewed in time are ended by their room's owner; expired inbox
     // messages are dropped now and then.
     let weak = Arc::downgrade(&node);

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use serde::Serialize;
-use tokio::io::{Interest, Ready};
 use fastwebsockets::upgrade::UpgradeFut;
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 
 use crate::auth::{now_secs, Identity};
@@ -28,10 +28,10 @@ use crate::frames;
 use crate::metrics;
 use crate::node::Node;
 use crate::protocol::{self, ErrorCode, ReplyError, Request};
+use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::room::RoomKey;
 use crate::route::{ConnRef, OwnerOp, PresenceOp, Sender};
 use crate::time;
-use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::writer::WriteQueue;
 use crate::wsframe::{self, ClientFrame, FrameError};
 

@@ -201,6 +201,10 @@ mod tests {
         assert_eq!(&out[4..6], &[0x89, 0]);
         assert_eq!(&out[6..16], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x86, 0xa0]);
         assert_eq!(&out[16..100_016], &big[..]);
-        assert_eq!(&out[100_016..], &[0x88, 16, 0x03, 0xe8, b'n', b'o', b'r', b'm', b'a', b'l', b' ', b'c', b'l', b'o', b's', b'u', b'r', b'e'][..]);
+        assert_eq!(
+            &out[100_016..],
+            &[0x88, 16, 0x03, 0xe8, b'n', b'o', b'r', b'm', b'a', b'l', b' ', b'c', b'l', b'o', b's', b'u', b'r', b'e']
+                [..]
+        );
     }
 }

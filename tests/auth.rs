@@ -28,7 +28,9 @@ async fn test_cookie_and_query_tokens_connect() {
     let token = Token::new("bob").tenant("acme").sign();
 
     let mut request = server.request("/v1/ws");
-    request.headers_mut().insert("cookie", HeaderValue::from_str(&format!("theme=dark; ringcast_token={token}")).unwrap());
+    request
+        .headers_mut()
+        .insert("cookie", HeaderValue::from_str(&format!("theme=dark; ringcast_token={token}")).unwrap());
     let by_cookie = Client::connect_request(request).await;
     assert_eq!(by_cookie.connected["user_id"], "bob");
     assert_eq!(by_cookie.connected["tenant"], "acme");
@@ -163,9 +165,12 @@ async fn test_auth_timeout_closes_4001() {
 async fn test_allowed_origins() {
     let server = Server::start_with(&["--allowed-origins", "https://good.example,https://also.example"]);
     let token = Token::new("alice").sign();
-    for (origin, expected) in
-        [("https://good.example", 101), ("https://also.example", 101), ("https://evil.example", 403), ("https://good.example.evil", 403)]
-    {
+    for (origin, expected) in [
+        ("https://good.example", 101),
+        ("https://also.example", 101),
+        ("https://evil.example", 403),
+        ("https://good.example.evil", 403),
+    ] {
         let mut request = server.bearer_request(&token);
         request.headers_mut().insert("origin", HeaderValue::from_static(origin));
         assert_eq!(upgrade_status(request).await, expected, "origin {origin}");
@@ -199,7 +204,11 @@ async fn test_auth_refresh_refusals_keep_the_connection() {
     assert_eq!(client.error("auth.refresh", json!({"token": other_tenant})).await, "forbidden");
     client.ping().await;
     let default_tenant = Token::new("alice").sign();
-    assert_eq!(client.error("auth.refresh", json!({"token": default_tenant})).await, "forbidden", "no tenant claim = tenant default");
+    assert_eq!(
+        client.error("auth.refresh", json!({"token": default_tenant})).await,
+        "forbidden",
+        "no tenant claim = tenant default"
+    );
     client.ping().await;
     for (label, token) in bad_tokens() {
         let reply = client.request("auth.refresh", json!({"token": token})).await;
@@ -251,7 +260,11 @@ async fn test_auth_refresh_group_change_reaches_every_connection_of_the_user() {
     assert_eq!(update["data"]["room"], "group:eng");
 
     let update = laptop.recv_type("room.update").await;
-    assert_eq!(update["data"], json!({"room": "group:eng", "status": "joined", "reason": "groups"}), "the user's other connection");
+    assert_eq!(
+        update["data"],
+        json!({"room": "group:eng", "status": "joined", "reason": "groups"}),
+        "the user's other connection"
+    );
     bob.say("group:eng", "hello eng").await;
     assert_eq!(laptop.recv_message("group:eng").await["text"], "hello eng");
 }

@@ -52,7 +52,15 @@ async fn expect_error(client: &mut Client, raw: &str, code: &str, op_id: Option<
 async fn test_not_json() {
     let server = server();
     let (mut bad, observer) = setup(&server).await;
-    for raw in ["hello", "{", "", " ", "{'type':'presence.ping'}", "{\"type\":\"presence.ping\",}", "{\"type\": presence.ping}"] {
+    for raw in [
+        "hello",
+        "{",
+        "",
+        " ",
+        "{'type':'presence.ping'}",
+        "{\"type\":\"presence.ping\",}",
+        "{\"type\": presence.ping}",
+    ] {
         expect_error(&mut bad, raw, "invalid_message", None).await;
     }
     finish(bad, observer).await;
@@ -62,7 +70,10 @@ async fn test_not_json() {
 async fn test_trailing_garbage_is_not_json() {
     let server = server();
     let (mut bad, observer) = setup(&server).await;
-    for raw in [r#"{"type":"presence.ping","op_id":"t"} trailing"#, r#"{"type":"presence.ping","op_id":"t"}{"type":"presence.ping"}"#] {
+    for raw in [
+        r#"{"type":"presence.ping","op_id":"t"} trailing"#,
+        r#"{"type":"presence.ping","op_id":"t"}{"type":"presence.ping"}"#,
+    ] {
         expect_error(&mut bad, raw, "invalid_message", None).await;
     }
     finish(bad, observer).await;
@@ -72,7 +83,16 @@ async fn test_trailing_garbage_is_not_json() {
 async fn test_json_not_an_object() {
     let server = server();
     let (mut bad, observer) = setup(&server).await;
-    for raw in ["[1,2]", "[]", r#""presence.ping""#, "42", "-1.5e3", "null", "true", r#"[{"type":"presence.ping","op_id":"x"}]"#] {
+    for raw in [
+        "[1,2]",
+        "[]",
+        r#""presence.ping""#,
+        "42",
+        "-1.5e3",
+        "null",
+        "true",
+        r#"[{"type":"presence.ping","op_id":"x"}]"#,
+    ] {
         expect_error(&mut bad, raw, "invalid_message", None).await;
     }
     finish(bad, observer).await;
@@ -101,7 +121,9 @@ async fn test_missing_or_non_string_type() {
 async fn test_unknown_type() {
     let server = server();
     let (mut bad, observer) = setup(&server).await;
-    for kind in ["nope", "", "CHAT.SEND", "chat.send ", "connected", "ack", "error", "chat.message", "member.joined", "room"] {
+    for kind in
+        ["nope", "", "CHAT.SEND", "chat.send ", "connected", "ack", "error", "chat.message", "member.joined", "room"]
+    {
         let raw = json!({"type": kind, "op_id": "u1", "data": {"room": "lobby", "text": "x"}}).to_string();
         expect_error(&mut bad, &raw, "unknown_type", Some("u1")).await;
     }
@@ -152,13 +174,25 @@ async fn test_op_id_rules() {
     let long = "x".repeat(65);
     expect_error(&mut bad, &json!({"type": "presence.ping", "op_id": long}).to_string(), "invalid_message", None).await;
     let long_multibyte = "é".repeat(65);
-    expect_error(&mut bad, &json!({"type": "presence.ping", "op_id": long_multibyte}).to_string(), "invalid_message", None).await;
+    expect_error(
+        &mut bad,
+        &json!({"type": "presence.ping", "op_id": long_multibyte}).to_string(),
+        "invalid_message",
+        None,
+    )
+    .await;
     // A refused over-long op_id on chat.send: the message is not delivered.
-    expect_error(&mut bad, &json!({"type": "chat.send", "op_id": long, "data": {"room": "lobby", "text": "x"}}).to_string(), "invalid_message", None)
-        .await;
+    expect_error(
+        &mut bad,
+        &json!({"type": "chat.send", "op_id": long, "data": {"room": "lobby", "text": "x"}}).to_string(),
+        "invalid_message",
+        None,
+    )
+    .await;
     // Non-string op_ids.
     for op_id in [json!(5), json!(["a"]), json!({"a": 1}), json!(true)] {
-        expect_error(&mut bad, &json!({"type": "presence.ping", "op_id": op_id}).to_string(), "invalid_message", None).await;
+        expect_error(&mut bad, &json!({"type": "presence.ping", "op_id": op_id}).to_string(), "invalid_message", None)
+            .await;
     }
     // 64 chars (also 64 multi-byte chars) are fine and echoed.
     for op_id in ["y".repeat(64), "é".repeat(64)] {
@@ -176,8 +210,22 @@ async fn test_invalid_room_names() {
     let (mut bad, observer) = setup(&server).await;
     let too_long = "r".repeat(129);
     let names = [
-        "", "has space", "slash/no", too_long.as_str(), "user:", "group:", "private:", "émoji", "tab\there", "new\nline", "nul\u{0}byte",
-        "semi;colon", "quote\"", "#hash", "star*", "a,b",
+        "",
+        "has space",
+        "slash/no",
+        too_long.as_str(),
+        "user:",
+        "group:",
+        "private:",
+        "émoji",
+        "tab\there",
+        "new\nline",
+        "nul\u{0}byte",
+        "semi;colon",
+        "quote\"",
+        "#hash",
+        "star*",
+        "a,b",
     ];
     for name in names {
         for kind in ["room.join", "room.leave", "room.members"] {
@@ -240,7 +288,8 @@ async fn test_fragmented_text_is_reassembled() {
         assert_eq!(bad.reply("frag-ping").await["type"], "presence.pong");
     }
     // A multi-byte character split across fragments.
-    let message = json!({"type": "chat.send", "op_id": "frag2", "data": {"room": "lobby", "text": "ünïcødé ✓"}}).to_string();
+    let message =
+        json!({"type": "chat.send", "op_id": "frag2", "data": {"room": "lobby", "text": "ünïcødé ✓"}}).to_string();
     let bytes = message.as_bytes();
     let split = message.find('ü').unwrap() + 1; // inside the two bytes of 'ü'
     bad.send_fragments(&[&bytes[..split], &bytes[split..]], false).await;
@@ -272,7 +321,11 @@ async fn test_hostile_json() {
     // Deep nesting inside an otherwise valid request: answered (pong or invalid_message),
     // never a crash.
     let depth = 100_000;
-    let deep = format!(r#"{{"type":"presence.ping","op_id":"deep","data":{{"x":{}{}}}}}"#, "[".repeat(depth), "]".repeat(depth));
+    let deep = format!(
+        r#"{{"type":"presence.ping","op_id":"deep","data":{{"x":{}{}}}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
     bad.send_text(&deep).await;
     let reply = bad.recv_json().await;
     assert!(
@@ -287,7 +340,10 @@ async fn test_hostile_json() {
     assert_eq!(reply["data"]["code"], "invalid_message", "{reply}");
     bad.ping().await;
     // Huge numbers and odd values in ignored places.
-    bad.send_text(r#"{"type":"presence.ping","op_id":"n","data":{"x":1e999999,"y":-0,"z":123456789012345678901234567890}}"#).await;
+    bad.send_text(
+        r#"{"type":"presence.ping","op_id":"n","data":{"x":1e999999,"y":-0,"z":123456789012345678901234567890}}"#,
+    )
+    .await;
     let reply = bad.recv_json().await;
     assert!(reply["type"] == "presence.pong" || reply["type"] == "error", "{reply}");
     bad.ping().await;

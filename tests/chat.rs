@@ -146,7 +146,8 @@ async fn test_attachments_and_threads() {
     bob.join("lobby").await;
     alice.recv_type("member.joined").await;
 
-    let attachment = json!({"url": "https://files.example/cat.png", "name": "cat.png", "size": 1234, "mime": "image/png"});
+    let attachment =
+        json!({"url": "https://files.example/cat.png", "name": "cat.png", "size": 1234, "mime": "image/png"});
     // An attachment without text is a message.
     let root = alice.ack("chat.send", json!({"room": "lobby", "attachments": [attachment]})).await;
     let message = bob.recv_message("lobby").await;
@@ -172,7 +173,11 @@ async fn test_attachments_and_threads() {
         json!(vec![attachment.clone(); 11]),
     ];
     for bad in bad_attachments {
-        assert_eq!(alice.error("chat.send", json!({"room": "lobby", "text": "t", "attachments": bad})).await, "invalid_message", "attachments {bad}");
+        assert_eq!(
+            alice.error("chat.send", json!({"room": "lobby", "text": "t", "attachments": bad})).await,
+            "invalid_message",
+            "attachments {bad}"
+        );
     }
     bob.expect_no_frame(QUIET).await;
 }

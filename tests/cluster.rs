@@ -82,7 +82,12 @@ async fn test_thousand_rooms_spread_over_three_owners_by_the_ring() {
 
 /// Sends `count` messages from `client` to `room`, one every `interval`, and returns for each
 /// the reply type ("ack" or an error code) with its time.
-async fn send_series(client: &mut Client, room: &str, count: usize, interval: Duration) -> Vec<(Instant, String, Value)> {
+async fn send_series(
+    client: &mut Client,
+    room: &str,
+    count: usize,
+    interval: Duration,
+) -> Vec<(Instant, String, Value)> {
     let mut replies = Vec::new();
     for index in 0..count {
         let reply = client.request("chat.send", json!({"room": room, "text": format!("s{index}")})).await;
@@ -171,7 +176,8 @@ async fn test_drain_under_traffic_loses_no_acknowledged_message() {
     // The client of the draining node is told to reconnect, then closed with 1012.
     let (frames, code) = leaver.frames_until_close(Duration::from_secs(10)).await;
     assert_eq!(code, Some(1012), "drain closes with 1012");
-    let reconnect = frames.iter().find(|frame| frame["type"] == "reconnect").expect("a reconnect frame before the close");
+    let reconnect =
+        frames.iter().find(|frame| frame["type"] == "reconnect").expect("a reconnect frame before the close");
     assert!(reconnect["data"]["after_ms"].is_u64());
     let last_seen = frames
         .iter()
@@ -216,7 +222,8 @@ async fn test_drain_under_traffic_loses_no_acknowledged_message() {
     while resumed_seen.iter().next_back().copied().unwrap_or(0) < max_acked {
         resumed_seen.insert(resumed.recv_message(&room).await["seq"].as_u64().unwrap());
     }
-    let missing: Vec<u64> = acked.iter().filter(|seq| **seq > last_seen && !resumed_seen.contains(seq)).copied().collect();
+    let missing: Vec<u64> =
+        acked.iter().filter(|seq| **seq > last_seen && !resumed_seen.contains(seq)).copied().collect();
     assert!(missing.is_empty(), "the resumed client misses {missing:?}");
 }
 
@@ -224,7 +231,12 @@ async fn test_drain_under_traffic_loses_no_acknowledged_message() {
 async fn test_restarted_node_rejoins_with_a_higher_generation() {
     let mut cluster = TestCluster::start(&["e1", "e2", "e3"]).await;
     let generation_of = |view: &Value, id: &str| {
-        view["members"].as_array().unwrap().iter().find(|m| m["node_id"] == id).map(|m| m["generation"].as_u64().unwrap())
+        view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["node_id"] == id)
+            .map(|m| m["generation"].as_u64().unwrap())
     };
     let before = generation_of(&cluster_view(cluster.node(0)).await, "e2").unwrap();
     cluster.nodes[1] = None; // SIGKILL
@@ -264,7 +276,8 @@ async fn test_node_with_a_wrong_secret_stays_out() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for index in 0..2 {
         let view = cluster_view(cluster.node(index)).await;
-        let ids: Vec<&str> = view["members"].as_array().unwrap().iter().map(|m| m["node_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> =
+            view["members"].as_array().unwrap().iter().map(|m| m["node_id"].as_str().unwrap()).collect();
         assert!(!ids.contains(&"intruder"), "the intruder is not a member: {view}");
     }
     let view = cluster_view(&intruder).await;
@@ -392,7 +405,8 @@ async fn test_one_peer_frame_per_subscribed_node_and_one_render_per_message() {
 async fn test_drain_hands_over_inboxes_and_bans() {
     let mut cluster = TestCluster::start(&["i1", "i2", "i3"]).await;
     // A user whose personal room, and a room whose key, are owned by the node that drains.
-    let offline_user = (0..).map(|k| format!("away{k}")).find(|user| cluster.owner_of(&format!("user:{user}")) == 2).unwrap();
+    let offline_user =
+        (0..).map(|k| format!("away{k}")).find(|user| cluster.owner_of(&format!("user:{user}")) == 2).unwrap();
     let room = cluster.room_owned_by(2, "guarded");
     let mut sender = cluster.node(0).client("sender").await;
     sender.ack("dm.send", json!({"to": offline_user, "text": "kept for you"})).await;

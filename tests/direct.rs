@@ -26,7 +26,10 @@ async fn dms_reach_every_connection_or_wait_in_the_inbox(clustered: bool) {
     assert_ts(ack["ts"].as_str().unwrap());
     for client in [&mut bob, &mut bob_tablet, &mut alice_phone] {
         let message = client.recv_type("dm.message").await["data"].clone();
-        assert_eq!((message["id"].as_str(), message["from"].as_str(), message["to"].as_str(), message["text"].as_str()), (Some(id.as_str()), Some("alice"), Some("bob"), Some("hi bob")));
+        assert_eq!(
+            (message["id"].as_str(), message["from"].as_str(), message["to"].as_str(), message["text"].as_str()),
+            (Some(id.as_str()), Some("alice"), Some("bob"), Some("hi bob"))
+        );
         assert!(message.get("offline").is_none(), "{message}");
     }
     alice.expect_no_frame(QUIET).await;
@@ -111,15 +114,20 @@ async fn calls_are_relayed_to_every_connection(clustered: bool) {
     let mut callee = setup.node(1).client("callee").await;
     let mut callee_phone = setup.node(2).client("callee").await;
 
-    let ack = caller.ack("call.offer", json!({"to": "callee", "call_id": "k1", "sdp": "v=0 offer", "kind": "video"})).await;
+    let ack =
+        caller.ack("call.offer", json!({"to": "callee", "call_id": "k1", "sdp": "v=0 offer", "kind": "video"})).await;
     assert_eq!((ack["to"].as_str(), ack["call_id"].as_str()), (Some("callee"), Some("k1")));
     for client in [&mut callee, &mut callee_phone] {
         let incoming = client.recv_type("call.incoming").await["data"].clone();
         assert_eq!(incoming, json!({"from": "caller", "call_id": "k1", "sdp": "v=0 offer", "kind": "video"}));
     }
     callee.ack("call.answer", json!({"to": "caller", "call_id": "k1", "sdp": "v=0 answer"})).await;
-    assert_eq!(caller.recv_type("call.answer").await["data"], json!({"from": "callee", "call_id": "k1", "sdp": "v=0 answer"}));
-    let candidate = json!({"candidate": "candidate:1 1 UDP 2122252543 10.0.0.1 54321 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+    assert_eq!(
+        caller.recv_type("call.answer").await["data"],
+        json!({"from": "callee", "call_id": "k1", "sdp": "v=0 answer"})
+    );
+    let candidate =
+        json!({"candidate": "candidate:1 1 UDP 2122252543 10.0.0.1 54321 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
     caller.ack("call.ice", json!({"to": "callee", "call_id": "k1", "candidate": candidate})).await;
     assert_eq!(callee.recv_type("call.ice").await["data"]["candidate"], candidate);
     caller.ack("call.hangup", json!({"to": "callee", "call_id": "k1"})).await;
@@ -131,11 +139,23 @@ async fn calls_are_relayed_to_every_connection(clustered: bool) {
     assert_eq!(callee.recv_type("call.incoming").await["data"]["kind"], "audio");
 
     // Bad inputs.
-    assert_eq!(caller.error("call.offer", json!({"to": "nobody-online", "call_id": "k3", "sdp": "v=0"})).await, "not_found");
-    assert_eq!(caller.error("call.offer", json!({"to": "callee", "call_id": "k4", "sdp": "v=0", "kind": "hologram"})).await, "invalid_message");
-    assert_eq!(caller.error("call.offer", json!({"to": "caller", "call_id": "k5", "sdp": "v=0"})).await, "invalid_message");
+    assert_eq!(
+        caller.error("call.offer", json!({"to": "nobody-online", "call_id": "k3", "sdp": "v=0"})).await,
+        "not_found"
+    );
+    assert_eq!(
+        caller.error("call.offer", json!({"to": "callee", "call_id": "k4", "sdp": "v=0", "kind": "hologram"})).await,
+        "invalid_message"
+    );
+    assert_eq!(
+        caller.error("call.offer", json!({"to": "caller", "call_id": "k5", "sdp": "v=0"})).await,
+        "invalid_message"
+    );
     assert_eq!(caller.error("call.answer", json!({"to": "callee", "call_id": "k1"})).await, "invalid_message");
-    assert_eq!(caller.error("call.ice", json!({"to": "callee", "call_id": "k1", "candidate": 7})).await, "invalid_message");
+    assert_eq!(
+        caller.error("call.ice", json!({"to": "callee", "call_id": "k1", "candidate": 7})).await,
+        "invalid_message"
+    );
     assert_eq!(caller.error("call.hangup", json!({"to": "callee"})).await, "invalid_message");
     caller.ping().await;
 }

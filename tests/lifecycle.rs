@@ -91,11 +91,24 @@ fn test_config_errors_exit_64_with_one_line() {
         })
         .collect();
     let mut more = vec![
-        (vec!["serve".to_string(), "--jwt-secret=".to_string(), "--listen".into(), "127.0.0.1:0".into(), "--node-id".into(), "n".into()], "jwt-secret"),
+        (
+            vec![
+                "serve".to_string(),
+                "--jwt-secret=".to_string(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--node-id".into(),
+                "n".into(),
+            ],
+            "jwt-secret",
+        ),
         (vec!["no-such-command".to_string()], ""),
     ];
-    let mut results: Vec<(Vec<String>, &str, Option<i32>, String)> =
-        handles.into_iter().map(|h| h.join().unwrap()).map(|(f, w, c, e)| (f.iter().map(|s| s.to_string()).collect(), w, c, e)).collect();
+    let mut results: Vec<(Vec<String>, &str, Option<i32>, String)> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .map(|(f, w, c, e)| (f.iter().map(|s| s.to_string()).collect(), w, c, e))
+        .collect();
     for (args, word) in more.drain(..) {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, _, stderr) = run_ringcast(&refs);
@@ -123,8 +136,21 @@ fn test_listen_address_in_use_exits_64() {
 async fn test_token_command_mints_accepted_tokens() {
     let server = Server::start();
     let (code, stdout, stderr) = run_ringcast(&[
-        "token", "--sub", "cli-user", "--tenant", "acme", "--name", "CLI User", "--groups", "eng,ops", "--roles", "moderator", "--ttl",
-        "1h", "--jwt-secret", SECRET,
+        "token",
+        "--sub",
+        "cli-user",
+        "--tenant",
+        "acme",
+        "--name",
+        "CLI User",
+        "--groups",
+        "eng,ops",
+        "--roles",
+        "moderator",
+        "--ttl",
+        "1h",
+        "--jwt-secret",
+        SECRET,
     ]);
     assert_eq!(code, Some(0), "stderr: {stderr}");
     let token = stdout.trim();
@@ -199,7 +225,12 @@ async fn test_metrics_endpoint() {
     let metrics = server.get("/metrics").await;
     assert_eq!(metrics.status, 200, "{metrics:?}");
     assert!(metrics.header("content-type").is_some_and(|ct| ct.starts_with("text/plain")), "{:?}", metrics.headers);
-    for name in ["ringcast_connections", "ringcast_connections_accepted_total", "ringcast_messages_in_total", "ringcast_connections_rejected_total"] {
+    for name in [
+        "ringcast_connections",
+        "ringcast_connections_accepted_total",
+        "ringcast_messages_in_total",
+        "ringcast_connections_rejected_total",
+    ] {
         assert!(metrics.body.contains(name), "/metrics has {name}:\n{}", metrics.body);
     }
     assert!(metrics.body.contains("presence.ping"), "messages are counted by type:\n{}", metrics.body);

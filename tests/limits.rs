@@ -171,12 +171,16 @@ async fn test_rate_limited_error_echoes_op_id() {
     for n in 0..4 {
         client.send_json(&json!({"type": "presence.ping", "op_id": format!("p{n}")})).await;
     }
-    let frames: Vec<Value> = vec![client.recv_json().await, client.recv_json().await, client.recv_json().await, client.recv_json().await];
+    let frames: Vec<Value> =
+        vec![client.recv_json().await, client.recv_json().await, client.recv_json().await, client.recv_json().await];
     let limited: Vec<&Value> = frames.iter().filter(|f| f["type"] == "error").collect();
     assert!(!limited.is_empty(), "{frames:?}");
     for frame in limited {
         assert_eq!(frame["data"]["code"], "rate_limited");
-        assert!(frame["op_id"] == "p2" || frame["op_id"] == "p3", "rate_limited error carries the request's op_id: {frame}");
+        assert!(
+            frame["op_id"] == "p2" || frame["op_id"] == "p3",
+            "rate_limited error carries the request's op_id: {frame}"
+        );
     }
 }
 
@@ -190,7 +194,8 @@ async fn test_sustained_flood_closes_4008() {
     // Flood for up to 4 s: 40 messages/s against 5/s allowed.
     'flood: while started.elapsed() < Duration::from_secs(4) {
         for _ in 0..4 {
-            if futures_util::SinkExt::send(&mut client.ws, Message::text(r#"{"type":"presence.ping"}"#)).await.is_err() {
+            if futures_util::SinkExt::send(&mut client.ws, Message::text(r#"{"type":"presence.ping"}"#)).await.is_err()
+            {
                 break 'flood;
             }
         }
@@ -217,13 +222,17 @@ async fn test_sustained_flood_closes_4008() {
     assert!(saw_rate_limited, "rate_limited errors come before the close");
     assert_eq!(code, Some(4008));
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(900), "closed before the flood lasted --rate-limit-close-secs: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "closed before the flood lasted --rate-limit-close-secs: {elapsed:?}"
+    );
     observer_unaffected(&server, &mut observer).await;
 }
 
 #[tokio::test]
 async fn test_short_bursts_of_excess_do_not_close() {
-    let server = Server::start_with(&["--rate-per-second", "20", "--rate-burst", "3", "--rate-limit-close-secs", "0.5"]);
+    let server =
+        Server::start_with(&["--rate-per-second", "20", "--rate-burst", "3", "--rate-limit-close-secs", "0.5"]);
     let mut client = server.client("alice").await;
     // Exceed briefly, then behave (gap > the server's run gap of 2 s would reset; we only
     // need to stay under the rate for a while), then check the connection is still open.
@@ -242,7 +251,16 @@ async fn test_short_bursts_of_excess_do_not_close() {
 
 #[tokio::test]
 async fn test_rate_limited_errors_do_not_count_towards_1008() {
-    let server = Server::start_with(&["--rate-per-second", "1", "--rate-burst", "2", "--rate-limit-close-secs", "30", "--error-limit", "3"]);
+    let server = Server::start_with(&[
+        "--rate-per-second",
+        "1",
+        "--rate-burst",
+        "2",
+        "--rate-limit-close-secs",
+        "30",
+        "--error-limit",
+        "3",
+    ]);
     let mut client = server.client("alice").await;
     for _ in 0..10 {
         client.send_json(&json!({"type": "presence.ping"})).await;
@@ -275,7 +293,10 @@ async fn test_error_threshold_closes_1008() {
     // The fifth failure within the window closes with 1008, after its error frame.
     client.send_json(&json!({"type": "room.members", "op_id": "fifth", "data": {"room": "elsewhere"}})).await;
     let (frames, code) = client.frames_until_close(Duration::from_secs(5)).await;
-    assert!(frames.iter().any(|f| f["op_id"] == "fifth" && f["type"] == "error"), "the fifth error is sent: {frames:?}");
+    assert!(
+        frames.iter().any(|f| f["op_id"] == "fifth" && f["type"] == "error"),
+        "the fifth error is sent: {frames:?}"
+    );
     assert_eq!(code, Some(1008));
     observer_unaffected(&server, &mut observer).await;
 }
@@ -385,6 +406,8 @@ async fn test_max_connections() {
     let status = upgrade_status(server.bearer_request(&token)).await;
     assert!(status == 503 || status == 429, "a connection over the cap is refused, got {status}");
     drop(first);
-    let ok = eventually(Duration::from_secs(3), || async { upgrade_status(server.bearer_request(&token)).await == 101 }).await;
+    let ok =
+        eventually(Duration::from_secs(3), || async { upgrade_status(server.bearer_request(&token)).await == 101 })
+            .await;
     assert!(ok, "a slot frees up when a connection closes");
 }

@@ -33,7 +33,9 @@ async fn event_about(client: &mut Client, kind: &str, id: &str) -> Value {
     let id = id.to_string();
     let kind_owned = kind.to_string();
     client
-        .recv_where(&format!("{kind} about {id}"), RECV_TIMEOUT, move |frame| frame["type"] == kind_owned && frame["data"]["id"] == id)
+        .recv_where(&format!("{kind} about {id}"), RECV_TIMEOUT, move |frame| {
+            frame["type"] == kind_owned && frame["data"]["id"] == id
+        })
         .await["data"]
         .clone()
 }
@@ -55,7 +57,10 @@ async fn edits_versions_deletes_and_redactions(clustered: bool) {
     let edited = author.ack("chat.edit", json!({"room": room, "id": id, "text": "second words"})).await;
     assert_eq!(edited["version"], 2);
     let event = event_about(&mut reader, "chat.edited", &id).await;
-    assert_eq!((event["text"].as_str(), event["version"].as_u64(), event["by"].as_str()), (Some("second words"), Some(2), Some("author")));
+    assert_eq!(
+        (event["text"].as_str(), event["version"].as_u64(), event["by"].as_str()),
+        (Some("second words"), Some(2), Some("author"))
+    );
     assert_ts(event["edited_at"].as_str().unwrap());
     assert_eq!(reader.error("chat.edit", json!({"room": room, "id": id, "text": "mine now"})).await, "forbidden");
     assert_eq!(moderator.error("chat.edit", json!({"room": room, "id": id, "text": "mine now"})).await, "forbidden");
@@ -94,7 +99,10 @@ async fn edits_versions_deletes_and_redactions(clustered: bool) {
     assert_eq!(event_about(&mut author, "chat.deleted", &id).await["mode"], "hard");
     assert!(history(&mut reader, room).await.iter().all(|m| m["id"] != id.as_str()));
     assert_eq!(reader.error("chat.versions", json!({"room": room, "id": id})).await, "not_found");
-    assert_eq!(author.error("chat.delete", json!({"room": room, "id": id, "mode": "sideways"})).await, "invalid_message");
+    assert_eq!(
+        author.error("chat.delete", json!({"room": room, "id": id, "mode": "sideways"})).await,
+        "invalid_message"
+    );
     // Everything above left the connections usable.
     for client in [&mut author, &mut reader, &mut moderator] {
         client.ping().await;
@@ -119,19 +127,43 @@ async fn reactions(clustered: bool) {
     let ack = reader.ack("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": true})).await;
     assert_eq!(ack["count"], 1);
     let event = event_about(&mut author, "chat.reaction", &id).await;
-    assert_eq!((event["emoji"].as_str(), event["user_id"].as_str(), event["add"].as_bool(), event["count"].as_u64()), (Some("👍"), Some("reader"), Some(true), Some(1)));
-    assert_eq!(moderator.ack("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": true})).await["count"], 2);
+    assert_eq!(
+        (event["emoji"].as_str(), event["user_id"].as_str(), event["add"].as_bool(), event["count"].as_u64()),
+        (Some("👍"), Some("reader"), Some(true), Some(1))
+    );
+    assert_eq!(
+        moderator.ack("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": true})).await["count"],
+        2
+    );
     // Reacting twice is one reaction.
-    assert_eq!(moderator.ack("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": true})).await["count"], 2);
-    assert_eq!(reader.ack("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": false})).await["count"], 1);
+    assert_eq!(
+        moderator.ack("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": true})).await["count"],
+        2
+    );
+    assert_eq!(
+        reader.ack("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": false})).await["count"],
+        1
+    );
     let stored = history(&mut author, room).await;
     assert_eq!(stored.iter().find(|m| m["id"] == id.as_str()).unwrap()["reactions"]["👍"], 1);
-    assert_eq!(reader.error("chat.react", json!({"room": room, "id": "nope", "emoji": "👍", "add": true})).await, "not_found");
-    assert_eq!(reader.error("chat.react", json!({"room": room, "id": id, "emoji": "x".repeat(33), "add": true})).await, "invalid_message");
-    assert_eq!(reader.error("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": "yes"})).await, "invalid_message");
+    assert_eq!(
+        reader.error("chat.react", json!({"room": room, "id": "nope", "emoji": "👍", "add": true})).await,
+        "not_found"
+    );
+    assert_eq!(
+        reader.error("chat.react", json!({"room": room, "id": id, "emoji": "x".repeat(33), "add": true})).await,
+        "invalid_message"
+    );
+    assert_eq!(
+        reader.error("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": "yes"})).await,
+        "invalid_message"
+    );
     // Reacting in a room one is not in.
     let mut outsider = setup.node(1).client("outsider").await;
-    assert_eq!(outsider.error("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": true})).await, "forbidden");
+    assert_eq!(
+        outsider.error("chat.react", json!({"room": room, "id": id, "emoji": "👍", "add": true})).await,
+        "forbidden"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +183,10 @@ async fn typing_receipts_uploads(clustered: bool) {
     let typing_frame = |frame: &Value| frame["type"] == "chat.typing.user";
     author.ack("chat.typing", json!({"room": room, "typing": true})).await;
     let started = reader.recv_where("typing true", RECV_TIMEOUT, typing_frame).await;
-    assert_eq!((started["data"]["user_id"].as_str(), started["data"]["typing"].as_bool()), (Some("author"), Some(true)));
+    assert_eq!(
+        (started["data"]["user_id"].as_str(), started["data"]["typing"].as_bool()),
+        (Some("author"), Some(true))
+    );
     // Not renewed within the (shortened) typing timeout: the owner ends it.
     let ended = reader.recv_where("typing false", Duration::from_secs(3), typing_frame).await;
     assert_eq!((ended["data"]["user_id"].as_str(), ended["data"]["typing"].as_bool()), (Some("author"), Some(false)));
@@ -168,14 +203,29 @@ async fn typing_receipts_uploads(clustered: bool) {
     for (kind, expected) in [("chat.delivered", "delivered"), ("chat.read", "read")] {
         reader.ack(kind, json!({"room": room, "seq": seq})).await;
         let receipt = author.recv_type("chat.receipt").await;
-        assert_eq!((receipt["data"]["user_id"].as_str(), receipt["data"]["seq"].as_u64(), receipt["data"]["kind"].as_str()), (Some("reader"), Some(seq), Some(expected)));
+        assert_eq!(
+            (receipt["data"]["user_id"].as_str(), receipt["data"]["seq"].as_u64(), receipt["data"]["kind"].as_str()),
+            (Some("reader"), Some(seq), Some(expected))
+        );
     }
     assert_eq!(reader.error("chat.read", json!({"room": room, "seq": -1})).await, "invalid_message");
 
-    reader.ack("chat.upload", json!({"room": room, "upload_id": "u1", "name": "cat.png", "size": 1000, "sent": 250})).await;
+    reader
+        .ack("chat.upload", json!({"room": room, "upload_id": "u1", "name": "cat.png", "size": 1000, "sent": 250}))
+        .await;
     let progress = author.recv_type("chat.upload.progress").await;
-    assert_eq!((progress["data"]["upload_id"].as_str(), progress["data"]["sent"].as_u64(), progress["data"]["user_id"].as_str()), (Some("u1"), Some(250), Some("reader")));
-    assert_eq!(reader.error("chat.upload", json!({"room": room, "upload_id": "u1", "name": "cat.png"})).await, "invalid_message");
+    assert_eq!(
+        (
+            progress["data"]["upload_id"].as_str(),
+            progress["data"]["sent"].as_u64(),
+            progress["data"]["user_id"].as_str()
+        ),
+        (Some("u1"), Some(250), Some("reader"))
+    );
+    assert_eq!(
+        reader.error("chat.upload", json!({"room": room, "upload_id": "u1", "name": "cat.png"})).await,
+        "invalid_message"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,7 +249,9 @@ async fn history_reads(clustered: bool) {
     let last_two = reader.ack("room.history", json!({"room": room, "limit": 2})).await["messages"].clone();
     let got: Vec<u64> = last_two.as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(got, seqs[3..].to_vec(), "newest last");
-    let earlier = reader.ack("room.history", json!({"room": room, "before_seq": seqs[3], "limit": 100})).await["messages"].clone();
+    let earlier = reader.ack("room.history", json!({"room": room, "before_seq": seqs[3], "limit": 100})).await
+        ["messages"]
+        .clone();
     let got: Vec<u64> = earlier.as_array().unwrap().iter().map(|m| m["seq"].as_u64().unwrap()).collect();
     assert_eq!(got, seqs[..3].to_vec());
     assert_eq!(earlier[0]["text"], "entry 0");

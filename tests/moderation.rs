@@ -78,7 +78,9 @@ async fn kicks_and_bans(clustered: bool) {
         let kick = client.recv_type("admin.kick").await["data"].clone();
         assert_eq!((kick["room"].as_str(), kick["by"].as_str()), (Some(room), Some("mod")));
     }
-    let left = bob.recv_where("member.left of eve", RECV_TIMEOUT, |f| f["type"] == "member.left" && f["data"]["user_id"] == "eve").await;
+    let left = bob
+        .recv_where("member.left of eve", RECV_TIMEOUT, |f| f["type"] == "member.left" && f["data"]["user_id"] == "eve")
+        .await;
     assert_eq!(left["data"]["room"], room);
     assert_eq!(eve.error("chat.send", json!({"room": room, "text": "still here?"})).await, "forbidden");
     // A kick is not a ban.
@@ -96,7 +98,10 @@ async fn kicks_and_bans(clustered: bool) {
 
     // Bad inputs.
     assert_eq!(moderator.error("room.kick", json!({"room": room, "user_id": "nobody"})).await, "not_found");
-    assert_eq!(moderator.error("room.ban", json!({"room": room, "user_id": "eve", "seconds": 0})).await, "invalid_message");
+    assert_eq!(
+        moderator.error("room.ban", json!({"room": room, "user_id": "eve", "seconds": 0})).await,
+        "invalid_message"
+    );
     assert_eq!(moderator.error("room.ban", json!({"room": room})).await, "invalid_message");
     // A ban of someone not in the room holds when they come.
     moderator.ack("room.ban", json!({"room": room, "user_id": "mallory"})).await;

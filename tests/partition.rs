@@ -20,7 +20,13 @@ const BRIDGE: &str = "rcpbr0";
 const CLUSTER_SECRET: &str = "partition-test-secret";
 
 fn sh(script: &str) -> bool {
-    Command::new("bash").arg("-c").arg(script).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn ns(index: usize) -> String {
@@ -109,7 +115,10 @@ impl Lab {
     }
 
     fn heal(&self, index: usize) {
-        assert!(sh(&format!("ip netns exec {} nft delete table inet rcpart", ns(index))), "removing the drop rule failed");
+        assert!(
+            sh(&format!("ip netns exec {} nft delete table inet rcpart", ns(index))),
+            "removing the drop rule failed"
+        );
     }
 }
 
@@ -125,7 +134,8 @@ impl Drop for Lab {
 
 async fn view(addr: SocketAddr) -> Value {
     let token = Token::new("root").roles(&["admin"]).sign();
-    let request = format!("GET /v1/cluster HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /v1/cluster HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
     http_raw(addr, &request).await.json()
 }
 
@@ -180,7 +190,10 @@ async fn test_partition_heals_into_one_ring_with_one_owner_per_room() {
     );
     for addr in &addrs[1..] {
         let rest = vec!["p2".to_string(), "p3".to_string()];
-        assert!(eventually(Duration::from_secs(10), || async { ring_of(*addr).await == rest }).await, "the majority side drops p1");
+        assert!(
+            eventually(Duration::from_secs(10), || async { ring_of(*addr).await == rest }).await,
+            "the majority side drops p1"
+        );
     }
 
     // Both sides keep serving, each on its own ring.
@@ -196,12 +209,19 @@ async fn test_partition_heals_into_one_ring_with_one_owner_per_room() {
 
     lab.heal(1);
     for addr in &addrs {
-        assert!(eventually(Duration::from_secs(20), || async { ring_of(*addr).await == full }).await, "the ring healed");
+        assert!(
+            eventually(Duration::from_secs(20), || async { ring_of(*addr).await == full }).await,
+            "the ring healed"
+        );
     }
     // Once settled, each room is held by exactly its owner on the common ring.
     let ring = Ring::new(full.iter().map(NodeId::new));
     let mut expected = [0usize; 3];
-    let keys: Vec<String> = rooms.iter().map(|room| format!("default/{room}")).chain(["default/user:x".into(), "default/user:y".into()]).collect();
+    let keys: Vec<String> = rooms
+        .iter()
+        .map(|room| format!("default/{room}"))
+        .chain(["default/user:x".into(), "default/user:y".into()])
+        .collect();
     for key in &keys {
         let owner = ring.owner(key).unwrap().as_str();
         expected[full.iter().position(|id| id == owner).unwrap()] += 1;

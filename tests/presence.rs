@@ -102,7 +102,10 @@ async fn status_and_queries(clustered: bool) {
     let set = alice.ack("presence.set", json!({"status": "away", "message": "lunch"})).await;
     assert_eq!(set["status"], "away");
     let update = update_of(&mut watcher, "alice", RECV_TIMEOUT).await;
-    assert_eq!((update["status"].as_str(), update["message"].as_str(), update["devices"].as_u64()), (Some("away"), Some("lunch"), Some(1)));
+    assert_eq!(
+        (update["status"].as_str(), update["message"].as_str(), update["devices"].as_u64()),
+        (Some("away"), Some("lunch"), Some(1))
+    );
     assert_ts(update["ts"].as_str().unwrap());
 
     let users = watcher.ack("presence.query", json!({"users": ["alice", "bob", "watcher"]})).await["users"].clone();
@@ -131,7 +134,10 @@ async fn status_and_queries(clustered: bool) {
 
     // Bad inputs.
     assert_eq!(alice.error("presence.set", json!({"status": "invisible"})).await, "invalid_message");
-    assert_eq!(alice.error("presence.set", json!({"status": "away", "message": "x".repeat(300)})).await, "invalid_message");
+    assert_eq!(
+        alice.error("presence.set", json!({"status": "away", "message": "x".repeat(300)})).await,
+        "invalid_message"
+    );
     assert_eq!(watcher.error("presence.query", json!({"users": []})).await, "invalid_message");
     let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
     assert_eq!(watcher.error("presence.query", json!({"users": many})).await, "invalid_message");

@@ -200,7 +200,10 @@ async fn test_user_rooms() {
     assert_eq!(laptop.recv_message("user:alice").await["text"], "note to self");
     bob.expect_no_frame(QUIET).await;
     let members = phone.ack("room.members", json!({"room": "user:alice"})).await;
-    assert_eq!(members["members"], json!([{"user_id": "alice", "name": "alice", "status": "online", "connections": 2}]));
+    assert_eq!(
+        members["members"],
+        json!([{"user_id": "alice", "name": "alice", "status": "online", "connections": 2}])
+    );
     // Joining one's own user room is allowed (already in it).
     phone.join("user:alice").await;
 }
@@ -397,7 +400,8 @@ async fn test_join_since_unrecoverable() {
     // Exactly reachable: 4, 5, 6.
     let (replayed, ack) = join_since(&mut bob, "news", 3, &epoch).await;
     assert_eq!(ack["recovered"], true, "{ack}");
-    let seqs: Vec<u64> = replayed.iter().filter(|f| f["type"] == "chat.message").map(|f| f["data"]["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> =
+        replayed.iter().filter(|f| f["type"] == "chat.message").map(|f| f["data"]["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![4, 5, 6]);
 }
 
@@ -423,7 +427,13 @@ async fn test_history_is_lost_when_the_room_empties() {
 async fn test_since_is_validated() {
     let server = Server::start();
     let mut alice = server.client("alice").await;
-    for since in [json!({"seq": "1", "epoch": "e"}), json!({"seq": -1, "epoch": "e"}), json!({"seq": 1}), json!({"epoch": "e"}), json!(5)] {
+    for since in [
+        json!({"seq": "1", "epoch": "e"}),
+        json!({"seq": -1, "epoch": "e"}),
+        json!({"seq": 1}),
+        json!({"epoch": "e"}),
+        json!(5),
+    ] {
         let code = alice.error("room.join", json!({"room": "lobby", "since": since})).await;
         assert_eq!(code, "invalid_message", "since {since}");
     }

@@ -90,7 +90,9 @@ mod tests {
         assert_eq!(members[&NodeId::new("a")].generation, 2);
         let restarted = members_by_id([member("a", 3, MemberState::Joining)]);
         let changes = compute_changes(&members, &restarted);
-        assert!(matches!(&changes[..], [ClusterChange::Update { previous, updated }] if previous.generation == 2 && updated.generation == 3));
+        assert!(
+            matches!(&changes[..], [ClusterChange::Update { previous, updated }] if previous.generation == 2 && updated.generation == 3)
+        );
     }
 
     #[test]

@@ -110,11 +110,7 @@ impl Links {
 
     /// Queued frames per link, for metrics.
     pub(crate) fn queue_depths(&self) -> Vec<(NodeId, usize)> {
-        self.links
-            .lock()
-            .iter()
-            .map(|(node, link)| (node.clone(), self.queue_frames - link.tx.capacity()))
-            .collect()
+        self.links.lock().iter().map(|(node, link)| (node.clone(), self.queue_frames - link.tx.capacity())).collect()
     }
 
     /// Makes the dialers match the members: this node dials every member whose id is
@@ -213,7 +209,10 @@ impl Links {
                 }
                 existing.cancel.cancel();
             }
-            links.insert(peer.node_id.clone(), Link { link_id, generation: peer.generation, tx, cancel: cancel.clone() });
+            links.insert(
+                peer.node_id.clone(),
+                Link { link_id, generation: peer.generation, tx, cancel: cancel.clone() },
+            );
         }
         tracing::info!(peer = %peer.node_id, generation = peer.generation, "peer link up");
         let (read_half, write_half) = stream.into_split();
@@ -299,7 +298,11 @@ impl Links {
         transcript
     }
 
-    async fn handshake_as_dialer(&self, mut stream: TcpStream, expected: &NodeId) -> anyhow::Result<(TcpStream, NodeIdentity)> {
+    async fn handshake_as_dialer(
+        &self,
+        mut stream: TcpStream,
+        expected: &NodeId,
+    ) -> anyhow::Result<(TcpStream, NodeIdentity)> {
         let nonce_dialer = nonce()?;
         stream.write_all(&self.hello(&nonce_dialer, None).encode()).await?;
         let reply = read_one_frame(&mut stream, KIND_HELLO).await?;
@@ -309,7 +312,8 @@ impl Links {
         anyhow::ensure!(&acceptor.node_id == expected, "dialed {expected} but reached {}", acceptor.node_id);
         anyhow::ensure!(payload.len() == 32, "peer sent no proof");
         let transcript = self.transcript(b'A', &self.identity, &acceptor, (&nonce_dialer, &nonce_acceptor));
-        hmac::verify(&self.key, &transcript, &payload).map_err(|_| anyhow::anyhow!("peer does not hold the cluster secret"))?;
+        hmac::verify(&self.key, &transcript, &payload)
+            .map_err(|_| anyhow::anyhow!("peer does not hold the cluster secret"))?;
         let transcript = self.transcript(b'D', &self.identity, &acceptor, (&nonce_dialer, &nonce_acceptor));
         let proof = hmac::sign(&self.key, &transcript);
         stream.write_all(&PeerFrame::new(KIND_PROOF, Bytes::copy_from_slice(proof.as_ref())).encode()).await?;

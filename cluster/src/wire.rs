@@ -141,7 +141,14 @@ mod tests {
     use super::*;
 
     fn sample() -> PeerFrame {
-        PeerFrame { kind: 20, flags: 3, id_a: 7, id_b: u64::MAX, payload: Bytes::from_static(b"hello"), tail: Bytes::new() }
+        PeerFrame {
+            kind: 20,
+            flags: 3,
+            id_a: 7,
+            id_b: u64::MAX,
+            payload: Bytes::from_static(b"hello"),
+            tail: Bytes::new(),
+        }
     }
 
     #[test]

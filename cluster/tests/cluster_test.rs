@@ -77,7 +77,9 @@ async fn test_three_nodes_form_a_ring_and_exchange_frames() {
         replayed.push(change);
     }
     assert_eq!(replayed.len(), 3);
-    assert!(replayed.iter().all(|change| matches!(change, ringcast_cluster::ClusterChange::Add(member) if member.is_ready())));
+    assert!(replayed
+        .iter()
+        .all(|change| matches!(change, ringcast_cluster::ClusterChange::Add(member) if member.is_ready())));
     // Every node computes the same owner for every key.
     let views: Vec<_> = nodes.iter().map(|(c, _)| c.view()).collect();
     for i in 0..1000 {
@@ -127,7 +129,10 @@ async fn test_dead_node_leaves_the_ring_within_three_seconds() {
     dead.shutdown().await;
     drop(dead);
     for (cluster, recorder) in &nodes {
-        assert!(cluster.wait_for(Duration::from_secs(3), |view| !view.ring.contains(&dead_id)).await, "still in the ring after 3 s");
+        assert!(
+            cluster.wait_for(Duration::from_secs(3), |view| !view.ring.contains(&dead_id)).await,
+            "still in the ring after 3 s"
+        );
         assert!(wait_until(Duration::from_secs(1), || recorder.downs.lock().contains(&dead_id)).await);
     }
     eprintln!("dead node left the ring after {:?}", started.elapsed());

@@ -2,6 +2,7 @@
 //! the user's personal room: every connection of a user is in that room, so its owner reaches
 //! them all, and it keeps the inbox of a user who has none.
 
+use crate::store::{journal, Write};
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -51,12 +52,19 @@ impl Owner {
                     return ack(sink, sender, op_id, DmAck { id: &first.id, ts: &first.ts });
                 }
                 if let Some(sent_key) = sent_key {
-                    user_box.sent.insert(sent_key, SentAck { id: id.clone(), seq: 0, ts: ts.clone() });
+                    let first = SentAck { id: id.clone(), seq: 0, ts: ts.clone() };
+                    journal::record_with(|| Write::DmSent {
+                        from: sent_key.0.clone(),
+                        client_id: sent_key.1.clone(),
+                        ack: first.clone(),
+                    });
+                    user_box.sent.insert(sent_key, first);
                 }
                 match online {
                     Some(room) => room.fan_out(sink, key, None, frame.clone()),
                     None => {
                         let expires = time::now_millis() + self.inbox_ttl.as_millis() as u64;
+                        journal::record_with(|| Write::InboxPush { expires, frame: offline_frame.clone() });
                         user_box.messages.push_back((expires, offline_frame));
                         while user_box.messages.len() > self.inbox_size {
                             user_box.messages.pop_front();
@@ -82,6 +90,9 @@ impl Owner {
     pub(super) fn take_inbox(&self, key: &RoomKey) -> Vec<Bytes> {
         let mut inboxes = self.inbox_shard(key).lock();
         let Some(user_box) = inboxes.get_mut(key) else { return Vec::new() };
+        if !user_box.messages.is_empty() {
+            journal::record(Write::InboxClear);
+        }
         let now = time::now_millis();
         let messages: Vec<Bytes> =
             user_box.messages.drain(..).filter(|(expires, _)| *expires > now).map(|(_, frame)| frame).collect();

@@ -149,7 +149,11 @@ impl Room {
             epoch: self.epoch.to_string(),
             seq: self.seq,
             history: self.history.iter().map(|message| (**message).clone()).collect(),
-            users: self.users.into_iter().map(|(user_id, user)| (user_id, user.name, user.moderator, user.conns)).collect(),
+            users: self
+                .users
+                .into_iter()
+                .map(|(user_id, user)| (user_id, user.name, user.moderator, user.conns))
+                .collect(),
             sent: {
                 let mut sent = self.sent;
                 sent.order

@@ -14,6 +14,7 @@ use crate::frames;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::route::{RoomAction, Sender};
+use crate::store::{journal, Write};
 use crate::time;
 
 impl Owner {
@@ -37,14 +38,21 @@ impl Owner {
             RoomAction::Approve { .. } | RoomAction::Deny { .. } | RoomAction::Kick { .. } | RoomAction::Ban { .. }
         );
         if moderator_only && !sender.is_moderator {
-            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "moderators and admins only"));
+            return reply_error(
+                sink,
+                sender,
+                op_id,
+                ReplyError::new(ErrorCode::Forbidden, "moderators and admins only"),
+            );
         }
         let result = match action {
             RoomAction::RequestJoin => Ok(()),
             RoomAction::Approve { user_id } => self.decide(room, sink, key, sender, op_id, &user_id, true),
             RoomAction::Deny { user_id } => self.decide(room, sink, key, sender, op_id, &user_id, false),
             RoomAction::Kick { user_id } => self.remove_user(room, sink, key, sender, op_id, &user_id, None),
-            RoomAction::Ban { user_id, seconds } => self.remove_user(room, sink, key, sender, op_id, &user_id, Some(seconds)),
+            RoomAction::Ban { user_id, seconds } => {
+                self.remove_user(room, sink, key, sender, op_id, &user_id, Some(seconds))
+            }
             RoomAction::Edit { id, text } => edit(room, sink, key, sender, op_id, &id, text),
             RoomAction::Versions { id } => versions(room, sink, key, sender, op_id, &id),
             RoomAction::Delete { id, hard } => delete(room, sink, key, sender, op_id, &id, hard),
@@ -85,7 +93,14 @@ impl Owner {
                     sent: u64,
                 }
                 let ts = time::rfc3339_millis(time::now_millis());
-                let data = Progress { room: key.room(), upload_id: &upload_id, user_id: &sender.user_id, name: &name, size, sent };
+                let data = Progress {
+                    room: key.room(),
+                    upload_id: &upload_id,
+                    user_id: &sender.user_id,
+                    name: &name,
+                    size,
+                    sent,
+                };
                 room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.upload.progress", data, &ts));
                 ack(sink, sender, op_id, RoomOnly { room: key.room() });
                 Ok(())
@@ -167,7 +182,6 @@ impl Owner {
     }
 }
 
-
 #[derive(Serialize)]
 struct RoomOnly<'a> {
     room: &'a str,
@@ -215,6 +229,11 @@ impl StoredMessage {
     }
 }
 
+/// Records a changed message for the store.
+fn changed(message: &StoredMessage) {
+    journal::record_with(|| Write::Update(Arc::new(message.clone())));
+}
+
 fn not_found() -> ReplyError {
     ReplyError::new(ErrorCode::NotFound, "unknown message id")
 }
@@ -249,6 +268,8 @@ fn edit(
     extra.versions.push((extra.version, std::mem::replace(&mut message.text, text), previous_at));
     extra.version += 1;
     extra.edited_at = Some(edited_at.clone());
+    let version = extra.version;
+    changed(message);
     #[derive(Serialize)]
     struct Edited<'a> {
         room: &'a str,
@@ -258,8 +279,8 @@ fn edit(
         edited_at: &'a str,
         by: &'a str,
     }
-    let version = extra.version;
-    let data = Edited { room: key.room(), id, text: &message.text, version, edited_at: &edited_at, by: &sender.user_id };
+    let data =
+        Edited { room: key.room(), id, text: &message.text, version, edited_at: &edited_at, by: &sender.user_id };
     let frame = frames::event("chat.edited", data, &edited_at);
     room.fan_out(sink, key, Some(&sender.conn), frame);
     #[derive(Serialize)]
@@ -298,7 +319,11 @@ fn versions(
     match message.extra.as_deref() {
         None => list.push(Version { version: 1, text: &message.text, edited_at: &message.ts }),
         Some(extra) => {
-            list.extend(extra.versions.iter().map(|(version, text, at)| Version { version: *version, text, edited_at: at }));
+            list.extend(extra.versions.iter().map(|(version, text, at)| Version {
+                version: *version,
+                text,
+                edited_at: at,
+            }));
             let current_at = extra.edited_at.as_deref().unwrap_or(&message.ts);
             list.push(Version { version: extra.version, text: &message.text, edited_at: current_at });
         }
@@ -321,9 +346,13 @@ fn delete(
         return Err(ReplyError::new(ErrorCode::Forbidden, "only the author or a moderator deletes a message"));
     }
     if hard {
+        let seq = room.history[index].seq;
         room.history.remove(index);
+        journal::record(Write::Remove(seq));
     } else {
-        Arc::make_mut(&mut room.history[index]).erase_text().deleted = true;
+        let message = Arc::make_mut(&mut room.history[index]);
+        message.erase_text().deleted = true;
+        changed(message);
     }
     #[derive(Serialize)]
     struct Deleted<'a> {
@@ -352,7 +381,9 @@ fn redact(
     if !sender.is_moderator {
         return Err(ReplyError::new(ErrorCode::Forbidden, "only a moderator or an admin redacts"));
     }
-    message_mut(room, id)?.erase_text().redacted = Some(reason.clone().unwrap_or_default());
+    let message = message_mut(room, id)?;
+    message.erase_text().redacted = Some(reason.clone().unwrap_or_default());
+    changed(message);
     #[derive(Serialize)]
     struct Redacted<'a> {
         room: &'a str,
@@ -410,6 +441,7 @@ fn react(
         }
         (false, None) => 0,
     };
+    changed(message);
     #[derive(Serialize)]
     struct Reaction<'a> {
         room: &'a str,

@@ -3,6 +3,7 @@
 //! outlive the room's members (a banned user's room may empty), so they live in the owner's
 //! per-key `RoomMeta`, handed over with the key.
 
+use crate::store::{journal, Write};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -74,7 +75,8 @@ impl Owner {
             );
             for user in room.users.values().filter(|user| user.moderator) {
                 for conn in &user.conns {
-                    let msg = EdgeMsg::Reply { conn_id: conn.conn_id, request_id: 0, frame: frame.clone(), is_error: false };
+                    let msg =
+                        EdgeMsg::Reply { conn_id: conn.conn_id, request_id: 0, frame: frame.clone(), is_error: false };
                     sink.send_to_edge(&conn.node, msg);
                 }
             }
@@ -95,7 +97,8 @@ impl Owner {
         let requester = {
             let mut meta = self.meta_shard(key).lock();
             let room_meta = meta.get_mut(key).ok_or_else(no_request)?;
-            let index = room_meta.pending.iter().position(|pending| &*pending.user_id == user_id).ok_or_else(no_request)?;
+            let index =
+                room_meta.pending.iter().position(|pending| &*pending.user_id == user_id).ok_or_else(no_request)?;
             let requester = room_meta.pending.remove(index);
             if room_meta.is_empty() {
                 meta.remove(key);
@@ -107,7 +110,12 @@ impl Owner {
         if approve {
             let frame = frames::event("request.join.approved", decision, &ts);
             let added = room.add_conn(&requester.user_id, &requester.name, requester.is_moderator, &requester.conn);
-            let joined = EdgeMsg::Joined { room: key.clone(), conn_id: requester.conn.conn_id, request_id: 0, frames: vec![frame] };
+            let joined = EdgeMsg::Joined {
+                room: key.clone(),
+                conn_id: requester.conn.conn_id,
+                request_id: 0,
+                frames: vec![frame],
+            };
             sink.send_to_edge(&requester.conn.node, joined);
             if added == super::Added::FirstOfUser {
                 let frame = frames::event(
@@ -151,6 +159,7 @@ impl Owner {
             let room_meta = meta.entry(key.clone()).or_default();
             room_meta.bans.retain(|(banned, _)| &**banned != user_id);
             room_meta.bans.push((Arc::from(user_id), until));
+            journal::record_with(|| Write::Bans(room_meta.bans.clone()));
         } else if !room.users.contains_key(user_id) {
             return Err(ReplyError::new(ErrorCode::NotFound, "user is not in the room"));
         }
@@ -174,7 +183,8 @@ impl Owner {
         let mut last = Removed::NotThere;
         for conn in conns {
             last = room.remove_conn(user_id, &conn);
-            let left = EdgeMsg::Left { room: key.clone(), conn_id: conn.conn_id, request_id: 0, frames: vec![frame.clone()] };
+            let left =
+                EdgeMsg::Left { room: key.clone(), conn_id: conn.conn_id, request_id: 0, frames: vec![frame.clone()] };
             sink.send_to_edge(&conn.node, left);
         }
         if last == Removed::LastOfUser {

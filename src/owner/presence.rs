@@ -109,7 +109,12 @@ impl Owner {
             PresenceOp::Set { status, message } => {
                 if user_of(key) != &*sender.user_id {
                     drop(inboxes);
-                    return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "presence is set by its user"));
+                    return reply_error(
+                        sink,
+                        sender,
+                        op_id,
+                        ReplyError::new(ErrorCode::Forbidden, "presence is set by its user"),
+                    );
                 }
                 let user_box = inboxes.entry(key.clone()).or_default();
                 user_box.status = (status != "online").then_some(status);
@@ -166,7 +171,12 @@ fn status_of(user_box: &UserBox, devices: usize) -> &str {
 }
 
 fn data<'a>(user_box: &'a UserBox, key: &'a RoomKey, devices: usize) -> PresenceData<'a> {
-    PresenceData { user_id: user_of(key), status: status_of(user_box, devices), message: user_box.message.as_deref(), devices }
+    PresenceData {
+        user_id: user_of(key),
+        status: status_of(user_box, devices),
+        message: user_box.message.as_deref(),
+        devices,
+    }
 }
 
 /// `{user_id, status, message, devices}` as JSON.

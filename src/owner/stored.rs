@@ -92,9 +92,9 @@ impl StoredMessage {
             deleted: extra.is_some_and(|extra| extra.deleted),
             redacted: extra.is_some_and(|extra| extra.redacted.is_some()),
             redact_reason: extra.and_then(|extra| extra.redacted.as_deref()).filter(|reason| !reason.is_empty()),
-            reactions: extra.filter(|extra| !extra.reactions.is_empty()).map(|extra| {
-                extra.reactions.iter().map(|(emoji, users)| (emoji.as_str(), users.len())).collect()
-            }),
+            reactions: extra
+                .filter(|extra| !extra.reactions.is_empty())
+                .map(|extra| extra.reactions.iter().map(|(emoji, users)| (emoji.as_str(), users.len())).collect()),
         }
     }
 

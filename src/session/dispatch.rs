@@ -84,7 +84,12 @@ impl Session {
             }
             Request::PresenceSet { status, message } => {
                 let room = RoomKey::user(&identity.tenant, &identity.user_id);
-                self.node.route(OwnerOp::Presence { room, sender, op_id: op_id_owned, op: PresenceOp::Set { status, message } })
+                self.node.route(OwnerOp::Presence {
+                    room,
+                    sender,
+                    op_id: op_id_owned,
+                    op: PresenceOp::Set { status, message },
+                })
             }
             Request::PresenceSubscribe { users, subscribe } => {
                 for user in &users {
@@ -114,11 +119,14 @@ impl Session {
                         let data = serde_json::json!({"from": from, "call_id": call_id, "sdp": sdp, "kind": kind});
                         frames::event("call.incoming", data, &ts)
                     }
-                    CallSignal::Answer { call_id, sdp } => {
-                        frames::event("call.answer", serde_json::json!({"from": from, "call_id": call_id, "sdp": sdp}), &ts)
-                    }
+                    CallSignal::Answer { call_id, sdp } => frames::event(
+                        "call.answer",
+                        serde_json::json!({"from": from, "call_id": call_id, "sdp": sdp}),
+                        &ts,
+                    ),
                     CallSignal::Ice { call_id, candidate } => {
-                        let candidate: serde_json::Value = serde_json::from_str(candidate).unwrap_or(serde_json::Value::Null);
+                        let candidate: serde_json::Value =
+                            serde_json::from_str(candidate).unwrap_or(serde_json::Value::Null);
                         let data = serde_json::json!({"from": from, "call_id": call_id, "candidate": candidate});
                         frames::event("call.ice", data, &ts)
                     }
@@ -163,8 +171,10 @@ impl Session {
         if let Some(ack) = frames::ack(op_id, RefreshAck { expires_at: identity.expires_at }) {
             self.conn.outbox.push_text(ack);
         }
-        let added: Vec<String> = identity.groups.iter().filter(|group| !current.groups.contains(group)).cloned().collect();
-        let removed: Vec<String> = current.groups.iter().filter(|group| !identity.groups.contains(group)).cloned().collect();
+        let added: Vec<String> =
+            identity.groups.iter().filter(|group| !current.groups.contains(group)).cloned().collect();
+        let removed: Vec<String> =
+            current.groups.iter().filter(|group| !identity.groups.contains(group)).cloned().collect();
         if !added.is_empty() || !removed.is_empty() {
             // Every connection of the user follows, wherever it is: the owner of the personal
             // room knows them all.
@@ -213,7 +223,11 @@ pub fn apply_group_changes(node: &Node, conn: &Conn) {
                 if let Err(err) = node.route(op) {
                     tracing::warn!(room, error = %err.message, "group room change failed");
                 }
-                conn.outbox.push_text(frames::event("room.update", RoomUpdate { room: &room, status, reason: "groups" }, &ts));
+                conn.outbox.push_text(frames::event(
+                    "room.update",
+                    RoomUpdate { room: &room, status, reason: "groups" },
+                    &ts,
+                ));
             }
         }
     }

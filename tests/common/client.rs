@@ -2,14 +2,14 @@
 
 #![allow(unused_imports)]
 
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -271,8 +271,11 @@ impl Client {
     /// The next `chat.message` of `room`.
     pub async fn recv_message(&mut self, room: &str) -> Value {
         let room = room.to_string();
-        let frame =
-            self.recv_where(&format!("a chat.message in {room}"), RECV_TIMEOUT, |v| v["type"] == "chat.message" && v["data"]["room"] == room).await;
+        let frame = self
+            .recv_where(&format!("a chat.message in {room}"), RECV_TIMEOUT, |v| {
+                v["type"] == "chat.message" && v["data"]["room"] == room
+            })
+            .await;
         frame["data"].clone()
     }
 

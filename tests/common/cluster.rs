@@ -95,7 +95,12 @@ impl TestCluster {
                 server.get("/ready").await.status == 200 && view["ring"].as_array().map(Vec::len) == Some(expected)
             })
             .await;
-            assert!(settled, "node {} did not settle on a ring of {expected}: {}", server.addr, cluster_view(server).await);
+            assert!(
+                settled,
+                "node {} did not settle on a ring of {expected}: {}",
+                server.addr,
+                cluster_view(server).await
+            );
         }
     }
 
@@ -126,7 +131,6 @@ pub async fn cluster_view(server: &Server) -> Value {
     response.json()
 }
 
-
 /// Where the clients connect: one node for all, or node i of a cluster.
 pub enum Setup {
     Single(Server),
@@ -149,5 +153,4 @@ impl Setup {
             Setup::Cluster(cluster) => cluster.node(index % 3),
         }
     }
-
 }

@@ -270,8 +270,12 @@ impl Token {
 
     pub fn sign_with(&self, secret: &str, algorithm: jsonwebtoken::Algorithm) -> String {
         let header = jsonwebtoken::Header::new(algorithm);
-        jsonwebtoken::encode(&header, &Value::Object(self.claims.clone()), &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()))
-            .expect("sign token")
+        jsonwebtoken::encode(
+            &header,
+            &Value::Object(self.claims.clone()),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign token")
     }
 
     /// An unsigned token: header `{"alg":"none","typ":"JWT"}`, empty signature.
@@ -349,7 +353,11 @@ pub async fn http_raw(addr: SocketAddr, request: &str) -> HttpResponse {
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no end of headers in {text:?}"));
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
-    let status = status_line.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
     let headers: Vec<(String, String)> = lines
         .filter_map(|line| line.split_once(':'))
         .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
@@ -367,7 +375,9 @@ fn response_complete(raw: &[u8]) -> bool {
     if head.starts_with("http/1.1 101") {
         return true;
     }
-    if let Some(length) = head.lines().find_map(|line| line.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok()) {
+    if let Some(length) =
+        head.lines().find_map(|line| line.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok())
+    {
         return body.len() >= length;
     }
     if head.contains("transfer-encoding: chunked") {

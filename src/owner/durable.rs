@@ -1,0 +1,246 @@
+//! The owner over a durable store: keys loaded on first use, ops that change durable state
+//! answered only once the store accepted their writes (see [`crate::store`]).
+//!
+//! A room with a durable store is in one of three load states:
+//! - `Ready`: its state in memory is what the store holds, plus writes on their way;
+//! - `Loading`: its state is being read; every op waits, in order, until it is there;
+//! - `Stale`: never loaded, or a write failed (memory may be ahead of the store): ops that
+//!   need durable state start a load, the others (leave, members, presence, typing, ...)
+//!   apply at once, so live traffic of a room keeps going while the store is away.
+//!
+//! A failed write bumps the room's `gen` and makes it stale; answers of later writes of the
+//! older generation are then held back too (answered `unavailable`), since their room is
+//! reloaded from what the store really holds. No op is ever acknowledged before its writes
+//! were stored.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use ringcast_cluster::NodeId;
+
+use super::{EdgeSink, Owner, Room, SentAck};
+use crate::frames;
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::room::RoomKey;
+use crate::route::{EdgeMsg, OwnerOp, RoomAction};
+use crate::store::{journal, Job, Loaded, StoreError, Write};
+
+/// Ops waiting for one room's load at most; beyond, they are answered `unavailable`.
+const MAX_WAITING: usize = 4096;
+
+pub(super) enum Load {
+    Ready,
+    Loading(Vec<OwnerOp>),
+    Stale,
+}
+
+/// Collects the answers of an op while its writes are on their way.
+#[derive(Default)]
+struct Held(Mutex<Vec<(NodeId, EdgeMsg)>>);
+
+impl EdgeSink for Held {
+    fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
+        self.0.lock().push((node.clone(), msg));
+    }
+}
+
+/// The op needs the room's durable state (or changes it).
+fn needs_store(op: &OwnerOp) -> bool {
+    match op {
+        OwnerOp::Join { .. } | OwnerOp::Publish { .. } | OwnerOp::ToUser { .. } => true,
+        OwnerOp::Act { action, .. } => {
+            !matches!(action, RoomAction::Typing { .. } | RoomAction::Receipt { .. } | RoomAction::Upload { .. })
+        }
+        OwnerOp::Leave { .. }
+        | OwnerOp::Members { .. }
+        | OwnerOp::Presence { .. }
+        | OwnerOp::Resubscribe { .. }
+        | OwnerOp::UserGroups { .. } => false,
+    }
+}
+
+/// The `unavailable` answer to the op's sender, if it has one.
+fn unavailable_reply(op: &OwnerOp, message: &'static str) -> Option<(NodeId, EdgeMsg)> {
+    let sender = op.sender()?;
+    let error = ReplyError::new(ErrorCode::Unavailable, message);
+    crate::metrics::error_sent(error.code.as_str());
+    let frame = frames::error(op.op_id(), &error);
+    let msg = match op {
+        // The edge waits for a Joined or Left of a join.
+        OwnerOp::Join { room, .. } => EdgeMsg::Left {
+            room: room.clone(),
+            conn_id: sender.conn.conn_id,
+            request_id: sender.request_id,
+            frames: vec![frame],
+        },
+        _ => EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true },
+    };
+    Some((sender.conn.node.clone(), msg))
+}
+
+fn refuse(sink: &dyn EdgeSink, op: &OwnerOp, message: &'static str) {
+    if let Some((node, msg)) = unavailable_reply(op, message) {
+        sink.send_to_edge(&node, msg);
+    }
+}
+
+impl Owner {
+    /// Applies `op` to a room served over a durable store (the shard is locked, the key is
+    /// ours): waits for the room's load when it must, holds the answers until the writes are
+    /// stored.
+    pub(super) fn gate(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, op: OwnerOp) {
+        let key = op.room().clone();
+        let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
+        match &mut room.load {
+            Load::Ready => {}
+            Load::Loading(waiting) => {
+                if waiting.len() >= MAX_WAITING {
+                    return refuse(sink, &op, "store busy, retry");
+                }
+                return waiting.push(op);
+            }
+            Load::Stale if needs_store(&op) => {
+                room.load = Load::Loading(vec![op]);
+                if self.loads.send(key).is_err() {
+                    tracing::warn!("store loader gone");
+                }
+                return;
+            }
+            Load::Stale => {}
+        }
+        let gen = room.gen;
+        journal::begin();
+        let held = Held::default();
+        let on_fail = unavailable_reply(&op, "store unavailable");
+        self.apply(shard, &held, op);
+        let writes = journal::end();
+        let on_ok = held.0.into_inner();
+        if writes.is_empty() {
+            for (node, msg) in on_ok {
+                sink.send_to_edge(&node, msg);
+            }
+            return;
+        }
+        let job = Job { key, gen, writes, on_ok, on_fail };
+        if let Err(job) = self.store.submit(job) {
+            self.write_failed(shard, sink, job);
+        }
+    }
+
+    /// A load the store answered: the room takes the state and its waiting ops apply, in
+    /// order (or are answered `unavailable` when the load failed).
+    pub fn loaded(
+        &self,
+        sink: &dyn EdgeSink,
+        key: &RoomKey,
+        result: Result<Loaded, StoreError>,
+        owns: impl Fn(&RoomKey) -> bool,
+    ) {
+        let mut shard = self.shard(key).lock();
+        let Some(room) = shard.get_mut(key) else { return };
+        let Load::Loading(waiting) = std::mem::replace(&mut room.load, Load::Stale) else { return };
+        match result {
+            Ok(loaded) => {
+                self.take_loaded(room, key, loaded);
+                room.load = Load::Ready;
+                for op in waiting {
+                    if shard.contains_key(op.room()) || owns(op.room()) {
+                        self.gate(&mut shard, sink, op);
+                    } else {
+                        refuse(sink, &op, "room is moving, retry");
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::debug!(room = %key, error = %err, "room load failed");
+                for op in waiting {
+                    if needs_store(&op) {
+                        refuse(sink, &op, "store unavailable");
+                    } else {
+                        self.apply(&mut shard, sink, op);
+                    }
+                }
+            }
+        }
+        if shard.get(key).is_some_and(|room| room.users.is_empty() && matches!(room.load, Load::Ready)) {
+            shard.remove(key);
+            crate::metrics::rooms_owned(-1.0);
+        }
+    }
+
+    /// The room's state from the store. State already in memory (a hand-off that arrived
+    /// while loading) is kept when it is ahead of the store's.
+    fn take_loaded(&self, room: &mut Room, key: &RoomKey, loaded: Loaded) {
+        match loaded.epoch {
+            Some(epoch) => room.epoch = Arc::from(epoch),
+            None => {
+                // A room the store never saw: its epoch goes first, before any message.
+                let job = Job {
+                    key: key.clone(),
+                    gen: room.gen,
+                    writes: vec![Write::Epoch(room.epoch.clone())],
+                    on_ok: Vec::new(),
+                    on_fail: None,
+                };
+                let _ = self.store.submit(job);
+            }
+        }
+        if loaded.seq >= room.seq {
+            room.seq = loaded.seq;
+            room.history.clear();
+            room.sent = Default::default();
+            for (message, client_id) in loaded.messages {
+                if let Some(client_id) = client_id {
+                    let ack = SentAck { id: message.id.clone(), seq: message.seq, ts: message.ts.clone() };
+                    room.sent.insert((message.user_id.clone(), client_id), ack);
+                }
+                room.history.push_back(Arc::new(message));
+            }
+        }
+        if !loaded.bans.is_empty() {
+            self.meta_shard(key).lock().entry(key.clone()).or_default().bans = loaded.bans;
+        }
+        if key.room().starts_with("user:") {
+            let mut inboxes = self.inbox_shard(key).lock();
+            let user_box = inboxes.entry(key.clone()).or_default();
+            user_box.messages = loaded.inbox.into_iter().collect();
+            for (from, client_id, ack) in loaded.dm_sent {
+                user_box.sent.insert((from, client_id), ack);
+            }
+            if user_box.is_idle() {
+                inboxes.remove(key);
+            }
+        }
+    }
+
+    /// A job the store answered: its answers go out, or `unavailable` when its writes (or an
+    /// earlier write of its room) failed.
+    pub fn written(&self, sink: &dyn EdgeSink, job: Job, ok: bool) {
+        let mut shard = self.shard(&job.key).lock();
+        // A room gone since (left empty, handed off) has no later writes to keep in order.
+        let current = shard.get(&job.key).is_none_or(|room| room.gen == job.gen);
+        if ok && current {
+            drop(shard);
+            for (node, msg) in job.on_ok {
+                sink.send_to_edge(&node, msg);
+            }
+        } else {
+            self.write_failed(&mut shard, sink, job);
+        }
+    }
+
+    fn write_failed(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, job: Job) {
+        if let Some((node, msg)) = job.on_fail {
+            sink.send_to_edge(&node, msg);
+        }
+        if let Some(room) = shard.get_mut(&job.key) {
+            if room.gen == job.gen {
+                room.gen += 1;
+                if matches!(room.load, Load::Ready) {
+                    room.load = Load::Stale;
+                }
+            }
+        }
+    }
+}
