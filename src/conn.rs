@@ -99,6 +99,26 @@ impl Outbox {
         self.push(Outgoing::Text(frame))
     }
 
+    /// Queues the frames of one answer together (a join's replay and its ack): the bound
+    /// applies to what was queued before them, since a replay the client asked for is itself
+    /// bounded by the room's history size.
+    pub fn push_answer(&self, frames: Vec<Bytes>) -> Pushed {
+        let Some(last) = frames.len().checked_sub(1) else { return Pushed::Queued };
+        let mut frames = frames.into_iter();
+        let first = self.push_text(frames.next().expect("one frame"));
+        if last == 0 || !matches!(first, Pushed::Queued) {
+            return first;
+        }
+        let mut state = self.state.lock();
+        if state.close.is_some() {
+            return Pushed::Closed;
+        }
+        state.frames.extend(frames.map(Outgoing::Text));
+        drop(state);
+        self.wake.notify_one();
+        Pushed::Queued
+    }
+
     /// Closes the connection with `disconnect` after the frames already queued (the first
     /// close wins).
     pub fn close(&self, disconnect: Disconnect) {

@@ -134,9 +134,7 @@ impl Hub {
                     // In its personal room now: the connection may be told it is connected.
                     conn.release_welcome();
                 }
-                for frame in frames {
-                    conn.outbox.push_text(frame);
-                }
+                conn.outbox.push_answer(frames);
             }
             EdgeMsg::Groups { conn_id, added, removed } => {
                 // Joining and leaving rooms means calling owners, which the hub never does
@@ -156,9 +154,11 @@ impl Hub {
                 };
                 conn.rooms.lock().rooms.remove(&room);
                 self.remove_from_room(&room, conn_id);
-                for frame in frames {
-                    conn.outbox.push_text(frame);
+                if room.room().starts_with("user:") {
+                    // Refused its personal room: the connection is still told it is connected.
+                    conn.release_welcome();
                 }
+                conn.outbox.push_answer(frames);
             }
         }
     }

@@ -136,6 +136,8 @@ struct Room {
     load: durable::Load,
     /// Store generation: bumped by a failed write (see [`durable`]).
     gen: u64,
+    /// The store is known to hold this room's epoch.
+    stored: bool,
 }
 
 /// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
@@ -320,6 +322,7 @@ impl Owner {
             typing: Vec::new(),
             load: if self.store.durable() { durable::Load::Stale } else { durable::Load::Ready },
             gen: 0,
+            stored: false,
         }
     }
 

@@ -155,7 +155,12 @@ impl Owner {
             Err(err) => {
                 tracing::debug!(room = %key, error = %err, "room load failed");
                 for op in waiting {
-                    if needs_store(&op) {
+                    // A connection's automatic join of its personal room goes ahead without
+                    // its inbox (left in the store for a later connection): it stays
+                    // reachable live while the store is away.
+                    let quiet_personal_join =
+                        matches!(&op, OwnerOp::Join { op_id: None, .. }) && key.room().starts_with("user:");
+                    if needs_store(&op) && !quiet_personal_join {
                         refuse(sink, &op, "store unavailable");
                     } else {
                         self.apply(&mut shard, sink, op);
@@ -175,6 +180,12 @@ impl Owner {
         match loaded.epoch {
             Some(epoch) => room.epoch = Arc::from(epoch),
             None => {
+                if room.stored {
+                    // The store lost the room (flushed, or restarted without persistence):
+                    // its seqs start again, so under a new epoch, never reused under the old.
+                    tracing::warn!(room = %key, "room missing from the store: new epoch");
+                    room.epoch = Arc::from(self.ids.epoch(crate::time::now_millis()));
+                }
                 // A room the store never saw: its epoch goes first, before any message.
                 let job = Job {
                     key: key.clone(),
@@ -186,6 +197,7 @@ impl Owner {
                 let _ = self.store.submit(job);
             }
         }
+        room.stored = true;
         if loaded.seq >= room.seq {
             room.seq = loaded.seq;
             room.history.clear();
@@ -237,6 +249,10 @@ impl Owner {
         if let Some(room) = shard.get_mut(&job.key) {
             if room.gen == job.gen {
                 room.gen += 1;
+                // What memory holds beyond the store is unknown now: the reload decides.
+                room.seq = 0;
+                room.history.clear();
+                room.sent = Default::default();
                 if matches!(room.load, Load::Ready) {
                     room.load = Load::Stale;
                 }

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod redis;
 
 pub use client::*;
 
