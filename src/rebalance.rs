@@ -121,7 +121,7 @@ fn hand_off(node: &Node, ring: &Ring) {
             None => tracing::warn!(user = %inbox.key, "no ready node to hand the inbox to"),
         }
     }
-    let snapshots = node.owner.take_rooms_not_owned(owns);
+    let snapshots = node.owner.take_rooms_not_owned(node, owns);
     if snapshots.is_empty() {
         return;
     }

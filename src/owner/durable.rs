@@ -79,7 +79,7 @@ fn unavailable_reply(op: &OwnerOp, message: &'static str) -> Option<(NodeId, Edg
     Some((sender.conn.node.clone(), msg))
 }
 
-fn refuse(sink: &dyn EdgeSink, op: &OwnerOp, message: &'static str) {
+pub(super) fn refuse(sink: &dyn EdgeSink, op: &OwnerOp, message: &'static str) {
     if let Some((node, msg)) = unavailable_reply(op, message) {
         sink.send_to_edge(&node, msg);
     }

@@ -56,15 +56,24 @@ impl Owner {
         }
     }
 
-    /// Removes and returns every room whose key this node no longer owns, for hand-off.
-    pub fn take_rooms_not_owned(&self, owns: impl Fn(&RoomKey) -> bool) -> Vec<RoomSnapshot> {
+    /// Removes and returns every room whose key this node no longer owns, for hand-off. Ops
+    /// still waiting for a room's load are answered `unavailable` (the client retries, and
+    /// reaches the new owner).
+    pub fn take_rooms_not_owned(&self, sink: &dyn EdgeSink, owns: impl Fn(&RoomKey) -> bool) -> Vec<RoomSnapshot> {
         let mut snapshots = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             let moving: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
             for key in moving {
-                if let Some(room) = shard.remove(&key) {
+                if let Some(mut room) = shard.remove(&key) {
                     metrics::rooms_owned(-1.0);
+                    if let super::durable::Load::Loading(waiting) =
+                        std::mem::replace(&mut room.load, super::durable::Load::Stale)
+                    {
+                        for op in waiting {
+                            super::durable::refuse(sink, &op, "room is moving, retry");
+                        }
+                    }
                     snapshots.push(room.snapshot(key));
                 }
             }
@@ -121,7 +130,7 @@ impl Owner {
                         self.user_conn_gone(Some(&*room), sink, key, &conn);
                     }
                 }
-                if room.users.is_empty() {
+                if room.users.is_empty() && !matches!(room.load, super::durable::Load::Loading(_)) {
                     emptied.push(key.clone());
                 }
             }
