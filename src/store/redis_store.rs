@@ -155,16 +155,25 @@ struct Keys {
 
 impl Keys {
     fn of(key: &RoomKey) -> Keys {
-        let tag = format!("rc:{{{}}}", key.as_str());
         Keys {
-            meta: format!("{tag}:meta"),
-            log: format!("{tag}:log"),
-            edits: format!("{tag}:edits"),
-            bans: format!("{tag}:bans"),
-            inbox: format!("{tag}:inbox"),
-            dm_sent: format!("{tag}:dmsent"),
+            meta: room_key(key, "meta"),
+            log: room_key(key, "log"),
+            edits: room_key(key, "edits"),
+            bans: room_key(key, "bans"),
+            inbox: room_key(key, "inbox"),
+            dm_sent: room_key(key, "dmsent"),
         }
     }
+}
+
+/// `rc:{tenant/room}:suffix`
+fn room_key(key: &RoomKey, suffix: &str) -> String {
+    let mut name = String::with_capacity(key.as_str().len() + suffix.len() + 6);
+    name.push_str("rc:{");
+    name.push_str(key.as_str());
+    name.push_str("}:");
+    name.push_str(suffix);
+    name
 }
 
 /// A room's state from its keys: the stream's messages with their changes applied.
@@ -213,14 +222,15 @@ fn assemble(
 }
 
 /// Adds the commands of one write to `pipe`.
-fn encode(pipe: &mut redis::Pipeline, keys: &Keys, write: &Write, limits: &Limits) {
+fn encode(pipe: &mut redis::Pipeline, room: &RoomKey, write: &Write, limits: &Limits) {
+    let key = |suffix| room_key(room, suffix);
     match write {
         Write::Epoch(epoch) => {
-            pipe.hset(&keys.meta, "epoch", &**epoch).ignore();
+            pipe.hset(key("meta"), "epoch", &**epoch).ignore();
         }
         Write::Append { message, client_id } => {
             pipe.cmd("XADD")
-                .arg(&keys.log)
+                .arg(key("log"))
                 .arg("MAXLEN")
                 .arg(limits.history_size.max(1))
                 .arg(format!("{}-0", message.seq))
@@ -230,38 +240,38 @@ fn encode(pipe: &mut redis::Pipeline, keys: &Keys, write: &Write, limits: &Limit
         }
         Write::Update(message) => {
             let seq = message.seq;
-            pipe.zrembyscore(&keys.edits, seq, seq).ignore();
-            pipe.zadd(&keys.edits, record::encode_message(message, None), seq).ignore();
+            pipe.zrembyscore(key("edits"), seq, seq).ignore();
+            pipe.zadd(key("edits"), record::encode_message(message, None), seq).ignore();
             let extra = message.extra.as_deref();
             if extra.is_some_and(|extra| extra.deleted || extra.redacted.is_some()) {
                 // The text must not outlive the delete or redaction in the stream either.
-                pipe.xdel(&keys.log, &[format!("{seq}-0")]).ignore();
+                pipe.xdel(key("log"), &[format!("{seq}-0")]).ignore();
             }
             // Changes of messages that left the history are of no use any more.
-            pipe.zrembyscore(&keys.edits, 0, format!("({}", seq.saturating_sub(limits.history_size as u64))).ignore();
+            pipe.zrembyscore(key("edits"), 0, format!("({}", seq.saturating_sub(limits.history_size as u64))).ignore();
         }
         Write::Remove(seq) => {
-            pipe.zrembyscore(&keys.edits, *seq, *seq).ignore();
-            pipe.zadd(&keys.edits, format!("-{seq}"), *seq).ignore();
-            pipe.xdel(&keys.log, &[format!("{seq}-0")]).ignore();
+            pipe.zrembyscore(key("edits"), *seq, *seq).ignore();
+            pipe.zadd(key("edits"), format!("-{seq}"), *seq).ignore();
+            pipe.xdel(key("log"), &[format!("{seq}-0")]).ignore();
         }
         Write::Bans(bans) if bans.is_empty() => {
-            pipe.del(&keys.bans).ignore();
+            pipe.del(key("bans")).ignore();
         }
         Write::Bans(bans) => {
-            pipe.set(&keys.bans, record::encode_bans(bans)).ignore();
+            pipe.set(key("bans"), record::encode_bans(bans)).ignore();
         }
         Write::InboxPush { expires, frame } => {
-            pipe.rpush(&keys.inbox, record::encode_inbox(*expires, frame)).ignore();
-            pipe.ltrim(&keys.inbox, -(limits.inbox_size.max(1) as isize), -1).ignore();
-            pipe.pexpire(&keys.inbox, limits.inbox_ttl.as_millis() as i64).ignore();
+            pipe.rpush(key("inbox"), record::encode_inbox(*expires, frame)).ignore();
+            pipe.ltrim(key("inbox"), -(limits.inbox_size.max(1) as isize), -1).ignore();
+            pipe.pexpire(key("inbox"), limits.inbox_ttl.as_millis() as i64).ignore();
         }
         Write::InboxClear => {
-            pipe.del(&keys.inbox).ignore();
+            pipe.del(key("inbox")).ignore();
         }
         Write::DmSent { from, client_id, ack } => {
-            pipe.hset(&keys.dm_sent, record::dm_sent_field(from, client_id), record::encode_sent_ack(ack)).ignore();
-            pipe.pexpire(&keys.dm_sent, limits.inbox_ttl.as_millis() as i64).ignore();
+            pipe.hset(key("dmsent"), record::dm_sent_field(from, client_id), record::encode_sent_ack(ack)).ignore();
+            pipe.pexpire(key("dmsent"), limits.inbox_ttl.as_millis() as i64).ignore();
         }
     }
 }
@@ -278,9 +288,8 @@ async fn write_loop(
     while jobs.recv_many(&mut batch, BATCH_JOBS).await > 0 {
         let mut pipe = redis::pipe();
         for job in &batch {
-            let keys = Keys::of(&job.key);
             for write in &job.writes {
-                encode(&mut pipe, &keys, write, &limits);
+                encode(&mut pipe, &job.key, write, &limits);
             }
         }
         let started = Instant::now();
