@@ -50,6 +50,8 @@ pub struct Outbox {
     /// an idle connection small.
     wake: Notify,
     capacity: usize,
+    /// Text frames queued so far (the admin API's `messages_out`).
+    sent: AtomicU64,
 }
 
 struct OutboxState {
@@ -71,6 +73,7 @@ impl Outbox {
             state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None, aborted: false }),
             wake: Notify::new(),
             capacity,
+            sent: AtomicU64::new(0),
         }
     }
 
@@ -97,7 +100,16 @@ impl Outbox {
     }
 
     pub fn push_text(&self, frame: Bytes) -> Pushed {
-        self.push(Outgoing::Text(frame))
+        let pushed = self.push(Outgoing::Text(frame));
+        if pushed == Pushed::Queued {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        pushed
+    }
+
+    /// How many text frames were queued for the client.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Closes the connection with `disconnect` after the frames already queued (the first
@@ -203,6 +215,8 @@ pub struct Conn {
     /// Users whose presence this connection subscribed to (unsubscribed when it closes).
     pub presence_subscriptions: Mutex<Vec<String>>,
     pub meta: ConnMeta,
+    /// Client messages received after authentication (the admin API's `messages_in`).
+    pub received: AtomicU64,
 }
 
 impl Conn {
@@ -219,6 +233,7 @@ impl Conn {
             presence_subscriptions: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             meta,
+            received: AtomicU64::new(0),
         }
     }
 

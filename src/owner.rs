@@ -102,6 +102,8 @@ pub struct RoomMeta {
     pub pending: Vec<Sender>,
 }
 
+mod admin;
+pub use admin::{OwnedCounts, RoomInfo};
 mod direct;
 mod moderation;
 mod presence;
