@@ -1,0 +1,546 @@
+//! The admin HTTP API (PROTOCOL.md §11): every endpoint against one node and against a
+//! 3-node cluster, where the clients sit on different nodes and the admin request goes to a
+//! node that neither owns the room nor holds the connections; then every bad input, each
+//! followed by a check that the node still serves.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::{admin_token, Setup, TestCluster};
+use common::*;
+use serde_json::{json, Value};
+
+const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
+
+/// `METHOD path` with `Authorization: Bearer {token}` (none when `None`) and a JSON body.
+async fn call(server: &Server, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> HttpResponse {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    http_raw(server.addr, &request).await
+}
+
+/// An admin call with the admin key that must succeed; its JSON body.
+async fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -> Value {
+    let body = body.map(|body| body.to_string());
+    let response = call(server, method, path, Some(ADMIN_KEY), body.as_deref()).await;
+    assert_eq!(response.status, 200, "{method} {path}: {}", response.body);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    response.json()
+}
+
+/// An admin call that must fail with `status`; its error code.
+async fn refused(server: &Server, method: &str, path: &str, token: Option<&str>, body: Option<&str>, status: u16) -> String {
+    let response = call(server, method, path, token, body).await;
+    assert_eq!(response.status, status, "{method} {path} {body:?}: {}", response.body);
+    let error = &response.json()["error"];
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a message: {}", response.body);
+    // The node is not disturbed by it.
+    let stats = call(server, "GET", "/v1/stats", Some(ADMIN_KEY), None).await;
+    assert_eq!(stats.status, 200, "node still serves after {method} {path}: {}", stats.body);
+    error["code"].as_str().unwrap_or_default().to_string()
+}
+
+async fn setup(clustered: bool) -> Setup {
+    Setup::new(clustered, &["--admin-key", ADMIN_KEY]).await
+}
+
+/// A room owned by node `index` (any name on one node).
+fn room_owned_by(setup: &Setup, index: usize, prefix: &str) -> String {
+    match setup {
+        Setup::Single(_) => prefix.to_string(),
+        Setup::Cluster(cluster) => cluster.room_owned_by(index, prefix),
+    }
+}
+
+fn node_id(setup: &Setup, index: usize) -> String {
+    match setup {
+        Setup::Single(_) => NODE_ID.to_string(),
+        Setup::Cluster(cluster) => cluster.ids[index].clone(),
+    }
+}
+
+fn conn_id(client: &Client) -> String {
+    client.connected["conn_id"].as_str().unwrap().to_string()
+}
+
+fn field<'a>(items: &'a Value, key: &str) -> Vec<&'a str> {
+    let mut values: Vec<&str> = items.as_array().unwrap().iter().map(|item| item[key].as_str().unwrap()).collect();
+    values.sort();
+    values
+}
+
+// ---------------------------------------------------------------------------------------
+// Stats, connections, rooms
+// ---------------------------------------------------------------------------------------
+
+async fn inspects_the_whole_cluster(clustered: bool) {
+    let setup = setup(clustered).await;
+    let room = room_owned_by(&setup, 0, "lobby");
+    let mut alice = setup.node(0).client_with(&Token::new("alice").name("Alice").sign()).await;
+    let mut bob = setup.node(1).client("bob").await;
+    let mut carol = setup.node(1).client_with(&Token::new("carol").tenant("acme").sign()).await;
+    let join = alice.join(&room).await;
+    bob.join(&room).await;
+    carol.join(&room).await;
+    alice.recv_type("member.joined").await;
+    alice.say(&room, "hello").await;
+    bob.recv_message(&room).await;
+    let asked = setup.node(2);
+
+    let stats = admin(asked, "GET", "/v1/stats", None).await;
+    let nodes = if clustered { 3 } else { 1 };
+    assert_eq!((stats["nodes"].as_u64(), stats["missing"].clone()), (Some(nodes), json!([])), "{stats}");
+    assert_eq!(stats["node_id"], node_id(&setup, 2));
+    assert_eq!(stats["tenant"], "default");
+    assert_eq!((stats["connections"].as_u64(), stats["users"].as_u64(), stats["rooms"].as_u64()), (Some(2), Some(2), Some(1)), "{stats}");
+    assert!(stats["messages_in"].as_u64().unwrap() >= 3, "two joins and a send came in: {stats}");
+    assert!(stats["messages_out"].as_u64().unwrap() >= 5, "connected, acks, the message: {stats}");
+    let acme = admin(asked, "GET", "/v1/stats?tenant=acme", None).await;
+    assert_eq!((acme["connections"].as_u64(), acme["users"].as_u64(), acme["rooms"].as_u64()), (Some(1), Some(1), Some(1)), "{acme}");
+
+    // Connections: every node's, filtered by user and by room, of the tenant only.
+    let all = admin(asked, "GET", "/v1/connections", None).await;
+    assert_eq!(all["missing"], json!([]));
+    assert_eq!(field(&all["connections"], "user_id"), ["alice", "bob"], "{all}");
+    let mut ids = vec![conn_id(&alice), conn_id(&bob)];
+    ids.sort();
+    assert_eq!(field(&all["connections"], "conn_id"), ids);
+    let only_bob = admin(asked, "GET", "/v1/connections?user_id=bob", None).await;
+    assert_eq!(field(&only_bob["connections"], "conn_id"), [conn_id(&bob).as_str()]);
+    let in_room = admin(asked, "GET", &format!("/v1/connections?room={room}"), None).await;
+    assert_eq!(field(&in_room["connections"], "user_id"), ["alice", "bob"]);
+    let nowhere = admin(asked, "GET", "/v1/connections?room=empty-room", None).await;
+    assert_eq!(nowhere["connections"], json!([]));
+    let acme_conns = admin(asked, "GET", "/v1/connections?tenant=acme", None).await;
+    assert_eq!(field(&acme_conns["connections"], "conn_id"), [conn_id(&carol).as_str()]);
+
+    // One connection, from the node its id names.
+    let info = admin(asked, "GET", &format!("/v1/connections/{}", conn_id(&alice)), None).await;
+    assert_eq!(info["conn_id"], conn_id(&alice));
+    assert_eq!((info["user_id"].as_str(), info["tenant"].as_str()), (Some("alice"), Some("default")));
+    assert_eq!(info["node"], node_id(&setup, 0));
+    let mut rooms = vec![room.clone(), "user:alice".to_string()];
+    rooms.sort();
+    assert_eq!(info["rooms"], json!(rooms));
+    assert!(info["remote_addr"].as_str().unwrap().starts_with("127.0.0.1:"), "{info}");
+    assert!(info["user_agent"].is_null() || info["user_agent"].is_string());
+    assert!(info["origin"].is_null());
+    assert_ts(info["connected_at"].as_str().unwrap());
+    assert_ts(info["last_activity"].as_str().unwrap());
+    assert!(info["messages_in"].as_u64().unwrap() >= 2, "{info}");
+    // Another tenant's connection is not found by the default tenant.
+    let path = format!("/v1/connections/{}", conn_id(&carol));
+    assert_eq!(refused(asked, "GET", &path, Some(ADMIN_KEY), None, 404).await, "not_found");
+    assert_eq!(admin(asked, "GET", &format!("{path}?tenant=acme"), None).await["user_id"], "carol");
+
+    // Rooms: from their owners.
+    let rooms = admin(asked, "GET", "/v1/rooms", None).await;
+    assert_eq!(field(&rooms["rooms"], "room"), [room.as_str(), "user:alice", "user:bob"], "{rooms}");
+    let prefixed = admin(asked, "GET", "/v1/rooms?prefix=lob", None).await;
+    assert_eq!(field(&prefixed["rooms"], "room"), [room.as_str()]);
+    let detail = admin(asked, "GET", &format!("/v1/rooms/{room}"), None).await;
+    assert_eq!(detail["room"], room.as_str());
+    assert_eq!(detail["owner"], node_id(&setup, 0));
+    assert_eq!(detail["seq"], 1);
+    assert_eq!(detail["epoch"], join["epoch"]);
+    assert_eq!(
+        detail["members"],
+        json!([{"user_id": "alice", "name": "Alice", "connections": 1}, {"user_id": "bob", "name": "bob", "connections": 1}])
+    );
+    assert_eq!(prefixed["rooms"][0], detail, "the list shows rooms as the detail does");
+    let acme_room = admin(asked, "GET", &format!("/v1/rooms/{room}?tenant=acme"), None).await;
+    assert_eq!(field(&acme_room["members"], "user_id"), ["carol"]);
+    assert_ne!(acme_room["epoch"], detail["epoch"], "same name in another tenant is another room");
+    // The clients saw nothing of it.
+    for client in [&mut alice, &mut bob, &mut carol] {
+        client.expect_no_frame(QUIET).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_inspect_one_node() {
+    inspects_the_whole_cluster(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_inspect_cluster() {
+    inspects_the_whole_cluster(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages and broadcast
+// ---------------------------------------------------------------------------------------
+
+async fn messages_reach_every_node(clustered: bool) {
+    let setup = setup(clustered).await;
+    let room = room_owned_by(&setup, 1, "news");
+    let mut alice = setup.node(0).client("alice").await;
+    let mut bob = setup.node(1).client("bob").await;
+    let mut bob_phone = setup.node(0).client("bob").await;
+    bob.recv_type("device.online").await;
+    let mut carol = setup.node(0).client_with(&Token::new("carol").tenant("acme").sign()).await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    carol.join(&room).await;
+    alice.recv_type("member.joined").await;
+    let asked = setup.node(2);
+
+    // A room message: through the owner to every connection in the room, not stored.
+    let body = json!({"type": "announcement", "data": {"text": "maintenance at noon"}});
+    let sent = admin(asked, "POST", &format!("/v1/rooms/{room}/messages"), Some(body)).await;
+    assert_eq!(sent["delivered"], 2, "{sent}");
+    for client in [&mut alice, &mut bob] {
+        let frame = client.recv_type("announcement").await;
+        assert_eq!(frame["data"], json!({"text": "maintenance at noon", "room": room}));
+        assert_ts(frame["ts"].as_str().unwrap());
+    }
+    let detail = admin(asked, "GET", &format!("/v1/rooms/{room}"), None).await;
+    assert_eq!(detail["seq"], 0, "an admin message is not a stored chat message");
+    // Without data: an empty object, plus the room.
+    admin(asked, "POST", &format!("/v1/rooms/{room}/messages"), Some(json!({"type": "ping.all"}))).await;
+    assert_eq!(alice.recv_type("ping.all").await["data"], json!({"room": room}));
+    bob.recv_type("ping.all").await;
+
+    // A user message: every connection of the user, on every node.
+    let sent = admin(asked, "POST", "/v1/users/bob/messages", Some(json!({"type": "notice", "data": {"n": 1}}))).await;
+    assert_eq!(sent["delivered"], 2, "{sent}");
+    for client in [&mut bob, &mut bob_phone] {
+        assert_eq!(client.recv_type("notice").await["data"], json!({"n": 1}));
+    }
+
+    // A broadcast: every connection of the tenant.
+    let notice = json!({"type": "system.notice", "data": {"text": "restart in 5 min", "level": "warning"}});
+    let sent = admin(asked, "POST", "/v1/broadcast", Some(notice)).await;
+    assert_eq!(sent["delivered"], 3, "{sent}");
+    for client in [&mut alice, &mut bob, &mut bob_phone] {
+        let frame = client.recv_type("system.notice").await;
+        assert_eq!(frame["data"], json!({"text": "restart in 5 min", "level": "warning"}));
+    }
+    // Other tenants hear none of it; each client got each message once.
+    carol.expect_no_frame(QUIET).await;
+    for client in [&mut alice, &mut bob, &mut bob_phone] {
+        client.expect_no_frame(QUIET).await;
+    }
+    let sent = admin(asked, "POST", "/v1/broadcast?tenant=acme", Some(json!({"type": "system.notice", "data": {}}))).await;
+    assert_eq!(sent["delivered"], 1);
+    carol.recv_type("system.notice").await;
+    alice.expect_no_frame(QUIET).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_messages_one_node() {
+    messages_reach_every_node(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_messages_cluster() {
+    messages_reach_every_node(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Disconnects and groups
+// ---------------------------------------------------------------------------------------
+
+async fn disconnects_close_the_right_connections(clustered: bool) {
+    let setup = setup(clustered).await;
+    let room = room_owned_by(&setup, 1, "ops");
+    let mut alice = setup.node(0).client("alice").await;
+    let mut bob = setup.node(1).client("bob").await;
+    let mut bob_phone = setup.node(0).client("bob").await;
+    bob.recv_type("device.online").await;
+    let mut dave = setup.node(1).client("dave").await;
+    let mut dave_tablet = setup.node(0).client("dave").await;
+    dave.recv_type("device.online").await;
+    let mut carol = setup.node(0).client_with(&Token::new("carol").tenant("acme").sign()).await;
+    alice.join(&room).await;
+    bob.join(&room).await;
+    carol.join(&room).await;
+    let asked = setup.node(2);
+
+    // One connection.
+    let path = format!("/v1/connections/{}", conn_id(&bob_phone));
+    assert_eq!(admin(asked, "DELETE", &path, None).await["closed"], 1);
+    assert_eq!(bob_phone.expect_close().await, Some(1008));
+    let gone = eventually(Duration::from_secs(5), || async { call(asked, "GET", &path, Some(ADMIN_KEY), None).await.status == 404 }).await;
+    assert!(gone, "a closed connection is unknown");
+    assert_eq!(refused(asked, "DELETE", &path, Some(ADMIN_KEY), None, 404).await, "not_found");
+
+    // Everyone in a room (not the other tenant's room of the same name).
+    let closed = admin(asked, "POST", &format!("/v1/rooms/{room}/disconnect"), None).await;
+    assert_eq!(closed["closed"], 2, "{closed}");
+    assert_eq!(alice.expect_close().await, Some(1008));
+    assert_eq!(bob.expect_close().await, Some(1008));
+
+    // Every connection of a user.
+    assert_eq!(admin(asked, "POST", "/v1/users/dave/disconnect", None).await["closed"], 2);
+    assert_eq!(dave.expect_close().await, Some(1008));
+    assert_eq!(dave_tablet.expect_close().await, Some(1008));
+    let left = eventually(Duration::from_secs(5), || async {
+        admin(asked, "GET", "/v1/stats", None).await["connections"] == 0
+    })
+    .await;
+    assert!(left, "every default-tenant connection is gone");
+    assert_eq!(refused(asked, "POST", "/v1/users/dave/disconnect", Some(ADMIN_KEY), None, 404).await, "not_found");
+
+    // The other tenant's client is untouched and still served.
+    carol.ping().await;
+    carol.say(&room, "still here").await;
+    let acme = admin(asked, "GET", "/v1/stats?tenant=acme", None).await;
+    assert_eq!(acme["connections"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_disconnects_one_node() {
+    disconnects_close_the_right_connections(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_disconnects_cluster() {
+    disconnects_close_the_right_connections(true).await;
+}
+
+async fn groups_change_live(clustered: bool) {
+    let setup = setup(clustered).await;
+    let mut alice = setup.node(0).client_with(&Token::new("alice").groups(&["eng"]).sign()).await;
+    let mut alice_phone = setup.node(1).client_with(&Token::new("alice").groups(&["eng"]).sign()).await;
+    alice.recv_type("device.online").await;
+    let mut bob = setup.node(1).client_with(&Token::new("bob").groups(&["eng", "ops"]).sign()).await;
+    let asked = setup.node(2);
+    let members = |room: &'static str| async move {
+        let response = call(asked, "GET", &format!("/v1/rooms/{room}"), Some(ADMIN_KEY), None).await;
+        if response.status == 404 {
+            return Vec::new();
+        }
+        let members = response.json()["members"].clone();
+        members.as_array().unwrap().iter().map(|m| (m["user_id"].as_str().unwrap().to_string(), m["connections"].as_u64().unwrap())).collect::<Vec<_>>()
+    };
+    let settled = eventually(Duration::from_secs(5), || async {
+        members("group:eng").await == [("alice".to_string(), 2), ("bob".to_string(), 1)]
+    })
+    .await;
+    assert!(settled, "group:eng has both users: {:?}", members("group:eng").await);
+
+    let updated = admin(asked, "POST", "/v1/users/alice/groups", Some(json!({"groups": ["ops", "ops"]}))).await;
+    assert_eq!(updated["updated"], 2, "{updated}");
+    for client in [&mut alice, &mut alice_phone] {
+        let joined = client.recv_where("room.update joined", RECV_TIMEOUT, |f| f["type"] == "room.update" && f["data"]["status"] == "joined").await;
+        assert_eq!(joined["data"], json!({"room": "group:ops", "status": "joined", "reason": "groups"}));
+        let left = client.recv_where("room.update left", RECV_TIMEOUT, |f| f["type"] == "room.update" && f["data"]["status"] == "left").await;
+        assert_eq!(left["data"], json!({"room": "group:eng", "status": "left", "reason": "groups"}));
+    }
+    let moved = eventually(Duration::from_secs(5), || async {
+        members("group:ops").await == [("alice".to_string(), 2), ("bob".to_string(), 1)]
+            && members("group:eng").await == [("bob".to_string(), 1)]
+    })
+    .await;
+    assert!(moved, "alice moved from group:eng to group:ops: {:?} {:?}", members("group:ops").await, members("group:eng").await);
+    // Live: alice now hears group:ops and can speak there.
+    bob.say("group:ops", "ops only").await;
+    assert_eq!(alice.recv_message("group:ops").await["text"], "ops only");
+    assert_eq!(alice_phone.recv_message("group:ops").await["text"], "ops only");
+    // An empty list removes every group.
+    admin(asked, "POST", "/v1/users/alice/groups", Some(json!({"groups": []}))).await;
+    let emptied = eventually(Duration::from_secs(5), || async { members("group:ops").await == [("bob".to_string(), 1)] }).await;
+    assert!(emptied, "alice left group:ops: {:?}", members("group:ops").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_groups_one_node() {
+    groups_change_live(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_groups_cluster() {
+    groups_change_live(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad inputs
+// ---------------------------------------------------------------------------------------
+
+async fn bad_inputs_are_refused(clustered: bool) {
+    let setup = setup(clustered).await;
+    let mut alice = setup.node(0).client("alice").await;
+    alice.join("lobby").await;
+    let asked = setup.node(2);
+    let key = Some(ADMIN_KEY);
+
+    // Credentials.
+    let response = call(asked, "GET", "/v1/stats", None, None).await;
+    assert_eq!((response.status, response.header("www-authenticate")), (401, Some("Bearer")));
+    assert_eq!(refused(asked, "GET", "/v1/stats", None, None, 401).await, "unauthorized");
+    assert_eq!(refused(asked, "GET", "/v1/stats", Some("wrong-key"), None, 401).await, "unauthorized");
+    let user = Token::new("mallory").sign();
+    assert_eq!(refused(asked, "GET", "/v1/connections", Some(&user), None, 403).await, "forbidden");
+    assert_eq!(refused(asked, "POST", "/v1/broadcast", Some(&user), Some(r#"{"type":"x"}"#), 403).await, "forbidden");
+    let expired = Token::new("root").roles(&["admin"]).expires_in(-120).sign();
+    assert_eq!(refused(asked, "GET", "/v1/stats", Some(&expired), None, 401).await, "unauthorized");
+    let forged = Token::new("root").roles(&["admin"]).sign_with("another-secret-0123456789abcdef", jsonwebtoken::Algorithm::HS256);
+    assert_eq!(refused(asked, "GET", "/v1/stats", Some(&forged), None, 401).await, "unauthorized");
+    // An admin JWT works, for its own tenant only.
+    let acme_admin = Token::new("boss").tenant("acme").roles(&["admin"]).sign();
+    let response = call(asked, "GET", "/v1/stats", Some(&acme_admin), None).await;
+    assert_eq!((response.status, response.json()["tenant"].as_str()), (200, Some("acme")), "{}", response.body);
+    assert_eq!(response.json()["connections"], 0, "alice is not in acme");
+    assert_eq!(refused(asked, "GET", "/v1/connections?tenant=default", Some(&acme_admin), None, 403).await, "forbidden");
+    assert_eq!(call(asked, "GET", "/v1/connections", Some(&admin_token()), None).await.json()["connections"][0]["user_id"], "alice");
+
+    // Unknown things.
+    for path in ["/v1/connections/test-node-999999", "/v1/connections/s1-999999", "/v1/connections/nope-1", "/v1/rooms/nowhere"] {
+        assert_eq!(refused(asked, "GET", path, key, None, 404).await, "not_found", "{path}");
+    }
+    assert_eq!(refused(asked, "DELETE", "/v1/connections/nope-1", key, None, 404).await, "not_found");
+    for path in ["/v1/users/nobody/messages", "/v1/rooms/nowhere/messages"] {
+        assert_eq!(refused(asked, "POST", path, key, Some(r#"{"type":"x"}"#), 404).await, "not_found", "{path}");
+    }
+    for path in ["/v1/users/nobody/disconnect", "/v1/rooms/nowhere/disconnect"] {
+        assert_eq!(refused(asked, "POST", path, key, None, 404).await, "not_found", "{path}");
+    }
+    assert_eq!(refused(asked, "POST", "/v1/users/nobody/groups", key, Some(r#"{"groups":[]}"#), 404).await, "not_found");
+    for path in ["/v1/nope", "/v1/rooms/a/b/c", "/v1/", "/v1/rooms/", "/nope"] {
+        assert_eq!(refused(asked, "GET", path, key, None, 404).await, "not_found", "{path}");
+    }
+
+    // Bad names and ids.
+    for path in ["/v1/rooms/bad%20room", "/v1/rooms/user:", "/v1/rooms/a%2Fb", "/v1/connections?room=bad%20room", "/v1/connections?user_id=a%20b", "/v1/rooms?prefix=a%20b", "/v1/stats?tenant=a:b", "/v1/stats?tenant=", "/v1/connections/nodash", "/v1/connections/s1-x", "/v1/connections/-5"] {
+        assert_eq!(refused(asked, "GET", path, key, None, 400).await, "bad_request", "{path}");
+    }
+    let long = "r".repeat(129);
+    assert_eq!(refused(asked, "GET", &format!("/v1/rooms/{long}"), key, None, 400).await, "bad_request");
+
+    // Bad bodies.
+    let bodies = [
+        "",
+        "{",
+        "not json",
+        "[]",
+        r#"{"data":{}}"#,
+        r#"{"type":5}"#,
+        r#"{"type":""}"#,
+        r#"{"type":"Upper"}"#,
+        r#"{"type":"ack"}"#,
+        r#"{"type":"error"}"#,
+        r#"{"type":"has space"}"#,
+        r#"{"type":"x","data":[1]}"#,
+        r#"{"type":"x","data":"text"}"#,
+    ];
+    for body in bodies {
+        for path in ["/v1/broadcast", "/v1/users/alice/messages", "/v1/rooms/lobby/messages"] {
+            assert_eq!(refused(asked, "POST", path, key, Some(body), 400).await, "bad_request", "{path} {body}");
+        }
+    }
+    for body in ["{}", r#"{"groups":"eng"}"#, r#"{"groups":[5]}"#, r#"{"groups":["bad group"]}"#, "{"] {
+        assert_eq!(refused(asked, "POST", "/v1/users/alice/groups", key, Some(body), 400).await, "bad_request", "{body}");
+    }
+    for path in ["/v1/users/bad%20user/messages", "/v1/rooms/bad%20room/messages"] {
+        assert_eq!(refused(asked, "POST", path, key, Some(r#"{"type":"x"}"#), 400).await, "bad_request", "{path}");
+    }
+    let huge = format!(r#"{{"type":"x","data":{{"text":"{}"}}}}"#, "a".repeat(70 * 1024));
+    assert_eq!(refused(asked, "POST", "/v1/broadcast", key, Some(&huge), 413).await, "too_large");
+
+    // Wrong methods.
+    for (method, path, allow) in [
+        ("GET", "/v1/broadcast", "POST"),
+        ("POST", "/v1/stats", "GET"),
+        ("DELETE", "/v1/rooms/lobby", "GET"),
+        ("PUT", "/v1/connections/x-1", "GET, DELETE"),
+        ("GET", "/v1/users/alice/disconnect", "POST"),
+        ("POST", "/health", "GET"),
+        ("DELETE", "/v1/cluster", "GET"),
+    ] {
+        let response = call(asked, method, path, key, None).await;
+        assert_eq!((response.status, response.header("allow")), (405, Some(allow)), "{method} {path}: {}", response.body);
+        assert_eq!(refused(asked, method, path, key, None, 405).await, "method_not_allowed");
+    }
+
+    // None of it reached or harmed the client; the node still serves it.
+    alice.ping().await;
+    alice.expect_no_frame(QUIET).await;
+    alice.say("lobby", "still fine").await;
+    let stats = admin(asked, "GET", "/v1/stats", None).await;
+    assert_eq!(stats["connections"], 1, "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_bad_inputs_one_node() {
+    bad_inputs_are_refused(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_bad_inputs_cluster() {
+    bad_inputs_are_refused(true).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The OpenAPI document, and a node that does not answer
+// ---------------------------------------------------------------------------------------
+
+/// The document parses, needs no credentials, and every route it lists is served (no 404
+/// "no such route", no 405), with every method.
+#[tokio::test]
+async fn test_openapi_document_lists_served_routes() {
+    let server = Server::start_with(&["--admin-key", ADMIN_KEY]);
+    let response = call(&server, "GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(response.status, 200);
+    let doc = response.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "OpenAPI 3: {}", doc["openapi"]);
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/health", "/live", "/ready", "/metrics", "/v1/ws", "/ws", "/v1/openapi.json", "/v1/cluster", "/v1/stats",
+        "/v1/connections", "/v1/connections/{id}", "/v1/rooms", "/v1/rooms/{room}", "/v1/rooms/{room}/messages",
+        "/v1/rooms/{room}/disconnect", "/v1/users/{id}/messages", "/v1/users/{id}/disconnect", "/v1/users/{id}/groups",
+        "/v1/broadcast",
+    ] {
+        assert!(paths.contains_key(route), "{route} is documented");
+    }
+    let mut checked = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", "test-node-1").replace("{room}", "lobby");
+        for method in item.as_object().unwrap().keys() {
+            let method = method.to_uppercase();
+            let body = (method == "POST").then_some(r#"{"type":"x","groups":[]}"#);
+            let response = call(&server, &method, &concrete, Some(ADMIN_KEY), body).await;
+            assert_ne!(response.status, 405, "{method} {path} is served: {}", response.body);
+            let no_route = response.status == 404 && response.body.contains("no such route");
+            assert!(!no_route, "{method} {path} is served: {}", response.body);
+            assert!(item[method.to_lowercase()]["responses"].is_object(), "{method} {path} documents its responses");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 20, "every documented method was tried");
+}
+
+/// A node that stops answering is reported in `missing` within the answer timeout, and the
+/// answer still covers the nodes that did answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_missing_node_is_reported_not_waited_for() {
+    let mut cluster = TestCluster::start_with(&["s1", "s2", "s3"], &["--admin-key", ADMIN_KEY]).await;
+    let mut alice = cluster.node(0).client("alice").await;
+    let _bob = cluster.node(2).client("bob").await;
+    let stats = admin(cluster.node(1), "GET", "/v1/stats", None).await;
+    assert_eq!((stats["nodes"].as_u64(), stats["connections"].as_u64()), (Some(3), Some(2)), "{stats}");
+    // SIGSTOP: the process stays a member for a while but answers nothing.
+    let pid = cluster.node(2).pid();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
+    // Answered (the HTTP helper gives up after 5 s), from the two nodes that answer.
+    let stats = admin(cluster.node(1), "GET", "/v1/stats", None).await;
+    let _ = std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    assert_eq!(stats["nodes"], 2, "{stats}");
+    assert_eq!(stats["connections"], 1, "{stats}");
+    if stats["missing"] != json!([]) {
+        assert_eq!(stats["missing"], json!(["s3"]), "{stats}");
+    }
+    alice.ping().await;
+    cluster.nodes[2] = None;
+    let stats = admin(cluster.node(0), "GET", "/v1/stats", None).await;
+    assert_eq!(stats["connections"], 1, "{stats}");
+}
