@@ -180,18 +180,34 @@ async fn test_inspect_cluster() {
 // Messages and broadcast
 // ---------------------------------------------------------------------------------------
 
-async fn messages_reach_every_node(clustered: bool) {
-    let setup = setup(clustered).await;
-    let room = room_owned_by(&setup, 1, "news");
+/// The clients of the message and disconnect tests: alice (node 0) and bob (node 1) in
+/// `room`, owned by node 1; bob's phone (node 0) not in it; carol of tenant acme (node 0) in
+/// acme's room of the same name.
+struct Cast {
+    room: String,
+    alice: Client,
+    bob: Client,
+    bob_phone: Client,
+    carol: Client,
+}
+
+async fn cast(setup: &Setup, prefix: &str) -> Cast {
+    let room = room_owned_by(setup, 1, prefix);
     let mut alice = setup.node(0).client("alice").await;
     let mut bob = setup.node(1).client("bob").await;
-    let mut bob_phone = setup.node(0).client("bob").await;
+    let bob_phone = setup.node(0).client("bob").await;
     bob.recv_type("device.online").await;
     let mut carol = setup.node(0).client_with(&Token::new("carol").tenant("acme").sign()).await;
     alice.join(&room).await;
     bob.join(&room).await;
     carol.join(&room).await;
     alice.recv_type("member.joined").await;
+    Cast { room, alice, bob, bob_phone, carol }
+}
+
+async fn messages_reach_every_node(clustered: bool) {
+    let setup = setup(clustered).await;
+    let Cast { room, mut alice, mut bob, mut bob_phone, mut carol } = cast(&setup, "news").await;
     let asked = setup.node(2);
 
     // A room message: through the owner to every connection in the room, not stored.
@@ -252,18 +268,10 @@ async fn test_messages_cluster() {
 
 async fn disconnects_close_the_right_connections(clustered: bool) {
     let setup = setup(clustered).await;
-    let room = room_owned_by(&setup, 1, "ops");
-    let mut alice = setup.node(0).client("alice").await;
-    let mut bob = setup.node(1).client("bob").await;
-    let mut bob_phone = setup.node(0).client("bob").await;
-    bob.recv_type("device.online").await;
+    let Cast { room, mut alice, mut bob, mut bob_phone, mut carol } = cast(&setup, "ops").await;
     let mut dave = setup.node(1).client("dave").await;
     let mut dave_tablet = setup.node(0).client("dave").await;
     dave.recv_type("device.online").await;
-    let mut carol = setup.node(0).client_with(&Token::new("carol").tenant("acme").sign()).await;
-    alice.join(&room).await;
-    bob.join(&room).await;
-    carol.join(&room).await;
     let asked = setup.node(2);
 
     // One connection.
@@ -525,7 +533,7 @@ async fn test_openapi_document_lists_served_routes() {
 async fn test_missing_node_is_reported_not_waited_for() {
     let mut cluster = TestCluster::start_with(&["s1", "s2", "s3"], &["--admin-key", ADMIN_KEY]).await;
     let mut alice = cluster.node(0).client("alice").await;
-    let _bob = cluster.node(2).client("bob").await;
+    let bob = cluster.node(2).client("bob").await;
     let stats = admin(cluster.node(1), "GET", "/v1/stats", None).await;
     assert_eq!((stats["nodes"].as_u64(), stats["connections"].as_u64()), (Some(3), Some(2)), "{stats}");
     // SIGSTOP: the process stays a member for a while but answers nothing.
@@ -533,7 +541,13 @@ async fn test_missing_node_is_reported_not_waited_for() {
     assert!(std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
     // Answered (the HTTP helper gives up after 5 s), from the two nodes that answer.
     let stats = admin(cluster.node(1), "GET", "/v1/stats", None).await;
+    // A lookup on the silent node: 503 naming it (404 once the cluster dropped it).
+    let lookup = call(cluster.node(1), "GET", &format!("/v1/connections/{}", conn_id(&bob)), Some(ADMIN_KEY), None).await;
     let _ = std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    assert!(matches!(lookup.status, 503 | 404), "{lookup:?}");
+    if lookup.status == 503 {
+        assert_eq!(lookup.json()["error"], json!({"code": "unavailable", "message": "no answer from s3"}));
+    }
     assert_eq!(stats["nodes"], 2, "{stats}");
     assert_eq!(stats["connections"], 1, "{stats}");
     if stats["missing"] != json!([]) {
