@@ -38,7 +38,14 @@ async fn admin(server: &Server, method: &str, path: &str, body: Option<Value>) -
 }
 
 /// An admin call that must fail with `status`; its error code.
-async fn refused(server: &Server, method: &str, path: &str, token: Option<&str>, body: Option<&str>, status: u16) -> String {
+async fn refused(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+    status: u16,
+) -> String {
     let response = call(server, method, path, token, body).await;
     assert_eq!(response.status, status, "{method} {path} {body:?}: {}", response.body);
     let error = &response.json()["error"];
@@ -101,11 +108,19 @@ async fn inspects_the_whole_cluster(clustered: bool) {
     assert_eq!((stats["nodes"].as_u64(), stats["missing"].clone()), (Some(nodes), json!([])), "{stats}");
     assert_eq!(stats["node_id"], node_id(&setup, 2));
     assert_eq!(stats["tenant"], "default");
-    assert_eq!((stats["connections"].as_u64(), stats["users"].as_u64(), stats["rooms"].as_u64()), (Some(2), Some(2), Some(1)), "{stats}");
+    assert_eq!(
+        (stats["connections"].as_u64(), stats["users"].as_u64(), stats["rooms"].as_u64()),
+        (Some(2), Some(2), Some(1)),
+        "{stats}"
+    );
     assert!(stats["messages_in"].as_u64().unwrap() >= 3, "two joins and a send came in: {stats}");
     assert!(stats["messages_out"].as_u64().unwrap() >= 5, "connected, acks, the message: {stats}");
     let acme = admin(asked, "GET", "/v1/stats?tenant=acme", None).await;
-    assert_eq!((acme["connections"].as_u64(), acme["users"].as_u64(), acme["rooms"].as_u64()), (Some(1), Some(1), Some(1)), "{acme}");
+    assert_eq!(
+        (acme["connections"].as_u64(), acme["users"].as_u64(), acme["rooms"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{acme}"
+    );
 
     // Connections: every node's, filtered by user and by room, of the tenant only.
     let all = admin(asked, "GET", "/v1/connections", None).await;
@@ -246,7 +261,8 @@ async fn messages_reach_every_node(clustered: bool) {
     for client in [&mut alice, &mut bob, &mut bob_phone] {
         client.expect_no_frame(QUIET).await;
     }
-    let sent = admin(asked, "POST", "/v1/broadcast?tenant=acme", Some(json!({"type": "system.notice", "data": {}}))).await;
+    let sent =
+        admin(asked, "POST", "/v1/broadcast?tenant=acme", Some(json!({"type": "system.notice", "data": {}}))).await;
     assert_eq!(sent["delivered"], 1);
     carol.recv_type("system.notice").await;
     alice.expect_no_frame(QUIET).await;
@@ -278,7 +294,10 @@ async fn disconnects_close_the_right_connections(clustered: bool) {
     let path = format!("/v1/connections/{}", conn_id(&bob_phone));
     assert_eq!(admin(asked, "DELETE", &path, None).await["closed"], 1);
     assert_eq!(bob_phone.expect_close().await, Some(1008));
-    let gone = eventually(Duration::from_secs(5), || async { call(asked, "GET", &path, Some(ADMIN_KEY), None).await.status == 404 }).await;
+    let gone = eventually(Duration::from_secs(5), || async {
+        call(asked, "GET", &path, Some(ADMIN_KEY), None).await.status == 404
+    })
+    .await;
     assert!(gone, "a closed connection is unknown");
     assert_eq!(refused(asked, "DELETE", &path, Some(ADMIN_KEY), None, 404).await, "not_found");
 
@@ -329,7 +348,12 @@ async fn groups_change_live(clustered: bool) {
             return Vec::new();
         }
         let members = response.json()["members"].clone();
-        members.as_array().unwrap().iter().map(|m| (m["user_id"].as_str().unwrap().to_string(), m["connections"].as_u64().unwrap())).collect::<Vec<_>>()
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["user_id"].as_str().unwrap().to_string(), m["connections"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
     };
     let settled = eventually(Duration::from_secs(5), || async {
         members("group:eng").await == [("alice".to_string(), 2), ("bob".to_string(), 1)]
@@ -340,9 +364,17 @@ async fn groups_change_live(clustered: bool) {
     let updated = admin(asked, "POST", "/v1/users/alice/groups", Some(json!({"groups": ["ops", "ops"]}))).await;
     assert_eq!(updated["updated"], 2, "{updated}");
     for client in [&mut alice, &mut alice_phone] {
-        let joined = client.recv_where("room.update joined", RECV_TIMEOUT, |f| f["type"] == "room.update" && f["data"]["status"] == "joined").await;
+        let joined = client
+            .recv_where("room.update joined", RECV_TIMEOUT, |f| {
+                f["type"] == "room.update" && f["data"]["status"] == "joined"
+            })
+            .await;
         assert_eq!(joined["data"], json!({"room": "group:ops", "status": "joined", "reason": "groups"}));
-        let left = client.recv_where("room.update left", RECV_TIMEOUT, |f| f["type"] == "room.update" && f["data"]["status"] == "left").await;
+        let left = client
+            .recv_where("room.update left", RECV_TIMEOUT, |f| {
+                f["type"] == "room.update" && f["data"]["status"] == "left"
+            })
+            .await;
         assert_eq!(left["data"], json!({"room": "group:eng", "status": "left", "reason": "groups"}));
     }
     let moved = eventually(Duration::from_secs(5), || async {
@@ -350,14 +382,20 @@ async fn groups_change_live(clustered: bool) {
             && members("group:eng").await == [("bob".to_string(), 1)]
     })
     .await;
-    assert!(moved, "alice moved from group:eng to group:ops: {:?} {:?}", members("group:ops").await, members("group:eng").await);
+    assert!(
+        moved,
+        "alice moved from group:eng to group:ops: {:?} {:?}",
+        members("group:ops").await,
+        members("group:eng").await
+    );
     // Live: alice now hears group:ops and can speak there.
     bob.say("group:ops", "ops only").await;
     assert_eq!(alice.recv_message("group:ops").await["text"], "ops only");
     assert_eq!(alice_phone.recv_message("group:ops").await["text"], "ops only");
     // An empty list removes every group.
     admin(asked, "POST", "/v1/users/alice/groups", Some(json!({"groups": []}))).await;
-    let emptied = eventually(Duration::from_secs(5), || async { members("group:ops").await == [("bob".to_string(), 1)] }).await;
+    let emptied =
+        eventually(Duration::from_secs(5), || async { members("group:ops").await == [("bob".to_string(), 1)] }).await;
     assert!(emptied, "alice left group:ops: {:?}", members("group:ops").await);
 }
 
@@ -392,18 +430,28 @@ async fn bad_inputs_are_refused(clustered: bool) {
     assert_eq!(refused(asked, "POST", "/v1/broadcast", Some(&user), Some(r#"{"type":"x"}"#), 403).await, "forbidden");
     let expired = Token::new("root").roles(&["admin"]).expires_in(-120).sign();
     assert_eq!(refused(asked, "GET", "/v1/stats", Some(&expired), None, 401).await, "unauthorized");
-    let forged = Token::new("root").roles(&["admin"]).sign_with("another-secret-0123456789abcdef", jsonwebtoken::Algorithm::HS256);
+    let forged = Token::new("root")
+        .roles(&["admin"])
+        .sign_with("another-secret-0123456789abcdef", jsonwebtoken::Algorithm::HS256);
     assert_eq!(refused(asked, "GET", "/v1/stats", Some(&forged), None, 401).await, "unauthorized");
     // An admin JWT works, for its own tenant only.
     let acme_admin = Token::new("boss").tenant("acme").roles(&["admin"]).sign();
     let response = call(asked, "GET", "/v1/stats", Some(&acme_admin), None).await;
     assert_eq!((response.status, response.json()["tenant"].as_str()), (200, Some("acme")), "{}", response.body);
     assert_eq!(response.json()["connections"], 0, "alice is not in acme");
-    assert_eq!(refused(asked, "GET", "/v1/connections?tenant=default", Some(&acme_admin), None, 403).await, "forbidden");
-    assert_eq!(call(asked, "GET", "/v1/connections", Some(&admin_token()), None).await.json()["connections"][0]["user_id"], "alice");
+    assert_eq!(
+        refused(asked, "GET", "/v1/connections?tenant=default", Some(&acme_admin), None, 403).await,
+        "forbidden"
+    );
+    assert_eq!(
+        call(asked, "GET", "/v1/connections", Some(&admin_token()), None).await.json()["connections"][0]["user_id"],
+        "alice"
+    );
 
     // Unknown things.
-    for path in ["/v1/connections/test-node-999999", "/v1/connections/s1-999999", "/v1/connections/nope-1", "/v1/rooms/nowhere"] {
+    for path in
+        ["/v1/connections/test-node-999999", "/v1/connections/s1-999999", "/v1/connections/nope-1", "/v1/rooms/nowhere"]
+    {
         assert_eq!(refused(asked, "GET", path, key, None, 404).await, "not_found", "{path}");
     }
     assert_eq!(refused(asked, "DELETE", "/v1/connections/nope-1", key, None, 404).await, "not_found");
@@ -413,13 +461,28 @@ async fn bad_inputs_are_refused(clustered: bool) {
     for path in ["/v1/users/nobody/disconnect", "/v1/rooms/nowhere/disconnect"] {
         assert_eq!(refused(asked, "POST", path, key, None, 404).await, "not_found", "{path}");
     }
-    assert_eq!(refused(asked, "POST", "/v1/users/nobody/groups", key, Some(r#"{"groups":[]}"#), 404).await, "not_found");
+    assert_eq!(
+        refused(asked, "POST", "/v1/users/nobody/groups", key, Some(r#"{"groups":[]}"#), 404).await,
+        "not_found"
+    );
     for path in ["/v1/nope", "/v1/rooms/a/b/c", "/v1/", "/v1/rooms/", "/nope"] {
         assert_eq!(refused(asked, "GET", path, key, None, 404).await, "not_found", "{path}");
     }
 
     // Bad names and ids.
-    for path in ["/v1/rooms/bad%20room", "/v1/rooms/user:", "/v1/rooms/a%2Fb", "/v1/connections?room=bad%20room", "/v1/connections?user_id=a%20b", "/v1/rooms?prefix=a%20b", "/v1/stats?tenant=a:b", "/v1/stats?tenant=", "/v1/connections/nodash", "/v1/connections/s1-x", "/v1/connections/-5"] {
+    for path in [
+        "/v1/rooms/bad%20room",
+        "/v1/rooms/user:",
+        "/v1/rooms/a%2Fb",
+        "/v1/connections?room=bad%20room",
+        "/v1/connections?user_id=a%20b",
+        "/v1/rooms?prefix=a%20b",
+        "/v1/stats?tenant=a:b",
+        "/v1/stats?tenant=",
+        "/v1/connections/nodash",
+        "/v1/connections/s1-x",
+        "/v1/connections/-5",
+    ] {
         assert_eq!(refused(asked, "GET", path, key, None, 400).await, "bad_request", "{path}");
     }
     let long = "r".repeat(129);
@@ -447,7 +510,11 @@ async fn bad_inputs_are_refused(clustered: bool) {
         }
     }
     for body in ["{}", r#"{"groups":"eng"}"#, r#"{"groups":[5]}"#, r#"{"groups":["bad group"]}"#, "{"] {
-        assert_eq!(refused(asked, "POST", "/v1/users/alice/groups", key, Some(body), 400).await, "bad_request", "{body}");
+        assert_eq!(
+            refused(asked, "POST", "/v1/users/alice/groups", key, Some(body), 400).await,
+            "bad_request",
+            "{body}"
+        );
     }
     for path in ["/v1/users/bad%20user/messages", "/v1/rooms/bad%20room/messages"] {
         assert_eq!(refused(asked, "POST", path, key, Some(r#"{"type":"x"}"#), 400).await, "bad_request", "{path}");
@@ -466,7 +533,12 @@ async fn bad_inputs_are_refused(clustered: bool) {
         ("DELETE", "/v1/cluster", "GET"),
     ] {
         let response = call(asked, method, path, key, None).await;
-        assert_eq!((response.status, response.header("allow")), (405, Some(allow)), "{method} {path}: {}", response.body);
+        assert_eq!(
+            (response.status, response.header("allow")),
+            (405, Some(allow)),
+            "{method} {path}: {}",
+            response.body
+        );
         assert_eq!(refused(asked, method, path, key, None, 405).await, "method_not_allowed");
     }
 
@@ -503,9 +575,24 @@ async fn test_openapi_document_lists_served_routes() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "OpenAPI 3: {}", doc["openapi"]);
     let paths = doc["paths"].as_object().unwrap();
     for route in [
-        "/health", "/live", "/ready", "/metrics", "/v1/ws", "/ws", "/v1/openapi.json", "/v1/cluster", "/v1/stats",
-        "/v1/connections", "/v1/connections/{id}", "/v1/rooms", "/v1/rooms/{room}", "/v1/rooms/{room}/messages",
-        "/v1/rooms/{room}/disconnect", "/v1/users/{id}/messages", "/v1/users/{id}/disconnect", "/v1/users/{id}/groups",
+        "/health",
+        "/live",
+        "/ready",
+        "/metrics",
+        "/v1/ws",
+        "/ws",
+        "/v1/openapi.json",
+        "/v1/cluster",
+        "/v1/stats",
+        "/v1/connections",
+        "/v1/connections/{id}",
+        "/v1/rooms",
+        "/v1/rooms/{room}",
+        "/v1/rooms/{room}/messages",
+        "/v1/rooms/{room}/disconnect",
+        "/v1/users/{id}/messages",
+        "/v1/users/{id}/disconnect",
+        "/v1/users/{id}/groups",
         "/v1/broadcast",
     ] {
         assert!(paths.contains_key(route), "{route} is documented");
@@ -542,7 +629,8 @@ async fn test_missing_node_is_reported_not_waited_for() {
     // Answered (the HTTP helper gives up after 5 s), from the two nodes that answer.
     let stats = admin(cluster.node(1), "GET", "/v1/stats", None).await;
     // A lookup on the silent node: 503 naming it (404 once the cluster dropped it).
-    let lookup = call(cluster.node(1), "GET", &format!("/v1/connections/{}", conn_id(&bob)), Some(ADMIN_KEY), None).await;
+    let lookup =
+        call(cluster.node(1), "GET", &format!("/v1/connections/{}", conn_id(&bob)), Some(ADMIN_KEY), None).await;
     let _ = std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status();
     assert!(matches!(lookup.status, 503 | 404), "{lookup:?}");
     if lookup.status == 503 {

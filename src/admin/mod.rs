@@ -122,7 +122,8 @@ pub fn no_route(method: &Method, path: &str) -> Response<Body> {
 }
 
 fn method_not_allowed(methods: &[&str]) -> Response<Body> {
-    let mut response = Failure::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed").response();
+    let mut response =
+        Failure::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed").response();
     if let Ok(allow) = HeaderValue::from_str(&methods.join(", ")) {
         response.headers_mut().insert(header::ALLOW, allow);
     }

@@ -90,7 +90,10 @@ impl Gathered {
 
     /// The array answers, concatenated.
     pub fn concat(self) -> Vec<Value> {
-        self.answers.into_iter().flat_map(|(_, answer)| if let Value::Array(items) = answer { items } else { Vec::new() }).collect()
+        self.answers
+            .into_iter()
+            .flat_map(|(_, answer)| if let Value::Array(items) = answer { items } else { Vec::new() })
+            .collect()
     }
 
     /// The first answer that is not `null`.
@@ -116,9 +119,10 @@ pub async fn ask(node: &Arc<Node>, to: To, query: &Query) -> Gathered {
     let mut gathered = Gathered { answers: Vec::new(), missing: Vec::new() };
     let mut waiting = Vec::new();
     let json = serde_json::to_vec(query).unwrap_or_default();
+    let mut answer_here = false;
     for target in targets {
         if target == node.id {
-            gathered.answers.push((target.to_string(), answer(node, query.clone())));
+            answer_here = true;
             continue;
         }
         let sent = node.cluster().map(|cluster| {
@@ -139,6 +143,10 @@ pub async fn ask(node: &Arc<Node>, to: To, query: &Query) -> Gathered {
         }
     }
     let deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
+    // The other nodes work on theirs meanwhile.
+    if answer_here {
+        gathered.answers.push((node.id.to_string(), answer(node, query.clone())));
+    }
     for (target, request_id, rx) in waiting {
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(bytes)) => match serde_json::from_slice(&bytes) {

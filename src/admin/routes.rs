@@ -85,7 +85,8 @@ pub async fn serve(node: &Arc<Node>, req: AdminRequest) -> Result<Value, Failure
         ("/v1/rooms/{room}", _) => {
             let room = req.room()?;
             let owner = owner_of(node, &req.tenant, &room)?;
-            let gathered = answered(ask(node, To::One(owner), &Query::Room { tenant: req.tenant.clone(), room }).await)?;
+            let gathered =
+                answered(ask(node, To::One(owner), &Query::Room { tenant: req.tenant.clone(), room }).await)?;
             gathered.first().ok_or_else(|| Failure::not_found("unknown room"))
         }
         ("/v1/rooms/{room}/messages", _) => {

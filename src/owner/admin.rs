@@ -96,6 +96,12 @@ impl Room {
             })
             .collect();
         members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
-        RoomInfo { room: key.room().to_string(), owner: owner.to_string(), seq: self.seq, epoch: self.epoch.to_string(), members }
+        RoomInfo {
+            room: key.room().to_string(),
+            owner: owner.to_string(),
+            seq: self.seq,
+            epoch: self.epoch.to_string(),
+            members,
+        }
     }
 }
