@@ -16,6 +16,8 @@ impl Disconnect {
     pub const PROTOCOL_ERROR: Disconnect = Disconnect { code: 1002, reason: "websocket protocol error" };
     pub const INVALID_UTF8: Disconnect = Disconnect { code: 1007, reason: "invalid utf-8" };
     pub const TOO_MANY_ERRORS: Disconnect = Disconnect { code: 1008, reason: "too many failed requests" };
+    /// `DELETE /v1/connections/{id}` and the admin disconnects (policy: do not retry at once).
+    pub const ADMIN: Disconnect = Disconnect { code: 1008, reason: "disconnected by admin" };
     pub const TOO_LARGE: Disconnect = Disconnect { code: 1009, reason: "message too large" };
     pub const INTERNAL: Disconnect = Disconnect { code: 1011, reason: "internal error" };
     pub const RESTART: Disconnect = Disconnect { code: 1012, reason: "service restart" };

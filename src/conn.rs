@@ -49,6 +49,8 @@ pub struct Outbox {
     /// an idle connection small.
     wake: Notify,
     capacity: usize,
+    /// Text frames queued so far (the admin API's `messages_out`).
+    sent: AtomicU64,
 }
 
 struct OutboxState {
@@ -70,6 +72,7 @@ impl Outbox {
             state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None, aborted: false }),
             wake: Notify::new(),
             capacity,
+            sent: AtomicU64::new(0),
         }
     }
 
@@ -96,7 +99,16 @@ impl Outbox {
     }
 
     pub fn push_text(&self, frame: Bytes) -> Pushed {
-        self.push(Outgoing::Text(frame))
+        let pushed = self.push(Outgoing::Text(frame));
+        if pushed == Pushed::Queued {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        pushed
+    }
+
+    /// How many text frames were queued for the client.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Queues the frames of one answer together (a join's replay and its ack): the bound
@@ -222,6 +234,8 @@ pub struct Conn {
     /// Users whose presence this connection subscribed to (unsubscribed when it closes).
     pub presence_subscriptions: Mutex<Vec<String>>,
     pub meta: ConnMeta,
+    /// Client messages received after authentication (the admin API's `messages_in`).
+    pub received: AtomicU64,
 }
 
 impl Conn {
@@ -238,6 +252,7 @@ impl Conn {
             presence_subscriptions: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             meta,
+            received: AtomicU64::new(0),
         }
     }
 

@@ -1,5 +1,6 @@
-//! The HTTP side of a node: health endpoints, `/metrics`, and the WebSocket upgrade with
-//! origin check and token extraction. No messaging logic lives here.
+//! The HTTP side of a node: health endpoints, `/metrics`, the WebSocket upgrade with
+//! origin check and token extraction, and the admin API's `/v1/` routes (`admin/`). No
+//! messaging logic lives here.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,6 +37,9 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
+    if path.starts_with("/v1/") && !(role == Role::Client && path == "/v1/ws") {
+        return Ok(admin::handle(node, req).await);
+    }
     let response = match (req.method(), path) {
         (&Method::GET, "/health") => json(StatusCode::OK, format!(r#"{{"status":"ok","node_id":"{}"}}"#, node.id)),
         (&Method::GET, "/live") => json(StatusCode::OK, r#"{"status":"live"}"#.to_string()),
@@ -54,11 +58,7 @@ pub async fn handle(
             None => error(StatusCode::NOT_FOUND, "metrics are not enabled"),
         },
         (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req),
-        (&Method::GET, "/v1/cluster") => match admin::authorize(&node, req.headers()) {
-            Ok(()) => admin::cluster(&node),
-            Err(response) => response,
-        },
-        _ => error(StatusCode::NOT_FOUND, "not found"),
+        (method, path) => admin::no_route(method, path),
     };
     Ok(response)
 }
@@ -161,7 +161,7 @@ fn token_of<B>(req: &Request<B>) -> Option<String> {
     query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(percent_decode)
 }
 
-fn percent_decode(text: &str) -> String {
+pub(crate) fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;

@@ -24,6 +24,8 @@ pub struct Hub {
     hasher: std::collections::hash_map::RandomState,
     error_limit: u32,
     error_window: std::time::Duration,
+    /// Messages in and out of the connections that closed, by tenant (the admin stats).
+    closed_counts: Mutex<HashMap<Arc<str>, (u64, u64)>>,
 }
 
 impl Hub {
@@ -34,6 +36,7 @@ impl Hub {
             hasher: std::collections::hash_map::RandomState::new(),
             error_limit,
             error_window,
+            closed_counts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -76,7 +79,30 @@ impl Hub {
         for room in &rooms {
             self.remove_from_room(room, conn.id);
         }
+        if let Some(identity) = conn.identity() {
+            let mut closed = self.closed_counts.lock();
+            let counts = closed.entry(identity.tenant.clone()).or_default();
+            counts.0 += conn.received.load(std::sync::atomic::Ordering::Relaxed);
+            counts.1 += conn.outbox.sent();
+        }
         rooms
+    }
+
+    /// Messages received from and sent to the clients of `tenant` since the node started.
+    pub fn message_counts(&self, tenant: &str) -> (u64, u64) {
+        let (mut received, mut sent) = self.closed_counts.lock().get(tenant).copied().unwrap_or_default();
+        for conn in self.all() {
+            if conn.identity().is_some_and(|identity| &*identity.tenant == tenant) {
+                received += conn.received.load(std::sync::atomic::Ordering::Relaxed);
+                sent += conn.outbox.sent();
+            }
+        }
+        (received, sent)
+    }
+
+    /// This node's connections in `room`.
+    pub fn in_room(&self, room: &RoomKey) -> Vec<Arc<Conn>> {
+        self.room_shard(room).lock().get(room).cloned().unwrap_or_default()
     }
 
     fn remove_from_room(&self, room: &RoomKey, conn_id: ConnId) {

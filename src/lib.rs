@@ -5,6 +5,7 @@
 //! - `auth`: JWT validation with a pinned algorithm; token minting.
 //! - `server`: [`run`], the accept loops and the shutdown sequence.
 //! - `http`: health, `/metrics`, and the WebSocket upgrade (origin, token).
+//! - `admin`: the admin API (PROTOCOL.md §11), answered cluster-wide over peer frames.
 //! - `session`: one client connection on one task: read, limits, parsing, dispatch, timers.
 //! - `wsframe`: client WebSocket frames decoded in place from a buffer that exists only
 //!   while bytes are pending.

@@ -85,6 +85,8 @@ pub struct Node {
     deferred_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<OwnerOp>>>,
     next_conn_id: AtomicU64,
     ready: AtomicBool,
+    /// Admin API requests in flight to other nodes.
+    pub admin: crate::admin::Pending,
     /// A durable store's loads and completions, taken by [`Node::run_store`].
     store_channels: parking_lot::Mutex<Option<StoreChannels>>,
 }
@@ -142,6 +144,7 @@ impl Node {
             metrics,
             next_conn_id: AtomicU64::new(1),
             ready: AtomicBool::new(false),
+            admin: crate::admin::Pending::default(),
         })
     }
 
@@ -514,6 +517,8 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
                 Ok(())
             }
             peer::KIND_META => peer::decode_meta(frame.payload).map(|(key, meta)| node.owner.install_meta(key, meta)),
+            peer::KIND_ADMIN => peer::decode_admin(&frame)
+                .map(|(request_id, answer, json)| crate::admin::query::on_peer_frame(&node, from, request_id, answer, json)),
             peer::KIND_INBOX => peer::decode_inbox(frame.payload).map(|inbox| node.owner.install_inbox(inbox)),
             peer::KIND_HANDOFF => peer::decode_snapshot(frame.payload).map(|snapshot| {
                 tracing::debug!(room = %snapshot.key, from = %from, seq = snapshot.seq, "room handed over");

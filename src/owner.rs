@@ -107,6 +107,8 @@ pub struct RoomMeta {
     pub pending: Vec<Sender>,
 }
 
+mod admin;
+pub use admin::{OwnedCounts, RoomInfo};
 mod direct;
 mod durable;
 mod moderation;

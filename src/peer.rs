@@ -28,6 +28,26 @@ pub const KIND_RESYNC: u8 = FIRST_USER_KIND + 3;
 pub const KIND_INBOX: u8 = FIRST_USER_KIND + 4;
 /// A room key's moderation state (bans, join requests), handed to its new owner.
 pub const KIND_META: u8 = FIRST_USER_KIND + 5;
+/// An admin API request or answer (`src/admin/query.rs`): a JSON payload behind a request id.
+pub const KIND_ADMIN: u8 = FIRST_USER_KIND + 6;
+
+/// The frame flags of an admin answer (a request has none).
+const ADMIN_ANSWER: u16 = 1;
+
+/// An admin request (`answer: false`) or its answer, with its request id and JSON body.
+pub fn encode_admin(request_id: u64, answer: bool, json: &[u8]) -> PeerFrame {
+    let mut writer = Writer::new();
+    writer.u64(request_id).bytes(json);
+    let mut frame = PeerFrame::new(KIND_ADMIN, writer.finish());
+    frame.flags = if answer { ADMIN_ANSWER } else { 0 };
+    frame
+}
+
+/// `(request_id, answer, json)` of an admin frame.
+pub fn decode_admin(frame: &PeerFrame) -> Result<(u64, bool, Bytes), DecodeError> {
+    let mut reader = Reader::new(frame.payload.clone());
+    Ok((reader.u64()?, frame.flags == ADMIN_ANSWER, reader.bytes()?))
+}
 
 const OP_JOIN: u8 = 1;
 const OP_LEAVE: u8 = 2;

@@ -457,6 +457,7 @@ impl Session {
             }
         };
         metrics::message_in(request_type(&request));
+        self.conn.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(error) = self.dispatch(op_id.as_deref(), request) {
             self.reply_error(op_id.as_deref(), error);
         }

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod redis;

@@ -1,40 +1,12 @@
-//! The admin HTTP API (PROTOCOL.md §11), authorized by an admin JWT (role `admin`) or the
-//! `--admin-key`. Served on the client port and on `--admin-listen`.
+//! `GET /v1/cluster`: the members as this node sees them.
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{self, HeaderMap};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-use crate::http::{error, json, Body};
+use crate::http::{json, Body};
 use crate::node::Node;
-
-/// Checks the bearer credential of an admin request: `Err` is the 401/403 to send.
-pub fn authorize(node: &Node, headers: &HeaderMap) -> Result<(), Response<Body>> {
-    let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
-        .map(str::trim)
-    else {
-        return Err(error(StatusCode::UNAUTHORIZED, "admin credentials required"));
-    };
-    if let Some(admin_key) = &node.config.admin_key {
-        if constant_time_eq(admin_key.as_bytes(), token.as_bytes()) {
-            return Ok(());
-        }
-    }
-    match node.auth.authenticate(token) {
-        Ok(identity) if identity.is_admin() => Ok(()),
-        Ok(_) => Err(error(StatusCode::FORBIDDEN, "admin role required")),
-        Err(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid admin credentials")),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 #[derive(Serialize)]
 struct ClusterMemberView<'a> {
