@@ -517,8 +517,9 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
                 Ok(())
             }
             peer::KIND_META => peer::decode_meta(frame.payload).map(|(key, meta)| node.owner.install_meta(key, meta)),
-            peer::KIND_ADMIN => peer::decode_admin(&frame)
-                .map(|(request_id, answer, json)| crate::admin::query::on_peer_frame(&node, from, request_id, answer, json)),
+            peer::KIND_ADMIN => peer::decode_admin(&frame).map(|(request_id, answer, json)| {
+                crate::admin::query::on_peer_frame(&node, from, request_id, answer, json)
+            }),
             peer::KIND_INBOX => peer::decode_inbox(frame.payload).map(|inbox| node.owner.install_inbox(inbox)),
             peer::KIND_HANDOFF => peer::decode_snapshot(frame.payload).map(|snapshot| {
                 tracing::debug!(room = %snapshot.key, from = %from, seq = snapshot.seq, "room handed over");

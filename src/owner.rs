@@ -140,6 +140,8 @@ struct Room {
     gen: u64,
     /// The store is known to hold this room's epoch.
     stored: bool,
+    /// Jobs of this room submitted to the store and not answered yet.
+    in_flight: u32,
 }
 
 /// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
@@ -325,6 +327,7 @@ impl Owner {
             load: if self.store.durable() { durable::Load::Stale } else { durable::Load::Ready },
             gen: 0,
             stored: false,
+            in_flight: 0,
         }
     }
 

@@ -290,15 +290,16 @@ async fn test_redis_stopped_mid_run_answers_unavailable_and_recovers() {
 
     redis.start_again();
     assert!(eventually(Duration::from_secs(10), || async { server.get("/ready").await.status == 200 }).await);
-    // The room goes on: same epoch, seq after the last stored message.
+    // The room goes on: same epoch; the seq given to the refused send is not given again
+    // (a gap, never a second message under one seq).
     let after = alice.say("outage", "after").await;
-    assert_eq!(after["seq"], 2, "{after}");
+    assert_eq!(after["seq"], 3, "{after}");
     let message = bob
         .recv_where("the message after the outage", RECV_TIMEOUT, |frame| {
             frame["type"] == "chat.message" && frame["data"]["text"] == "after"
         })
         .await;
-    assert_eq!(message["data"]["seq"], 2);
+    assert_eq!(message["data"]["seq"], 3);
     carol.join("elsewhere").await;
     let (replayed, ack) = join_since(&mut carol, "outage", 0, &epoch).await;
     assert_eq!(ack["recovered"], true, "{ack}");

@@ -116,15 +116,25 @@ impl Owner {
         self.apply(shard, &held, op);
         let writes = journal::end();
         let on_ok = held.0.into_inner();
-        if writes.is_empty() {
+        // Answers never overtake those of the room's writes still on their way (a join's
+        // replay must not meet a message's live delivery twice): they queue behind them, as
+        // a job without writes.
+        let room = shard.get_mut(&key);
+        let behind = room.as_ref().is_some_and(|room| room.in_flight > 0);
+        if writes.is_empty() && !behind {
             for (node, msg) in on_ok {
                 sink.send_to_edge(&node, msg);
             }
             return;
         }
         let job = Job { key, gen, writes, on_ok, on_fail };
-        if let Err(job) = self.store.submit(job) {
-            self.write_failed(shard, sink, job);
+        match self.store.submit(job) {
+            Ok(()) => {
+                if let Some(room) = room {
+                    room.in_flight += 1;
+                }
+            }
+            Err(job) => self.write_failed(shard, sink, job),
         }
     }
 
@@ -185,6 +195,8 @@ impl Owner {
                     // its seqs start again, so under a new epoch, never reused under the old.
                     tracing::warn!(room = %key, "room missing from the store: new epoch");
                     room.epoch = Arc::from(self.ids.epoch(crate::time::now_millis()));
+                    room.seq = 0;
+                    room.history.clear();
                 }
                 // A room the store never saw: its epoch goes first, before any message.
                 let job = Job {
@@ -198,8 +210,10 @@ impl Owner {
             }
         }
         room.stored = true;
-        if loaded.seq >= room.seq {
-            room.seq = loaded.seq;
+        // After a failed write memory holds no history (the store's is taken, the seq given
+        // out stays); a hand-off that arrived while loading is kept when it is ahead.
+        if room.history.is_empty() || loaded.seq >= room.seq {
+            room.seq = room.seq.max(loaded.seq);
             room.history.clear();
             room.sent = Default::default();
             for (message, client_id) in loaded.messages {
@@ -230,9 +244,14 @@ impl Owner {
     /// earlier write of its room) failed.
     pub fn written(&self, sink: &dyn EdgeSink, job: Job, ok: bool) {
         let mut shard = self.shard(&job.key).lock();
+        let room = shard.get_mut(&job.key);
         // A room gone since (left empty, handed off) has no later writes to keep in order.
-        let current = shard.get(&job.key).is_none_or(|room| room.gen == job.gen);
-        if ok && current {
+        let current = room.as_ref().is_none_or(|room| room.gen == job.gen);
+        if let Some(room) = room {
+            room.in_flight = room.in_flight.saturating_sub(1);
+        }
+        // A job without writes only waited for its turn: it cannot have failed.
+        if job.writes.is_empty() || (ok && current) {
             drop(shard);
             for (node, msg) in job.on_ok {
                 sink.send_to_edge(&node, msg);
@@ -250,7 +269,8 @@ impl Owner {
             if room.gen == job.gen {
                 room.gen += 1;
                 // What memory holds beyond the store is unknown now: the reload decides.
-                room.seq = 0;
+                // The seq stays: a seq that was given out is never given again (a refused
+                // message leaves a gap, never a second message under its seq).
                 room.history.clear();
                 room.sent = Default::default();
                 if matches!(room.load, Load::Ready) {

@@ -293,6 +293,15 @@ async fn write_loop(
             }
         }
         let started = Instant::now();
+        if pipe.cmd_iter().next().is_none() {
+            // Only jobs waiting for their turn: nothing to send.
+            for job in batch.drain(..) {
+                if done.send((job, true)).is_err() {
+                    return;
+                }
+            }
+            continue;
+        }
         let ok = match tokio::time::timeout(TIMEOUT, pipe.query_async::<()>(&mut conn)).await {
             Ok(Ok(())) => {
                 metrics::store_operation("write", true, started.elapsed().as_secs_f64());

@@ -79,4 +79,3 @@ pub fn field<'a>(items: &'a Value, key: &str) -> Vec<&'a str> {
     values.sort();
     values
 }
-
