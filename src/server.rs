@@ -41,9 +41,10 @@ pub async fn run(
             let mut interval = tokio::time::interval(Duration::from_secs(5));
             loop {
                 interval.tick().await;
-                if weak.upgrade().is_none() {
-                    break;
-                }
+                let Some(node) = weak.upgrade() else { break };
+                let (queued, deepest) = node.hub.queued_frames();
+                crate::metrics::sample(node.hub.num_rooms(), queued, deepest);
+                drop(node);
                 handle.run_upkeep();
             }
         });
