@@ -66,7 +66,8 @@ const REJECT_REASONS: &[&str] = &["unauthorized", "origin", "capacity", "bad_req
 /// Operations of the store (the `op` label), registered at zero so a fresh node exports them.
 const STORE_OPS: &[&str] = &["load", "append", "update", "inbox", "meta", "remove"];
 
-/// Registers help text and units, and every labelled series at zero; call once at start.
+/// Registers help text and units, and every labelled series at zero; call once at start,
+/// after installing the recorder and before the node (and its store) starts.
 pub fn describe() {
     describe_gauge!(CONNECTIONS, Unit::Count, "open client connections on this node");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "client connections accepted");

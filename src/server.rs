@@ -30,7 +30,6 @@ pub async fn run(
     admin_listener: Option<TcpListener>,
     shutdown: impl Future,
 ) -> bool {
-    crate::metrics::describe();
     let mut accept_loops = vec![tokio::spawn(accept_loop(node.clone(), listener, Role::Client))];
     if let Some(admin_listener) = admin_listener {
         accept_loops.push(tokio::spawn(accept_loop(node.clone(), admin_listener, Role::Admin)));

@@ -53,7 +53,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{- define "ringcast.drainTimeout" -}}
-{{- int (default 30 (index .Values.config "drain-timeout-secs")) -}}
+{{- default 30 (index .Values.config "drain-timeout-secs") | float64 | ceil | int -}}
 {{- end -}}
 
 {{/* Grace period: must cover the preStop sleep and the drain. */}}
