@@ -30,6 +30,8 @@ pub async fn run(
     admin_listener: Option<TcpListener>,
     shutdown: impl Future,
 ) -> bool {
+    // Ready before the accept loops run: a request they take already sees it.
+    node.set_ready(true);
     let mut accept_loops = vec![tokio::spawn(accept_loop(node.clone(), listener, Role::Client))];
     if let Some(admin_listener) = admin_listener {
         accept_loops.push(tokio::spawn(accept_loop(node.clone(), admin_listener, Role::Admin)));
@@ -67,7 +69,6 @@ pub async fn run(
             }
         }
     });
-    node.set_ready(true);
     tokio::select! {
         _ = shutdown => {}
         _ = node.shutdown.cancelled() => {}
