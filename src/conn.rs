@@ -152,6 +152,11 @@ impl Outbox {
         self.wake.notify_one();
     }
 
+    /// Frames queued and not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.state.lock().frames.len()
+    }
+
     pub fn is_closing(&self) -> bool {
         self.state.lock().close.is_some()
     }

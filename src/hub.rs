@@ -62,6 +62,24 @@ impl Hub {
         self.conns.iter().map(|shard| shard.lock().len()).sum()
     }
 
+    /// Rooms with at least one local connection.
+    pub fn num_rooms(&self) -> usize {
+        self.rooms.iter().map(|shard| shard.lock().len()).sum()
+    }
+
+    /// Frames queued to all local connections, and to the most backed-up one.
+    pub fn queued_frames(&self) -> (usize, usize) {
+        let (mut total, mut deepest) = (0, 0);
+        for shard in self.conns.iter() {
+            for conn in shard.lock().values() {
+                let queued = conn.outbox.queued();
+                total += queued;
+                deepest = deepest.max(queued);
+            }
+        }
+        (total, deepest)
+    }
+
     /// Every live connection (for shutdown).
     pub fn all(&self) -> Vec<Arc<Conn>> {
         self.conns.iter().flat_map(|shard| shard.lock().values().cloned().collect::<Vec<_>>()).collect()

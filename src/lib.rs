@@ -20,6 +20,7 @@
 //! - `node`: [`Node`], everything a process holds, and the router to owners.
 //! - `room`, `ids`, `time`, `close`, `metrics`: names and rules, identifiers, clocks,
 //!   close codes, metric declarations.
+//! - `procstat`: the process's RSS, CPU time and file descriptors from `/proc/self`.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod node;
 pub mod owner;
 pub mod peer;
+pub mod procstat;
 pub mod protocol;
 pub mod ratelimit;
 pub mod rebalance;

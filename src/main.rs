@@ -185,6 +185,8 @@ async fn serve_async(config: Config) -> ExitCode {
         )
         .and_then(|builder| builder.install_recorder())
         .ok();
+    // Before the node starts: a store reports its own state after the defaults.
+    ringcast::metrics::describe();
     let local_addr = listener.local_addr().map(|addr| addr.to_string()).unwrap_or_default();
     let dev_token = if config.dev { dev_token(&config) } else { None };
     let node = match Node::new(config, metrics_handle) {

@@ -1,11 +1,18 @@
 //! Every metric of the server crate, declared once with its unit and help text.
 //!
 //! Labels come only from small closed sets (message types of the protocol, error codes,
-//! close codes); never room or user ids.
+//! close codes, rejection reasons, store operations); never room or user ids.
+//! [`describe`] also registers every series a dashboard or alert relies on at zero, since
+//! the exporter renders a series only once it is touched.
 
 use std::sync::OnceLock;
+use std::time::Instant;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Histogram, Unit,
+};
+
+use crate::protocol::ErrorCode;
 
 pub const CONNECTIONS: &str = "ringcast_connections";
 pub const CONNECTIONS_ACCEPTED: &str = "ringcast_connections_accepted_total";
@@ -13,9 +20,14 @@ pub const CONNECTIONS_REJECTED: &str = "ringcast_connections_rejected_total";
 pub const MESSAGES_IN: &str = "ringcast_messages_in_total";
 pub const DELIVERIES: &str = "ringcast_deliveries_total";
 pub const FRAMES_RENDERED: &str = "ringcast_frames_rendered_total";
+pub const PUBLISH_SECONDS: &str = "ringcast_publish_seconds";
 pub const ERRORS: &str = "ringcast_errors_total";
 pub const DISCONNECTS: &str = "ringcast_disconnects_total";
 pub const ROOMS_OWNED: &str = "ringcast_rooms_owned";
+pub const ROOMS_SUBSCRIBED: &str = "ringcast_rooms_subscribed";
+pub const ROOMS_HANDED_OFF: &str = "ringcast_rooms_handed_off_total";
+pub const OUTBOX_FRAMES: &str = "ringcast_outbox_frames";
+pub const OUTBOX_FRAMES_MAX: &str = "ringcast_outbox_frames_max";
 pub const PEER_FORWARDS: &str = "ringcast_peer_forwards_total";
 pub const PEER_SEND_FAILURES: &str = "ringcast_peer_send_failures_total";
 pub const PEER_REQUEST_SECONDS: &str = "ringcast_peer_request_seconds";
@@ -23,12 +35,77 @@ pub const PEER_REQUESTS_FAILED: &str = "ringcast_peer_requests_failed_total";
 pub const STORE_OPERATIONS: &str = "ringcast_store_operations_total";
 pub const STORE_SECONDS: &str = "ringcast_store_operation_seconds";
 pub const STORE_UP: &str = "ringcast_store_up";
+pub const PROCESS_RSS: &str = "ringcast_process_resident_memory_bytes";
+pub const PROCESS_CPU: &str = "ringcast_process_cpu_seconds_total";
+pub const PROCESS_OPEN_FDS: &str = "ringcast_process_open_fds";
+pub const PROCESS_MAX_FDS: &str = "ringcast_process_max_fds";
 
 /// Histogram buckets of every `_seconds` metric.
 pub const SECONDS_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Registers help text and units; call once at start.
+/// Message types used as the `type` label, the most frequent first; anything else is
+/// counted as `other`.
+const KNOWN_TYPES: &[&str] = &[
+    "chat.send",
+    "chat.typing",
+    "chat.read",
+    "chat.delivered",
+    "presence.ping",
+    "room.join",
+    "room.leave",
+    "dm.send",
+    "chat.react",
+    "chat.edit",
+    "chat.delete",
+    "room.history",
+    "room.members",
+    "auth",
+    "auth.refresh",
+    "chat.versions",
+    "chat.redact",
+    "chat.upload",
+    "room.request_join",
+    "room.approve",
+    "room.deny",
+    "room.kick",
+    "room.ban",
+    "presence.set",
+    "presence.subscribe",
+    "presence.unsubscribe",
+    "presence.query",
+    "call.offer",
+    "call.answer",
+    "call.ice",
+    "call.hangup",
+];
+
+/// Close codes used as the `code` label (PROTOCOL.md §10); anything else is `other`.
+/// Slow-consumer disconnects are `code="4009"`, rate-limit disconnects `code="4008"`.
+const CLOSE_CODES: &[(u16, &str)] = &[
+    (1000, "1000"),
+    (1001, "1001"),
+    (1002, "1002"),
+    (1007, "1007"),
+    (1008, "1008"),
+    (1009, "1009"),
+    (1011, "1011"),
+    (1012, "1012"),
+    (1013, "1013"),
+    (4001, "4001"),
+    (4003, "4003"),
+    (4008, "4008"),
+    (4009, "4009"),
+];
+
+/// Reasons of a refused upgrade.
+const REJECT_REASONS: &[&str] = &["unauthorized", "origin", "capacity", "bad_request", "shutdown"];
+
+/// Operations of the store (the `op` label), registered at zero so a fresh node exports them.
+const STORE_OPS: &[&str] = &["load", "write", "ping"];
+
+/// Registers help text and units, and every labelled series at zero; call once at start,
+/// after installing the recorder and before the node (and its store) starts.
 pub fn describe() {
     describe_gauge!(CONNECTIONS, Unit::Count, "open client connections on this node");
     describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "client connections accepted");
@@ -36,9 +113,30 @@ pub fn describe() {
     describe_counter!(MESSAGES_IN, Unit::Count, "client messages received, by type");
     describe_counter!(DELIVERIES, Unit::Count, "frames queued to local connections");
     describe_counter!(FRAMES_RENDERED, Unit::Count, "server frames serialized (a broadcast counts once)");
+    describe_histogram!(
+        PUBLISH_SECONDS,
+        Unit::Seconds,
+        "chat.send on this edge to its ack from the owner (edge to owner to edge)"
+    );
     describe_counter!(ERRORS, Unit::Count, "error replies sent to clients, by code");
-    describe_counter!(DISCONNECTS, Unit::Count, "connections closed by the server, by close code");
+    describe_counter!(
+        DISCONNECTS,
+        Unit::Count,
+        "connections closed by the server, by close code (4009 slow consumer, 4008 rate limit)"
+    );
     describe_gauge!(ROOMS_OWNED, Unit::Count, "rooms whose owner is this node");
+    describe_gauge!(
+        ROOMS_SUBSCRIBED,
+        Unit::Count,
+        "rooms with at least one connection on this edge (sampled every 5 s)"
+    );
+    describe_counter!(ROOMS_HANDED_OFF, Unit::Count, "rooms handed to a new owner after a ring change");
+    describe_gauge!(OUTBOX_FRAMES, Unit::Count, "frames queued to all local connections (sampled every 5 s)");
+    describe_gauge!(
+        OUTBOX_FRAMES_MAX,
+        Unit::Count,
+        "frames queued to the most backed-up local connection (sampled every 5 s)"
+    );
     describe_counter!(PEER_FORWARDS, Unit::Count, "operations sent to a remote owner");
     describe_counter!(PEER_SEND_FAILURES, Unit::Count, "owner answers that could not be sent to their edge");
     describe_histogram!(
@@ -54,13 +152,44 @@ pub fn describe() {
     describe_counter!(STORE_OPERATIONS, Unit::Count, "store operations, by operation and result (ok or error)");
     describe_histogram!(STORE_SECONDS, Unit::Seconds, "time a store operation took, by operation");
     describe_gauge!(STORE_UP, Unit::Count, "1 when the store answers (always 1 for memory), 0 while it is unreachable");
+    describe_gauge!(PROCESS_RSS, Unit::Bytes, "resident memory of the process (sampled every 5 s)");
+    describe_counter!(
+        PROCESS_CPU,
+        Unit::Seconds,
+        "user and system CPU time of the process, whole seconds (sampled every 5 s)"
+    );
+    describe_gauge!(PROCESS_OPEN_FDS, Unit::Count, "open file descriptors (sampled every 5 s)");
+    describe_gauge!(PROCESS_MAX_FDS, Unit::Count, "file descriptor limit of the process");
+
+    hot();
+    gauge!(CONNECTIONS).increment(0.0);
+    counter!(CONNECTIONS_ACCEPTED).increment(0);
+    for reason in REJECT_REASONS {
+        counter!(CONNECTIONS_REJECTED, "reason" => *reason).increment(0);
+    }
+    for code in ErrorCode::ALL {
+        counter!(ERRORS, "code" => code.as_str()).increment(0);
+    }
+    for (_, label) in CLOSE_CODES {
+        counter!(DISCONNECTS, "code" => *label).increment(0);
+    }
+    gauge!(ROOMS_OWNED).increment(0.0);
+    counter!(ROOMS_HANDED_OFF).increment(0);
+    counter!(PEER_SEND_FAILURES).increment(0);
+    counter!(PEER_REQUESTS_FAILED).increment(0);
+    let _ = histogram!(PEER_REQUEST_SECONDS);
+    for op in STORE_OPS {
+        for result in ["ok", "error"] {
+            counter!(STORE_OPERATIONS, "op" => *op, "result" => result).increment(0);
+        }
+        let _ = histogram!(STORE_SECONDS, "op" => *op);
+    }
+    // The memory store is always up; a Redis store reports its own state from then on.
+    store_up(true);
+    sample(0, 0, 0);
 }
 
-/// Message types used as the `type` label; anything else is counted as `other`.
-const KNOWN_TYPES: &[&str] =
-    &["auth", "auth.refresh", "room.join", "room.leave", "room.members", "room.history", "chat.send", "presence.ping"];
-
-/// Handles of the counters bumped on every message, made once: `counter!` looks the
+/// Handles of the metrics touched on every message, made once: `counter!` looks the
 /// metric up in the registry on each call, which the profile showed on the hot path.
 struct Hot {
     messages_in: Vec<(&'static str, Counter)>,
@@ -68,6 +197,7 @@ struct Hot {
     deliveries: Counter,
     frames_rendered: Counter,
     peer_forwards: Counter,
+    publish_seconds: Histogram,
 }
 
 fn hot() -> &'static Hot {
@@ -78,6 +208,7 @@ fn hot() -> &'static Hot {
         deliveries: counter!(DELIVERIES),
         frames_rendered: counter!(FRAMES_RENDERED),
         peer_forwards: counter!(PEER_FORWARDS),
+        publish_seconds: histogram!(PUBLISH_SECONDS),
     })
 }
 
@@ -98,7 +229,7 @@ pub fn connection_closed() {
     gauge!(CONNECTIONS).decrement(1.0);
 }
 
-/// `reason` is one of `unauthorized`, `origin`, `capacity`, `bad_request`, `shutdown`.
+/// `reason` is one of [`REJECT_REASONS`].
 pub fn connection_rejected(reason: &'static str) {
     counter!(CONNECTIONS_REJECTED, "reason" => reason).increment(1);
 }
@@ -111,25 +242,17 @@ pub fn frame_rendered() {
     hot().frames_rendered.increment(1);
 }
 
+/// A `chat.send` of this edge was answered by its owner; `started` is when the edge sent it.
+pub fn published(started: Instant) {
+    hot().publish_seconds.record(started.elapsed().as_secs_f64());
+}
+
 pub fn error_sent(code: &'static str) {
     counter!(ERRORS, "code" => code).increment(1);
 }
 
 pub fn disconnect(code: u16) {
-    let label = match code {
-        1000 => "1000",
-        1001 => "1001",
-        1008 => "1008",
-        1009 => "1009",
-        1011 => "1011",
-        1012 => "1012",
-        1013 => "1013",
-        4001 => "4001",
-        4003 => "4003",
-        4008 => "4008",
-        4009 => "4009",
-        _ => "other",
-    };
+    let label = CLOSE_CODES.iter().find(|(known, _)| *known == code).map_or("other", |(_, label)| label);
     counter!(DISCONNECTS, "code" => label).increment(1);
 }
 
@@ -153,8 +276,12 @@ pub fn rooms_owned(delta: f64) {
     gauge!(ROOMS_OWNED).increment(delta);
 }
 
-/// Store operations: `op` is one of the closed set of the store module (`load`, `append`,
-/// `update`, `inbox`, `meta`, `remove`, ...).
+pub fn rooms_handed_off(count: usize) {
+    counter!(ROOMS_HANDED_OFF).increment(count as u64);
+}
+
+/// Store operations: `op` is one of [`STORE_OPS`]: `load` (a room read), `write` (one
+/// pipeline of queued writes), `ping` (the health check).
 pub fn store_operation(op: &'static str, ok: bool, seconds: f64) {
     counter!(STORE_OPERATIONS, "op" => op, "result" => if ok { "ok" } else { "error" }).increment(1);
     histogram!(STORE_SECONDS, "op" => op).record(seconds);
@@ -162,4 +289,17 @@ pub fn store_operation(op: &'static str, ok: bool, seconds: f64) {
 
 pub fn store_up(up: bool) {
     gauge!(STORE_UP).set(if up { 1.0 } else { 0.0 });
+}
+
+/// The edge's periodic sample: rooms with local connections and the frames queued to them
+/// (in all, and to the deepest queue); then the process's own figures from `/proc/self`.
+pub fn sample(rooms_subscribed: usize, queued_frames: usize, deepest_queue: usize) {
+    gauge!(ROOMS_SUBSCRIBED).set(rooms_subscribed as f64);
+    gauge!(OUTBOX_FRAMES).set(queued_frames as f64);
+    gauge!(OUTBOX_FRAMES_MAX).set(deepest_queue as f64);
+    let stats = crate::procstat::read();
+    gauge!(PROCESS_RSS).set(stats.rss_bytes as f64);
+    counter!(PROCESS_CPU).absolute(stats.cpu_seconds);
+    gauge!(PROCESS_OPEN_FDS).set(stats.open_fds as f64);
+    gauge!(PROCESS_MAX_FDS).set(stats.max_fds as f64);
 }

@@ -33,6 +33,7 @@ struct Pending {
     conn_id: ConnId,
     op_id: String,
     sent_at: Instant,
+    publish: bool,
 }
 
 /// A `presence.query` being answered by the owners of its users.
@@ -256,8 +257,14 @@ impl Node {
 
     /// Like [`Node::route`], by the given ring.
     pub fn route_by(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
+        let publish = matches!(op, OwnerOp::Publish { .. }).then(Instant::now);
         match self.owner.handle(self, op, |key| owns(ring, &self.id, key)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(started) = publish {
+                    metrics::published(started);
+                }
+                Ok(())
+            }
             Err(op) => self.forward(op, ring, 0),
         }
     }
@@ -276,8 +283,14 @@ impl Node {
         if let (Some(op_id), Some(sender)) = (op.op_id().map(str::to_string), op.sender()) {
             if sender.conn.node == self.id && sender.request_id == 0 {
                 request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-                let pending =
-                    Pending { node: owner.clone(), conn_id: sender.conn.conn_id, op_id, sent_at: Instant::now() };
+                let publish = matches!(op, OwnerOp::Publish { .. });
+                let pending = Pending {
+                    node: owner.clone(),
+                    conn_id: sender.conn.conn_id,
+                    op_id,
+                    sent_at: Instant::now(),
+                    publish,
+                };
                 self.pending.lock().insert(request_id, pending);
                 if let Some(sender) = op.sender_mut() {
                     sender.request_id = request_id;
@@ -443,6 +456,9 @@ impl Node {
         if request_id != 0 {
             if let Some(pending) = self.pending.lock().remove(&request_id) {
                 metrics::peer_request_answered(pending.sent_at.elapsed().as_secs_f64());
+                if pending.publish {
+                    metrics::published(pending.sent_at);
+                }
             }
         }
         self.hub.handle(msg);

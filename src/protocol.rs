@@ -35,6 +35,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for metrics registered at start.
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::RateLimited,
+        ErrorCode::TooLarge,
+        ErrorCode::Conflict,
+        ErrorCode::Unsupported,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidMessage => "invalid_message",

@@ -126,6 +126,7 @@ fn hand_off(node: &Node, ring: &Ring) {
         return;
     }
     tracing::info!(rooms = snapshots.len(), "handing rooms over to their new owners");
+    crate::metrics::rooms_handed_off(snapshots.len());
     for snapshot in snapshots {
         match ring.owner(snapshot.key.as_str()) {
             Some(owner) => {

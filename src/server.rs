@@ -30,7 +30,8 @@ pub async fn run(
     admin_listener: Option<TcpListener>,
     shutdown: impl Future,
 ) -> bool {
-    crate::metrics::describe();
+    // Ready before the accept loops run: a request they take already sees it.
+    node.set_ready(true);
     let mut accept_loops = vec![tokio::spawn(accept_loop(node.clone(), listener, Role::Client))];
     if let Some(admin_listener) = admin_listener {
         accept_loops.push(tokio::spawn(accept_loop(node.clone(), admin_listener, Role::Admin)));
@@ -41,9 +42,10 @@ pub async fn run(
             let mut interval = tokio::time::interval(Duration::from_secs(5));
             loop {
                 interval.tick().await;
-                if weak.upgrade().is_none() {
-                    break;
-                }
+                let Some(node) = weak.upgrade() else { break };
+                let (queued, deepest) = node.hub.queued_frames();
+                crate::metrics::sample(node.hub.num_rooms(), queued, deepest);
+                drop(node);
                 handle.run_upkeep();
             }
         });
@@ -68,7 +70,6 @@ pub async fn run(
             }
         }
     });
-    node.set_ready(true);
     tokio::select! {
         _ = shutdown => {}
         _ = node.shutdown.cancelled() => {}

@@ -305,7 +305,7 @@ async fn membership_loop(
             _ = refresh.notified() => {}
             _ = metrics_tick.tick() => {
                 let depths = links.queue_depths();
-                metrics::links(depths.len(), depths.iter().map(|(_, depth)| depth).sum());
+                metrics::link_gauges(depths.len(), depths.iter().map(|(_, depth)| depth).sum());
             }
             _ = shutdown.cancelled() => return,
         }
