@@ -19,20 +19,15 @@ async fn cluster_on(redis: &RedisServer, prefix: &str) -> TestCluster {
     TestCluster::start_with(&ids, &["--redis-url", &redis.url(), "--history-size", "1000"]).await
 }
 
-/// `room.join{since}`: the replayed messages (in order) and the ack.
+/// `room.join{since}`: the messages of `room` replayed before the ack (in order), and the ack.
 async fn join_since(client: &mut Client, room: &str, seq: u64, epoch: &str) -> (Vec<Value>, Value) {
-    let op_id = client.send_request("room.join", json!({"room": room, "since": {"seq": seq, "epoch": epoch}})).await;
-    let mut replayed = Vec::new();
-    loop {
-        let frame = client.recv_json().await;
-        if frame["op_id"] == op_id.as_str() {
-            assert_eq!(frame["type"], "ack", "join with since: {frame}");
-            return (replayed, frame["data"].clone());
-        }
-        if frame["type"] == "chat.message" && frame["data"]["room"] == room {
-            replayed.push(frame["data"].clone());
-        }
-    }
+    let (before, ack) = client.join_since(room, seq, epoch).await;
+    let replayed = before
+        .into_iter()
+        .filter(|frame| frame["type"] == "chat.message" && frame["data"]["room"] == room)
+        .map(|frame| frame["data"].clone())
+        .collect();
+    (replayed, ack)
 }
 
 async fn moderator(server: &Server) -> Client {

@@ -300,20 +300,6 @@ async fn test_group_rooms_do_not_cross_tenants() {
     assert_eq!(members["members"], json!([{"user_id": "bob", "name": "bob", "status": "online", "connections": 1}]));
 }
 
-/// Helper: the join ack for `room.join{room, since}`, with the frames that came before it.
-async fn join_since(client: &mut Client, room: &str, seq: u64, epoch: &str) -> (Vec<Value>, Value) {
-    let op_id = client.send_request("room.join", json!({"room": room, "since": {"seq": seq, "epoch": epoch}})).await;
-    let mut before = Vec::new();
-    loop {
-        let frame = client.recv_json().await;
-        if frame["op_id"] == op_id.as_str() {
-            assert_eq!(frame["type"], "ack", "join with since: {frame}");
-            return (before, frame["data"].clone());
-        }
-        before.push(frame);
-    }
-}
-
 #[tokio::test]
 async fn test_join_since_recovers_missed_messages() {
     let server = Server::start();
@@ -331,7 +317,7 @@ async fn test_join_since_recovers_missed_messages() {
     alice.recv_type("member.left").await;
     let missed: Vec<Value> = vec![alice.say("news", "m4").await, alice.say("news", "m5").await];
 
-    let (replayed, ack) = join_since(&mut bob, "news", 3, &epoch).await;
+    let (replayed, ack) = bob.join_since("news", 3, &epoch).await;
     assert_eq!(ack["recovered"], true, "{ack}");
     assert_eq!(ack["seq"], 5);
     assert_eq!(ack["epoch"], epoch.as_str());
@@ -362,7 +348,7 @@ async fn test_join_since_current_seq_recovers_nothing_missing() {
     let join = bob.join("news").await;
     let epoch = join["epoch"].as_str().unwrap().to_string();
     bob.leave("news").await;
-    let (replayed, ack) = join_since(&mut bob, "news", 1, &epoch).await;
+    let (replayed, ack) = bob.join_since("news", 1, &epoch).await;
     assert_eq!(ack["recovered"], true, "{ack}");
     assert!(replayed.iter().all(|f| f["type"] != "chat.message"), "nothing to replay: {replayed:?}");
 }
@@ -380,25 +366,25 @@ async fn test_join_since_unrecoverable() {
     }
 
     // Wrong epoch: nothing replayed, recovered false.
-    let (replayed, ack) = join_since(&mut bob, "news", 2, "not-the-epoch").await;
+    let (replayed, ack) = bob.join_since("news", 2, "not-the-epoch").await;
     assert_eq!(ack["recovered"], false, "{ack}");
     assert_eq!(ack["seq"], 6);
     assert!(replayed.iter().all(|f| f["type"] != "chat.message"), "{replayed:?}");
     bob.leave("news").await;
 
     // A seq the room never reached.
-    let (_, ack) = join_since(&mut bob, "news", 99, &epoch).await;
+    let (_, ack) = bob.join_since("news", 99, &epoch).await;
     assert_eq!(ack["recovered"], false, "{ack}");
     bob.leave("news").await;
 
     // Older than the history holds (3 messages kept: 4, 5, 6).
-    let (_, ack) = join_since(&mut bob, "news", 1, &epoch).await;
+    let (_, ack) = bob.join_since("news", 1, &epoch).await;
     assert_eq!(ack["recovered"], false, "{ack}");
     bob.take_pending();
     bob.leave("news").await;
 
     // Exactly reachable: 4, 5, 6.
-    let (replayed, ack) = join_since(&mut bob, "news", 3, &epoch).await;
+    let (replayed, ack) = bob.join_since("news", 3, &epoch).await;
     assert_eq!(ack["recovered"], true, "{ack}");
     let seqs: Vec<u64> =
         replayed.iter().filter(|f| f["type"] == "chat.message").map(|f| f["data"]["seq"].as_u64().unwrap()).collect();
@@ -415,7 +401,7 @@ async fn test_history_is_lost_when_the_room_empties() {
     alice.say("ephemeral", "two").await;
     alice.leave("ephemeral").await;
 
-    let (replayed, ack) = join_since(&mut alice, "ephemeral", 0, &epoch).await;
+    let (replayed, ack) = alice.join_since("ephemeral", 0, &epoch).await;
     assert_eq!(ack["recovered"], false, "the room was forgotten: {ack}");
     assert_ne!(ack["epoch"], epoch.as_str(), "a new epoch after the history was lost");
     assert_eq!(ack["seq"], 0, "seq starts again in the new epoch");

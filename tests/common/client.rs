@@ -249,6 +249,20 @@ impl Client {
         data
     }
 
+    /// `room.join{room, since}`: the frames that came before its ack, and the ack's data.
+    pub async fn join_since(&mut self, room: &str, seq: u64, epoch: &str) -> (Vec<Value>, Value) {
+        let op_id = self.send_request("room.join", json!({"room": room, "since": {"seq": seq, "epoch": epoch}})).await;
+        let mut before = Vec::new();
+        loop {
+            let frame = self.recv_json().await;
+            if frame["op_id"] == op_id.as_str() {
+                assert_eq!(frame["type"], "ack", "join with since: {frame}");
+                return (before, frame["data"].clone());
+            }
+            before.push(frame);
+        }
+    }
+
     pub async fn leave(&mut self, room: &str) -> Value {
         let data = self.ack("room.leave", json!({"room": room})).await;
         assert_eq!(data["status"], "left", "leave ack status: {data}");
