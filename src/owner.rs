@@ -515,7 +515,7 @@ fn leave(
     if removed == Removed::LastOfUser {
         room.fan_out(sink, &key, None, member_left_frame(&key, &sender.user_id));
     }
-    if room.users.is_empty() {
+    if room.can_forget() {
         // Empty rooms are forgotten; without persistence their history goes with them and
         // the next join starts a new epoch.
         shard.remove(&key);
@@ -617,6 +617,12 @@ impl Room {
         } else {
             Added::OneMoreOfUser
         }
+    }
+
+    /// Nobody in it and nothing pending: the room may be forgotten (its state, if any, is in
+    /// the store). A room waiting for its load or for answers of the store is kept.
+    fn can_forget(&self) -> bool {
+        self.users.is_empty() && self.in_flight == 0 && !matches!(self.load, durable::Load::Loading(_))
     }
 
     fn has_conn(&self, user_id: &str, conn: &ConnRef) -> bool {

@@ -178,7 +178,7 @@ impl Owner {
                 }
             }
         }
-        if shard.get(key).is_some_and(|room| room.users.is_empty() && matches!(room.load, Load::Ready)) {
+        if shard.get(key).is_some_and(Room::can_forget) {
             shard.remove(key);
             crate::metrics::rooms_owned(-1.0);
         }
@@ -249,6 +249,11 @@ impl Owner {
         let current = room.as_ref().is_none_or(|room| room.gen == job.gen);
         if let Some(room) = room {
             room.in_flight = room.in_flight.saturating_sub(1);
+        }
+        // A room left empty while its writes were on their way goes now.
+        if shard.get(&job.key).is_some_and(|room| room.in_flight == 0 && room.can_forget()) {
+            shard.remove(&job.key);
+            crate::metrics::rooms_owned(-1.0);
         }
         // A job without writes only waited for its turn: it cannot have failed.
         if job.writes.is_empty() || (ok && current) {

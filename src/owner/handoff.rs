@@ -130,7 +130,7 @@ impl Owner {
                         self.user_conn_gone(Some(&*room), sink, key, &conn);
                     }
                 }
-                if room.users.is_empty() && !matches!(room.load, super::durable::Load::Loading(_)) {
+                if room.can_forget() {
                     emptied.push(key.clone());
                 }
             }

@@ -129,7 +129,7 @@ impl Owner {
             reply_error(sink, sender, op_id, error);
         }
         // A kick or ban may have emptied the room: forget it, as a leave would.
-        if shard.get(key).is_some_and(|room| room.users.is_empty()) {
+        if shard.get(key).is_some_and(Room::can_forget) {
             shard.remove(key);
             crate::metrics::rooms_owned(-1.0);
         }
