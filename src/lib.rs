@@ -45,6 +45,8 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod time;
+pub mod tls;
+pub mod transport;
 pub mod writer;
 pub mod wsframe;
 
