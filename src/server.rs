@@ -161,25 +161,27 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, role: Role) {
         };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
-        let acceptor = node.config.tls.as_ref().map(|tls| tls.acceptor());
-        node.tasks.clone().spawn(async move {
-            match acceptor {
-                None => serve_http(node, role, remote, stream).await,
-                Some(acceptor) => {
-                    let shutdown = node.shutdown.clone();
-                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_handshake(acceptor, stream));
-                    tokio::select! {
-                        result = handshake => match result {
-                            Ok(Some(stream)) => serve_http(node, role, remote, stream).await,
-                            Ok(None) => {}
-                            Err(_) => tracing::debug!(%remote, "tls handshake timed out"),
-                        },
-                        _ = shutdown.cancelled() => {}
-                    }
-                }
-            }
-        });
+        // Two kinds of task, each sized for its own path: after an upgrade the socket keeps
+        // this task's waker, and with it the task's allocation, for the connection's life.
+        match node.config.tls.as_ref().map(|tls| tls.acceptor()) {
+            None => node.tasks.clone().spawn(serve_http(node, role, remote, stream)),
+            Some(acceptor) => node.tasks.clone().spawn(serve_tls(node, role, remote, stream, acceptor)),
+        };
     }
+}
+
+/// The TLS handshake (bounded in time), then HTTP over it.
+async fn serve_tls(node: Arc<Node>, role: Role, remote: SocketAddr, stream: TcpStream, acceptor: TlsAcceptor) {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_handshake(acceptor, stream));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return,
+            Err(_) => return tracing::debug!(%remote, "tls handshake timed out"),
+        },
+        _ = node.shutdown.cancelled() => return,
+    };
+    serve_http(node, role, remote, stream).await
 }
 
 /// How long a client may take to say hello and finish the TLS handshake.

@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 
 /// TLS records read per call before the session gets its turn back.
 const RECORDS_PER_READ: usize = 16;
+/// Plaintext bytes taken per call at most (one TLS record).
+const MAX_PLAINTEXT_READ: usize = 16 * 1024;
 
 pub struct Transport {
     stream: TcpStream,
@@ -65,7 +67,7 @@ impl Transport {
         };
         for _ in 0..RECORDS_PER_READ {
             let start = buf.len();
-            buf.resize(buf.capacity().max(start + 1), 0);
+            buf.resize(start + (buf.capacity() - start).clamp(1, MAX_PLAINTEXT_READ), 0);
             let read = tls.reader().read(&mut buf[start..]);
             buf.truncate(start + *read.as_ref().unwrap_or(&0));
             match read {
