@@ -7,12 +7,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
 
 use crate::auth::KeyConfig;
+use crate::tls::Tls;
 
 /// The exit code of a bad configuration (`EX_USAGE` of sysexits.h).
 pub const EX_USAGE: i32 = 64;
@@ -185,6 +187,8 @@ pub struct Config {
     pub presence_grace: Duration,
     /// Persistence in Redis; `None` = memory only.
     pub redis_url: Option<String>,
+    /// wss/https on the client and admin ports; `None` = plain.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// How a node joins a cluster.
@@ -336,9 +340,12 @@ impl ServeArgs {
                 })
             }
         };
-        if this.tls_cert.is_some() || this.tls_key.is_some() {
-            return Err(ConfigError::new("--tls-cert/--tls-key are not supported by this version yet"));
-        }
+        let tls = match (&this.tls_cert, &this.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(Arc::new(Tls::load(cert, key).map_err(ConfigError::new)?)),
+            (Some(_), None) => return Err(ConfigError::new("--tls-cert needs --tls-key")),
+            (None, Some(_)) => return Err(ConfigError::new("--tls-key needs --tls-cert")),
+        };
         let node_id = match this.node_id {
             Some(node_id) => node_id,
             None => host_name(),
@@ -405,6 +412,7 @@ impl ServeArgs {
             typing_timeout: Duration::from_millis(positive("--typing-timeout-ms", this.typing_timeout_ms, 6000)?),
             inbox_ttl: seconds("--inbox-ttl-secs", this.inbox_ttl_secs, Duration::from_secs(86_400))?,
             presence_grace: Duration::from_millis(positive("--presence-grace-ms", this.presence_grace_ms, 5000)?),
+            tls,
             worker_threads: match this.worker_threads {
                 None => None,
                 Some(threads) if (1..=1024).contains(&threads) => Some(threads),

@@ -49,6 +49,8 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod time;
+pub mod tls;
+pub mod transport;
 pub mod writer;
 pub mod wsframe;
 

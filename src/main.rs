@@ -196,6 +196,11 @@ async fn serve_async(config: Config) -> ExitCode {
     if let Err(err) = node.join_cluster().await {
         return usage_error(&ConfigError::new(err.to_string()));
     }
+    if let Some(tls) = node.config.tls.clone() {
+        if let Err(err) = tls.reload_on_sighup(node.shutdown.clone()) {
+            return usage_error(&ConfigError::new(format!("cannot listen for SIGHUP: {err}")));
+        }
+    }
     // Machine-readable start line: tests and scripts wait for it.
     println!("ringcast listening on {local_addr}");
     if let Some(admin_listener) = &admin_listener {
@@ -207,7 +212,8 @@ async fn serve_async(config: Config) -> ExitCode {
         println!("ringcast: no --jwt-secret given: development mode with a generated key (never in production)");
         println!("ringcast: jwt secret: {secret}");
         println!("ringcast: token for user 'dev' (24h): {token}");
-        println!("ringcast: try: websocat 'ws://{local_addr}/v1/ws?token={token}'");
+        let scheme = if node.config.tls.is_some() { "wss" } else { "ws" };
+        println!("ringcast: try: websocat '{scheme}://{local_addr}/v1/ws?token={token}'");
     }
     tracing::info!(node_id = %node.id, listen = %local_addr, "ringcast started");
     let drained = ringcast::run(node, listener, admin_listener, shutdown_signal()).await;

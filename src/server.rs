@@ -15,7 +15,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use ringcast_cluster::MemberState;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 use crate::close::Disconnect;
 use crate::http::{self, Role};
@@ -158,25 +163,76 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener, role: Role) {
         };
         let _ = stream.set_nodelay(true);
         let node = node.clone();
-        node.tasks.clone().spawn(async move {
-            let service = service_fn(|req| http::handle(node.clone(), role, remote, req));
-            let connection = http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(error = %err, "http connection ended");
-                    }
-                }
-                _ = node.shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+        // Two kinds of task, each sized for its own path: after an upgrade the socket keeps
+        // this task's waker, and with it the task's allocation, for the connection's life.
+        match node.config.tls.as_ref().map(|tls| tls.acceptor()) {
+            None => node.tasks.clone().spawn(serve_http(node, role, remote, stream)),
+            Some(acceptor) => node.tasks.clone().spawn(serve_tls(node, role, remote, stream, acceptor)),
+        };
+    }
+}
+
+/// The TLS handshake (bounded in time), then HTTP over it.
+async fn serve_tls(node: Arc<Node>, role: Role, remote: SocketAddr, stream: TcpStream, acceptor: TlsAcceptor) {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_handshake(acceptor, stream));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Some(stream)) => stream,
+            Ok(None) => return,
+            Err(_) => return tracing::debug!(%remote, "tls handshake timed out"),
+        },
+        _ = node.shutdown.cancelled() => return,
+    };
+    serve_http(node, role, remote, stream).await
+}
+
+/// How long a client may take to say hello and finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS handshake of a new connection; a client speaking plain HTTP gets a 400 that says
+/// why, anything else that is not TLS is dropped.
+async fn tls_handshake(acceptor: TlsAcceptor, mut stream: TcpStream) -> Option<TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    if matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_alphabetic()) {
+        let body = "this port speaks tls: use https:// or wss://\n";
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return None;
+    }
+    match acceptor.accept(stream).await {
+        Ok(stream) => Some(stream),
+        Err(err) => {
+            tracing::debug!(error = %err, "tls handshake failed");
+            None
+        }
+    }
+}
+
+/// Serves HTTP/1.1 (and the upgrades) on one connection until it ends or the node shuts down.
+async fn serve_http<S>(node: Arc<Node>, role: Role, remote: SocketAddr, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(|req| http::handle(node.clone(), role, remote, req));
+    let connection = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "http connection ended");
             }
-        });
+        }
+        _ = node.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }

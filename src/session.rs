@@ -16,10 +16,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fastwebsockets::upgrade::UpgradeFut;
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::io::{Interest, Ready};
-use tokio::net::TcpStream;
+use tokio::io::Interest;
 
 use crate::auth::{now_secs, Identity};
 use crate::close::Disconnect;
@@ -32,6 +30,7 @@ use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::room::RoomKey;
 use crate::route::{ConnRef, OwnerOp, PresenceOp, Sender};
 use crate::time;
+use crate::transport::Transport;
 use crate::writer::WriteQueue;
 use crate::wsframe::{self, ClientFrame, FrameError};
 
@@ -52,11 +51,12 @@ const READS_PER_WAKEUP: usize = 16;
 /// `identity` is the token's identity when the upgrade request carried one; otherwise the
 /// first frame must be `auth`.
 pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity: Option<Box<Identity>>) {
-    let (stream, initial) = match upgrade.await {
-        Ok(websocket) => match websocket.into_inner().into_inner().downcast::<TokioIo<TcpStream>>() {
-            // The socket itself, with any bytes the client sent right behind the handshake.
-            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
-            Err(_) => return tracing::error!("upgraded connection is not a tcp stream"),
+    let (transport, initial) = match upgrade.await {
+        // The socket itself (and its TLS state), with any bytes the client sent right behind
+        // the handshake.
+        Ok(websocket) => match Transport::from_upgraded(websocket.into_inner().into_inner()) {
+            Some(pair) => pair,
+            None => return tracing::error!("upgraded connection is not a tcp stream"),
         },
         Err(err) => return tracing::debug!(error = %err, "upgrade did not complete"),
     };
@@ -76,7 +76,7 @@ pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         // Registered after the shutdown closed everyone: close now.
         conn.outbox.close(node.shutdown_disconnect());
     }
-    let mut io = Io { stream, read_buf: BytesMut::new(), queue: WriteQueue::default() };
+    let mut io = Io { transport, read_buf: BytesMut::new(), queue: WriteQueue::default() };
     if !initial.is_empty() {
         io.read_buf.extend_from_slice(&initial);
     }
@@ -114,17 +114,9 @@ pub(crate) fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender
     }
 }
 
-/// Waits for `interest` on the socket; never resolves without one.
-async fn ready_for(stream: &TcpStream, interest: Option<Interest>) -> io::Result<Ready> {
-    match interest {
-        Some(interest) => stream.ready(interest).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The socket and the two buffers of a connection.
 struct Io {
-    stream: TcpStream,
+    transport: Transport,
     /// Empty (no allocation) while no partial frame is pending.
     read_buf: BytesMut,
     queue: WriteQueue,
@@ -161,6 +153,15 @@ impl Session {
         let mut expiry = (0u64, started);
         let timer = tokio::time::sleep_until(ping_at);
         tokio::pin!(timer);
+        if io.transport.is_tls() || !io.read_buf.is_empty() {
+            // Bytes that came with the upgrade (hyper's, or records rustls already holds)
+            // are not announced by the socket again.
+            match self.on_readable(io) {
+                ReadOutcome::Continue => {}
+                ReadOutcome::PeerGone => return None,
+                ReadOutcome::Close(disconnect) => self.conn.outbox.close(disconnect),
+            }
+        }
         loop {
             if io.queue.is_empty() && closing.is_none() {
                 let batch = self.conn.outbox.take();
@@ -170,14 +171,14 @@ impl Session {
                     closing = Some((disconnect, tokio::time::Instant::now() + CLOSE_WRITE_TIMEOUT));
                 }
             }
-            if !io.queue.is_empty() {
-                match io.queue.try_flush(&io.stream) {
+            if !io.queue.is_empty() || io.transport.wants_write() {
+                match io.queue.try_flush(&mut io.transport) {
                     Ok(()) => {}
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
                     Err(_) => return closing.map(|(disconnect, _)| disconnect),
                 }
             }
-            if let (Some((disconnect, _)), true) = (closing, io.queue.is_empty()) {
+            if let (Some((disconnect, _)), true) = (closing, io.queue.is_empty() && !io.transport.wants_write()) {
                 return Some(disconnect);
             }
             let close_requested = closing.is_some() || self.conn.outbox.is_closing();
@@ -205,12 +206,12 @@ impl Session {
             if !close_requested {
                 interest = Some(Interest::READABLE);
             }
-            if !io.queue.is_empty() {
+            if !io.queue.is_empty() || io.transport.wants_write() {
                 interest = Some(interest.map_or(Interest::WRITABLE, |interest| interest | Interest::WRITABLE));
             }
             tokio::select! {
                 biased;
-                ready = ready_for(&io.stream, interest) => {
+                ready = io.transport.ready(interest) => {
                     let Ok(ready) = ready else { return None };
                     if ready.is_readable() && !close_requested {
                         match self.on_readable(io) {
@@ -273,7 +274,7 @@ impl Session {
             if io.read_buf.capacity() - io.read_buf.len() < READ_CHUNK / 4 {
                 io.read_buf.reserve(READ_CHUNK);
             }
-            match io.stream.try_read_buf(&mut io.read_buf) {
+            match io.transport.read_buf(&mut io.read_buf) {
                 Ok(0) => return ReadOutcome::PeerGone,
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,

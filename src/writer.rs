@@ -7,10 +7,10 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use bytes::Bytes;
-use tokio::net::TcpStream;
 
 use crate::close::Disconnect;
 use crate::conn::Outgoing;
+use crate::transport::Transport;
 
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_CLOSE: u8 = 0x8;
@@ -64,9 +64,9 @@ impl WriteQueue {
         self.frames.truncate(keep);
     }
 
-    /// Writes until the queue is empty (`Ok`) or the socket would block
-    /// (`Err(WouldBlock)`); any other error means the peer is gone.
-    pub fn try_flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+    /// Writes until the queue is empty and the transport has sent everything (`Ok`) or the
+    /// socket would block (`Err(WouldBlock)`); any other error means the peer is gone.
+    pub fn try_flush(&mut self, transport: &mut Transport) -> io::Result<()> {
         while !self.frames.is_empty() {
             let count = self.frames.len().min(FRAMES_PER_WRITE);
             let mut headers = [[0u8; 10]; FRAMES_PER_WRITE];
@@ -91,13 +91,13 @@ impl WriteQueue {
                     num_slices += 1;
                 }
             }
-            let written = stream.try_write_vectored(&slices[..num_slices])?;
+            let written = transport.write_vectored(&slices[..num_slices])?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             self.advance(written);
         }
-        Ok(())
+        transport.flush()
     }
 
     fn advance(&mut self, mut written: usize) {
@@ -147,6 +147,7 @@ fn frame_header(opcode: u8, len: usize, header: &mut [u8; 10]) -> usize {
 #[cfg(test)]
 mod tests {
     use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
 
     use super::*;
 
@@ -178,6 +179,7 @@ mod tests {
     async fn test_flush_writes_every_frame_in_order() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut transport = Transport::plain(client);
         let (mut server_side, _) = listener.accept().await.unwrap();
         let mut queue = WriteQueue::default();
         let big = Bytes::from(vec![b'x'; 100_000]);
@@ -189,13 +191,15 @@ mod tests {
             out
         });
         while !queue.is_empty() {
-            match queue.try_flush(&client) {
+            match queue.try_flush(&mut transport) {
                 Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => client.writable().await.unwrap(),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    transport.ready(Some(tokio::io::Interest::WRITABLE)).await.unwrap();
+                }
                 Err(err) => panic!("{err}"),
             }
         }
-        drop(client);
+        drop(transport);
         let out = reader.await.unwrap();
         assert_eq!(&out[..4], &[0x81, 2, b'a', b'b']);
         assert_eq!(&out[4..6], &[0x89, 0]);

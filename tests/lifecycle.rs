@@ -56,8 +56,24 @@ async fn test_sigterm_with_a_client_that_does_not_read() {
 
 #[test]
 fn test_config_errors_exit_64_with_one_line() {
+    let dir = common::tls::TempDir::new("tls-config");
+    let good = common::tls::SelfSigned::new();
+    let (cert, key) = good.write_to(&dir);
+    let tls = |path: String| -> &'static str { Box::leak(path.into_boxed_str()) };
+    let (cert, key) = (tls(cert), tls(key));
+    let other = tls(dir.write("other.pem", &common::tls::SelfSigned::new().cert_pem));
+    let truncated = tls(dir.write("truncated.pem", &good.cert_pem[..good.cert_pem.len() / 2]));
+    let missing = tls(dir.path("missing.pem"));
     // (flags, a word the message must contain)
     let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tls-cert", cert], "--tls-cert needs --tls-key"),
+        (vec!["--tls-key", key], "--tls-key needs --tls-cert"),
+        (vec!["--tls-cert", missing, "--tls-key", key], missing),
+        (vec!["--tls-cert", cert, "--tls-key", missing], missing),
+        (vec!["--tls-cert", key, "--tls-key", key], "no certificate"),
+        (vec!["--tls-cert", cert, "--tls-key", cert], "no private key"),
+        (vec!["--tls-cert", truncated, "--tls-key", key], "bad pem"),
+        (vec!["--tls-cert", other, "--tls-key", key], "does not match"),
         (vec!["--queue-frames", "0"], "queue-frames"),
         (vec!["--listen", "nonsense"], "listen"),
         (vec!["--jwt-alg", "XX"], "jwt-alg"),

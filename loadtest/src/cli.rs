@@ -91,6 +91,9 @@ pub struct Common {
     /// WebSocket URL of a node, ws://host:port/v1/ws (repeat for several nodes; clients are spread round-robin)
     #[arg(long = "url", value_name = "WS_URL")]
     pub urls: Vec<String>,
+    /// PEM certificates to trust for wss:// URLs (e.g. the node's self-signed certificate)
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
     /// HS256 secret the nodes verify tokens with; the harness mints tokens for users u0..uN
     #[arg(long, env = "RINGCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

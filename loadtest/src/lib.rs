@@ -24,6 +24,7 @@ pub mod scenario;
 pub mod seqcheck;
 pub mod spawn;
 pub mod stats;
+pub mod tls;
 pub mod urls;
 pub mod worker;
 pub mod ws;

@@ -138,7 +138,8 @@ async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Rep
     let targets = plan.finish()?;
     let mut endpoints: Vec<Endpoint> = Vec::new();
     if !plan.raw && !common.no_metrics {
-        for target in &targets {
+        // /metrics of a wss:// node would be https: not scraped.
+        for target in targets.iter().filter(|target| !target.tls) {
             if !endpoints.iter().any(|e| e.addr == target.addr) {
                 endpoints.push(Endpoint {
                     addr: target.addr,

@@ -127,6 +127,9 @@ pub struct Plan {
     #[serde(default)]
     pub raw_bare: bool,
     pub urls: Vec<String>,
+    /// Trust for wss:// targets.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     pub allow_remote: bool,
     pub jwt_secret: Option<String>,
     pub tenant: String,
@@ -250,6 +253,7 @@ impl Plan {
             raw: common.raw,
             raw_bare: common.raw_bare,
             urls: common.urls.clone(),
+            ca_file: common.ca_file.clone(),
             allow_remote: common.allow_remote,
             jwt_secret: common.jwt_secret.clone(),
             tenant: common.tenant.clone(),
@@ -276,6 +280,13 @@ impl Plan {
             bail!("give at least one --url ws://127.0.0.1:PORT/v1/ws, or --spawn-cluster 1 --server-bin PATH");
         }
         let targets = self.urls.iter().map(|url| Target::parse(url, self.allow_remote)).collect::<Result<Vec<_>>>()?;
+        match (&self.ca_file, targets.iter().any(|target| target.tls)) {
+            (None, true) => bail!("wss:// targets need --ca-file with the certificates to trust"),
+            (Some(ca_file), _) => {
+                crate::tls::client_config(ca_file)?;
+            }
+            (None, false) => {}
+        }
         if !self.raw && self.jwt_secret.is_none() {
             bail!("--jwt-secret is needed to mint tokens (or use --raw against raw-broadcast)");
         }

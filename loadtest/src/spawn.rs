@@ -42,6 +42,10 @@ pub async fn spawn(
             bin.display()
         );
     }
+    let tls = extra_args.iter().any(|arg| arg.starts_with("--tls-cert"));
+    if tls && count > 1 {
+        bail!("a spawned tls cluster is not supported: use --spawn-cluster 1, or --url wss://… with nodes started by hand");
+    }
     let mut args_per_node: Vec<Vec<String>> = Vec::new();
     if raw {
         args_per_node.push(vec!["--listen".into(), "127.0.0.1:0".into(), "--queue-frames".into(), "4096".into()]);
@@ -91,7 +95,7 @@ pub async fn spawn(
             log.map(
                 |path| if count == 1 { path.to_path_buf() } else { path.with_extension(format!("{}.log", index + 1)) },
             );
-        spawn_one(bin.to_path_buf(), args, log, raw)
+        spawn_one(bin.to_path_buf(), args, log, raw, tls)
     });
     let handles: Vec<_> = starts.map(tokio::spawn).collect();
     let mut nodes = Vec::new();
@@ -148,6 +152,7 @@ async fn spawn_one(
     args: Vec<String>,
     log: Option<std::path::PathBuf>,
     raw: bool,
+    tls: bool,
 ) -> Result<Node> {
     let mut command = Command::new(&bin);
     command.args(&args);
@@ -181,7 +186,8 @@ async fn spawn_one(
         .to_string();
     // Keep draining stdout so the server never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = if raw { format!("ws://{addr}/") } else { format!("ws://{addr}/v1/ws") };
+    let scheme = if tls { "wss" } else { "ws" };
+    let url = if raw { format!("{scheme}://{addr}/") } else { format!("{scheme}://{addr}/v1/ws") };
     Ok(Node { child, pid, url })
 }
 

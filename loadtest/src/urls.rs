@@ -1,4 +1,4 @@
-//! Target URLs: `ws://host:port/path`, resolved once, loopback-only unless allowed.
+//! Target URLs: `ws://host:port/path` or `wss://…`, resolved once, loopback-only unless allowed.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
@@ -13,16 +13,18 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Path with any query of the URL, e.g. `/v1/ws` or `/?x=1`.
     pub path: String,
+    /// `wss://`: TLS over the TCP connection.
+    pub tls: bool,
 }
 
 impl Target {
     pub fn parse(url: &str, allow_remote: bool) -> Result<Target> {
-        let rest = if let Some(rest) = url.strip_prefix("ws://") {
-            rest
-        } else if url.starts_with("wss://") {
-            bail!("{url}: wss:// is not supported by the harness (it speaks plain ws:// to test nodes)");
+        let (rest, tls) = if let Some(rest) = url.strip_prefix("ws://") {
+            (rest, false)
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            (rest, true)
         } else {
-            bail!("{url}: expected a ws://host:port/path URL");
+            bail!("{url}: expected a ws://host:port/path or wss://host:port/path URL");
         };
         let (authority, path) = match rest.find('/') {
             Some(index) => (&rest[..index], &rest[index..]),
@@ -32,7 +34,8 @@ impl Target {
             bail!("{url}: no host");
         }
         let has_port = if authority.starts_with('[') { authority.contains("]:") } else { authority.contains(':') };
-        let with_port = if has_port { authority.to_string() } else { format!("{authority}:80") };
+        let default_port = if tls { 443 } else { 80 };
+        let with_port = if has_port { authority.to_string() } else { format!("{authority}:{default_port}") };
         let addr = with_port
             .to_socket_addrs()
             .with_context(|| format!("{url}: cannot resolve {authority}"))?
@@ -44,7 +47,7 @@ impl Target {
                 addr.ip()
             );
         }
-        Ok(Target { url: url.to_string(), authority: authority.to_string(), addr, path: path.to_string() })
+        Ok(Target { url: url.to_string(), authority: authority.to_string(), addr, path: path.to_string(), tls })
     }
 
     /// The request path with extra query parameters appended.
@@ -55,6 +58,14 @@ impl Target {
             format!("{}&{query}", self.path)
         } else {
             format!("{}?{query}", self.path)
+        }
+    }
+
+    /// The host of the URL (a name or an IP address), for the TLS server name.
+    pub fn host(&self) -> &str {
+        match self.authority.rfind(':') {
+            Some(index) if !self.authority.ends_with(']') => &self.authority[..index],
+            _ => &self.authority,
         }
     }
 
@@ -99,7 +110,10 @@ mod tests {
         assert!(t.addr.ip().is_loopback());
         assert_eq!(t.path_with("b=2"), "/x?a=1&b=2");
         assert!(Target::parse("ws://10.1.2.3:80/", false).is_err());
-        assert!(Target::parse("wss://127.0.0.1:80/", false).is_err());
+        let t = Target::parse("wss://127.0.0.1/v1/ws", false).unwrap();
+        assert!(t.tls);
+        assert_eq!((t.addr.port(), t.host()), (443, "127.0.0.1"));
+        assert_eq!(Target::parse("wss://[::1]:8443/", false).unwrap().host(), "[::1]");
         assert!(Target::parse("http://127.0.0.1:80/", false).is_err());
     }
 

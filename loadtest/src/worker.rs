@@ -54,6 +54,8 @@ pub struct Ctx {
     pub plan: Arc<Plan>,
     pub stats: Arc<Stats>,
     pub targets: Vec<Target>,
+    /// The client's trust for wss:// targets.
+    tls: Option<Arc<rustls::ClientConfig>>,
     minter: Option<Minter>,
     pub io: Arc<WorkerIo>,
     /// Flips to true at teardown: every connection closes.
@@ -67,7 +69,9 @@ impl Ctx {
         let ttl = plan.duration_ms / 1000 + 3600 * 6;
         let minter = plan.jwt_secret.as_deref().map(|s| Minter::new(s, &plan.tenant, ttl));
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let tls = plan.ca_file.as_deref().map(crate::tls::client_config).transpose()?;
         Ok(Arc::new(Ctx {
+            tls,
             plan: Arc::new(plan),
             stats: Arc::new(Stats::new()),
             targets,
@@ -133,6 +137,7 @@ impl Ctx {
             query,
             bearer: if self.plan.auth_header { token.as_deref() } else { None },
             timeout,
+            tls: self.tls.as_ref(),
         };
         let mut ws = match ws::connect(spec).await {
             Ok(ws) => ws,

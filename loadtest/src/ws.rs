@@ -1,6 +1,6 @@
 //! The client side of a WebSocket connection: TCP connect (optionally from a chosen source
-//! address), the HTTP/1.1 upgrade written by hand, and a fastwebsockets [`WebSocket`] over
-//! the socket itself.
+//! address), TLS for wss://, the HTTP/1.1 upgrade written by hand, and a fastwebsockets
+//! [`WebSocket`] over the socket itself.
 //!
 //! The upgrade is done by hand rather than with `fastwebsockets::handshake::client` so that
 //! a connection costs no hyper connection task and no boxed `Upgraded` stream: the harness
@@ -13,10 +13,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fastwebsockets::{Role, WebSocket};
+use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
+use crate::tls::{self, ReadHalf, Stream, WriteHalf};
 use crate::urls::Target;
 
 /// A stream whose first bytes were already read (bytes the server sent right behind the
@@ -33,10 +34,10 @@ impl<S> Prefixed<S> {
     }
 }
 
-impl Prefixed<TcpStream> {
-    /// Splits into owned halves (no lock between them); unread prefix bytes stay with the
-    /// read half.
-    pub fn into_split(self) -> (Prefixed<OwnedReadHalf>, OwnedWriteHalf) {
+impl Prefixed<Stream> {
+    /// Splits into owned halves (no lock between them for plain TCP); unread prefix bytes
+    /// stay with the read half.
+    pub fn into_split(self) -> (Prefixed<ReadHalf>, WriteHalf) {
         let (read, write) = self.inner.into_split();
         (Prefixed { prefix: self.prefix, pos: self.pos, inner: read }, write)
     }
@@ -81,7 +82,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-pub type Ws = WebSocket<Prefixed<TcpStream>>;
+pub type Ws = WebSocket<Prefixed<Stream>>;
 
 /// Why a connection attempt failed; `kind()` is the report's category.
 #[derive(Debug)]
@@ -145,6 +146,8 @@ pub struct ConnectSpec<'a> {
     /// Sent as `Authorization: Bearer` when set.
     pub bearer: Option<&'a str>,
     pub timeout: Duration,
+    /// The client's trust, for a wss:// target.
+    pub tls: Option<&'a std::sync::Arc<ClientConfig>>,
 }
 
 /// Connects and completes the upgrade.
@@ -164,8 +167,13 @@ async fn connect_inner(spec: &ConnectSpec<'_>) -> Result<Ws, ConnectError> {
     if let Some(source) = spec.source {
         bind_source(&socket, source)?;
     }
-    let mut stream = socket.connect(addr).await?;
+    let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;
+    let mut stream = match (spec.target.tls, spec.tls) {
+        (false, _) => Stream::Plain(stream),
+        (true, Some(config)) => Stream::Tls(Box::new(tls::handshake(config, spec.target.host(), stream).await?)),
+        (true, None) => return Err(ConnectError::Handshake("wss:// without --ca-file".into())),
+    };
     let key = fastwebsockets::handshake::generate_key();
     let mut request = String::with_capacity(256);
     request.push_str("GET ");

@@ -55,6 +55,13 @@ impl TestCluster {
 
     /// Like [`TestCluster::start`], every node with `extra` flags.
     pub async fn start_with(ids: &[&str], extra: &[&str]) -> TestCluster {
+        let cluster = TestCluster::spawn_with(ids, extra);
+        cluster.wait_settled(ids.len()).await;
+        cluster
+    }
+
+    /// Starts the nodes without waiting for them to form a cluster.
+    pub fn spawn_with(ids: &[&str], extra: &[&str]) -> TestCluster {
         let mut cluster = TestCluster {
             ids: ids.iter().map(|id| id.to_string()).collect(),
             cluster_addrs: ids.iter().map(|_| free_cluster_addr()).collect(),
@@ -68,7 +75,6 @@ impl TestCluster {
             })
             .collect();
         cluster.nodes = handles.into_iter().map(|handle| Some(handle.join().expect("node started"))).collect();
-        cluster.wait_settled(ids.len()).await;
         cluster
     }
 

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod client;
 pub mod cluster;
 pub mod redis;
+pub mod tls;
 
 pub use client::*;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
@@ -334,8 +335,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 /// Sends a raw HTTP/1.1 request and reads one response: up to `Content-Length`, the end of
 /// a chunked body, or the end of the stream.
 pub async fn http_raw(addr: SocketAddr, request: &str) -> HttpResponse {
+    let stream = tokio::time::timeout(RECV_TIMEOUT, TcpStream::connect(addr)).await.expect("connect timed out");
+    http_over(stream.expect("connect"), request).await
+}
+
+/// Like [`http_raw`], over a connected stream (plain or TLS).
+pub async fn http_over<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> HttpResponse {
     let work = async {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
         stream.write_all(request.as_bytes()).await.expect("write request");
         let mut raw = Vec::new();
         let mut buf = [0u8; 8192];

@@ -14,7 +14,6 @@ use std::time::Duration;
 use anyhow::Result;
 use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketWrite};
 use tokio::io::BufWriter;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -136,7 +135,7 @@ pub fn setup_timeout(ctx: &Ctx, n: u64, rate: f64) -> Duration {
 
 /// The write half of a split connection, with the frames the read half owes the server.
 pub struct Writer {
-    ws: WebSocketWrite<BufWriter<OwnedWriteHalf>>,
+    ws: WebSocketWrite<BufWriter<crate::tls::WriteHalf>>,
     obligations: mpsc::UnboundedReceiver<(OpCode, Vec<u8>)>,
     pub broken: bool,
 }
