@@ -277,6 +277,9 @@ impl Inbox {
         match classify(payload) {
             ServerFrame::Chat(chat) => {
                 if let Err(v) = self.checker.message(chat.room, chat.seq, chat.recovered) {
+                    if std::env::var_os("RINGCAST_LT_TRACE").is_some() {
+                        eprintln!("violation {v:?}: {}", String::from_utf8_lossy(payload));
+                    }
                     self.rec.violation(v);
                 }
                 if !self.slot_rooms.is_empty() {
@@ -308,6 +311,9 @@ impl Inbox {
                             (data.get("room").and_then(|r| r.as_str()), data.get("seq").and_then(|s| s.as_u64()))
                         {
                             if let Err(v) = self.checker.message(room, seq, false) {
+                                if std::env::var_os("RINGCAST_LT_TRACE").is_some() {
+                                    eprintln!("violation {v:?} on ack: {}", String::from_utf8_lossy(payload));
+                                }
                                 self.rec.violation(v);
                             }
                         }

@@ -257,7 +257,9 @@ impl Owner {
         }
         // A job without writes only waited for its turn: it cannot have failed.
         if job.writes.is_empty() || (ok && current) {
-            drop(shard);
+            // Under the shard lock, as every answer of the owner: an op of this room applied
+            // meanwhile must not overtake these answers (a join acked at this seq would then
+            // meet the message live).
             for (node, msg) in job.on_ok {
                 sink.send_to_edge(&node, msg);
             }
