@@ -9,10 +9,12 @@ use ringcast_cluster::wire::FIRST_USER_KIND;
 use ringcast_cluster::{NodeId, PeerFrame};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::owner::{InboxSnapshot, MessageExtra, RoomMeta, RoomSnapshot, SentAck, StoredMessage};
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
 use crate::route::{ConnRef, EdgeMsg, OwnerOp, PresenceOp, RoomAction, Sender, UserDelivery};
+
+mod handoff;
+pub use handoff::{decode_inbox, decode_meta, decode_snapshot, encode_inbox, encode_meta, encode_snapshot};
 
 /// An [`OwnerOp`]; the frame's flags carry the hop count.
 pub const KIND_OWNER_OP: u8 = FIRST_USER_KIND;
@@ -340,73 +342,6 @@ pub fn decode_msg(payload: Bytes) -> Result<EdgeMsg, DecodeError> {
     Ok(msg)
 }
 
-pub fn encode_snapshot(snapshot: &RoomSnapshot) -> PeerFrame {
-    let mut writer = Writer::new();
-    writer.str(snapshot.key.as_str()).str(&snapshot.epoch).u64(snapshot.seq).len(snapshot.history.len());
-    for message in &snapshot.history {
-        writer.str(&message.id).u64(message.seq).str(&message.ts).str(&message.user_id).str(&message.name);
-        writer.str(&message.text);
-        put_attachments(&mut writer, &message.attachments);
-        writer.opt_str(message.reply_to.as_deref()).opt_str(message.thread_root.as_deref());
-        put_extra(&mut writer, message.extra.as_deref());
-    }
-    writer.len(snapshot.users.len());
-    for (user_id, name, moderator, conns) in &snapshot.users {
-        writer.str(user_id).str(name).bool(*moderator).len(conns.len());
-        for conn in conns {
-            writer.str(conn.node.as_str()).u64(conn.conn_id);
-        }
-    }
-    writer.len(snapshot.sent.len());
-    for (user_id, client_id, ack) in &snapshot.sent {
-        writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
-    }
-    PeerFrame::new(KIND_HANDOFF, writer.finish())
-}
-
-pub fn decode_snapshot(payload: Bytes) -> Result<RoomSnapshot, DecodeError> {
-    let mut reader = Reader::new(payload);
-    let key = room_key(&mut reader)?;
-    let epoch = reader.string()?;
-    let seq = reader.u64()?;
-    let count = reader.len()?;
-    let mut history = Vec::with_capacity(count);
-    for _ in 0..count {
-        history.push(StoredMessage {
-            id: reader.string()?,
-            seq: reader.u64()?,
-            ts: reader.string()?,
-            user_id: Arc::from(reader.string()?),
-            name: Arc::from(reader.string()?),
-            text: reader.string()?,
-            attachments: get_attachments(&mut reader)?,
-            reply_to: reader.opt_string()?,
-            thread_root: reader.opt_string()?,
-            extra: get_extra(&mut reader)?,
-        });
-    }
-    let count = reader.len()?;
-    let mut users = Vec::with_capacity(count);
-    for _ in 0..count {
-        let user_id: Arc<str> = Arc::from(reader.string()?);
-        let name: Arc<str> = Arc::from(reader.string()?);
-        let moderator = reader.bool()?;
-        let num_conns = reader.len()?;
-        let conns = (0..num_conns)
-            .map(|_| Ok(ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? }))
-            .collect::<Result<Vec<_>, DecodeError>>()?;
-        users.push((user_id, name, moderator, conns));
-    }
-    let count = reader.len()?;
-    let mut sent = Vec::with_capacity(count);
-    for _ in 0..count {
-        let user_id: Arc<str> = Arc::from(reader.string()?);
-        let client_id = reader.string()?;
-        sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
-    }
-    Ok(RoomSnapshot { key, epoch, seq, history, users, sent })
-}
-
 fn room_key(reader: &mut Reader) -> Result<RoomKey, DecodeError> {
     let key = reader.string()?;
     let (tenant, room) = key.split_once('/').ok_or(DecodeError)?;
@@ -426,73 +361,6 @@ fn get_sender(reader: &mut Reader) -> Result<Sender, DecodeError> {
         is_moderator: reader.bool()?,
         request_id: reader.u64()?,
     })
-}
-
-pub fn encode_meta(key: &RoomKey, meta: &RoomMeta) -> PeerFrame {
-    let mut writer = Writer::new();
-    writer.str(key.as_str()).len(meta.bans.len());
-    for (user_id, until) in &meta.bans {
-        writer.str(user_id).opt_u64(*until);
-    }
-    writer.len(meta.pending.len());
-    for sender in &meta.pending {
-        put_sender(&mut writer, sender);
-    }
-    PeerFrame::new(KIND_META, writer.finish())
-}
-
-pub fn decode_meta(payload: Bytes) -> Result<(RoomKey, RoomMeta), DecodeError> {
-    let mut reader = Reader::new(payload);
-    let key = room_key(&mut reader)?;
-    let count = reader.len()?;
-    let mut bans = Vec::with_capacity(count);
-    for _ in 0..count {
-        bans.push((Arc::from(reader.string()?), reader.opt_u64()?));
-    }
-    let count = reader.len()?;
-    let pending = (0..count).map(|_| get_sender(&mut reader)).collect::<Result<_, _>>()?;
-    Ok((key, RoomMeta { bans, pending }))
-}
-
-pub fn encode_inbox(inbox: &InboxSnapshot) -> PeerFrame {
-    let mut writer = Writer::new();
-    writer.str(inbox.key.as_str()).len(inbox.messages.len());
-    for (expires, frame) in &inbox.messages {
-        writer.u64(*expires).bytes(frame);
-    }
-    writer.len(inbox.sent.len());
-    for (user_id, client_id, ack) in &inbox.sent {
-        writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
-    }
-    writer.opt_str(inbox.status.as_deref()).opt_str(inbox.message.as_deref()).len(inbox.subscribers.len());
-    for conn in &inbox.subscribers {
-        writer.str(conn.node.as_str()).u64(conn.conn_id);
-    }
-    PeerFrame::new(KIND_INBOX, writer.finish())
-}
-
-pub fn decode_inbox(payload: Bytes) -> Result<InboxSnapshot, DecodeError> {
-    let mut reader = Reader::new(payload);
-    let key = room_key(&mut reader)?;
-    let count = reader.len()?;
-    let mut messages = Vec::with_capacity(count);
-    for _ in 0..count {
-        messages.push((reader.u64()?, reader.bytes()?));
-    }
-    let count = reader.len()?;
-    let mut sent = Vec::with_capacity(count);
-    for _ in 0..count {
-        let user_id: Arc<str> = Arc::from(reader.string()?);
-        let client_id = reader.string()?;
-        sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
-    }
-    let status = reader.opt_string()?;
-    let message = reader.opt_string()?;
-    let count = reader.len()?;
-    let subscribers = (0..count)
-        .map(|_| Ok(ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? }))
-        .collect::<Result<_, DecodeError>>()?;
-    Ok(InboxSnapshot { key, messages, sent, status, message, subscribers })
 }
 
 fn put_action(writer: &mut Writer, action: &RoomAction) {
@@ -541,49 +409,6 @@ fn get_action(reader: &mut Reader) -> Result<RoomAction, DecodeError> {
     })
 }
 
-fn put_extra(writer: &mut Writer, extra: Option<&MessageExtra>) {
-    let Some(extra) = extra else {
-        writer.u8(0);
-        return;
-    };
-    writer.u8(1).u64(u64::from(extra.version)).opt_str(extra.edited_at.as_deref()).len(extra.versions.len());
-    for (version, text, at) in &extra.versions {
-        writer.u64(u64::from(*version)).str(text).str(at);
-    }
-    writer.bool(extra.deleted).opt_str(extra.redacted.as_deref()).len(extra.reactions.len());
-    for (emoji, users) in &extra.reactions {
-        writer.str(emoji).len(users.len());
-        for user in users {
-            writer.str(user);
-        }
-    }
-}
-
-fn get_extra(reader: &mut Reader) -> Result<Option<Box<MessageExtra>>, DecodeError> {
-    if reader.u8()? == 0 {
-        return Ok(None);
-    }
-    let version = u32::try_from(reader.u64()?).map_err(|_| DecodeError)?;
-    let edited_at = reader.opt_string()?;
-    let count = reader.len()?;
-    let mut versions = Vec::with_capacity(count);
-    for _ in 0..count {
-        let version = u32::try_from(reader.u64()?).map_err(|_| DecodeError)?;
-        versions.push((version, reader.string()?, reader.string()?));
-    }
-    let deleted = reader.bool()?;
-    let redacted = reader.opt_string()?;
-    let count = reader.len()?;
-    let mut reactions = Vec::with_capacity(count);
-    for _ in 0..count {
-        let emoji = reader.string()?;
-        let num_users = reader.len()?;
-        let users = (0..num_users).map(|_| Ok(Arc::from(reader.string()?))).collect::<Result<Vec<_>, DecodeError>>()?;
-        reactions.push((emoji, users));
-    }
-    Ok(Some(Box::new(MessageExtra { version, edited_at, versions, deleted, redacted, reactions })))
-}
-
 fn put_strings(writer: &mut Writer, strings: &[String]) {
     writer.len(strings.len());
     for string in strings {
@@ -618,10 +443,10 @@ fn get_attachments(reader: &mut Reader) -> Result<Vec<Attachment>, DecodeError> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn sender() -> Sender {
+    pub(crate) fn sender() -> Sender {
         Sender {
             conn: ConnRef { node: NodeId::new("n1"), conn_id: 7 },
             user_id: Arc::from("alice"),
@@ -749,64 +574,6 @@ mod tests {
             let joined = Bytes::from([&encoded.payload[..], &encoded.tail[..]].concat());
             assert_eq!(format!("{:?}", decode_msg(joined).unwrap()), format!("{msg:?}"));
         }
-    }
-
-    #[test]
-    fn test_snapshot_round_trip() {
-        let snapshot = RoomSnapshot {
-            key: RoomKey::new("t", "lobby"),
-            epoch: "e1".into(),
-            seq: 9,
-            history: vec![StoredMessage {
-                id: "m".into(),
-                seq: 9,
-                ts: "2026-01-01T00:00:00.000Z".into(),
-                user_id: Arc::from("alice"),
-                name: Arc::from("Alice"),
-                text: "hi".into(),
-                attachments: vec![],
-                reply_to: Some("p".into()),
-                thread_root: Some("p".into()),
-                extra: Some(Box::new(MessageExtra {
-                    version: 2,
-                    edited_at: Some("t2".into()),
-                    versions: vec![(1, "old".into(), "t1".into())],
-                    deleted: false,
-                    redacted: Some("spam".into()),
-                    reactions: vec![("👍".into(), vec![Arc::from("bob")])],
-                })),
-            }],
-            users: vec![(
-                Arc::from("alice"),
-                Arc::from("Alice"),
-                true,
-                vec![ConnRef { node: NodeId::new("n2"), conn_id: 3 }],
-            )],
-            sent: vec![(Arc::from("alice"), "c-1".into(), SentAck { id: "m".into(), seq: 9, ts: "x".into() })],
-        };
-        assert_eq!(decode_snapshot(encode_snapshot(&snapshot).payload).unwrap(), snapshot);
-    }
-
-    #[test]
-    fn test_meta_round_trip() {
-        let meta =
-            RoomMeta { bans: vec![(Arc::from("eve"), Some(9)), (Arc::from("mallory"), None)], pending: vec![sender()] };
-        let (key, decoded) = decode_meta(encode_meta(&RoomKey::new("t", "private:x"), &meta).payload).unwrap();
-        assert_eq!(key, RoomKey::new("t", "private:x"));
-        assert_eq!(format!("{decoded:?}"), format!("{meta:?}"));
-    }
-
-    #[test]
-    fn test_inbox_round_trip() {
-        let inbox = InboxSnapshot {
-            key: RoomKey::user("t", "bob"),
-            messages: vec![(5, Bytes::from_static(b"dm"))],
-            sent: vec![(Arc::from("alice"), "c1".into(), SentAck { id: "i".into(), seq: 0, ts: "t".into() })],
-            status: Some("away".into()),
-            message: None,
-            subscribers: vec![ConnRef { node: NodeId::new("n3"), conn_id: 8 }],
-        };
-        assert_eq!(decode_inbox(encode_inbox(&inbox).payload).unwrap(), inbox);
     }
 
     #[test]
