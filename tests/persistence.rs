@@ -301,3 +301,76 @@ async fn test_redis_stopped_mid_run_answers_unavailable_and_recovers() {
     let texts: Vec<&str> = replayed.iter().map(|message| message["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["before", "after"], "the refused send was not stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_rejoins_during_a_burst_see_every_message_once_in_order() {
+    // Answers wait for the writes before them: a join acked at seq N never meets N again
+    // live, and its replay joins the live stream without a gap.
+    let redis = RedisServer::start();
+    let mut cluster = cluster_on(&redis, "b").await;
+    let room = cluster.room_owned_by(1, "burst");
+    let mut publisher = cluster.node(0).client("publisher").await;
+    let mut joiner = cluster.node(2).client("joiner").await;
+    // Another member on the joiner's node keeps that node subscribed while the joiner is out,
+    // so deliveries of writes in flight reach the node when the joiner comes back.
+    let mut keeper = cluster.node(2).client("keeper").await;
+    keeper.join(&room).await;
+    publisher.join(&room).await;
+    let first = joiner.join(&room).await;
+    let epoch = first["epoch"].as_str().unwrap().to_string();
+    let mut last = first["seq"].as_u64().unwrap();
+
+    let sending = {
+        let room = room.clone();
+        tokio::spawn(async move {
+            for index in 0..400 {
+                publisher
+                    .send_json(&json!({"type": "chat.send", "data": {"room": room, "text": format!("b{index}")}}))
+                    .await;
+                // Bursts of 10 back to back (writes in flight), then a pause.
+                if index % 10 == 9 {
+                    tokio::time::sleep(Duration::from_millis(40)).await;
+                }
+            }
+            publisher
+        })
+    };
+    let mut rejoins = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last < 400 && Instant::now() < deadline {
+        // Live for a moment: each message the next seq.
+        while let Event::Json(frame) = joiner.next_event(Duration::from_millis(20)).await {
+            if frame["type"] == "chat.message" {
+                let seq = frame["data"]["seq"].as_u64().unwrap();
+                assert_eq!(seq, last + 1, "live message after {last}: {frame}");
+                last = seq;
+            }
+        }
+        // Out and back in with `since`.
+        let op_id = joiner.send_request("room.leave", json!({"room": room})).await;
+        loop {
+            let frame = joiner.recv_json().await;
+            if frame["op_id"] == op_id.as_str() {
+                break;
+            }
+            if frame["type"] == "chat.message" {
+                let seq = frame["data"]["seq"].as_u64().unwrap();
+                assert_eq!(seq, last + 1, "message before the leave ack after {last}: {frame}");
+                last = seq;
+            }
+        }
+        let (before, ack) = joiner.join_since(&room, last, &epoch).await;
+        assert_eq!(ack["recovered"], true, "{ack}");
+        for frame in before.iter().filter(|frame| frame["type"] == "chat.message") {
+            let seq = frame["data"]["seq"].as_u64().unwrap();
+            assert_eq!(seq, last + 1, "replayed message after {last}: {frame}");
+            last = seq;
+        }
+        assert_eq!(ack["seq"].as_u64(), Some(last), "the replay reaches the ack's seq: {ack}");
+        rejoins += 1;
+    }
+    let _publisher = sending.await.unwrap();
+    eprintln!("{rejoins} rejoins during the burst, {last} messages seen in order");
+    assert_eq!(last, 400, "every message seen once");
+    assert!(rejoins >= 5, "rejoined during the burst: {rejoins}");
+}
