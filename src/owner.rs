@@ -111,6 +111,7 @@ mod admin;
 pub use admin::{OwnedCounts, RoomInfo};
 mod direct;
 mod durable;
+pub use durable::Refusal;
 mod moderation;
 mod presence;
 

@@ -76,7 +76,7 @@ pub struct Job {
     /// Sent when the writes are stored.
     pub on_ok: Vec<(NodeId, EdgeMsg)>,
     /// Sent instead when they are not (an `unavailable` error to the asking connection).
-    pub on_fail: Option<(NodeId, EdgeMsg)>,
+    pub on_fail: Option<crate::owner::Refusal>,
 }
 
 #[derive(Debug, Clone)]

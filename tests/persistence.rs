@@ -264,6 +264,11 @@ async fn test_redis_stopped_mid_run_answers_unavailable_and_recovers() {
     assert_eq!(alice.say("outage", "before").await["seq"], 1);
     bob.recv_message("outage").await;
     assert!(eventually(Duration::from_secs(5), || async { server.get("/ready").await.status == 200 }).await);
+    let metrics = server.get("/metrics").await.body;
+    assert!(
+        metrics.lines().any(|line| line == r#"ringcast_errors_total{code="unavailable"} 0"#),
+        "no unavailable counted while the store answers"
+    );
 
     redis.stop();
     // A send needs Redis: a clear unavailable (after the store's timeout at most), no ack.

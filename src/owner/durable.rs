@@ -60,28 +60,49 @@ fn needs_store(op: &OwnerOp) -> bool {
     }
 }
 
-/// The `unavailable` answer to the op's sender, if it has one.
-fn unavailable_reply(op: &OwnerOp, message: &'static str) -> Option<(NodeId, EdgeMsg)> {
-    let sender = op.sender()?;
-    let error = ReplyError::new(ErrorCode::Unavailable, message);
-    crate::metrics::error_sent(error.code.as_str());
-    let frame = frames::error(op.op_id(), &error);
-    let msg = match op {
-        // The edge waits for a Joined or Left of a join.
-        OwnerOp::Join { room, .. } => EdgeMsg::Left {
-            room: room.clone(),
+/// Who hears `unavailable` if an op's writes fail: made for every op that writes, rendered
+/// and counted only when it is sent.
+pub struct Refusal {
+    node: NodeId,
+    conn_id: u64,
+    request_id: u64,
+    op_id: Option<String>,
+    /// A join is answered with `Left` (the edge waits for `Joined` or `Left`).
+    join: Option<RoomKey>,
+}
+
+impl Refusal {
+    fn of(op: &OwnerOp) -> Option<Refusal> {
+        let sender = op.sender()?;
+        Some(Refusal {
+            node: sender.conn.node.clone(),
             conn_id: sender.conn.conn_id,
             request_id: sender.request_id,
-            frames: vec![frame],
-        },
-        _ => EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true },
-    };
-    Some((sender.conn.node.clone(), msg))
+            op_id: op.op_id().map(str::to_string),
+            join: match op {
+                OwnerOp::Join { room, .. } => Some(room.clone()),
+                _ => None,
+            },
+        })
+    }
+
+    fn send(self, sink: &dyn EdgeSink, message: &'static str) {
+        let error = ReplyError::new(ErrorCode::Unavailable, message);
+        crate::metrics::error_sent(error.code.as_str());
+        let frame = frames::error(self.op_id.as_deref(), &error);
+        let msg = match self.join {
+            Some(room) => {
+                EdgeMsg::Left { room, conn_id: self.conn_id, request_id: self.request_id, frames: vec![frame] }
+            }
+            None => EdgeMsg::Reply { conn_id: self.conn_id, request_id: self.request_id, frame, is_error: true },
+        };
+        sink.send_to_edge(&self.node, msg);
+    }
 }
 
 pub(super) fn refuse(sink: &dyn EdgeSink, op: &OwnerOp, message: &'static str) {
-    if let Some((node, msg)) = unavailable_reply(op, message) {
-        sink.send_to_edge(&node, msg);
+    if let Some(refusal) = Refusal::of(op) {
+        refusal.send(sink, message);
     }
 }
 
@@ -112,7 +133,7 @@ impl Owner {
         let gen = room.gen;
         journal::begin();
         let held = Held::default();
-        let on_fail = unavailable_reply(&op, "store unavailable");
+        let on_fail = Refusal::of(&op);
         self.apply(shard, &held, op);
         let writes = journal::end();
         let on_ok = held.0.into_inner();
@@ -269,8 +290,8 @@ impl Owner {
     }
 
     fn write_failed(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, job: Job) {
-        if let Some((node, msg)) = job.on_fail {
-            sink.send_to_edge(&node, msg);
+        if let Some(refusal) = job.on_fail {
+            refusal.send(sink, "store unavailable");
         }
         if let Some(room) = shard.get_mut(&job.key) {
             if room.gen == job.gen {
