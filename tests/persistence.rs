@@ -312,7 +312,7 @@ async fn test_rejoins_during_a_burst_see_every_message_once_in_order() {
     // Answers wait for the writes before them: a join acked at seq N never meets N again
     // live, and its replay joins the live stream without a gap.
     let redis = RedisServer::start();
-    let mut cluster = cluster_on(&redis, "b").await;
+    let cluster = cluster_on(&redis, "b").await;
     let room = cluster.room_owned_by(1, "burst");
     let mut publisher = cluster.node(0).client("publisher").await;
     let mut joiner = cluster.node(2).client("joiner").await;

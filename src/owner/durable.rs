@@ -146,6 +146,12 @@ impl Owner {
             for (node, msg) in on_ok {
                 sink.send_to_edge(&node, msg);
             }
+            // An op on a room nobody is in (members of an unknown room, a presence query)
+            // leaves nothing behind.
+            if shard.get(&key).is_some_and(Room::can_forget) {
+                shard.remove(&key);
+                crate::metrics::rooms_owned(-1.0);
+            }
             return;
         }
         let job = Job { key, gen, writes, on_ok, on_fail };

@@ -26,6 +26,8 @@ pub struct TestCluster {
     pub cluster_addrs: Vec<SocketAddr>,
     pub nodes: Vec<Option<Server>>,
     pub extra: Vec<String>,
+    /// The cluster's Redis when the suite runs over Redis.
+    _redis: Option<super::redis::RedisServer>,
 }
 
 impl TestCluster {
@@ -67,7 +69,13 @@ impl TestCluster {
             cluster_addrs: ids.iter().map(|_| free_cluster_addr()).collect(),
             nodes: Vec::new(),
             extra: extra.iter().map(|arg| arg.to_string()).collect(),
+            _redis: None,
         };
+        if over_redis() && !cluster.extra.iter().any(|arg| arg.starts_with("--redis-url")) {
+            let redis = super::redis::RedisServer::start();
+            cluster.extra.extend(["--redis-url".to_string(), redis.url()]);
+            cluster._redis = Some(redis);
+        }
         let handles: Vec<_> = (0..ids.len())
             .map(|index| {
                 let args = cluster.args(index, CLUSTER_SECRET);

@@ -43,6 +43,14 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     exited: Option<ExitStatus>,
+    /// Its own Redis, when the suite runs over Redis (see [`over_redis`]).
+    _redis: Option<redis::RedisServer>,
+}
+
+/// `RINGCAST_TEST_REDIS=1`: every server of the suite persists to a Redis of its own (a
+/// cluster shares one), so the feature tests run over the durable path too.
+pub fn over_redis() -> bool {
+    std::env::var_os("RINGCAST_TEST_REDIS").is_some_and(|value| value != "0")
 }
 
 impl Server {
@@ -63,6 +71,10 @@ impl Server {
         }
         if !has("--rate-burst") {
             args.extend(["--rate-burst".to_string(), "10000".to_string()]);
+        }
+        let redis = (over_redis() && !has("--redis-url")).then(redis::RedisServer::start);
+        if let Some(redis) = &redis {
+            args.extend(["--redis-url".to_string(), redis.url()]);
         }
         if !has("--node-id") {
             args.extend(["--node-id".to_string(), NODE_ID.to_string()]);
@@ -90,7 +102,7 @@ impl Server {
             .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"))
             .parse()
             .unwrap_or_else(|err| panic!("bad address in {line:?}: {err}"));
-        Server { child, addr, exited: None }
+        Server { child, addr, exited: None, _redis: redis }
     }
 
     pub fn pid(&self) -> u32 {
