@@ -10,15 +10,29 @@ use super::*;
 
 pub const CLUSTER_SECRET: &str = "cluster-secret-for-tests";
 
-/// A free port for both TCP (links) and UDP (gossip).
+/// A free port for both TCP (links) and UDP (gossip), below the kernel's ephemeral range
+/// (32768–60999 here): a port picked from that range could be taken by any outgoing
+/// connection (a client, a Redis connection) between the pick and the node's bind.
 pub fn free_cluster_addr() -> SocketAddr {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = tcp.local_addr().unwrap();
-        if std::net::UdpSocket::bind(addr).is_ok() {
-            return addr;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        ^ ((std::process::id() as u64) << 32);
+    for attempt in 0..1000u64 {
+        let mut x = seed ^ NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ attempt;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if let Ok(tcp) = std::net::TcpListener::bind(addr) {
+            if std::net::UdpSocket::bind(addr).is_ok() {
+                drop(tcp);
+                return addr;
+            }
         }
     }
+    panic!("no free port for a cluster node in 20000-32000");
 }
 
 pub struct TestCluster {

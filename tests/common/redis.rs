@@ -11,8 +11,9 @@ pub struct RedisServer {
     dir: PathBuf,
 }
 
+/// Below the ephemeral range, like the cluster ports (see `free_cluster_addr`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    super::cluster::free_cluster_addr().port()
 }
 
 impl RedisServer {
