@@ -324,11 +324,12 @@ impl Node {
         if let Err(error) = result {
             if let (Some(sender), Some(op_id)) = (op.sender(), op.op_id()) {
                 let frame = frames::error(Some(op_id), &error);
+                // Unavailable: the server's condition, not the client's fault.
                 let msg = EdgeMsg::Reply {
                     conn_id: sender.conn.conn_id,
                     request_id: sender.request_id,
                     frame,
-                    is_error: true,
+                    is_error: false,
                 };
                 self.send_to_edge(&sender.conn.node, msg);
             }

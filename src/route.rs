@@ -187,7 +187,9 @@ pub enum UserDelivery {
 pub enum EdgeMsg {
     /// A frame for every local connection in `room` but `exclude`.
     Deliver { room: RoomKey, exclude: Option<ConnId>, frame: Bytes },
-    /// A frame for one connection (an ack or an error).
+    /// A frame for one connection (an ack or an error). `is_error`: the request failed by
+    /// the client's doing, and counts towards its 1008 error threshold (an `unavailable` of
+    /// the server's own does not).
     Reply { conn_id: ConnId, request_id: u64, frame: Bytes, is_error: bool },
     /// The connection is in the room from now on: add it to the local fan-out, then queue
     /// `frames` (replayed messages, then the ack). Order matters: every later `Deliver` of

@@ -464,11 +464,13 @@ impl Session {
         }
     }
 
-    /// Sends an error; failed requests (but rate limits) count towards the 1008 threshold.
+    /// Sends an error; failed requests count towards the 1008 threshold, but rate limits
+    /// (they have their own close) and `unavailable` (the server's condition, e.g. an owner
+    /// failing over, not the client's fault).
     fn reply_error(&self, op_id: Option<&str>, error: ReplyError) {
         metrics::error_sent(error.code.as_str());
         self.conn.outbox.push_text(frames::error(op_id, &error));
-        if error.code != ErrorCode::RateLimited {
+        if !matches!(error.code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
             let limits = &self.node.config.limits;
             if self.conn.errors.lock().record(limits.error_limit, limits.error_window) {
                 self.conn.outbox.close(Disconnect::TOO_MANY_ERRORS);

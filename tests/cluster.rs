@@ -432,3 +432,31 @@ async fn test_drain_hands_over_inboxes_and_bans() {
     let mut eve = cluster.node(0).client("eve").await;
     assert_eq!(eve.error("room.join", json!({"room": room})).await, "forbidden");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_unavailable_during_a_failover_does_not_count_towards_the_error_threshold() {
+    // With a threshold of 5, a client sending through an owner's failover gets many
+    // `unavailable` answers and stays connected: the failure is the server's, not the client's.
+    let mut cluster = TestCluster::start_with(&["u1", "u2", "u3"], &["--error-limit", "5"]).await;
+    let room = cluster.room_owned_by(2, "failing");
+    let mut sender = cluster.node(0).client("sender").await;
+    sender.join(&room).await;
+    cluster.nodes[2] = None; // SIGKILL of the owner
+    let mut unavailable = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while unavailable <= 5 && Instant::now() < deadline {
+        let reply = sender.request("chat.send", json!({"room": room, "text": "during the failover"})).await;
+        if reply["type"] == "error" {
+            assert_eq!(reply["data"]["code"], "unavailable", "{reply}");
+            unavailable += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(unavailable > 5, "the failover was seen: {unavailable} unavailable answers");
+    sender.ping().await;
+    // Errors of the client's own doing still count.
+    for _ in 0..5 {
+        sender.error("room.join", json!({"room": ""})).await;
+    }
+    assert_eq!(sender.expect_close().await, Some(1008));
+}

@@ -94,7 +94,8 @@ impl Refusal {
             Some(room) => {
                 EdgeMsg::Left { room, conn_id: self.conn_id, request_id: self.request_id, frames: vec![frame] }
             }
-            None => EdgeMsg::Reply { conn_id: self.conn_id, request_id: self.request_id, frame, is_error: true },
+            // Not counted towards the client's error threshold: the store failed, not the client.
+            None => EdgeMsg::Reply { conn_id: self.conn_id, request_id: self.request_id, frame, is_error: false },
         };
         sink.send_to_edge(&self.node, msg);
     }
