@@ -30,10 +30,7 @@ pub fn encode_snapshot(snapshot: &RoomSnapshot) -> PeerFrame {
             writer.str(conn.node.as_str()).u64(conn.conn_id);
         }
     }
-    writer.len(snapshot.sent.len());
-    for (user_id, client_id, ack) in &snapshot.sent {
-        writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
-    }
+    put_sent(&mut writer, &snapshot.sent);
     PeerFrame::new(KIND_HANDOFF, writer.finish())
 }
 
@@ -70,13 +67,7 @@ pub fn decode_snapshot(payload: Bytes) -> Result<RoomSnapshot, DecodeError> {
             .collect::<Result<Vec<_>, DecodeError>>()?;
         users.push((user_id, name, moderator, conns));
     }
-    let count = reader.len()?;
-    let mut sent = Vec::with_capacity(count);
-    for _ in 0..count {
-        let user_id: Arc<str> = Arc::from(reader.string()?);
-        let client_id = reader.string()?;
-        sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
-    }
+    let sent = get_sent(&mut reader)?;
     Ok(RoomSnapshot { key, epoch, seq, history, users, sent })
 }
 
@@ -112,10 +103,7 @@ pub fn encode_inbox(inbox: &InboxSnapshot) -> PeerFrame {
     for (expires, frame) in &inbox.messages {
         writer.u64(*expires).bytes(frame);
     }
-    writer.len(inbox.sent.len());
-    for (user_id, client_id, ack) in &inbox.sent {
-        writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
-    }
+    put_sent(&mut writer, &inbox.sent);
     writer.opt_str(inbox.status.as_deref()).opt_str(inbox.message.as_deref()).len(inbox.subscribers.len());
     for conn in &inbox.subscribers {
         writer.str(conn.node.as_str()).u64(conn.conn_id);
@@ -131,13 +119,7 @@ pub fn decode_inbox(payload: Bytes) -> Result<InboxSnapshot, DecodeError> {
     for _ in 0..count {
         messages.push((reader.u64()?, reader.bytes()?));
     }
-    let count = reader.len()?;
-    let mut sent = Vec::with_capacity(count);
-    for _ in 0..count {
-        let user_id: Arc<str> = Arc::from(reader.string()?);
-        let client_id = reader.string()?;
-        sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
-    }
+    let sent = get_sent(&mut reader)?;
     let status = reader.opt_string()?;
     let message = reader.opt_string()?;
     let count = reader.len()?;
@@ -188,6 +170,25 @@ pub(super) fn get_extra(reader: &mut Reader) -> Result<Option<Box<MessageExtra>>
         reactions.push((emoji, users));
     }
     Ok(Some(Box::new(MessageExtra { version, edited_at, versions, deleted, redacted, reactions })))
+}
+
+/// Idempotency keys (user or sender, client_id, first ack), oldest first.
+fn put_sent(writer: &mut Writer, sent: &[(Arc<str>, String, SentAck)]) {
+    writer.len(sent.len());
+    for (user_id, client_id, ack) in sent {
+        writer.str(user_id).str(client_id).str(&ack.id).u64(ack.seq).str(&ack.ts);
+    }
+}
+
+fn get_sent(reader: &mut Reader) -> Result<Vec<(Arc<str>, String, SentAck)>, DecodeError> {
+    let count = reader.len()?;
+    let mut sent = Vec::with_capacity(count);
+    for _ in 0..count {
+        let user_id: Arc<str> = Arc::from(reader.string()?);
+        let client_id = reader.string()?;
+        sent.push((user_id, client_id, SentAck { id: reader.string()?, seq: reader.u64()?, ts: reader.string()? }));
+    }
+    Ok(sent)
 }
 
 #[cfg(test)]
