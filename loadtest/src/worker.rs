@@ -4,7 +4,7 @@
 //! lines on stdout and reading releases on stdin.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +16,14 @@ use tokio::time::Instant;
 
 use crate::jwt::Minter;
 use crate::plan::Plan;
-use crate::proto::{self, classify, now_micros, now_nanos, OpKind, OpRef, ServerFrame};
+use crate::proto::{self, classify, now_micros, OpKind, OpRef, ServerFrame};
 use crate::report::{Final, WorkerMsg};
-use crate::seqcheck::{ConnChecker, PublisherChecker};
 use crate::stats::{Phase, Recorder, Stats};
 use crate::urls::Target;
 use crate::ws::{self, ConnectSpec, Ws};
+
+mod inbox;
+pub use inbox::{Inbox, Seen};
 
 /// The worker's line to the parent.
 pub struct WorkerIo {
@@ -191,204 +193,6 @@ pub fn close_code(payload: &[u8]) -> u16 {
 /// Publishers' in-flight windows, by publisher id: released by a witness subscriber when it
 /// receives that publisher's message (closed loop with delivery feedback).
 pub type Witness = Arc<HashMap<u32, Arc<Semaphore>>>;
-
-/// What a frame meant to the code waiting on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seen {
-    Nothing,
-    Joined { room: String },
-    JoinFailed { code: String },
-    Left { room: String },
-    Closed(u16),
-}
-
-/// The receive side of one logical client: checks and records every frame.
-pub struct Inbox {
-    pub rec: Recorder,
-    raw: bool,
-    pub checker: ConnChecker,
-    pubcheck: PublisherChecker,
-    witness: Option<Witness>,
-    /// Released on each `chat.send` ack or error (closed loop with ack feedback).
-    pub send_window: Option<Arc<Semaphore>>,
-    /// Last `seq` seen per room slot (for receipts); slot names in `slot_rooms`.
-    slot_rooms: Vec<String>,
-    pub slot_seq: Arc<Vec<AtomicU64>>,
-}
-
-impl Inbox {
-    pub fn new(rec: Recorder, raw: bool) -> Inbox {
-        Inbox {
-            rec,
-            raw,
-            checker: ConnChecker::new(),
-            pubcheck: PublisherChecker::default(),
-            witness: None,
-            send_window: None,
-            slot_rooms: Vec::new(),
-            slot_seq: Arc::new(Vec::new()),
-        }
-    }
-
-    pub fn with_witness(mut self, witness: Witness) -> Inbox {
-        self.witness = Some(witness);
-        self
-    }
-
-    pub fn with_slots(mut self, rooms: Vec<String>) -> Inbox {
-        self.slot_seq = Arc::new(rooms.iter().map(|_| AtomicU64::new(0)).collect());
-        self.slot_rooms = rooms;
-        self
-    }
-
-    fn witness_release(&self, publisher: u32) {
-        if let Some(witness) = &self.witness {
-            if let Some(window) = witness.get(&publisher) {
-                window.add_permits(1);
-            }
-        }
-    }
-
-    /// Handles one text frame.
-    pub fn on_text(&mut self, payload: &[u8]) -> Seen {
-        if self.raw {
-            // Raw frames are either chat.message-shaped (the default) or a bare stamp.
-            let stamp = if payload.starts_with(b"{") {
-                match classify(payload) {
-                    ServerFrame::Chat(chat) => chat.stamp,
-                    _ => None,
-                }
-            } else {
-                proto::parse_stamp(payload)
-            };
-            let latency = match stamp {
-                Some(stamp) => {
-                    if let Err(v) = self.pubcheck.check(stamp.publisher, stamp.n) {
-                        self.rec.violation(v);
-                    }
-                    self.witness_release(stamp.publisher);
-                    Some(now_nanos().saturating_sub(stamp.sent_nanos) / 1000)
-                }
-                None => None,
-            };
-            self.rec.delivered(latency, false);
-            return Seen::Nothing;
-        }
-        match classify(payload) {
-            ServerFrame::Chat(chat) => {
-                if let Err(v) = self.checker.message(chat.room, chat.seq, chat.recovered) {
-                    if std::env::var_os("RINGCAST_LT_TRACE").is_some() {
-                        eprintln!("violation {v:?}: {}", String::from_utf8_lossy(payload));
-                    }
-                    self.rec.violation(v);
-                }
-                if !self.slot_rooms.is_empty() {
-                    if let Some(slot) = self.slot_rooms.iter().position(|r| r == chat.room) {
-                        self.slot_seq[slot].store(chat.seq, Ordering::Relaxed);
-                    }
-                }
-                // A replay's age is not a delivery latency: recovered messages are counted,
-                // not timed.
-                let latency = chat.stamp.and_then(|stamp| {
-                    self.witness_release(stamp.publisher);
-                    (!chat.recovered).then(|| now_nanos().saturating_sub(stamp.sent_nanos) / 1000)
-                });
-                self.rec.delivered(latency, chat.recovered);
-                Seen::Nothing
-            }
-            ServerFrame::Ack { op, data } => {
-                self.rec.frame("ack");
-                let Some(op) = op else { return Seen::Nothing };
-                self.rec.answered(op.kind, now_micros().saturating_sub(op.sent_micros));
-                match op.kind {
-                    OpKind::Send => {
-                        if let Some(window) = &self.send_window {
-                            window.add_permits(1);
-                        }
-                        // The sender gets the ack instead of its own message: the ack's seq
-                        // takes the message's place in this connection's stream.
-                        if let (Some(room), Some(seq)) =
-                            (data.get("room").and_then(|r| r.as_str()), data.get("seq").and_then(|s| s.as_u64()))
-                        {
-                            if let Err(v) = self.checker.message(room, seq, false) {
-                                if std::env::var_os("RINGCAST_LT_TRACE").is_some() {
-                                    eprintln!("violation {v:?} on ack: {}", String::from_utf8_lossy(payload));
-                                }
-                                self.rec.violation(v);
-                            }
-                        }
-                        Seen::Nothing
-                    }
-                    OpKind::Join => {
-                        let room = data.get("room").and_then(|r| r.as_str()).unwrap_or_default().to_string();
-                        let seq = data.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
-                        let epoch = data.get("epoch").and_then(|e| e.as_str()).unwrap_or_default();
-                        let recovered = data.get("recovered").and_then(|r| r.as_bool());
-                        let outcome = self.checker.join_acked(&room, seq, epoch, recovered);
-                        if let Some(v) = outcome.violation {
-                            self.rec.violation(v);
-                        }
-                        if let Some(recovered) = outcome.recovered {
-                            self.rec.rejoined(recovered);
-                        }
-                        if let Some(slot) = self.slot_rooms.iter().position(|r| *r == room) {
-                            self.slot_seq[slot].store(seq, Ordering::Relaxed);
-                        }
-                        Seen::Joined { room }
-                    }
-                    OpKind::Leave => {
-                        let room = data.get("room").and_then(|r| r.as_str()).unwrap_or_default().to_string();
-                        self.checker.leave_acked(&room);
-                        Seen::Left { room }
-                    }
-                    _ => Seen::Nothing,
-                }
-            }
-            ServerFrame::Error { op, code } => {
-                let kind = op.map(|op| op.kind);
-                self.rec.error(kind, &code);
-                match kind {
-                    Some(OpKind::Send) => {
-                        if let Some(window) = &self.send_window {
-                            window.add_permits(1);
-                        }
-                        Seen::Nothing
-                    }
-                    Some(OpKind::Join) => Seen::JoinFailed { code },
-                    _ => Seen::Nothing,
-                }
-            }
-            ServerFrame::Other { kind, op, .. } => {
-                self.rec.frame(&kind);
-                if let Some(op) = op {
-                    self.rec.answered(op.kind, now_micros().saturating_sub(op.sent_micros));
-                }
-                Seen::Nothing
-            }
-            ServerFrame::Unparsable => {
-                self.rec.frame("unparsable");
-                Seen::Nothing
-            }
-        }
-    }
-
-    /// Handles any frame; `Closed` ends the connection.
-    pub fn on_frame(&mut self, opcode: OpCode, payload: &[u8]) -> Seen {
-        match opcode {
-            OpCode::Text => self.on_text(payload),
-            OpCode::Close => {
-                let code = close_code(payload);
-                self.rec.close_received(code);
-                Seen::Closed(code)
-            }
-            OpCode::Binary => {
-                self.rec.frame("binary");
-                Seen::Nothing
-            }
-            _ => Seen::Nothing,
-        }
-    }
-}
 
 /// Sends a text frame on an unsplit connection.
 pub async fn send_text(ws: &mut Ws, text: String) -> Result<(), WebSocketError> {
