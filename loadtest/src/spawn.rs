@@ -70,7 +70,7 @@ pub async fn spawn(
         if count == 1 {
             args_per_node.push(base);
         } else {
-            let cluster_addrs: Vec<String> = (0..count).map(|_| free_cluster_addr()).collect::<Result<_>>()?;
+            let cluster_addrs = free_cluster_addrs(count)?;
             let cluster_secret =
                 format!("loadtest-{}-{}", std::process::id(), crate::rng::Rng::from_time(0).next_u64());
             for (index, addr) in cluster_addrs.iter().enumerate() {
@@ -110,16 +110,24 @@ pub async fn spawn(
     Ok(Cluster { nodes })
 }
 
-/// A loopback port free for both TCP (peer links) and UDP (gossip).
-fn free_cluster_addr() -> Result<String> {
-    for _ in 0..100 {
+/// `count` distinct loopback ports, each free for both TCP (peer links) and UDP (gossip).
+/// Every listener is held until all are picked, so no port is handed out twice.
+fn free_cluster_addrs(count: usize) -> Result<Vec<String>> {
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count * 100 {
+        if held.len() == count {
+            break;
+        }
         let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = tcp.local_addr()?;
-        if std::net::UdpSocket::bind(addr).is_ok() {
-            return Ok(addr.to_string());
+        if let Ok(udp) = std::net::UdpSocket::bind(addr) {
+            held.push((addr, tcp, udp));
         }
     }
-    bail!("no free loopback port for a cluster node")
+    if held.len() < count {
+        bail!("no free loopback port for a cluster node");
+    }
+    Ok(held.into_iter().map(|(addr, _, _)| addr.to_string()).collect())
 }
 
 /// Polls `GET /ready` of the node behind `url` until it answers 200.

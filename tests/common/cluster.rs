@@ -13,9 +13,14 @@ pub const CLUSTER_SECRET: &str = "cluster-secret-for-tests";
 /// A free port for both TCP (links) and UDP (gossip), below the kernel's ephemeral range
 /// (32768–60999 here): a port picked from that range could be taken by any outgoing
 /// connection (a client, a Redis connection) between the pick and the node's bind.
+///
+/// A port is handed out at most once per test process: tests run in parallel, and two of
+/// them picking the same free port before either node bound it made a node exit 64 in CI.
 pub fn free_cluster_addr() -> SocketAddr {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
         ^ ((std::process::id() as u64) << 32);
     for attempt in 0..1000u64 {
@@ -25,9 +30,14 @@ pub fn free_cluster_addr() -> SocketAddr {
         x ^= x << 17;
         let port = 20_000 + (x % 12_000) as u16;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if handed_out.contains(&port) {
+            continue;
+        }
         if let Ok(tcp) = std::net::TcpListener::bind(addr) {
             if std::net::UdpSocket::bind(addr).is_ok() {
                 drop(tcp);
+                handed_out.insert(port);
                 return addr;
             }
         }

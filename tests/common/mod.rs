@@ -80,21 +80,25 @@ impl Server {
             args.extend(["--node-id".to_string(), NODE_ID.to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let stderr = if std::env::var_os("RINGCAST_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
             .args(&args)
             .env_remove("RINGCAST_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(stderr)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn ringcast");
+        let stderr_tail = drain_stderr(&mut child);
         let line = match first_stdout_line(&mut child, Duration::from_secs(10)) {
             Some(line) => line,
             None => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                panic!("ringcast did not print its listening line within 10 s (args {args:?}, exit {status:?})");
+                std::thread::sleep(Duration::from_millis(100));
+                let tail = stderr_tail.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
+                panic!(
+                    "ringcast did not print its listening line within 10 s (args {args:?}, exit {status:?}); stderr:\n{tail}"
+                );
             }
         };
         let addr = line
@@ -161,6 +165,29 @@ impl Server {
     pub async fn get(&self, path: &str) -> HttpResponse {
         http_get(self.addr, path).await
     }
+}
+
+/// Drains the child's stderr on a thread: echoed when `RINGCAST_TEST_LOG` is set, and its
+/// last 40 lines kept, so a node that fails to start says why in the test's panic.
+fn drain_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+    let kept = tail.clone();
+    let echo = std::env::var_os("RINGCAST_TEST_LOG").is_some();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if echo {
+                eprintln!("{line}");
+            }
+            let mut kept = kept.lock().unwrap();
+            if kept.len() == 40 {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+    });
+    tail
 }
 
 /// The first line the child prints on stdout, within `timeout`. Stdout keeps being drained
