@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{drain, join_all, message_cap, rooms_for, setup_timeout, Outcome, Pace, Pacer, Progress, Publisher};
+use super::{drain, join_all, message_cap, open_loop_pace, rooms_for, setup_timeout, Outcome, Pacer, Progress, Publisher};
 use crate::proto::now_micros;
 use crate::rng::Rng;
 use crate::stats::{Phase, WindowStart};
@@ -53,7 +53,7 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
             index: p.clients + k,
             id: k as u32,
             room: plan.room_name("h", k % p.rooms),
-            pace: Pace::Rate(p.rate / p.publishers as f64),
+            pace: open_loop_pace(p.rate, k, p.publishers),
             ack_feedback: false,
             cap: message_cap(plan.messages, p.publishers, k),
         };

@@ -14,7 +14,7 @@ use anyhow::Result;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::{drain, join_all, message_cap, setup_timeout, Outcome, Pace, Pacer, Progress, Publisher};
+use super::{drain, join_all, message_cap, open_loop_pace, setup_timeout, Outcome, Pace, Pacer, Progress, Publisher};
 use crate::cli::Feedback;
 use crate::stats::{Phase, WindowStart};
 use crate::worker::{close_politely, join_rooms, read_idle, Ctx, Inbox, Witness};
@@ -108,7 +108,7 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
             let id = r * p.publishers + k;
             let pace = match (p.closed_loop, p.rate) {
                 (true, _) => Pace::Window(witness.get(&(id as u32)).expect("window made above").clone()),
-                (false, rate) => Pace::Rate(rate.unwrap_or(1.0) / total_publishers as f64),
+                (false, rate) => open_loop_pace(rate.unwrap_or(1.0), id, total_publishers),
             };
             let publisher = Publisher {
                 index: p.rooms * p.subscribers + id,

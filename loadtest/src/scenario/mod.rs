@@ -211,8 +211,10 @@ impl Writer {
 /// How a publisher paces itself.
 #[derive(Clone)]
 pub enum Pace {
-    /// Open loop at this many publishes per second.
-    Rate(f64),
+    /// Open loop at `rate` publishes per second, the first one `phase` (0..1) of an
+    /// interval after the start. Publishers get evenly spread phases, so together they send
+    /// a smooth stream instead of one burst of every publisher per interval.
+    Rate { rate: f64, phase: f64 },
     /// Closed loop: a send needs a permit; permits come back on ack or delivery.
     Window(Arc<Semaphore>),
 }
@@ -322,10 +324,11 @@ impl Publisher {
                     }
                 }
             }
-            Pace::Rate(rate) => {
+            Pace::Rate { rate, phase } => {
                 let rate = rate.max(0.001);
                 let interval = Duration::from_secs_f64((1.0 / rate).max(0.001));
-                let start = Instant::now();
+                let start = Instant::now() + interval.mul_f64(phase.clamp(0.0, 1.0));
+                writer.service_until(tokio::time::sleep_until(start.min(deadline))).await;
                 let mut next = start;
                 while n < self.cap && !writer.broken && Instant::now() < deadline {
                     writer.service_until(tokio::time::sleep_until(next.min(deadline))).await;
@@ -352,6 +355,12 @@ impl Publisher {
         let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
         rec.closed();
     }
+}
+
+/// The pace of open-loop publisher `id` of `total`, `rate` publishes/s for all of them.
+pub fn open_loop_pace(rate: f64, id: u64, total: u64) -> Pace {
+    let total = total.max(1);
+    Pace::Rate { rate: rate / total as f64, phase: id as f64 / total as f64 }
 }
 
 /// This publisher's share of `--messages` over `total` publishers.
