@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::cli::{Command, Common};
-use crate::plan::Plan;
+use crate::plan::{Plan, Scenario};
 use crate::procfs;
 use crate::promscrape::{self, Endpoint};
 use crate::proto::now_micros;
@@ -329,6 +329,7 @@ async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Rep
         latency_hdr: (!agg.latency.is_empty()).then(|| encode_hist(&agg.latency)),
         ..Default::default()
     };
+    count_undelivered(&mut report, &plan.scenario, plan.raw);
     if !watch.pids.is_empty() {
         let secs = match (watch.t_go, watch.t_stop) {
             (Some(go), Some(stop)) => stop.duration_since(go).as_secs_f64(),
@@ -394,6 +395,27 @@ async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Rep
         report.notes.push("a worker failed: the run is incomplete".into());
     }
     Ok(report)
+}
+
+/// Fan-out's end-to-end check: every acknowledged publish must reach every other member of
+/// its room (`subscribers + publishers - 1` connections) before the drain ends. A message
+/// whose deliveries stop short leaves no gap in the seq check when it is among the last of
+/// its room, so the shortfall is counted here as `undelivered` violations. Only for complete
+/// runs: a failed connection or a close by the server explains a shortfall by itself.
+fn count_undelivered(report: &mut Report, scenario: &Scenario, raw: bool) {
+    let Scenario::Fanout { subscribers, publishers, .. } = scenario else { return };
+    if raw || report.counts.connects_failed > 0 || !report.tallies.close_codes.is_empty() {
+        return;
+    }
+    let expected = report.counts.acked * (subscribers + publishers - 1);
+    let undelivered = expected.saturating_sub(report.counts.delivered);
+    if undelivered > 0 {
+        report.violations += undelivered;
+        *report.tallies.violations.entry("undelivered".into()).or_default() += undelivered;
+        report.notes.push(format!(
+            "undelivered: {undelivered} of {expected} deliveries of acknowledged publishes never arrived"
+        ));
+    }
 }
 
 async fn scrape_all(endpoints: &[Endpoint], errors: &mut Vec<String>) -> BTreeMap<String, f64> {
