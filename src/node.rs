@@ -67,6 +67,12 @@ pub struct Node {
     /// once `rebalance` has handed rooms over and resubscribed them at their new owners, so
     /// no op reaches a new owner before the state it needs.
     routing_ring: parking_lot::RwLock<Arc<Ring>>,
+    /// The ring this node decides by which keys it may start holding (a room, inbox or
+    /// moderation state it does not hold yet). It switches at the start of a hand-off,
+    /// before the routing ring: an op for a key handed away (or about to be) is then
+    /// forwarded behind the hand-off instead of starting an orphan copy here, which the
+    /// new owner would never learn of (a join acknowledged but never delivered to).
+    owner_ring: parking_lot::RwLock<Arc<Ring>>,
     /// Requests in flight to remote owners, by request id.
     pending: Mutex<HashMap<u64, Pending>>,
     next_request_id: AtomicU64,
@@ -132,6 +138,7 @@ impl Node {
             .with_store(store, loads_tx),
             hub: Hub::new(config.limits.error_limit, config.limits.error_window),
             routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
+            owner_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
             cluster: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             next_request_id: AtomicU64::new(1),
@@ -207,6 +214,17 @@ impl Node {
         *self.routing_ring.write() = ring;
     }
 
+    /// Switches the keys this node may start holding to those `ring` gives it (called by
+    /// `rebalance` before it hands keys away).
+    pub fn set_owner_ring(&self, ring: Arc<Ring>) {
+        *self.owner_ring.write() = ring;
+    }
+
+    /// Whether this node may start holding `key` (see `owner_ring`).
+    fn owns(&self, key: &RoomKey) -> bool {
+        self.owner_ring.read().owner(key.as_str()) == Some(&self.id)
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -258,7 +276,7 @@ impl Node {
     /// Like [`Node::route`], by the given ring.
     pub fn route_by(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
         let publish = matches!(op, OwnerOp::Publish { .. }).then(Instant::now);
-        match self.owner.handle(self, op, |key| owns(ring, &self.id, key)) {
+        match self.owner.handle(self, op, |key| self.owns(key)) {
             Ok(()) => {
                 if let Some(started) = publish {
                     metrics::published(started);
@@ -275,9 +293,14 @@ impl Node {
         let Some(cluster) = self.cluster.get() else {
             return Err(unavailable("owner unreachable"));
         };
+        // The routing ring lags the owner ring while a hand-off is under way: a key it
+        // still gives to this node has just been handed to the owner ring's owner.
         let owner = match ring.owner(op.room().as_str()) {
             Some(owner) if owner != &self.id => owner.clone(),
-            _ => return Err(unavailable("no ready owner for this room")),
+            _ => match self.owner_ring.read().owner(op.room().as_str()) {
+                Some(owner) if owner != &self.id => owner.clone(),
+                _ => return Err(unavailable("no ready owner for this room")),
+            },
         };
         let mut request_id = 0;
         if let (Some(op_id), Some(sender)) = (op.op_id().map(str::to_string), op.sender()) {
@@ -313,7 +336,7 @@ impl Node {
         // A resubscription is sent to the node the sender's ring names; take it even if our
         // own view lags behind (the views converge within a few gossip rounds).
         let resubscribe = matches!(op, OwnerOp::Resubscribe { .. });
-        let Err(op) = self.owner.handle(self, op, |key| resubscribe || owns(&ring, &self.id, key)) else {
+        let Err(op) = self.owner.handle(self, op, |key| resubscribe || self.owns(key)) else {
             return;
         };
         let result = if hops == 0 {
@@ -353,8 +376,7 @@ impl Node {
                     tokio::spawn(async move {
                         let result = load.await;
                         if let Some(node) = weak.upgrade() {
-                            let ring = node.ring();
-                            node.owner.loaded(&*node, &key, result, |key| owns(&ring, &node.id, key));
+                            node.owner.loaded(&*node, &key, result, |key| node.owns(key));
                         }
                     });
                 }
@@ -489,10 +511,6 @@ fn gossip_cluster_id(cluster_id: &str, secret: &str) -> String {
     let tag = aws_lc_rs::hmac::sign(&key, cluster_id.as_bytes());
     let hex: String = tag.as_ref()[..8].iter().map(|byte| format!("{byte:02x}")).collect();
     format!("{cluster_id}-{hex}")
-}
-
-fn owns(ring: &Ring, self_id: &NodeId, key: &RoomKey) -> bool {
-    ring.owner(key.as_str()) == Some(self_id)
 }
 
 impl EdgeSink for Node {

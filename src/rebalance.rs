@@ -30,6 +30,7 @@ const LINK_WAIT: Duration = Duration::from_secs(3);
 pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>) {
     let mut previous = watch.borrow_and_update().clone();
     if let Some(node) = node.upgrade() {
+        node.set_owner_ring(previous.ring.clone());
         node.set_ring(previous.ring.clone());
     }
     loop {
@@ -101,8 +102,11 @@ pub fn hand_off_everything(node: &Node) {
     hand_off(node, &ring);
 }
 
-fn hand_off(node: &Node, ring: &Ring) {
+fn hand_off(node: &Node, ring: &Arc<Ring>) {
     let Some(cluster) = node.cluster() else { return };
+    // From here on no key of another node is started here: ops for them are forwarded,
+    // and on each link they follow the state handed off below.
+    node.set_owner_ring(ring.clone());
     let owns = |key: &RoomKey| ring.owner(key.as_str()) == Some(&node.id);
     for (key, meta) in node.owner.take_meta_not_owned(owns) {
         if let Some(owner) = ring.owner(key.as_str()) {
@@ -121,21 +125,19 @@ fn hand_off(node: &Node, ring: &Ring) {
             None => tracing::warn!(user = %inbox.key, "no ready node to hand the inbox to"),
         }
     }
-    let snapshots = node.owner.take_rooms_not_owned(node, owns);
-    if snapshots.is_empty() {
-        return;
-    }
-    tracing::info!(rooms = snapshots.len(), "handing rooms over to their new owners");
-    crate::metrics::rooms_handed_off(snapshots.len());
-    for snapshot in snapshots {
-        match ring.owner(snapshot.key.as_str()) {
-            Some(owner) => {
-                if let Err(err) = cluster.send(owner, peer::encode_snapshot(&snapshot)) {
-                    tracing::warn!(room = %snapshot.key, owner = %owner, error = %err, "room hand-off failed");
-                }
+    // Each snapshot is sent while its room's shard is still locked, so an op for the room
+    // that finds it gone here is forwarded behind it on the same link.
+    let moved = node.owner.take_rooms_not_owned(node, owns, |snapshot| match ring.owner(snapshot.key.as_str()) {
+        Some(owner) => {
+            if let Err(err) = cluster.send(owner, peer::encode_snapshot(&snapshot)) {
+                tracing::warn!(room = %snapshot.key, owner = %owner, error = %err, "room hand-off failed");
             }
-            None => tracing::warn!(room = %snapshot.key, "no ready node to hand the room to"),
         }
+        None => tracing::warn!(room = %snapshot.key, "no ready node to hand the room to"),
+    });
+    if moved > 0 {
+        tracing::info!(rooms = moved, "rooms handed over to their new owners");
+        crate::metrics::rooms_handed_off(moved);
     }
 }
 

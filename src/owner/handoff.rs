@@ -56,11 +56,17 @@ impl Owner {
         }
     }
 
-    /// Removes and returns every room whose key this node no longer owns, for hand-off. Ops
-    /// still waiting for a room's load are answered `unavailable` (the client retries, and
+    /// Removes every room whose key this node no longer owns and gives its snapshot to
+    /// `hand` while the room's shard is still locked; returns how many moved. Ops still
+    /// waiting for a room's load are answered `unavailable` (the client retries, and
     /// reaches the new owner).
-    pub fn take_rooms_not_owned(&self, sink: &dyn EdgeSink, owns: impl Fn(&RoomKey) -> bool) -> Vec<RoomSnapshot> {
-        let mut snapshots = Vec::new();
+    pub fn take_rooms_not_owned(
+        &self,
+        sink: &dyn EdgeSink,
+        owns: impl Fn(&RoomKey) -> bool,
+        hand: impl Fn(RoomSnapshot),
+    ) -> usize {
+        let mut moved = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             let moving: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
@@ -74,11 +80,12 @@ impl Owner {
                             super::durable::refuse(sink, &op, "room is moving, retry");
                         }
                     }
-                    snapshots.push(room.snapshot(key));
+                    hand(room.snapshot(key));
+                    moved += 1;
                 }
             }
         }
-        snapshots
+        moved
     }
 
     /// Takes over a room handed off by its previous owner. A room already started here (by
