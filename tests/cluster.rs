@@ -460,3 +460,75 @@ async fn test_unavailable_during_a_failover_does_not_count_towards_the_error_thr
     }
     assert_eq!(sender.expect_close().await, Some(1008));
 }
+
+/// Joins keep landing while the ring changes (two nodes come back one after the other):
+/// every acknowledged join must hold at the room's final owner, so a message sent after
+/// the cluster settled reaches every room's subscriber. An old owner once started a room
+/// again for a join that came in during its hand-off; that copy was never handed over and
+/// its subscriber got nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_joins_during_ring_changes_all_hold() {
+    let mut cluster = TestCluster::start(&["j1", "j2", "j3"]).await;
+    cluster.nodes[1] = None; // SIGKILL
+    cluster.nodes[2] = None;
+    let alone = eventually(Duration::from_secs(8), || async {
+        cluster_view(cluster.node(0)).await["ring"].as_array().map(Vec::len) == Some(1)
+    })
+    .await;
+    assert!(alone, "the killed nodes left the ring");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut joiners = Vec::new();
+    for index in 0..3 {
+        let mut client = cluster.node(0).client(&format!("s{index}")).await;
+        let stop = stop.clone();
+        joiners.push(tokio::spawn(async move {
+            let mut joined = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && joined.len() < 1500 {
+                let room = format!("ring-{index}-{}", joined.len());
+                let reply = client.request("room.join", json!({"room": room})).await;
+                if reply["type"] == "ack" {
+                    joined.push(room);
+                } else {
+                    // Refused while a room moves: the client retries the same room.
+                    assert_eq!(reply["data"]["code"], "unavailable", "{reply}");
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (client, joined)
+        }));
+    }
+    cluster.restart(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.restart(2).await;
+    cluster.wait_settled(3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let mut publisher = cluster.node(1).client("publisher").await;
+    let mut subscribers = Vec::new();
+    for joiner in joiners {
+        let (client, joined) = joiner.await.unwrap();
+        for room in &joined {
+            publisher.join(room).await;
+            publisher.say(room, room).await;
+        }
+        subscribers.push((client, joined));
+    }
+    for (index, (mut client, joined)) in subscribers.into_iter().enumerate() {
+        let mut missing: BTreeSet<String> = joined.iter().cloned().collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !missing.is_empty() && Instant::now() < deadline {
+            match client.next_event(Duration::from_secs(2)).await {
+                Event::Json(frame) if frame["type"] == "chat.message" => {
+                    missing.remove(frame["data"]["room"].as_str().unwrap());
+                }
+                Event::Json(_) => {}
+                _ => break,
+            }
+        }
+        eprintln!("subscriber {index}: {} rooms joined, {} without their message", joined.len(), missing.len());
+        assert!(joined.len() >= 100, "subscriber {index} kept joining: {} rooms", joined.len());
+        assert!(missing.is_empty(), "subscriber {index} joined but got nothing in {missing:?}");
+    }
+}
