@@ -104,7 +104,7 @@ pub async fn spawn(
     }
     if count > 1 {
         for node in &nodes {
-            wait_ready(&node.url, Duration::from_secs(30)).await?;
+            wait_ready(&node.url, count, Duration::from_secs(30)).await?;
         }
     }
     Ok(Cluster { nodes })
@@ -130,22 +130,21 @@ fn free_cluster_addrs(count: usize) -> Result<Vec<String>> {
     Ok(held.into_iter().map(|(addr, _, _)| addr.to_string()).collect())
 }
 
-/// Polls `GET /ready` of the node behind `url` until it answers 200.
-async fn wait_ready(url: &str, timeout: Duration) -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// Polls the node behind `url` until `GET /ready` answers 200 and, in a cluster of
+/// `members`, its `/metrics` count that many ready members: the cluster has formed, so the
+/// run does not start in the middle of ring changes.
+async fn wait_ready(url: &str, members: usize, timeout: Duration) -> Result<()> {
     let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_string();
+    let formed = format!("ringcast_cluster_members{{state=\"ready\"}} {members}\n");
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let attempt = async {
-            let mut stream = tokio::net::TcpStream::connect(&host).await?;
-            stream
-                .write_all(format!("GET /ready HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-                .await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            anyhow::Ok(response.starts_with(b"HTTP/1.1 200"))
+        let ready = match http_get(&host, "/ready").await {
+            Some(response) if response.starts_with("HTTP/1.1 200") => {
+                members <= 1 || http_get(&host, "/metrics").await.is_some_and(|metrics| metrics.contains(&formed))
+            }
+            _ => false,
         };
-        if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        if ready {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -153,6 +152,19 @@ async fn wait_ready(url: &str, timeout: Duration) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET: the whole response, or `None` on any failure within 2 s.
+async fn http_get(host: &str, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(host).await?;
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok()?.ok()
 }
 
 async fn spawn_one(
