@@ -48,6 +48,7 @@ pub mod route;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod takeover;
 pub mod time;
 pub mod tls;
 pub mod transport;

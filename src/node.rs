@@ -24,7 +24,8 @@ use crate::owner::{EdgeSink, Owner};
 use crate::peer;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{EdgeMsg, OwnerOp};
+use crate::route::{EdgeMsg, OwnerOp, Sender};
+use crate::takeover::{Held, Takeover};
 use crate::time;
 
 /// A request sent to a remote owner and not answered yet.
@@ -73,6 +74,8 @@ pub struct Node {
     /// forwarded behind the hand-off instead of starting an orphan copy here, which the
     /// new owner would never learn of (a join acknowledged but never delivered to).
     owner_ring: parking_lot::RwLock<Arc<Ring>>,
+    /// Ops for keys gained in a ring change, held until the hand-offs are in.
+    pub takeover: Takeover,
     /// Requests in flight to remote owners, by request id.
     pending: Mutex<HashMap<u64, Pending>>,
     next_request_id: AtomicU64,
@@ -139,6 +142,7 @@ impl Node {
             hub: Hub::new(config.limits.error_limit, config.limits.error_window),
             routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
             owner_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
+            takeover: Takeover::default(),
             cluster: OnceLock::new(),
             pending: Mutex::new(HashMap::new()),
             next_request_id: AtomicU64::new(1),
@@ -180,6 +184,7 @@ impl Node {
         };
         let cluster = Arc::new(Cluster::start(cluster_config, handler).await?);
         self.set_ring(Arc::new(Ring::new([])));
+        self.set_owner_ring(Arc::new(Ring::new([])));
         let _ = self.cluster.set(cluster.clone());
         tokio::spawn(crate::rebalance::run(Arc::downgrade(self), cluster.watch()));
         tokio::spawn(sweep_pending(Arc::downgrade(self)));
@@ -275,6 +280,35 @@ impl Node {
 
     /// Like [`Node::route`], by the given ring.
     pub fn route_by(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
+        match self.takeover.hold(&self.id, Held::Local(op)) {
+            Some(Held::Local(op)) => self.route_now(op, ring),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the ops held for a takeover, in order (see `takeover.rs`).
+    pub fn release_takeover(&self) {
+        self.takeover.release(|held| match held {
+            Held::Local(op) => {
+                let reply_to = op.sender().cloned().zip(op.op_id().map(str::to_string));
+                if let Err(error) = self.route_now(op, &self.ring()) {
+                    if let Some((sender, op_id)) = reply_to {
+                        self.refuse(&sender, &op_id, &error);
+                    }
+                }
+            }
+            Held::Remote(op, hops) => self.on_remote_op_now(op, hops),
+        });
+    }
+
+    /// `member` finished its hand-offs for the ring with `hash`.
+    fn on_takeover_done(&self, member: &NodeId, hash: u64) {
+        if self.takeover.done(member, hash) {
+            self.release_takeover();
+        }
+    }
+
+    fn route_now(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
         let publish = matches!(op, OwnerOp::Publish { .. }).then(Instant::now);
         match self.owner.handle(self, op, |key| self.owns(key)) {
             Ok(()) => {
@@ -332,6 +366,12 @@ impl Node {
 
     /// An op that arrived from a peer: apply it, forward it once, or refuse it.
     fn on_remote_op(&self, op: OwnerOp, hops: u16) {
+        if let Some(Held::Remote(op, hops)) = self.takeover.hold(&self.id, Held::Remote(op, hops)) {
+            self.on_remote_op_now(op, hops);
+        }
+    }
+
+    fn on_remote_op_now(&self, op: OwnerOp, hops: u16) {
         let ring = self.ring();
         // A resubscription is sent to the node the sender's ring names; take it even if our
         // own view lags behind (the views converge within a few gossip rounds).
@@ -346,17 +386,18 @@ impl Node {
         };
         if let Err(error) = result {
             if let (Some(sender), Some(op_id)) = (op.sender(), op.op_id()) {
-                let frame = frames::error(Some(op_id), &error);
-                // Unavailable: the server's condition, not the client's fault.
-                let msg = EdgeMsg::Reply {
-                    conn_id: sender.conn.conn_id,
-                    request_id: sender.request_id,
-                    frame,
-                    is_error: false,
-                };
-                self.send_to_edge(&sender.conn.node, msg);
+                self.refuse(sender, op_id, &error);
             }
         }
+    }
+
+    /// Answers the request `op_id` of `sender` with `error` (unavailable: the server's
+    /// condition, not counted against the client).
+    fn refuse(&self, sender: &Sender, op_id: &str, error: &ReplyError) {
+        let frame = frames::error(Some(op_id), error);
+        let msg =
+            EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
+        self.send_to_edge(&sender.conn.node, msg);
     }
 
     /// Serves a durable store: loads rooms the owner asked for and answers the jobs the
@@ -550,6 +591,9 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
             peer::KIND_RESYNC => {
                 crate::rebalance::resync(&node, from);
                 Ok(())
+            }
+            peer::KIND_TAKEOVER_DONE => {
+                peer::decode_takeover_done(&frame.payload).map(|hash| node.on_takeover_done(from, hash))
             }
             peer::KIND_META => peer::decode_meta(frame.payload).map(|(key, meta)| node.owner.install_meta(key, meta)),
             peer::KIND_ADMIN => peer::decode_admin(&frame).map(|(request_id, answer, json)| {

@@ -32,6 +32,18 @@ pub const KIND_INBOX: u8 = FIRST_USER_KIND + 4;
 pub const KIND_META: u8 = FIRST_USER_KIND + 5;
 /// An admin API request or answer (`src/admin/query.rs`): a JSON payload behind a request id.
 pub const KIND_ADMIN: u8 = FIRST_USER_KIND + 6;
+/// The sender finished its hand-offs for a ring (payload: the ring's hash, u64 LE); sent
+/// on each link behind the snapshots (see `takeover.rs`).
+pub const KIND_TAKEOVER_DONE: u8 = FIRST_USER_KIND + 7;
+
+pub fn encode_takeover_done(hash: u64) -> PeerFrame {
+    PeerFrame::new(KIND_TAKEOVER_DONE, Bytes::copy_from_slice(&hash.to_le_bytes()))
+}
+
+pub fn decode_takeover_done(payload: &[u8]) -> Result<u64, DecodeError> {
+    let bytes: [u8; 8] = payload.try_into().map_err(|_| DecodeError)?;
+    Ok(u64::from_le_bytes(bytes))
+}
 
 /// The frame flags of an admin answer (a request has none).
 const ADMIN_ANSWER: u16 = 1;

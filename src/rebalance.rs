@@ -38,9 +38,9 @@ pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>)
             return;
         }
         let current = watch.borrow_and_update().clone();
-        let Some(node) = node.upgrade() else { return };
-        wait_for_links(&node, &current).await;
-        apply(&node, &previous, &current);
+        let Some(strong) = node.upgrade() else { return };
+        wait_for_links(&strong, &current).await;
+        apply(&strong, &node, &previous, &current);
         previous = current;
     }
 }
@@ -61,7 +61,7 @@ async fn wait_for_links(node: &Node, current: &ClusterView) {
     tracing::warn!("rebalancing without links to every member");
 }
 
-fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
+fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &ClusterView) {
     for change in compute_changes(&previous.members, &current.members) {
         match change {
             ClusterChange::Add(member) if member.node_id != node.id => {
@@ -83,6 +83,20 @@ fn apply(node: &Node, previous: &ClusterView, current: &ClusterView) {
     }
     if previous.ring.members() == current.ring.members() {
         return;
+    }
+    // Before this node may start any gained key: ops for them wait for the hand-offs.
+    if let Some(deadline) = node.takeover.begin(&node.id, &previous.ring, current.ring.clone()) {
+        let weak = weak.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            if let Some(node) = weak.upgrade() {
+                if node.takeover.expire(std::time::Instant::now()) {
+                    node.release_takeover();
+                }
+            }
+        });
+    } else if node.takeover.ready_to_release() {
+        node.release_takeover();
     }
     hand_off(node, &current.ring);
     resubscribe(node, previous, current);
@@ -138,6 +152,13 @@ fn hand_off(node: &Node, ring: &Arc<Ring>) {
     if moved > 0 {
         tracing::info!(rooms = moved, "rooms handed over to their new owners");
         crate::metrics::rooms_handed_off(moved);
+    }
+    // Behind the snapshots on each link: the new owners may go on (see `takeover.rs`).
+    let hash = crate::takeover::ring_hash(ring);
+    for member in ring.members().iter().filter(|member| **member != node.id) {
+        if let Err(err) = cluster.send(member, peer::encode_takeover_done(hash)) {
+            tracing::warn!(member = %member, error = %err, "hand-off completion not sent");
+        }
     }
 }
 

@@ -12,7 +12,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{drain, join_all, message_cap, open_loop_pace, rooms_for, setup_timeout, Outcome, Pacer, Progress, Publisher};
+use super::{
+    drain, join_all, message_cap, open_loop_pace, rooms_for, setup_timeout, Outcome, Pacer, Progress, Publisher,
+};
 use crate::proto::now_micros;
 use crate::rng::Rng;
 use crate::stats::{Phase, WindowStart};
