@@ -23,6 +23,7 @@ use crate::node::Node;
 use crate::peer;
 use crate::room::RoomKey;
 use crate::route::{ConnRef, OwnerOp, Sender};
+use crate::takeover::Begin;
 
 /// How long a rebalance waits for links to new members.
 const LINK_WAIT: Duration = Duration::from_secs(3);
@@ -85,18 +86,20 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
         return;
     }
     // Before this node may start any gained key: ops for them wait for the hand-offs.
-    if let Some(deadline) = node.takeover.begin(&node.id, &previous.ring, current.ring.clone()) {
-        let weak = weak.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(deadline.into()).await;
-            if let Some(node) = weak.upgrade() {
-                if node.takeover.expire(std::time::Instant::now()) {
-                    node.release_takeover();
+    match node.takeover.begin(&node.id, &previous.ring, current.ring.clone()) {
+        Begin::Wait(deadline) => {
+            let weak = weak.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline.into()).await;
+                if let Some(node) = weak.upgrade() {
+                    if node.takeover.expire(std::time::Instant::now()) {
+                        node.release_takeover();
+                    }
                 }
-            }
-        });
-    } else if node.takeover.ready_to_release() {
-        node.release_takeover();
+            });
+        }
+        Begin::Release => node.release_takeover(),
+        Begin::Idle => {}
     }
     hand_off(node, &current.ring);
     resubscribe(node, previous, current);

@@ -39,6 +39,17 @@ pub enum Held {
     Remote(OwnerOp, u16),
 }
 
+/// What a ring change asks of the caller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// Nothing to hold.
+    Idle,
+    /// Ops of gained keys are held: call [`Takeover::expire`] at this deadline.
+    Wait(Instant),
+    /// Ops held for an earlier change have nothing left to wait for: release them.
+    Release,
+}
+
 #[derive(Default)]
 pub struct Takeover {
     /// Fast path: false when nothing is being taken over.
@@ -73,33 +84,38 @@ pub fn ring_hash(ring: &Ring) -> u64 {
 }
 
 impl Takeover {
-    /// A ring change from `previous` to `ring`: hold ops of gained keys until every other
-    /// member of `ring` is done with it. Returns the deadline when something is held back.
-    pub fn begin(&self, me: &NodeId, previous: &Ring, ring: Arc<Ring>) -> Option<Instant> {
+    /// A ring change from `previous` to `ring`: hold ops of gained keys until each member
+    /// that held some of them before (and is still in `ring`) is done with it.
+    pub fn begin(&self, me: &NodeId, previous: &Ring, ring: Arc<Ring>) -> Begin {
         let hash = ring_hash(&ring);
-        let mut state = self.state.lock();
-        let done: Vec<&NodeId> = state.done.iter().filter(|(_, h)| *h == hash).map(|(member, _)| member).collect();
-        let waiting: BTreeSet<NodeId> =
-            ring.members().iter().filter(|member| *member != me && !done.contains(member)).cloned().collect();
-        if waiting.is_empty() {
-            return None;
-        }
-        // An empty ring before: this node has just started and holds nothing yet.
+        // An empty ring before: this node has just started, holds nothing yet, and does not
+        // know who held what: every other member may hand it something.
         let previous =
             (!previous.members().is_empty()).then(|| Arc::new(Ring::new(previous.members().iter().cloned())));
-        let deadline = Instant::now() + HOLD_LIMIT;
+        let givers = match &previous {
+            None => ring.members().iter().filter(|member| *member != me).cloned().collect(),
+            Some(previous) => previous_owners_of_gained(me, previous, &ring),
+        };
+        let mut state = self.state.lock();
+        let waiting: BTreeSet<NodeId> =
+            givers.into_iter().filter(|member| !state.done.iter().any(|(m, h)| m == member && *h == hash)).collect();
         state.ring = Some((ring, hash, previous));
         state.waiting = waiting;
+        if state.waiting.is_empty() {
+            state.deadline = None;
+            if state.held.is_empty() {
+                if !state.releasing {
+                    state.ring = None;
+                    self.active.store(false, Ordering::Release);
+                }
+                return Begin::Idle;
+            }
+            return if start_release(&mut state) { Begin::Release } else { Begin::Idle };
+        }
+        let deadline = Instant::now() + HOLD_LIMIT;
         state.deadline = Some(deadline);
         self.active.store(true, Ordering::Release);
-        Some(deadline)
-    }
-
-    /// True when held ops are left over with nothing to wait for (a ring change that needs
-    /// no wait ended an earlier one): the caller then releases them.
-    pub fn ready_to_release(&self) -> bool {
-        let mut state = self.state.lock();
-        state.waiting.is_empty() && !state.held.is_empty() && start_release(&mut state)
+        Begin::Wait(deadline)
     }
 
     /// Holds `held` if its key is being taken over; gives it back otherwise.
@@ -171,6 +187,30 @@ impl Takeover {
     }
 }
 
+/// How many keys are probed to find who held the keys this node gains.
+const PROBES: u32 = 16_384;
+
+/// The members of `ring` (other than `me`) that owned, by `previous`, some key `me` owns by
+/// `ring`: found by probing keys spread over the hash space.
+fn previous_owners_of_gained(me: &NodeId, previous: &Ring, ring: &Ring) -> BTreeSet<NodeId> {
+    let mut owners = BTreeSet::new();
+    let mut key = String::with_capacity(24);
+    for probe in 0..PROBES {
+        key.clear();
+        use std::fmt::Write as _;
+        let _ = write!(key, "takeover-probe/{probe}");
+        if ring.owner(&key) != Some(me) {
+            continue;
+        }
+        if let Some(owner) = previous.owner(&key) {
+            if owner != me && ring.members().contains(owner) {
+                owners.insert(owner.clone());
+            }
+        }
+    }
+    owners
+}
+
 fn start_release(state: &mut State) -> bool {
     if state.releasing {
         return false;
@@ -217,7 +257,7 @@ mod tests {
         let (a, b, c) = (id("a"), id("b"), id("c"));
         let after = Arc::new(Ring::new([a.clone(), b.clone(), c.clone()]));
         let takeover = Takeover::default();
-        assert!(takeover.begin(&c, &Ring::new([a.clone(), b.clone()]), after.clone()).is_some());
+        assert!(matches!(takeover.begin(&c, &Ring::new([a.clone(), b.clone()]), after.clone()), Begin::Wait(_)));
         let mine = rooms_of(&c, &after, 2);
         assert!(takeover.hold(&c, op(&mine[0])).is_none(), "a gained key waits");
         let theirs = rooms_of(&a, &after, 1);
@@ -234,32 +274,47 @@ mod tests {
     }
 
     #[test]
+    fn test_only_members_that_held_gained_keys_are_waited_for() {
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let three = Ring::new([a.clone(), b.clone(), c.clone()]);
+        let two = Ring::new([a.clone(), c.clone()]);
+        // b left: a gains only b's keys; c held none of them.
+        assert!(previous_owners_of_gained(&a, &three, &two).is_empty());
+        // c joins a ring of a and b: c gains keys from both.
+        let ab = Ring::new([a.clone(), b.clone()]);
+        let owners = previous_owners_of_gained(&c, &ab, &three);
+        assert_eq!(owners, [a.clone(), b.clone()].into_iter().collect());
+    }
+
+    #[test]
     fn test_a_completion_that_came_first_counts_and_the_deadline_ends_a_wait() {
         let (a, b) = (id("a"), id("b"));
         let after = Arc::new(Ring::new([a.clone(), b.clone()]));
         let takeover = Takeover::default();
         assert!(!takeover.done(&a, ring_hash(&after)));
-        assert!(takeover.begin(&b, &Ring::new([]), after.clone()).is_none(), "nobody left to wait for");
+        assert_eq!(takeover.begin(&b, &Ring::new([]), after.clone()), Begin::Idle, "nobody left to wait for");
 
+        // c starts: it has no ring yet, so it waits for a and b; its gained keys wait.
         let c = id("c");
         let three = Arc::new(Ring::new([a.clone(), b.clone(), c.clone()]));
-        let deadline = takeover.begin(&b, &after, three.clone()).expect("waits for a and c");
-        // With consistent hashing b gains nothing when c joins; expiry must end the wait
-        // all the same.
-        let gained = (0..2000)
-            .map(|i| format!("g{i}"))
-            .find(|room| {
-                let key = format!("default/{room}");
-                three.owner(&key) == Some(&b) && after.owner(&key) != Some(&b)
-            })
-            .unwrap_or_default();
-        if !gained.is_empty() {
-            assert!(takeover.hold(&b, op(&gained)).is_none());
-        }
+        let fresh = Takeover::default();
+        let Begin::Wait(deadline) = fresh.begin(&c, &Ring::new([]), three.clone()) else { panic!("c waits") };
+        let gained = rooms_of(&c, &three, 1);
+        assert!(fresh.hold(&c, op(&gained[0])).is_none());
+        let takeover = fresh;
         assert!(!takeover.expire(deadline - Duration::from_millis(1)));
         assert!(takeover.expire(deadline));
         let mut released = 0;
         takeover.release(|_| released += 1);
-        assert_eq!(released, usize::from(!gained.is_empty()));
+        assert_eq!(released, 1);
+
+        // b stays in a ring that c leaves: b gains c's keys, c held them, c is gone: no wait.
+        assert_eq!(takeover.begin(&b, &three, after.clone()), Begin::Idle);
+        // A member that held nothing b gains is not waited for either: a joins a ring of b, c.
+        let bc = Ring::new([b.clone(), c.clone()]);
+        match takeover.begin(&b, &bc, three.clone()) {
+            Begin::Idle => {}
+            other => panic!("b gains nothing when a joins: {other:?}"),
+        }
     }
 }
