@@ -50,6 +50,14 @@ pub enum Begin {
     Release,
 }
 
+impl Held {
+    fn room(&self) -> &RoomKey {
+        match self {
+            Held::Local(op) | Held::Remote(op, _) => op.room(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Takeover {
     /// Fast path: false when nothing is being taken over.
@@ -124,16 +132,15 @@ impl Takeover {
             return Some(held);
         }
         let mut state = self.state.lock();
+        let key = held.room();
         let gained = match &state.ring {
-            Some((ring, _, previous)) => {
-                let key = match &held {
-                    Held::Local(op) | Held::Remote(op, _) => op.room(),
-                };
-                is_gained(me, ring, previous.as_deref(), key)
-            }
+            Some((ring, _, previous)) => is_gained(me, ring, previous.as_deref(), key),
             None => false,
         };
-        if !gained || (state.waiting.is_empty() && !state.releasing) {
+        let holding = gained && (!state.waiting.is_empty() || state.releasing);
+        // An op whose key still has ops waiting (held under an earlier ring change) queues
+        // behind them, so a key's ops stay in order whatever the rings did meanwhile.
+        if !holding && !state.held.iter().any(|earlier| earlier.room() == key) {
             return Some(held);
         }
         state.held.push_back(held);
