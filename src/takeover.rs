@@ -94,12 +94,11 @@ pub fn ring_hash(ring: &Ring) -> u64 {
 impl Takeover {
     /// A ring change from `previous` to `ring`: hold ops of gained keys until each member
     /// that held some of them before (and is still in `ring`) is done with it.
-    pub fn begin(&self, me: &NodeId, previous: &Ring, ring: Arc<Ring>) -> Begin {
+    pub fn begin(&self, me: &NodeId, previous: &Arc<Ring>, ring: Arc<Ring>) -> Begin {
         let hash = ring_hash(&ring);
         // An empty ring before: this node has just started, holds nothing yet, and does not
         // know who held what: every other member may hand it something.
-        let previous =
-            (!previous.members().is_empty()).then(|| Arc::new(Ring::new(previous.members().iter().cloned())));
+        let previous = (!previous.members().is_empty()).then(|| previous.clone());
         let givers = match &previous {
             None => ring.members().iter().filter(|member| *member != me).cloned().collect(),
             Some(previous) => previous_owners_of_gained(me, previous, &ring),
@@ -264,7 +263,10 @@ mod tests {
         let (a, b, c) = (id("a"), id("b"), id("c"));
         let after = Arc::new(Ring::new([a.clone(), b.clone(), c.clone()]));
         let takeover = Takeover::default();
-        assert!(matches!(takeover.begin(&c, &Ring::new([a.clone(), b.clone()]), after.clone()), Begin::Wait(_)));
+        assert!(matches!(
+            takeover.begin(&c, &Arc::new(Ring::new([a.clone(), b.clone()])), after.clone()),
+            Begin::Wait(_)
+        ));
         let mine = rooms_of(&c, &after, 2);
         assert!(takeover.hold(&c, op(&mine[0])).is_none(), "a gained key waits");
         let theirs = rooms_of(&a, &after, 1);
@@ -299,13 +301,13 @@ mod tests {
         let after = Arc::new(Ring::new([a.clone(), b.clone()]));
         let takeover = Takeover::default();
         assert!(!takeover.done(&a, ring_hash(&after)));
-        assert_eq!(takeover.begin(&b, &Ring::new([]), after.clone()), Begin::Idle, "nobody left to wait for");
+        assert_eq!(takeover.begin(&b, &Arc::new(Ring::new([])), after.clone()), Begin::Idle, "nobody left to wait for");
 
         // c starts: it has no ring yet, so it waits for a and b; its gained keys wait.
         let c = id("c");
         let three = Arc::new(Ring::new([a.clone(), b.clone(), c.clone()]));
         let fresh = Takeover::default();
-        let Begin::Wait(deadline) = fresh.begin(&c, &Ring::new([]), three.clone()) else { panic!("c waits") };
+        let Begin::Wait(deadline) = fresh.begin(&c, &Arc::new(Ring::new([])), three.clone()) else { panic!("c waits") };
         let gained = rooms_of(&c, &three, 1);
         assert!(fresh.hold(&c, op(&gained[0])).is_none());
         let takeover = fresh;
@@ -318,7 +320,7 @@ mod tests {
         // b stays in a ring that c leaves: b gains c's keys, c held them, c is gone: no wait.
         assert_eq!(takeover.begin(&b, &three, after.clone()), Begin::Idle);
         // A member that held nothing b gains is not waited for either: a joins a ring of b, c.
-        let bc = Ring::new([b.clone(), c.clone()]);
+        let bc = Arc::new(Ring::new([b.clone(), c.clone()]));
         match takeover.begin(&b, &bc, three.clone()) {
             Begin::Idle => {}
             other => panic!("b gains nothing when a joins: {other:?}"),
