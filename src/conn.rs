@@ -13,10 +13,8 @@ use tokio::sync::Notify;
 
 use crate::auth::Identity;
 use crate::close::Disconnect;
+pub use crate::ids::ConnId;
 use crate::room::RoomKey;
-
-/// The node-local number of a connection; the cluster-wide id is `{node_id}-{ConnId}`.
-pub type ConnId = u64;
 
 /// A frame waiting in an outbox.
 #[derive(Debug, Clone)]

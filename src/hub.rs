@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use crate::close::Disconnect;
 use crate::conn::{Conn, ConnId, Pushed};
 use crate::metrics;
+use crate::ops::EdgeMsg;
 use crate::room::RoomKey;
-use crate::route::EdgeMsg;
 
 const NUM_SHARDS: usize = 64;
 

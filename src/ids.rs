@@ -3,6 +3,9 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The node-local number of a connection; the cluster-wide id is `{node_id}-{ConnId}`.
+pub type ConnId = u64;
+
 /// Makes ids from the time, a per-node tag and a counter.
 pub struct IdGen {
     node_tag: u32,

@@ -15,16 +15,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
-use crate::conn::ConnId;
 use crate::frames;
 use crate::hub::Hub;
+use crate::ids::ConnId;
 use crate::ids::IdGen;
 use crate::metrics;
+use crate::ops::{EdgeMsg, OwnerOp, Sender};
 use crate::owner::{EdgeSink, Owner};
 use crate::peer;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{EdgeMsg, OwnerOp, Sender};
 use crate::takeover::{Held, Takeover};
 use crate::time;
 
@@ -311,7 +311,7 @@ impl Node {
     }
 
     fn route_now(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
-        let publish = matches!(op, OwnerOp::Publish { .. }).then(Instant::now);
+        let publish = op.is_publish().then(Instant::now);
         match self.owner.handle(self, op, |key| self.owns(key)) {
             Ok(()) => {
                 if let Some(started) = publish {
@@ -342,7 +342,7 @@ impl Node {
         if let (Some(op_id), Some(sender)) = (op.op_id().map(str::to_string), op.sender()) {
             if sender.conn.node == self.id && sender.request_id == 0 {
                 request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-                let publish = matches!(op, OwnerOp::Publish { .. });
+                let publish = op.is_publish();
                 let pending = Pending {
                     node: owner.clone(),
                     conn_id: sender.conn.conn_id,
@@ -466,8 +466,9 @@ impl Node {
         for (index, user) in users.iter().enumerate() {
             let room = RoomKey::user(&identity.tenant, user);
             let sender = crate::session::sender_of(self, conn, identity);
-            let op = crate::route::PresenceOp::Query { query_id: query_id * QUERY_PARTS + index as u64 };
-            if let Err(error) = self.route(OwnerOp::Presence { room, sender, op_id: None, op }) {
+            let op = crate::ops::PresenceOp::Query { query_id: query_id * QUERY_PARTS + index as u64 };
+            if let Err(error) = self.route(OwnerOp::request(room, sender, None, crate::ops::RequestKind::Presence(op)))
+            {
                 self.queries.lock().remove(&query_id);
                 return Err(error);
             }

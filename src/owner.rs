@@ -18,9 +18,9 @@ use serde::Serialize;
 use crate::frames;
 use crate::ids::IdGen;
 use crate::metrics;
+use crate::ops::{ConnRef, EdgeMsg, OwnerOp, Request, RequestKind, Sender};
 use crate::protocol::{ChatSend, ErrorCode, ReplyError, Since};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, EdgeMsg, OwnerOp, Sender};
 use crate::store::{journal, MemoryStore, Store, Write};
 use crate::time;
 
@@ -276,9 +276,12 @@ impl Owner {
     /// Applies one op to the room's state in memory.
     fn apply(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, op: OwnerOp) {
         let mut shard = shard;
-        match op {
-            OwnerOp::Resubscribe { room, members } => self.resubscribe(&mut shard, sink, room, members),
-            OwnerOp::UserGroups { room, added, removed, .. } => {
+        let (room, sender, op_id, kind) = match op {
+            OwnerOp::Resubscribe { room, members } => return self.resubscribe(shard, sink, room, members),
+            OwnerOp::Request(Request { room, sender, op_id, kind }) => (room, sender, op_id, kind),
+        };
+        match kind {
+            RequestKind::UserGroups { added, removed } => {
                 // Every connection of a user is in its personal room.
                 if let Some(room) = shard.get(&room) {
                     for user in room.users.values() {
@@ -293,27 +296,19 @@ impl Owner {
                     }
                 }
             }
-            OwnerOp::Join { room, sender, op_id, since } => self.join(&mut shard, sink, room, sender, op_id, since),
-            OwnerOp::Leave { room, sender, op_id } => {
+            RequestKind::Join { since } => self.join(&mut shard, sink, room, sender, op_id, since),
+            RequestKind::Leave => {
                 let personal = room.room().starts_with("user:");
                 let removed = leave(&mut shard, sink, room.clone(), sender.clone(), op_id);
                 if personal && removed != Removed::NotThere {
                     self.user_conn_gone(shard.get(&room), sink, &room, &sender.conn);
                 }
             }
-            OwnerOp::Presence { room, sender, op_id, op } => {
-                self.presence_op(&shard, sink, &room, &sender, op_id.as_deref(), op)
-            }
-            OwnerOp::Members { room, sender, op_id } => members(&shard, sink, &room, &sender, op_id),
-            OwnerOp::Publish { room, sender, op_id, message } => {
-                self.publish(&mut shard, sink, &room, &sender, op_id.as_deref(), message)
-            }
-            OwnerOp::Act { room, sender, op_id, action } => {
-                self.act(&mut shard, sink, &room, &sender, op_id.as_deref(), action)
-            }
-            OwnerOp::ToUser { room, sender, op_id, delivery } => {
-                self.to_user(&mut shard, sink, &room, &sender, op_id.as_deref(), delivery)
-            }
+            RequestKind::Presence(op) => self.presence_op(&shard, sink, &room, &sender, op_id.as_deref(), op),
+            RequestKind::Members => members(&shard, sink, &room, &sender, op_id),
+            RequestKind::Publish(message) => self.publish(&mut shard, sink, &room, &sender, op_id.as_deref(), message),
+            RequestKind::Act(action) => self.act(&mut shard, sink, &room, &sender, op_id.as_deref(), action),
+            RequestKind::ToUser(delivery) => self.to_user(&mut shard, sink, &room, &sender, op_id.as_deref(), delivery),
         }
     }
 

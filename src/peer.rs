@@ -9,9 +9,9 @@ use ringcast_cluster::wire::FIRST_USER_KIND;
 use ringcast_cluster::{NodeId, PeerFrame};
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::ops::{ConnRef, EdgeMsg, OwnerOp, PresenceOp, Request, RequestKind, RoomAction, Sender, UserDelivery};
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, EdgeMsg, OwnerOp, PresenceOp, RoomAction, Sender, UserDelivery};
 
 mod handoff;
 pub use handoff::{decode_inbox, decode_meta, decode_snapshot, encode_inbox, encode_meta, encode_snapshot};
@@ -103,83 +103,27 @@ const MSG_PRESENCE_INFO: u8 = 7;
 pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
     let mut writer = Writer::new();
     match op {
-        OwnerOp::Join { room, sender, op_id, since } => {
-            writer.u8(OP_JOIN).str(room.as_str());
-            put_sender(&mut writer, sender);
-            writer.opt_str(op_id.as_deref());
-            match since {
-                None => writer.u8(0),
-                Some(since) => writer.u8(1).u64(since.seq).str(&since.epoch),
-            };
-        }
-        OwnerOp::Leave { room, sender, op_id } => {
-            writer.u8(OP_LEAVE).str(room.as_str());
-            put_sender(&mut writer, sender);
-            writer.opt_str(op_id.as_deref());
-        }
-        OwnerOp::Members { room, sender, op_id } => {
-            writer.u8(OP_MEMBERS).str(room.as_str());
-            put_sender(&mut writer, sender);
-            writer.opt_str(op_id.as_deref());
-        }
-        OwnerOp::Publish { room, sender, op_id, message } => {
-            writer.u8(OP_PUBLISH).str(room.as_str());
-            put_sender(&mut writer, sender);
-            writer.opt_str(op_id.as_deref());
-            writer.str(&message.room).str(&message.text);
-            put_attachments(&mut writer, &message.attachments);
-            writer.opt_str(message.reply_to.as_deref()).opt_str(message.client_id.as_deref());
-        }
         OwnerOp::Resubscribe { room, members } => {
             writer.u8(OP_RESUBSCRIBE).str(room.as_str()).len(members.len());
             for member in members {
                 put_sender(&mut writer, member);
             }
         }
-        OwnerOp::Act { room, sender, op_id, action } => {
-            writer.u8(OP_ACT).str(room.as_str());
-            put_sender(&mut writer, sender);
-            writer.opt_str(op_id.as_deref());
-            put_action(&mut writer, action);
-        }
-        OwnerOp::ToUser { room, sender, op_id, delivery } => {
-            writer.u8(OP_TO_USER).str(room.as_str());
-            put_sender(&mut writer, sender);
-            writer.opt_str(op_id.as_deref());
-            match delivery {
-                UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
-                    writer
-                        .u8(DELIVERY_DM)
-                        .str(id)
-                        .str(ts)
-                        .bytes(frame)
-                        .bytes(offline_frame)
-                        .opt_str(client_id.as_deref());
-                }
-                UserDelivery::Call { call_id, frame } => {
-                    writer.u8(DELIVERY_CALL).str(call_id).bytes(frame);
-                }
-                UserDelivery::Copy { frame, exclude } => {
-                    writer.u8(DELIVERY_COPY).bytes(frame).str(exclude.node.as_str()).u64(exclude.conn_id);
-                }
-            }
-        }
-        OwnerOp::Presence { room, sender, op_id, op } => {
-            writer.u8(OP_PRESENCE).str(room.as_str());
-            put_sender(&mut writer, sender);
-            writer.opt_str(op_id.as_deref());
-            match op {
-                PresenceOp::Set { status, message } => writer.u8(1).str(status).opt_str(message.as_deref()),
-                PresenceOp::Subscribe => writer.u8(2),
-                PresenceOp::Unsubscribe => writer.u8(3),
-                PresenceOp::Query { query_id } => writer.u8(4).u64(*query_id),
+        OwnerOp::Request(Request { room, sender, op_id, kind }) => {
+            let tag = match kind {
+                RequestKind::Join { .. } => OP_JOIN,
+                RequestKind::Leave => OP_LEAVE,
+                RequestKind::Members => OP_MEMBERS,
+                RequestKind::Publish(_) => OP_PUBLISH,
+                RequestKind::UserGroups { .. } => OP_USER_GROUPS,
+                RequestKind::Act(_) => OP_ACT,
+                RequestKind::ToUser(_) => OP_TO_USER,
+                RequestKind::Presence(_) => OP_PRESENCE,
             };
-        }
-        OwnerOp::UserGroups { room, sender, added, removed } => {
-            writer.u8(OP_USER_GROUPS).str(room.as_str());
+            writer.u8(tag).str(room.as_str());
             put_sender(&mut writer, sender);
-            put_strings(&mut writer, added);
-            put_strings(&mut writer, removed);
+            writer.opt_str(op_id.as_deref());
+            put_request_kind(&mut writer, kind);
         }
     }
     let mut frame = PeerFrame::new(KIND_OWNER_OP, writer.finish());
@@ -187,87 +131,105 @@ pub fn encode_op(op: &OwnerOp, hops: u16) -> PeerFrame {
     frame
 }
 
+fn put_request_kind(writer: &mut Writer, kind: &RequestKind) {
+    match kind {
+        RequestKind::Join { since } => {
+            match since {
+                None => writer.u8(0),
+                Some(since) => writer.u8(1).u64(since.seq).str(&since.epoch),
+            };
+        }
+        RequestKind::Leave | RequestKind::Members => {}
+        RequestKind::Publish(message) => {
+            writer.str(&message.room).str(&message.text);
+            put_attachments(writer, &message.attachments);
+            writer.opt_str(message.reply_to.as_deref()).opt_str(message.client_id.as_deref());
+        }
+        RequestKind::Act(action) => put_action(writer, action),
+        RequestKind::ToUser(delivery) => match delivery {
+            UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
+                writer.u8(DELIVERY_DM).str(id).str(ts).bytes(frame).bytes(offline_frame).opt_str(client_id.as_deref());
+            }
+            UserDelivery::Call { call_id, frame } => {
+                writer.u8(DELIVERY_CALL).str(call_id).bytes(frame);
+            }
+            UserDelivery::Copy { frame, exclude } => {
+                writer.u8(DELIVERY_COPY).bytes(frame).str(exclude.node.as_str()).u64(exclude.conn_id);
+            }
+        },
+        RequestKind::Presence(op) => {
+            match op {
+                PresenceOp::Set { status, message } => writer.u8(1).str(status).opt_str(message.as_deref()),
+                PresenceOp::Subscribe => writer.u8(2),
+                PresenceOp::Unsubscribe => writer.u8(3),
+                PresenceOp::Query { query_id } => writer.u8(4).u64(*query_id),
+            };
+        }
+        RequestKind::UserGroups { added, removed } => {
+            put_strings(writer, added);
+            put_strings(writer, removed);
+        }
+    }
+}
+
 pub fn decode_op(payload: Bytes) -> Result<OwnerOp, DecodeError> {
     let mut reader = Reader::new(payload);
     let tag = reader.u8()?;
     let room = room_key(&mut reader)?;
-    let op = match tag {
+    if tag == OP_RESUBSCRIBE {
+        let count = reader.len()?;
+        let members = (0..count).map(|_| get_sender(&mut reader)).collect::<Result<_, _>>()?;
+        return Ok(OwnerOp::Resubscribe { room, members });
+    }
+    let sender = get_sender(&mut reader)?;
+    let op_id = reader.opt_string()?;
+    let kind = match tag {
         OP_JOIN => {
-            let sender = get_sender(&mut reader)?;
-            let op_id = reader.opt_string()?;
             let since = match reader.u8()? {
                 0 => None,
                 1 => Some(Since { seq: reader.u64()?, epoch: reader.string()? }),
                 _ => return Err(DecodeError),
             };
-            OwnerOp::Join { room, sender, op_id, since }
+            RequestKind::Join { since }
         }
-        OP_LEAVE => OwnerOp::Leave { room, sender: get_sender(&mut reader)?, op_id: reader.opt_string()? },
-        OP_MEMBERS => OwnerOp::Members { room, sender: get_sender(&mut reader)?, op_id: reader.opt_string()? },
-        OP_PUBLISH => {
-            let sender = get_sender(&mut reader)?;
-            let op_id = reader.opt_string()?;
-            let message = ChatSend {
-                room: reader.string()?,
-                text: reader.string()?,
-                attachments: get_attachments(&mut reader)?,
-                reply_to: reader.opt_string()?,
+        OP_LEAVE => RequestKind::Leave,
+        OP_MEMBERS => RequestKind::Members,
+        OP_PUBLISH => RequestKind::Publish(ChatSend {
+            room: reader.string()?,
+            text: reader.string()?,
+            attachments: get_attachments(&mut reader)?,
+            reply_to: reader.opt_string()?,
+            client_id: reader.opt_string()?,
+        }),
+        OP_ACT => RequestKind::Act(get_action(&mut reader)?),
+        OP_TO_USER => RequestKind::ToUser(match reader.u8()? {
+            DELIVERY_DM => UserDelivery::Dm {
+                id: reader.string()?,
+                ts: reader.string()?,
+                frame: reader.bytes()?,
+                offline_frame: reader.bytes()?,
                 client_id: reader.opt_string()?,
-            };
-            OwnerOp::Publish { room, sender, op_id, message }
+            },
+            DELIVERY_CALL => UserDelivery::Call { call_id: reader.string()?, frame: reader.bytes()? },
+            DELIVERY_COPY => UserDelivery::Copy {
+                frame: reader.bytes()?,
+                exclude: ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? },
+            },
+            _ => return Err(DecodeError),
+        }),
+        OP_PRESENCE => RequestKind::Presence(match reader.u8()? {
+            1 => PresenceOp::Set { status: reader.string()?, message: reader.opt_string()? },
+            2 => PresenceOp::Subscribe,
+            3 => PresenceOp::Unsubscribe,
+            4 => PresenceOp::Query { query_id: reader.u64()? },
+            _ => return Err(DecodeError),
+        }),
+        OP_USER_GROUPS => {
+            RequestKind::UserGroups { added: get_strings(&mut reader)?, removed: get_strings(&mut reader)? }
         }
-        OP_RESUBSCRIBE => {
-            let count = reader.len()?;
-            let members = (0..count).map(|_| get_sender(&mut reader)).collect::<Result<_, _>>()?;
-            OwnerOp::Resubscribe { room, members }
-        }
-        OP_ACT => OwnerOp::Act {
-            room,
-            sender: get_sender(&mut reader)?,
-            op_id: reader.opt_string()?,
-            action: get_action(&mut reader)?,
-        },
-        OP_TO_USER => {
-            let sender = get_sender(&mut reader)?;
-            let op_id = reader.opt_string()?;
-            let delivery = match reader.u8()? {
-                DELIVERY_DM => UserDelivery::Dm {
-                    id: reader.string()?,
-                    ts: reader.string()?,
-                    frame: reader.bytes()?,
-                    offline_frame: reader.bytes()?,
-                    client_id: reader.opt_string()?,
-                },
-                DELIVERY_CALL => UserDelivery::Call { call_id: reader.string()?, frame: reader.bytes()? },
-                DELIVERY_COPY => UserDelivery::Copy {
-                    frame: reader.bytes()?,
-                    exclude: ConnRef { node: NodeId::new(reader.string()?), conn_id: reader.u64()? },
-                },
-                _ => return Err(DecodeError),
-            };
-            OwnerOp::ToUser { room, sender, op_id, delivery }
-        }
-        OP_PRESENCE => {
-            let sender = get_sender(&mut reader)?;
-            let op_id = reader.opt_string()?;
-            let op = match reader.u8()? {
-                1 => PresenceOp::Set { status: reader.string()?, message: reader.opt_string()? },
-                2 => PresenceOp::Subscribe,
-                3 => PresenceOp::Unsubscribe,
-                4 => PresenceOp::Query { query_id: reader.u64()? },
-                _ => return Err(DecodeError),
-            };
-            OwnerOp::Presence { room, sender, op_id, op }
-        }
-        OP_USER_GROUPS => OwnerOp::UserGroups {
-            room,
-            sender: get_sender(&mut reader)?,
-            added: get_strings(&mut reader)?,
-            removed: get_strings(&mut reader)?,
-        },
         _ => return Err(DecodeError),
     };
-    Ok(op)
+    Ok(OwnerOp::request(room, sender, op_id, kind))
 }
 
 pub fn encode_msg(msg: &EdgeMsg) -> PeerFrame {
@@ -472,19 +434,19 @@ pub(super) mod tests {
     fn test_ops_round_trip() {
         let room = RoomKey::new("t", "lobby");
         let ops = vec![
-            OwnerOp::Join {
-                room: room.clone(),
-                sender: sender(),
-                op_id: Some("1".into()),
-                since: Some(Since { seq: 4, epoch: "e".into() }),
-            },
-            OwnerOp::Leave { room: room.clone(), sender: sender(), op_id: None },
-            OwnerOp::Members { room: room.clone(), sender: sender(), op_id: Some("m".into()) },
-            OwnerOp::Publish {
-                room: room.clone(),
-                sender: sender(),
-                op_id: Some("p".into()),
-                message: ChatSend {
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                Some("1".into()),
+                RequestKind::Join { since: Some(Since { seq: 4, epoch: "e".into() }) },
+            ),
+            OwnerOp::request(room.clone(), sender(), None, RequestKind::Leave),
+            OwnerOp::request(room.clone(), sender(), Some("m".into()), RequestKind::Members),
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                Some("p".into()),
+                RequestKind::Publish(ChatSend {
                     room: "lobby".into(),
                     text: "hé".into(),
                     attachments: vec![Attachment {
@@ -495,66 +457,66 @@ pub(super) mod tests {
                     }],
                     reply_to: Some("r".into()),
                     client_id: None,
-                },
-            },
+                }),
+            ),
             OwnerOp::Resubscribe { room: room.clone(), members: vec![sender(), sender()] },
-            OwnerOp::UserGroups {
-                room: room.clone(),
-                sender: sender(),
-                added: vec!["a".into()],
-                removed: vec!["b".into(), "c".into()],
-            },
-            OwnerOp::Act {
-                room: room.clone(),
-                sender: sender(),
-                op_id: Some("e".into()),
-                action: RoomAction::Edit { id: "m".into(), text: "t".into() },
-            },
-            OwnerOp::Act {
-                room: room.clone(),
-                sender: sender(),
-                op_id: None,
-                action: RoomAction::React { id: "m".into(), emoji: "x".into(), add: false },
-            },
-            OwnerOp::Act {
-                room: room.clone(),
-                sender: sender(),
-                op_id: None,
-                action: RoomAction::Upload { upload_id: "u".into(), name: "n".into(), size: 9, sent: 3 },
-            },
-            OwnerOp::Act {
-                room: room.clone(),
-                sender: sender(),
-                op_id: None,
-                action: RoomAction::History { before_seq: Some(4), limit: 10 },
-            },
-            OwnerOp::ToUser {
-                room: room.clone(),
-                sender: sender(),
-                op_id: Some("d".into()),
-                delivery: UserDelivery::Dm {
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                None,
+                RequestKind::UserGroups { added: vec!["a".into()], removed: vec!["b".into(), "c".into()] },
+            ),
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                Some("e".into()),
+                RequestKind::Act(RoomAction::Edit { id: "m".into(), text: "t".into() }),
+            ),
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                None,
+                RequestKind::Act(RoomAction::React { id: "m".into(), emoji: "x".into(), add: false }),
+            ),
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                None,
+                RequestKind::Act(RoomAction::Upload { upload_id: "u".into(), name: "n".into(), size: 9, sent: 3 }),
+            ),
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                None,
+                RequestKind::Act(RoomAction::History { before_seq: Some(4), limit: 10 }),
+            ),
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                Some("d".into()),
+                RequestKind::ToUser(UserDelivery::Dm {
                     id: "i".into(),
                     ts: "t".into(),
                     frame: Bytes::from_static(b"f"),
                     offline_frame: Bytes::from_static(b"o"),
                     client_id: Some("c".into()),
-                },
-            },
-            OwnerOp::ToUser {
-                room: room.clone(),
-                sender: sender(),
-                op_id: None,
-                delivery: UserDelivery::Call { call_id: "c".into(), frame: Bytes::from_static(b"f") },
-            },
-            OwnerOp::ToUser {
+                }),
+            ),
+            OwnerOp::request(
+                room.clone(),
+                sender(),
+                None,
+                RequestKind::ToUser(UserDelivery::Call { call_id: "c".into(), frame: Bytes::from_static(b"f") }),
+            ),
+            OwnerOp::request(
                 room,
-                sender: sender(),
-                op_id: None,
-                delivery: UserDelivery::Copy {
+                sender(),
+                None,
+                RequestKind::ToUser(UserDelivery::Copy {
                     frame: Bytes::from_static(b"f"),
                     exclude: ConnRef { node: NodeId::new("n"), conn_id: 2 },
-                },
-            },
+                }),
+            ),
         ];
         for op in ops {
             let frame = encode_op(&op, 1);
@@ -579,7 +541,7 @@ pub(super) mod tests {
             EdgeMsg::Left { room, conn_id: 1, request_id: 0, frames: vec![] },
             EdgeMsg::Groups { conn_id: 4, added: vec![], removed: vec!["x".into()] },
             EdgeMsg::PresenceInfo { conn_id: 3, query_id: 4, entry: Bytes::from_static(b"{}") },
-            EdgeMsg::Route(Box::new(OwnerOp::Members { room: RoomKey::new("t", "r"), sender: sender(), op_id: None })),
+            EdgeMsg::Route(Box::new(OwnerOp::request(RoomKey::new("t", "r"), sender(), None, RequestKind::Members))),
         ];
         for msg in msgs {
             let encoded = encode_msg(&msg);
@@ -590,7 +552,7 @@ pub(super) mod tests {
 
     #[test]
     fn test_truncated_payloads_are_errors() {
-        let op = OwnerOp::Members { room: RoomKey::new("t", "r"), sender: sender(), op_id: Some("x".into()) };
+        let op = OwnerOp::request(RoomKey::new("t", "r"), sender(), Some("x".into()), RequestKind::Members);
         let payload = encode_op(&op, 0).payload;
         for cut in 0..payload.len() {
             assert!(decode_op(payload.slice(..cut)).is_err(), "cut at {cut}");

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use crate::route::RoomAction;
+use crate::ops::RoomAction;
 
 /// The longest `op_id` a client may send.
 pub const MAX_OP_ID_CHARS: usize = 64;
@@ -133,7 +133,7 @@ pub enum Request {
     /// A room-scoped operation other than send (edit, delete, react, typing, history, ...).
     Room {
         room: String,
-        action: crate::route::RoomAction,
+        action: crate::ops::RoomAction,
     },
     /// `dm.send`.
     Dm {

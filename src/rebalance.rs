@@ -20,9 +20,9 @@ use ringcast_cluster::{compute_changes, ClusterChange, ClusterView, NodeId, Peer
 use tokio::sync::watch;
 
 use crate::node::Node;
+use crate::ops::{ConnRef, OwnerOp, Sender};
 use crate::peer;
 use crate::room::RoomKey;
-use crate::route::{ConnRef, OwnerOp, Sender};
 use crate::takeover::Begin;
 
 /// How long a rebalance waits for links to new members.

@@ -25,10 +25,10 @@ use crate::conn::{Conn, Outgoing};
 use crate::frames;
 use crate::metrics;
 use crate::node::Node;
+use crate::ops::{OwnerOp, PresenceOp, RequestKind, Sender};
 use crate::protocol::{self, ErrorCode, ReplyError, Request};
 use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, OwnerOp, PresenceOp, Sender};
 use crate::time;
 use crate::transport::Transport;
 use crate::writer::WriteQueue;
@@ -90,7 +90,7 @@ pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
     for room in node.hub.unregister(&conn) {
         if let Some(identity) = conn.identity() {
             let sender = sender_of(&node, &conn, &identity);
-            let _ = node.route(OwnerOp::Leave { room, sender, op_id: None });
+            let _ = node.route(OwnerOp::request(room, sender, None, RequestKind::Leave));
         }
     }
     let subscriptions = std::mem::take(&mut *conn.presence_subscriptions.lock());
@@ -98,20 +98,14 @@ pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         for user in subscriptions {
             let room = RoomKey::user(&identity.tenant, &user);
             let sender = sender_of(&node, &conn, &identity);
-            let _ = node.route(OwnerOp::Presence { room, sender, op_id: None, op: PresenceOp::Unsubscribe });
+            let _ = node.route(OwnerOp::request(room, sender, None, RequestKind::Presence(PresenceOp::Unsubscribe)));
         }
     }
     metrics::connection_closed();
 }
 
 pub(crate) fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender {
-    Sender {
-        conn: ConnRef { node: node.id.clone(), conn_id: conn.id },
-        user_id: identity.user_id.clone(),
-        name: identity.name.clone(),
-        is_moderator: identity.is_moderator(),
-        request_id: 0,
-    }
+    Sender::new(node.id.clone(), conn.id, identity)
 }
 
 /// The socket and the two buffers of a connection.
@@ -421,7 +415,7 @@ impl Session {
         let key = RoomKey::new(&identity.tenant, room);
         self.conn.rooms.lock().rooms.insert(key.clone());
         let sender = sender_of(&self.node, &self.conn, identity);
-        if let Err(err) = self.node.route(OwnerOp::Join { room: key, sender, op_id: None, since: None }) {
+        if let Err(err) = self.node.route(OwnerOp::request(key, sender, None, RequestKind::Join { since: None })) {
             tracing::warn!(room, error = %err.message, "automatic join failed");
             self.conn.release_welcome();
         }

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringcast_cluster::NodeId;
 
+use crate::ops::EdgeMsg;
 use crate::owner::{SentAck, StoredMessage};
 use crate::room::RoomKey;
-use crate::route::EdgeMsg;
 
 mod record;
 pub mod redis_store;

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use ringcast_cluster::{NodeId, Ring};
 
+use crate::ops::OwnerOp;
 use crate::room::RoomKey;
-use crate::route::OwnerOp;
 
 /// The longest an op waits for the hand-offs of a ring change (a member whose view of the
 /// ring differs never says it is done for ours).
@@ -233,7 +233,7 @@ fn is_gained(me: &NodeId, ring: &Ring, previous: Option<&Ring>, key: &RoomKey) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{ConnRef, Sender};
+    use crate::ops::{ConnRef, RequestKind, Sender};
 
     fn id(name: &str) -> NodeId {
         NodeId::new(name)
@@ -247,7 +247,7 @@ mod tests {
             is_moderator: false,
             request_id: 0,
         };
-        Held::Local(OwnerOp::Leave { room: RoomKey::new("default", room), sender, op_id: None })
+        Held::Local(OwnerOp::request(RoomKey::new("default", room), sender, None, RequestKind::Leave))
     }
 
     fn rooms_of(me: &NodeId, ring: &Ring, count: usize) -> Vec<String> {

@@ -18,9 +18,9 @@ use tokio::sync::oneshot;
 use crate::close::Disconnect;
 use crate::conn::{Conn, ConnId};
 use crate::node::Node;
+use crate::ops::EdgeMsg;
 use crate::peer;
 use crate::room::RoomKey;
-use crate::route::EdgeMsg;
 use crate::time;
 
 /// How long a node may take to answer before it is reported missing.

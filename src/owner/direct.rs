@@ -9,9 +9,9 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{ack, reply_error, EdgeSink, InboxSnapshot, Owner, Room, SentAck, UserBox};
+use crate::ops::{EdgeMsg, OwnerOp, RequestKind, Sender, UserDelivery};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{EdgeMsg, OwnerOp, Sender, UserDelivery};
 use crate::time;
 
 impl Owner {
@@ -75,12 +75,12 @@ impl Owner {
                 ack(sink, sender, op_id, DmAck { id: &id, ts: &ts });
                 // The sender's other connections get the message too: the owner of the
                 // sender's personal room reaches them. Routed by the sender's edge.
-                let copy = OwnerOp::ToUser {
-                    room: RoomKey::user(key.tenant(), &sender.user_id),
-                    sender: Sender { request_id: 0, ..sender.clone() },
-                    op_id: None,
-                    delivery: UserDelivery::Copy { frame, exclude: sender.conn.clone() },
-                };
+                let copy = OwnerOp::request(
+                    RoomKey::user(key.tenant(), &sender.user_id),
+                    Sender { request_id: 0, ..sender.clone() },
+                    None,
+                    RequestKind::ToUser(UserDelivery::Copy { frame, exclude: sender.conn.clone() }),
+                );
                 sink.send_to_edge(&sender.conn.node, EdgeMsg::Route(Box::new(copy)));
             }
         }

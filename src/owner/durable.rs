@@ -21,9 +21,9 @@ use ringcast_cluster::NodeId;
 
 use super::{EdgeSink, Owner, Room, SentAck};
 use crate::frames;
+use crate::ops::{EdgeMsg, OwnerOp, Request, RequestKind, RoomAction};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{EdgeMsg, OwnerOp, RoomAction};
 use crate::store::{journal, Job, Loaded, StoreError, Write};
 
 /// Ops waiting for one room's load at most; beyond, they are answered `unavailable`.
@@ -47,16 +47,13 @@ impl EdgeSink for Held {
 
 /// The op needs the room's durable state (or changes it).
 fn needs_store(op: &OwnerOp) -> bool {
-    match op {
-        OwnerOp::Join { .. } | OwnerOp::Publish { .. } | OwnerOp::ToUser { .. } => true,
-        OwnerOp::Act { action, .. } => {
+    let Some(request) = op.as_request() else { return false };
+    match &request.kind {
+        RequestKind::Join { .. } | RequestKind::Publish(_) | RequestKind::ToUser(_) => true,
+        RequestKind::Act(action) => {
             !matches!(action, RoomAction::Typing { .. } | RoomAction::Receipt { .. } | RoomAction::Upload { .. })
         }
-        OwnerOp::Leave { .. }
-        | OwnerOp::Members { .. }
-        | OwnerOp::Presence { .. }
-        | OwnerOp::Resubscribe { .. }
-        | OwnerOp::UserGroups { .. } => false,
+        RequestKind::Leave | RequestKind::Members | RequestKind::Presence(_) | RequestKind::UserGroups { .. } => false,
     }
 }
 
@@ -73,16 +70,13 @@ pub struct Refusal {
 
 impl Refusal {
     fn of(op: &OwnerOp) -> Option<Refusal> {
-        let sender = op.sender()?;
+        let Request { room, sender, op_id, kind } = op.as_request()?;
         Some(Refusal {
             node: sender.conn.node.clone(),
             conn_id: sender.conn.conn_id,
             request_id: sender.request_id,
-            op_id: op.op_id().map(str::to_string),
-            join: match op {
-                OwnerOp::Join { room, .. } => Some(room.clone()),
-                _ => None,
-            },
+            op_id: op_id.clone(),
+            join: matches!(kind, RequestKind::Join { .. }).then(|| room.clone()),
         })
     }
 
@@ -197,7 +191,8 @@ impl Owner {
                     // its inbox (left in the store for a later connection): it stays
                     // reachable live while the store is away.
                     let quiet_personal_join =
-                        matches!(&op, OwnerOp::Join { op_id: None, .. }) && key.room().starts_with("user:");
+                        matches!(op.as_request(), Some(Request { op_id: None, kind: RequestKind::Join { .. }, .. }))
+                            && key.room().starts_with("user:");
                     if needs_store(&op) && !quiet_personal_join {
                         refuse(sink, &op, "store unavailable");
                     } else {

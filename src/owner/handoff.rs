@@ -8,8 +8,8 @@ use ringcast_cluster::NodeId;
 
 use super::{member_left_frame, EdgeSink, Owner, Removed, Room, RoomMeta, SentAck, StoredMessage};
 use crate::metrics;
+use crate::ops::ConnRef;
 use crate::room::RoomKey;
-use crate::route::ConnRef;
 
 /// A room's whole state, handed from its old owner to its new one (drain, node join).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::{durable, member_left_frame, reply_error, EdgeSink, Room, RoomUser, StoredMessage};
 use crate::frames;
 use crate::metrics;
+use crate::ops::{ConnRef, EdgeMsg, Sender};
 use crate::protocol::{ErrorCode, ReplyError, Since};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, EdgeMsg, Sender};
 
 pub(super) fn leave(
     shard: &mut HashMap<RoomKey, Room>,

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use super::{ack, reply_error, EdgeSink, MessageExtra, Owner, Room, StoredMessage};
 use crate::frames;
+use crate::ops::{RoomAction, Sender};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{RoomAction, Sender};
 use crate::store::{journal, Write};
 use crate::time;
 

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use super::{ack, member_left_frame, reply_error, EdgeSink, Owner, Removed, Room, RoomMeta};
 use crate::frames;
+use crate::ops::{EdgeMsg, Sender};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{EdgeMsg, Sender};
 use crate::time;
 
 #[derive(Serialize)]

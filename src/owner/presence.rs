@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use super::{reply_error, EdgeSink, Owner, Room, UserBox};
 use crate::frames;
+use crate::ops::{ConnRef, EdgeMsg, PresenceOp, Sender};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::route::{ConnRef, EdgeMsg, PresenceOp, Sender};
 use crate::time;
 
 #[derive(Serialize)]

@@ -9,9 +9,9 @@ use ringcast_cluster::{NodeId, PeerFrame};
 
 use super::{get_attachments, get_sender, put_attachments, put_sender, room_key, KIND_HANDOFF, KIND_INBOX, KIND_META};
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::ops::ConnRef;
 use crate::owner::{InboxSnapshot, MessageExtra, RoomMeta, RoomSnapshot, SentAck, StoredMessage};
 use crate::room::RoomKey;
-use crate::route::ConnRef;
 
 pub fn encode_snapshot(snapshot: &RoomSnapshot) -> PeerFrame {
     let mut writer = Writer::new();
@@ -194,7 +194,7 @@ fn get_sent(reader: &mut Reader) -> Result<Vec<(Arc<str>, String, SentAck)>, Dec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::Sender;
+    use crate::ops::Sender;
 
     fn sender() -> Sender {
         crate::peer::tests::sender()

@@ -10,9 +10,9 @@ use crate::auth::{AuthError, Identity};
 use crate::conn::Conn;
 use crate::frames;
 use crate::node::Node;
+use crate::ops::{OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
 use crate::protocol::{CallSignal, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
-use crate::route::{OwnerOp, PresenceOp, RoomAction, UserDelivery};
 use crate::time;
 
 impl Session {
@@ -28,23 +28,23 @@ impl Session {
                 room::check_join(&identity, &room)?;
                 let key = RoomKey::new(&identity.tenant, &room);
                 self.conn.rooms.lock().rooms.insert(key.clone());
-                self.node.route(OwnerOp::Join { room: key, sender, op_id: op_id_owned, since })
+                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Join { since }))
             }
             Request::RoomLeave { room } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::Leave { room: key, sender, op_id: op_id_owned })
+                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Leave))
             }
             Request::RoomMembers { room } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::Members { room: key, sender, op_id: op_id_owned })
+                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Members))
             }
             Request::ChatSend(message) => {
                 let key = RoomKey::new(&identity.tenant, &message.room);
-                self.node.route(OwnerOp::Publish { room: key, sender, op_id: op_id_owned, message })
+                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Publish(message)))
             }
             Request::Room { room, action } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::Act { room: key, sender, op_id: op_id_owned, action })
+                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Act(action)))
             }
             Request::Dm { to, text, attachments, client_id } => {
                 if to == *identity.user_id {
@@ -80,22 +80,18 @@ impl Session {
                 let offline_frame = frames::event("dm.message", &message, &ts);
                 let delivery = UserDelivery::Dm { id: id.clone(), ts: ts.clone(), frame, offline_frame, client_id };
                 let room = RoomKey::user(&identity.tenant, &to);
-                self.node.route(OwnerOp::ToUser { room, sender, op_id: op_id_owned, delivery })
+                self.node.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::ToUser(delivery)))
             }
             Request::PresenceSet { status, message } => {
                 let room = RoomKey::user(&identity.tenant, &identity.user_id);
-                self.node.route(OwnerOp::Presence {
-                    room,
-                    sender,
-                    op_id: op_id_owned,
-                    op: PresenceOp::Set { status, message },
-                })
+                let op = PresenceOp::Set { status, message };
+                self.node.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::Presence(op)))
             }
             Request::PresenceSubscribe { users, subscribe } => {
                 for user in &users {
                     let room = RoomKey::user(&identity.tenant, user);
                     let op = if subscribe { PresenceOp::Subscribe } else { PresenceOp::Unsubscribe };
-                    self.node.route(OwnerOp::Presence { room, sender: sender.clone(), op_id: None, op })?;
+                    self.node.route(OwnerOp::request(room, sender.clone(), None, RequestKind::Presence(op)))?;
                     let mut subscriptions = self.conn.presence_subscriptions.lock();
                     subscriptions.retain(|known| known != user);
                     if subscribe {
@@ -136,7 +132,7 @@ impl Session {
                 };
                 let delivery = UserDelivery::Call { call_id: signal.call_id().to_string(), frame };
                 let room = RoomKey::user(&identity.tenant, &to);
-                self.node.route(OwnerOp::ToUser { room, sender, op_id: op_id_owned, delivery })
+                self.node.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::ToUser(delivery)))
             }
             Request::PresencePing => {
                 #[derive(Serialize)]
@@ -180,13 +176,13 @@ impl Session {
             // room knows them all.
             let room = RoomKey::user(&identity.tenant, &identity.user_id);
             let sender = sender_of(&self.node, &self.conn, &identity);
-            self.node.route(OwnerOp::UserGroups { room, sender, added, removed })?;
+            self.node.route(OwnerOp::request(room, sender, None, RequestKind::UserGroups { added, removed }))?;
         }
         Ok(())
     }
 }
 
-/// Applies the group changes queued for `conn` (see [`crate::route::EdgeMsg::Groups`]):
+/// Applies the group changes queued for `conn` (see [`crate::ops::EdgeMsg::Groups`]):
 /// its identity takes the new groups, it joins and leaves the `group:` rooms, and it is told
 /// with `room.update`. Runs on the connection's writer task, outside every lock.
 pub fn apply_group_changes(node: &Node, conn: &Conn) {
@@ -216,9 +212,9 @@ pub fn apply_group_changes(node: &Node, conn: &Conn) {
                 let key = RoomKey::new(&identity.tenant, &room);
                 let op = if status == "joined" {
                     conn.rooms.lock().rooms.insert(key.clone());
-                    OwnerOp::Join { room: key, sender: sender.clone(), op_id: None, since: None }
+                    OwnerOp::request(key, sender.clone(), None, RequestKind::Join { since: None })
                 } else {
-                    OwnerOp::Leave { room: key, sender: sender.clone(), op_id: None }
+                    OwnerOp::request(key, sender.clone(), None, RequestKind::Leave)
                 };
                 if let Err(err) = node.route(op) {
                     tracing::warn!(room, error = %err.message, "group room change failed");

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringcast_cluster::NodeId;
 
-use crate::conn::ConnId;
+use crate::auth::Identity;
+use crate::ids::ConnId;
 use crate::protocol::{ChatSend, Since};
 use crate::room::RoomKey;
 
@@ -34,88 +35,102 @@ pub struct Sender {
     pub request_id: u64,
 }
 
-/// An operation for the owner of `room`. `op_id: None` means the client wants no `ack`
-/// (automatic joins, leaves on disconnect).
+impl Sender {
+    /// Connection `conn_id` of `node`, asking as `identity`.
+    pub fn new(node: NodeId, conn_id: ConnId, identity: &Identity) -> Self {
+        Sender {
+            conn: ConnRef { node, conn_id },
+            user_id: identity.user_id.clone(),
+            name: identity.name.clone(),
+            is_moderator: identity.is_moderator(),
+            request_id: 0,
+        }
+    }
+}
+
+/// An operation for the owner of a room key.
 #[derive(Debug, Clone)]
 pub enum OwnerOp {
-    /// Add a connection to the room; the owner answers [`EdgeMsg::Joined`].
-    Join { room: RoomKey, sender: Sender, op_id: Option<String>, since: Option<Since> },
-    /// Remove a connection from the room; the owner answers [`EdgeMsg::Left`].
-    Leave { room: RoomKey, sender: Sender, op_id: Option<String> },
-    /// List the room's members.
-    Members { room: RoomKey, sender: Sender, op_id: Option<String> },
-    /// Store and fan out a chat message.
-    Publish { room: RoomKey, sender: Sender, op_id: Option<String>, message: ChatSend },
+    /// A request of one connection: its [`Request`] says who asks and which ack it wants.
+    Request(Request),
     /// The room changed owner: these connections of the sending edge are in it. The owner
     /// adds them without `member.joined` and answers [`EdgeMsg::Joined`] for each.
     Resubscribe { room: RoomKey, members: Vec<Sender> },
+}
+
+/// A connection's request to the owner of `room`: the header every request shares, and
+/// what is asked. `op_id: None` means the client wants no `ack` (automatic joins, leaves on
+/// disconnect, group changes).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub room: RoomKey,
+    pub sender: Sender,
+    pub op_id: Option<String>,
+    pub kind: RequestKind,
+}
+
+/// What a [`Request`] asks of the owner.
+#[derive(Debug, Clone)]
+pub enum RequestKind {
+    /// Add the connection to the room; the owner answers [`EdgeMsg::Joined`].
+    Join { since: Option<Since> },
+    /// Remove the connection from the room; the owner answers [`EdgeMsg::Left`].
+    Leave,
+    /// List the room's members.
+    Members,
+    /// Store and fan out a chat message.
+    Publish(ChatSend),
     /// An operation on a room's messages or activity (edit, delete, react, typing, ...).
-    Act { room: RoomKey, sender: Sender, op_id: Option<String>, action: RoomAction },
+    Act(RoomAction),
     /// Something for every connection of one user (a DM, a call signal), sent to the owner of
     /// that user's personal room (`room`), which knows them all and keeps the inbox.
-    ToUser { room: RoomKey, sender: Sender, op_id: Option<String>, delivery: UserDelivery },
+    ToUser(UserDelivery),
     /// A presence operation on the user of personal room `room`.
-    Presence { room: RoomKey, sender: Sender, op_id: Option<String>, op: PresenceOp },
+    Presence(PresenceOp),
     /// A user's groups changed: sent to the owner of the user's personal room (`room`), which
     /// knows every connection of the user and tells each one's edge ([`EdgeMsg::Groups`]).
-    UserGroups { room: RoomKey, sender: Sender, added: Vec<String>, removed: Vec<String> },
+    UserGroups { added: Vec<String>, removed: Vec<String> },
 }
 
 impl OwnerOp {
+    /// A request of `sender` about `room`.
+    pub fn request(room: RoomKey, sender: Sender, op_id: Option<String>, kind: RequestKind) -> Self {
+        OwnerOp::Request(Request { room, sender, op_id, kind })
+    }
+
     pub fn room(&self) -> &RoomKey {
         match self {
-            OwnerOp::Join { room, .. }
-            | OwnerOp::Leave { room, .. }
-            | OwnerOp::Members { room, .. }
-            | OwnerOp::Publish { room, .. }
-            | OwnerOp::Resubscribe { room, .. }
-            | OwnerOp::UserGroups { room, .. }
-            | OwnerOp::Act { room, .. }
-            | OwnerOp::ToUser { room, .. }
-            | OwnerOp::Presence { room, .. } => room,
+            OwnerOp::Request(request) => &request.room,
+            OwnerOp::Resubscribe { room, .. } => room,
+        }
+    }
+
+    /// The request, if this is one (a resubscription is not: it has many senders).
+    pub fn as_request(&self) -> Option<&Request> {
+        match self {
+            OwnerOp::Request(request) => Some(request),
+            OwnerOp::Resubscribe { .. } => None,
         }
     }
 
     /// The asking connection (`None` for a resubscription, which has many).
     pub fn sender(&self) -> Option<&Sender> {
-        match self {
-            OwnerOp::Join { sender, .. }
-            | OwnerOp::Leave { sender, .. }
-            | OwnerOp::Members { sender, .. }
-            | OwnerOp::Publish { sender, .. }
-            | OwnerOp::Act { sender, .. }
-            | OwnerOp::ToUser { sender, .. }
-            | OwnerOp::Presence { sender, .. }
-            | OwnerOp::UserGroups { sender, .. } => Some(sender),
-            OwnerOp::Resubscribe { .. } => None,
-        }
+        self.as_request().map(|request| &request.sender)
     }
 
     pub fn sender_mut(&mut self) -> Option<&mut Sender> {
         match self {
-            OwnerOp::Join { sender, .. }
-            | OwnerOp::Leave { sender, .. }
-            | OwnerOp::Members { sender, .. }
-            | OwnerOp::Publish { sender, .. }
-            | OwnerOp::Act { sender, .. }
-            | OwnerOp::ToUser { sender, .. }
-            | OwnerOp::Presence { sender, .. }
-            | OwnerOp::UserGroups { sender, .. } => Some(sender),
+            OwnerOp::Request(request) => Some(&mut request.sender),
             OwnerOp::Resubscribe { .. } => None,
         }
     }
 
     pub fn op_id(&self) -> Option<&str> {
-        match self {
-            OwnerOp::Join { op_id, .. }
-            | OwnerOp::Leave { op_id, .. }
-            | OwnerOp::Members { op_id, .. }
-            | OwnerOp::Publish { op_id, .. }
-            | OwnerOp::Act { op_id, .. }
-            | OwnerOp::ToUser { op_id, .. }
-            | OwnerOp::Presence { op_id, .. } => op_id.as_deref(),
-            OwnerOp::Resubscribe { .. } | OwnerOp::UserGroups { .. } => None,
-        }
+        self.as_request().and_then(|request| request.op_id.as_deref())
+    }
+
+    pub fn is_publish(&self) -> bool {
+        matches!(self, OwnerOp::Request(Request { kind: RequestKind::Publish(_), .. }))
     }
 }
 
