@@ -14,13 +14,12 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::admin;
 use crate::auth::AuthError;
-use crate::conn::{Conn, ConnMeta};
+use crate::edge::conn::{Conn, ConnMeta};
+use crate::edge::session;
 use crate::metrics;
 use crate::node::Node;
-use crate::session;
+use crate::respond::{error, json, percent_decode, Body};
 use crate::time;
-
-pub type Body = Full<Bytes>;
 
 /// Which routes a listener serves: the client port serves everything; the admin port
 /// serves health and metrics.
@@ -63,17 +62,6 @@ pub async fn handle(
     Ok(response)
 }
 
-pub fn json(status: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-pub fn error(status: StatusCode, message: &str) -> Response<Body> {
-    json(status, serde_json::json!({ "error": message }).to_string())
-}
-
 /// Checks the upgrade request and hands the connection to a session task.
 fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(req) {
@@ -92,13 +80,13 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
             return error(StatusCode::FORBIDDEN, "origin not allowed");
         }
     }
-    if node.hub.num_connections() >= node.config.max_connections {
+    if node.edge.hub.num_connections() >= node.config.max_connections {
         metrics::connection_rejected("capacity");
         return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
     }
     let identity = match token_of(req) {
         None => None,
-        Some(token) => match node.auth.authenticate(&token) {
+        Some(token) => match node.edge.auth.authenticate(&token) {
             Ok(identity) => Some(identity),
             Err(err) => {
                 metrics::connection_rejected("unauthorized");
@@ -122,7 +110,7 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
     // Everything the connection keeps goes to the heap now (the `Conn`, a boxed identity):
     // the task's future then carries no second copy of it for the connection's lifetime.
     let conn = Arc::new(Conn::new(node.next_conn_id(), node.config.limits.queue_frames, meta));
-    let task = session::run(node.clone(), conn, upgrade_future, identity.map(Box::new));
+    let task = session::run(node.edge.clone(), conn, upgrade_future, identity.map(Box::new));
     if std::env::var_os("RINGCAST_DEBUG_SIZES").is_some() {
         eprintln!("connection task future: {} bytes", std::mem::size_of_val(&task));
     }
@@ -161,30 +149,6 @@ fn token_of<B>(req: &Request<B>) -> Option<String> {
     query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(percent_decode)
 }
 
-pub(crate) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'%' if index + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("zz"), 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        index += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,12 +171,5 @@ mod tests {
         let req = request(Request::builder().uri("/v1/ws?x=1&token=q%2Ex"));
         assert_eq!(token_of(&req).as_deref(), Some("q.x"));
         assert_eq!(token_of(&request(Request::builder().uri("/v1/ws"))), None);
-    }
-
-    #[test]
-    fn test_percent_decode_keeps_bad_escapes() {
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("a%zzb"), "a%zzb");
-        assert_eq!(percent_decode("%41"), "A");
     }
 }

@@ -196,13 +196,16 @@ async fn serve_async(config: Config) -> ExitCode {
     // A durable store is given a moment to answer its first ping, so a node whose Redis is up
     // is ready as soon as it says it listens; one whose Redis is down starts not ready.
     let store_deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while node.owner.store().durable() && !node.owner.store().up() && std::time::Instant::now() < store_deadline {
+    while node.router.owner.store().durable()
+        && !node.router.owner.store().up()
+        && std::time::Instant::now() < store_deadline
+    {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    if !node.owner.store().up() {
+    if !node.router.owner.store().up() {
         tracing::warn!("redis does not answer yet: not ready until it does");
     }
-    if let Err(err) = node.join_cluster().await {
+    if let Err(err) = ringcast::peering::join(&node).await {
         return usage_error(&ConfigError::new(err.to_string()));
     }
     if let Some(tls) = node.config.tls.clone() {

@@ -49,6 +49,9 @@ impl Sender {
 }
 
 /// An operation for the owner of a room key.
+// A resubscription is rare and small; boxing the request instead would cost an allocation
+// for every op.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum OwnerOp {
     /// A request of one connection: its [`Request`] says who asks and which ack it wants.

@@ -31,8 +31,8 @@ const LINK_WAIT: Duration = Duration::from_secs(3);
 pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>) {
     let mut previous = watch.borrow_and_update().clone();
     if let Some(node) = node.upgrade() {
-        node.set_owner_ring(previous.ring.clone());
-        node.set_ring(previous.ring.clone());
+        node.router.set_owner_ring(previous.ring.clone());
+        node.router.set_ring(previous.ring.clone());
     }
     loop {
         if watch.changed().await.is_err() {
@@ -50,7 +50,7 @@ pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>)
 /// little for links to every member of the new ring, so hand-offs and resubscriptions are
 /// not refused for want of a link.
 async fn wait_for_links(node: &Node, current: &ClusterView) {
-    let Some(cluster) = node.cluster() else { return };
+    let Some(cluster) = node.router.cluster() else { return };
     let deadline = tokio::time::Instant::now() + LINK_WAIT;
     while tokio::time::Instant::now() < deadline {
         let missing = current.ring.members().iter().any(|member| *member != node.id && !cluster.is_connected(member));
@@ -67,17 +67,17 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
         match change {
             ClusterChange::Add(member) if member.node_id != node.id => {
                 // If we dropped its connections while we thought it dead, it restores them.
-                if let Some(cluster) = node.cluster() {
+                if let Some(cluster) = node.router.cluster() {
                     let _ = cluster.send(&member.node_id, PeerFrame::new(peer::KIND_RESYNC, Bytes::new()));
                 }
             }
             ClusterChange::Remove(member) => {
                 tracing::info!(node = %member.node_id, "member gone");
-                node.owner.drop_node(node, &member.node_id);
+                node.router.owner.drop_node(&*node.router, &member.node_id);
             }
             ClusterChange::Update { previous, updated } if previous.generation != updated.generation => {
                 tracing::info!(node = %updated.node_id, generation = updated.generation, "member restarted");
-                node.owner.drop_node(node, &previous.node_id);
+                node.router.owner.drop_node(&*node.router, &previous.node_id);
             }
             _ => {}
         }
@@ -86,24 +86,24 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
         return;
     }
     // Before this node may start any gained key: ops for them wait for the hand-offs.
-    match node.takeover.begin(&node.id, &previous.ring, current.ring.clone()) {
+    match node.router.takeover.begin(&node.id, &previous.ring, current.ring.clone()) {
         Begin::Wait(deadline) => {
             let weak = weak.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(deadline.into()).await;
                 if let Some(node) = weak.upgrade() {
-                    if node.takeover.expire(std::time::Instant::now()) {
-                        node.release_takeover();
+                    if node.router.takeover.expire(std::time::Instant::now()) {
+                        node.router.release_takeover();
                     }
                 }
             });
         }
-        Begin::Release => node.release_takeover(),
+        Begin::Release => node.router.release_takeover(),
         Begin::Idle => {}
     }
     hand_off(node, &current.ring);
     resubscribe(node, previous, current);
-    node.set_ring(current.ring.clone());
+    node.router.set_ring(current.ring.clone());
 }
 
 /// The first step of a drain, before the node tells anyone: route by the ring without this
@@ -111,28 +111,28 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
 /// leave on the links at once, while the other nodes learn of the drain only through gossip,
 /// later: they reach the new owners behind the state.
 pub fn hand_off_everything(node: &Node) {
-    let Some(cluster) = node.cluster() else { return };
+    let Some(cluster) = node.router.cluster() else { return };
     let view = cluster.view();
     let ring =
         Arc::new(Ring::new(view.ready_members().map(|member| member.node_id.clone()).filter(|id| *id != node.id)));
-    node.set_ring(ring.clone());
+    node.router.set_ring(ring.clone());
     hand_off(node, &ring);
 }
 
 fn hand_off(node: &Node, ring: &Arc<Ring>) {
-    let Some(cluster) = node.cluster() else { return };
+    let Some(cluster) = node.router.cluster() else { return };
     // From here on no key of another node is started here: ops for them are forwarded,
     // and on each link they follow the state handed off below.
-    node.set_owner_ring(ring.clone());
+    node.router.set_owner_ring(ring.clone());
     let owns = |key: &RoomKey| ring.owner(key.as_str()) == Some(&node.id);
-    for (key, meta) in node.owner.take_meta_not_owned(owns) {
+    for (key, meta) in node.router.owner.take_meta_not_owned(owns) {
         if let Some(owner) = ring.owner(key.as_str()) {
             if let Err(err) = cluster.send(owner, peer::encode_meta(&key, &meta)) {
                 tracing::warn!(room = %key, owner = %owner, error = %err, "moderation hand-off failed");
             }
         }
     }
-    for inbox in node.owner.take_inboxes_not_owned(owns) {
+    for inbox in node.router.owner.take_inboxes_not_owned(owns) {
         match ring.owner(inbox.key.as_str()) {
             Some(owner) => {
                 if let Err(err) = cluster.send(owner, peer::encode_inbox(&inbox)) {
@@ -144,13 +144,15 @@ fn hand_off(node: &Node, ring: &Arc<Ring>) {
     }
     // Each snapshot is sent while its room's shard is still locked, so an op for the room
     // that finds it gone here is forwarded behind it on the same link.
-    let moved = node.owner.take_rooms_not_owned(node, owns, |snapshot| match ring.owner(snapshot.key.as_str()) {
-        Some(owner) => {
-            if let Err(err) = cluster.send(owner, peer::encode_snapshot(&snapshot)) {
-                tracing::warn!(room = %snapshot.key, owner = %owner, error = %err, "room hand-off failed");
+    let moved = node.router.owner.take_rooms_not_owned(&*node.router, owns, |snapshot| {
+        match ring.owner(snapshot.key.as_str()) {
+            Some(owner) => {
+                if let Err(err) = cluster.send(owner, peer::encode_snapshot(&snapshot)) {
+                    tracing::warn!(room = %snapshot.key, owner = %owner, error = %err, "room hand-off failed");
+                }
             }
+            None => tracing::warn!(room = %snapshot.key, "no ready node to hand the room to"),
         }
-        None => tracing::warn!(room = %snapshot.key, "no ready node to hand the room to"),
     });
     if moved > 0 {
         tracing::info!(rooms = moved, "rooms handed over to their new owners");
@@ -172,7 +174,7 @@ fn resubscribe(node: &Node, previous: &ClusterView, current: &ClusterView) {
         tracing::info!(rooms = moved.len(), "resubscribing rooms at their new owners");
     }
     for (room, members) in moved {
-        if let Err(err) = node.route_by(OwnerOp::Resubscribe { room: room.clone(), members }, &current.ring) {
+        if let Err(err) = node.router.route_by(OwnerOp::Resubscribe { room: room.clone(), members }, &current.ring) {
             tracing::warn!(room = %room, error = %err.message, "resubscribe failed");
         }
     }
@@ -181,10 +183,10 @@ fn resubscribe(node: &Node, previous: &ClusterView, current: &ClusterView) {
 /// Answers a resync request of `owner`: resubscribes there every room of a local connection
 /// that `owner` owns.
 pub fn resync(node: &Node, owner: &NodeId) {
-    let ring = node.ring();
+    let ring = node.router.ring();
     let rooms = local_members_where(node, |room| ring.owner(room.as_str()) == Some(owner));
     for (room, members) in rooms {
-        if let Err(err) = node.route_by(OwnerOp::Resubscribe { room: room.clone(), members }, &ring) {
+        if let Err(err) = node.router.route_by(OwnerOp::Resubscribe { room: room.clone(), members }, &ring) {
             tracing::warn!(room = %room, error = %err.message, "resync failed");
         }
     }
@@ -193,7 +195,7 @@ pub fn resync(node: &Node, owner: &NodeId) {
 /// The local connections of every room that matches `filter`, as senders.
 fn local_members_where(node: &Node, filter: impl Fn(&RoomKey) -> bool) -> HashMap<RoomKey, Vec<Sender>> {
     let mut moved: HashMap<RoomKey, Vec<Sender>> = HashMap::new();
-    for conn in node.hub.all() {
+    for conn in node.edge.hub.all() {
         let Some(identity) = conn.identity() else { continue };
         let rooms: Vec<RoomKey> = conn.rooms.lock().rooms.iter().cloned().collect();
         for room in rooms {

@@ -48,15 +48,17 @@ pub async fn run(
             loop {
                 interval.tick().await;
                 let Some(node) = weak.upgrade() else { break };
-                let (queued, deepest) = node.hub.queued_frames();
-                crate::metrics::sample(node.hub.num_rooms(), queued, deepest);
+                let (queued, deepest) = node.edge.hub.queued_frames();
+                crate::metrics::sample(node.edge.hub.num_rooms(), queued, deepest);
                 drop(node);
                 handle.run_upkeep();
             }
         });
     }
-    tokio::spawn(node.clone().run_deferred());
-    tokio::spawn(node.clone().run_store());
+    tokio::spawn(node.router.clone().run_deferred());
+    if let Some(feed) = node.take_store_feed() {
+        tokio::spawn(node.router.clone().run_store(feed));
+    }
     // Typing indicators not renewed in time are ended by their room's owner; expired inbox
     // messages are dropped now and then.
     let weak = Arc::downgrade(&node);
@@ -67,11 +69,11 @@ pub async fn run(
         loop {
             interval.tick().await;
             let Some(node) = weak.upgrade() else { break };
-            node.owner.expire_typing(&*node);
-            node.owner.expire_presence(&*node);
+            node.router.owner.expire_typing(&*node.router);
+            node.router.owner.expire_presence(&*node.router);
             ticks += 1;
             if ticks % 256 == 0 {
-                node.owner.expire_inboxes();
+                node.router.owner.expire_inboxes();
             }
         }
     });
@@ -81,13 +83,13 @@ pub async fn run(
     }
     let started = tokio::time::Instant::now();
     let deadline = started + node.config.drain_timeout;
-    tracing::info!(connections = node.hub.num_connections(), "shutting down");
+    tracing::info!(connections = node.edge.hub.num_connections(), "shutting down");
     node.set_ready(false);
     node.shutdown.cancel();
     for accept_loop in accept_loops {
         let _ = accept_loop.await;
     }
-    match node.cluster().cloned() {
+    match node.router.cluster().cloned() {
         Some(cluster) => {
             crate::rebalance::hand_off_everything(&node);
             cluster.set_state(MemberState::Draining).await;
@@ -98,23 +100,23 @@ pub async fn run(
             close_spread(&node, spread).await;
         }
         None => {
-            for conn in node.hub.all() {
+            for conn in node.edge.hub.all() {
                 conn.outbox.close(Disconnect::SHUTDOWN);
             }
         }
     }
-    node.close_all.cancel();
+    node.edge.close_all.cancel();
     // A connection that registered while the closes went out is closed here; one that
     // registers later sees `close_all` itself.
-    for conn in node.hub.all() {
-        conn.outbox.close(node.shutdown_disconnect());
+    for conn in node.edge.hub.all() {
+        conn.outbox.close(node.edge.shutdown_disconnect);
     }
     node.tasks.close();
     let drained = tokio::time::timeout_at(deadline, node.tasks.wait()).await.is_ok();
     if !drained {
         tracing::warn!(timeout = ?node.config.drain_timeout, "graceful shutdown did not complete in time");
     }
-    if let Some(cluster) = node.cluster() {
+    if let Some(cluster) = node.router.cluster() {
         cluster.shutdown().await;
     }
     drained
@@ -128,7 +130,7 @@ async fn close_spread(node: &Node, spread: Duration) {
         reason: &'static str,
         after_ms: u64,
     }
-    let conns = node.hub.all();
+    let conns = node.edge.hub.all();
     let count = conns.len().max(1) as u32;
     let ts = time::rfc3339_millis(time::now_millis());
     for (index, conn) in conns.iter().enumerate() {

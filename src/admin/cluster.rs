@@ -5,8 +5,8 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-use crate::http::{json, Body};
 use crate::node::Node;
+use crate::respond::{json, Body};
 
 #[derive(Serialize)]
 struct ClusterMemberView<'a> {
@@ -31,7 +31,7 @@ struct ClusterResponse<'a> {
 
 /// `GET /v1/cluster`: members with state, link and ring share, as this node sees them.
 pub fn cluster(node: &Node) -> Response<Body> {
-    let body = match node.cluster() {
+    let body = match node.router.cluster() {
         None => serde_json::to_string(&ClusterResponse {
             node_id: node.id.as_str(),
             clustered: false,

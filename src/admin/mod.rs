@@ -19,10 +19,8 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::is_valid_id;
-use crate::http::{json, percent_decode, Body};
 use crate::node::Node;
-
-pub use query::Pending;
+use crate::respond::{json, percent_decode, Body};
 
 /// The OpenAPI 3 document of the HTTP API.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
@@ -189,7 +187,7 @@ fn authorize(node: &Node, headers: &HeaderMap) -> Result<Scope, Failure> {
             return Ok(None);
         }
     }
-    match node.auth.authenticate(token) {
+    match node.edge.auth.authenticate(token) {
         Ok(identity) if identity.is_admin() => Ok(Some(identity.tenant)),
         Ok(_) => Err(Failure::new(StatusCode::FORBIDDEN, "forbidden", "admin role required")),
         Err(_) => Err(unauthorized("invalid admin credentials")),

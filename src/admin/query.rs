@@ -3,20 +3,17 @@
 //! to one) over the peer links as a `KIND_ADMIN` frame with a JSON payload, and gathers the
 //! answers for at most [`ANSWER_TIMEOUT`]. This node answers itself through the same code.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use ringcast_cluster::NodeId;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use crate::close::Disconnect;
-use crate::conn::{Conn, ConnId};
+use crate::edge::conn::{Conn, ConnId};
 use crate::node::Node;
 use crate::ops::EdgeMsg;
 use crate::peer;
@@ -62,13 +59,6 @@ pub enum Query {
     RoomSend { tenant: String, room: String, frame: String },
 }
 
-/// Admin requests in flight to other nodes, by request id.
-#[derive(Default)]
-pub struct Pending {
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
-    next_id: AtomicU64,
-}
-
 /// Who answers a query.
 pub enum To {
     /// Every live member.
@@ -104,14 +94,14 @@ impl Gathered {
 
 /// True when `id` is this node or a live member of its cluster.
 pub fn is_member(node: &Node, id: &NodeId) -> bool {
-    *id == node.id || node.cluster().is_some_and(|cluster| cluster.view().members.contains_key(id))
+    *id == node.id || node.router.cluster().is_some_and(|cluster| cluster.view().members.contains_key(id))
 }
 
 /// Asks `to` and waits at most [`ANSWER_TIMEOUT`] for the answers.
 pub async fn ask(node: &Arc<Node>, to: To, query: &Query) -> Gathered {
     let targets: Vec<NodeId> = match to {
         To::One(id) => vec![id],
-        To::All => match node.cluster() {
+        To::All => match node.router.cluster() {
             None => vec![node.id.clone()],
             Some(cluster) => cluster.view().members.keys().cloned().collect(),
         },
@@ -125,14 +115,12 @@ pub async fn ask(node: &Arc<Node>, to: To, query: &Query) -> Gathered {
             answer_here = true;
             continue;
         }
-        let sent = node.cluster().map(|cluster| {
-            let request_id = node.admin.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-            let (tx, rx) = oneshot::channel();
-            node.admin.waiting.lock().insert(request_id, tx);
+        let sent = node.router.cluster().map(|cluster| {
+            let (request_id, rx) = node.admin.register();
             match cluster.send(&target, peer::encode_admin(request_id, false, &json)) {
                 Ok(()) => Some((request_id, rx)),
                 Err(_) => {
-                    node.admin.waiting.lock().remove(&request_id);
+                    node.admin.cancel(request_id);
                     None
                 }
             }
@@ -154,7 +142,7 @@ pub async fn ask(node: &Arc<Node>, to: To, query: &Query) -> Gathered {
                 Err(_) => gathered.missing.push(target.to_string()),
             },
             _ => {
-                node.admin.waiting.lock().remove(&request_id);
+                node.admin.cancel(request_id);
                 gathered.missing.push(target.to_string());
             }
         }
@@ -167,10 +155,7 @@ pub async fn ask(node: &Arc<Node>, to: To, query: &Query) -> Gathered {
 /// A `KIND_ADMIN` frame from `from`: answer a request, or hand an answer to its waiter.
 pub fn on_peer_frame(node: &Node, from: &NodeId, request_id: u64, is_answer: bool, json: Bytes) {
     if is_answer {
-        if let Some(waiter) = node.admin.waiting.lock().remove(&request_id) {
-            let _ = waiter.send(json);
-        }
-        return;
+        return node.admin.answer(request_id, json);
     }
     let value = match serde_json::from_slice::<Query>(&json) {
         Ok(query) => answer(node, query),
@@ -180,7 +165,7 @@ pub fn on_peer_frame(node: &Node, from: &NodeId, request_id: u64, is_answer: boo
         }
     };
     let bytes = serde_json::to_vec(&value).unwrap_or_default();
-    if let Some(cluster) = node.cluster() {
+    if let Some(cluster) = node.router.cluster() {
         if let Err(err) = cluster.send(from, peer::encode_admin(request_id, true, &bytes)) {
             tracing::debug!(node = %from, error = %err, "admin answer not sent");
         }
@@ -192,8 +177,8 @@ pub fn answer(node: &Node, query: Query) -> Value {
     match query {
         Query::Stats { tenant } => {
             let connections = matching(node, &Filter { tenant: tenant.clone(), ..Filter::default() }).len();
-            let owned = node.owner.admin_counts(&tenant);
-            let (messages_in, messages_out) = node.hub.message_counts(&tenant);
+            let owned = node.router.owner.admin_counts(&tenant);
+            let (messages_in, messages_out) = node.edge.hub.message_counts(&tenant);
             json!({
                 "connections": connections,
                 "users": owned.users,
@@ -229,14 +214,16 @@ pub fn answer(node: &Node, query: Query) -> Value {
                 let added = groups.iter().filter(|group| !identity.groups.contains(group)).cloned().collect();
                 let removed = identity.groups.iter().filter(|group| !groups.contains(group)).cloned().collect();
                 // The edge's path of a group change (`auth.refresh`, `EdgeMsg::Groups`).
-                node.hub.handle(EdgeMsg::Groups { conn_id: conn.id, added, removed });
+                node.edge.hub.handle(EdgeMsg::Groups { conn_id: conn.id, added, removed });
             }
             json!(conns.len())
         }
-        Query::Rooms { tenant, prefix } => json!(node.owner.admin_rooms(node.id.as_str(), &tenant, &prefix)),
-        Query::Room { tenant, room } => json!(node.owner.admin_room(node.id.as_str(), &RoomKey::new(&tenant, &room))),
+        Query::Rooms { tenant, prefix } => json!(node.router.owner.admin_rooms(node.id.as_str(), &tenant, &prefix)),
+        Query::Room { tenant, room } => {
+            json!(node.router.owner.admin_room(node.id.as_str(), &RoomKey::new(&tenant, &room)))
+        }
         Query::RoomSend { tenant, room, frame } => {
-            json!(node.owner.admin_deliver(node, &RoomKey::new(&tenant, &room), Bytes::from(frame)))
+            json!(node.router.owner.admin_deliver(&*node.router, &RoomKey::new(&tenant, &room), Bytes::from(frame)))
         }
     }
 }
@@ -244,9 +231,9 @@ pub fn answer(node: &Node, query: Query) -> Value {
 /// This node's authenticated connections that match `filter`.
 fn matching(node: &Node, filter: &Filter) -> Vec<Arc<Conn>> {
     let candidates = match (&filter.conn_id, &filter.room) {
-        (Some(conn_id), _) => node.hub.get(*conn_id).into_iter().collect(),
-        (None, Some(room)) => node.hub.in_room(&RoomKey::new(&filter.tenant, room)),
-        (None, None) => node.hub.all(),
+        (Some(conn_id), _) => node.edge.hub.get(*conn_id).into_iter().collect(),
+        (None, Some(room)) => node.edge.hub.in_room(&RoomKey::new(&filter.tenant, room)),
+        (None, None) => node.edge.hub.all(),
     };
     candidates
         .into_iter()
@@ -271,7 +258,7 @@ fn conn_info(node: &Node, conn: &Conn) -> Value {
     rooms.sort();
     let idle_ms = conn.idle_for().as_millis() as u64;
     json!({
-        "conn_id": node.conn_label(conn.id),
+        "conn_id": node.edge.conn_label(conn.id),
         "user_id": identity.as_ref().map(|identity| identity.user_id.to_string()),
         "tenant": identity.as_ref().map(|identity| identity.tenant.to_string()),
         "node": node.id.as_str(),

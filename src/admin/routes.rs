@@ -160,7 +160,8 @@ fn connection(node: &Node, req: &AdminRequest) -> Result<(NodeId, Filter), Failu
 /// The node that owns `room` of `tenant` on the routing ring.
 fn owner_of(node: &Node, tenant: &str, room: &str) -> Result<NodeId, Failure> {
     let key = RoomKey::new(tenant, room);
-    node.ring()
+    node.router
+        .ring()
         .owner(key.as_str())
         .cloned()
         .ok_or_else(|| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no ready owner for this room"))

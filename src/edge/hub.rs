@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::close::Disconnect;
-use crate::conn::{Conn, ConnId, Pushed};
+use crate::edge::conn::{Conn, ConnId, Pushed};
 use crate::metrics;
 use crate::ops::EdgeMsg;
 use crate::room::RoomKey;

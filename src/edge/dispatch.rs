@@ -1,15 +1,15 @@
-//! Dispatch of a parsed client request: to the owner of its key (`Node::route`) or answered
+//! Dispatch of a parsed client request: to the owner of its key (`Owners::route`) or answered
 //! here (`presence.ping`, `auth.refresh`), and the group changes that follow a token's.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{sender_of, Session};
+use super::conn::Conn;
+use super::session::Session;
+use super::Edge;
 use crate::auth::{AuthError, Identity};
-use crate::conn::Conn;
 use crate::frames;
-use crate::node::Node;
 use crate::ops::{OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
 use crate::protocol::{CallSignal, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
@@ -19,7 +19,7 @@ impl Session {
     pub(super) fn dispatch(&mut self, op_id: Option<&str>, request: Request) -> Result<(), ReplyError> {
         let identity =
             self.conn.identity().ok_or_else(|| ReplyError::new(ErrorCode::Unauthorized, "not authenticated"))?;
-        let sender = sender_of(&self.node, &self.conn, &identity);
+        let sender = self.edge.sender(&self.conn, &identity);
         let op_id_owned = op_id.map(str::to_string);
         match request {
             Request::Auth { .. } => Err(ReplyError::invalid("already authenticated")),
@@ -28,30 +28,30 @@ impl Session {
                 room::check_join(&identity, &room)?;
                 let key = RoomKey::new(&identity.tenant, &room);
                 self.conn.rooms.lock().rooms.insert(key.clone());
-                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Join { since }))
+                self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Join { since }))
             }
             Request::RoomLeave { room } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Leave))
+                self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Leave))
             }
             Request::RoomMembers { room } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Members))
+                self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Members))
             }
             Request::ChatSend(message) => {
                 let key = RoomKey::new(&identity.tenant, &message.room);
-                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Publish(message)))
+                self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Publish(message)))
             }
             Request::Room { room, action } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.node.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Act(action)))
+                self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Act(action)))
             }
             Request::Dm { to, text, attachments, client_id } => {
                 if to == *identity.user_id {
                     return Err(ReplyError::invalid("cannot send a direct message to yourself"));
                 }
                 let now = time::now_millis();
-                let id = self.node.owner.message_id(now);
+                let id = self.edge.owners.message_id(now);
                 let ts = time::rfc3339_millis(now);
                 #[derive(Serialize)]
                 struct DmMessage<'a> {
@@ -80,18 +80,18 @@ impl Session {
                 let offline_frame = frames::event("dm.message", &message, &ts);
                 let delivery = UserDelivery::Dm { id: id.clone(), ts: ts.clone(), frame, offline_frame, client_id };
                 let room = RoomKey::user(&identity.tenant, &to);
-                self.node.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::ToUser(delivery)))
+                self.edge.owners.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::ToUser(delivery)))
             }
             Request::PresenceSet { status, message } => {
                 let room = RoomKey::user(&identity.tenant, &identity.user_id);
                 let op = PresenceOp::Set { status, message };
-                self.node.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::Presence(op)))
+                self.edge.owners.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::Presence(op)))
             }
             Request::PresenceSubscribe { users, subscribe } => {
                 for user in &users {
                     let room = RoomKey::user(&identity.tenant, user);
                     let op = if subscribe { PresenceOp::Subscribe } else { PresenceOp::Unsubscribe };
-                    self.node.route(OwnerOp::request(room, sender.clone(), None, RequestKind::Presence(op)))?;
+                    self.edge.owners.route(OwnerOp::request(room, sender.clone(), None, RequestKind::Presence(op)))?;
                     let mut subscriptions = self.conn.presence_subscriptions.lock();
                     subscriptions.retain(|known| known != user);
                     if subscribe {
@@ -103,7 +103,9 @@ impl Session {
                 }
                 Ok(())
             }
-            Request::PresenceQuery { users } => self.node.presence_query(&self.conn, &identity, op_id, users),
+            Request::PresenceQuery { users } => {
+                self.edge.owners.presence_query(self.conn.id, sender, &identity.tenant, op_id, users)
+            }
             Request::Call { to, signal } => {
                 if to == *identity.user_id {
                     return Err(ReplyError::invalid("cannot call yourself"));
@@ -132,7 +134,7 @@ impl Session {
                 };
                 let delivery = UserDelivery::Call { call_id: signal.call_id().to_string(), frame };
                 let room = RoomKey::user(&identity.tenant, &to);
-                self.node.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::ToUser(delivery)))
+                self.edge.owners.route(OwnerOp::request(room, sender, op_id_owned, RequestKind::ToUser(delivery)))
             }
             Request::PresencePing => {
                 #[derive(Serialize)]
@@ -151,7 +153,7 @@ impl Session {
     /// follow the new groups at once.
     fn refresh(&mut self, op_id: Option<&str>, current: &Arc<Identity>, token: &str) -> Result<(), ReplyError> {
         let identity = self
-            .node
+            .edge
             .auth
             .authenticate(token)
             .map_err(|err: AuthError| ReplyError::new(ErrorCode::Unauthorized, err.to_string()))?;
@@ -175,8 +177,8 @@ impl Session {
             // Every connection of the user follows, wherever it is: the owner of the personal
             // room knows them all.
             let room = RoomKey::user(&identity.tenant, &identity.user_id);
-            let sender = sender_of(&self.node, &self.conn, &identity);
-            self.node.route(OwnerOp::request(room, sender, None, RequestKind::UserGroups { added, removed }))?;
+            let sender = self.edge.sender(&self.conn, &identity);
+            self.edge.owners.route(OwnerOp::request(room, sender, None, RequestKind::UserGroups { added, removed }))?;
         }
         Ok(())
     }
@@ -185,7 +187,7 @@ impl Session {
 /// Applies the group changes queued for `conn` (see [`crate::ops::EdgeMsg::Groups`]):
 /// its identity takes the new groups, it joins and leaves the `group:` rooms, and it is told
 /// with `room.update`. Runs on the connection's writer task, outside every lock.
-pub fn apply_group_changes(node: &Node, conn: &Conn) {
+pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
     let changes: Vec<(Vec<String>, Vec<String>)> = std::mem::take(&mut *conn.pending_groups.lock());
     let Some(mut identity) = conn.identity() else { return };
     #[derive(Serialize)]
@@ -205,7 +207,7 @@ pub fn apply_group_changes(node: &Node, conn: &Conn) {
         identity = Arc::new(updated);
         conn.set_identity_quietly(identity.clone());
         let ts = time::rfc3339_millis(time::now_millis());
-        let sender = sender_of(node, conn, &identity);
+        let sender = edge.sender(conn, &identity);
         for (groups, status) in [(&added, "joined"), (&removed, "left")] {
             for group in groups {
                 let room = format!("group:{group}");
@@ -216,7 +218,7 @@ pub fn apply_group_changes(node: &Node, conn: &Conn) {
                 } else {
                     OwnerOp::request(key, sender.clone(), None, RequestKind::Leave)
                 };
-                if let Err(err) = node.route(op) {
+                if let Err(err) = edge.owners.route(op) {
                     tracing::warn!(room, error = %err.message, "group room change failed");
                 }
                 conn.outbox.push_text(frames::event(

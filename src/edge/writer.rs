@@ -9,8 +9,8 @@ use std::io::{self, IoSlice};
 use bytes::Bytes;
 
 use crate::close::Disconnect;
-use crate::conn::Outgoing;
-use crate::transport::Transport;
+use crate::edge::conn::Outgoing;
+use crate::edge::transport::Transport;
 
 const OPCODE_TEXT: u8 = 0x1;
 const OPCODE_CLOSE: u8 = 0x8;

@@ -8,7 +8,7 @@
 //! Memory: an idle connection holds no read buffer. Bytes are read into a buffer made when
 //! they arrive; once every whole frame is taken out of it, the buffer is dropped. Frames are
 //! decoded in place (`wsframe.rs`), each text message parsed once with simd-json on its own
-//! bytes, and the resulting operation handed to its owner (`Node::route`).
+//! bytes, and the resulting operation handed to its owner (`Owners::route`).
 
 use std::io;
 use std::sync::Arc;
@@ -19,27 +19,24 @@ use fastwebsockets::upgrade::UpgradeFut;
 use serde::Serialize;
 use tokio::io::Interest;
 
+use super::conn::{Conn, Outgoing};
+use super::ratelimit::{RateLimiter, RateVerdict};
+use super::transport::Transport;
+use super::writer::WriteQueue;
+use super::wsframe::{self, ClientFrame, FrameError};
+use super::Edge;
 use crate::auth::{now_secs, Identity};
 use crate::close::Disconnect;
-use crate::conn::{Conn, Outgoing};
 use crate::frames;
 use crate::metrics;
-use crate::node::Node;
-use crate::ops::{OwnerOp, PresenceOp, RequestKind, Sender};
+use crate::ops::{OwnerOp, PresenceOp, RequestKind};
 use crate::protocol::{self, ErrorCode, ReplyError, Request};
-use crate::ratelimit::{RateLimiter, RateVerdict};
 use crate::room::RoomKey;
 use crate::time;
-use crate::transport::Transport;
-use crate::writer::WriteQueue;
-use crate::wsframe::{self, ClientFrame, FrameError};
+
+use super::dispatch::{apply_group_changes, request_type};
 
 /// How long a closing connection may take to write its last frames and the close frame.
-mod dispatch;
-
-pub use dispatch::apply_group_changes;
-use dispatch::request_type;
-
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read per syscall at most; a buffer grows by this much when it runs out of room.
 const READ_CHUNK: usize = 4096;
@@ -50,7 +47,7 @@ const READS_PER_WAKEUP: usize = 16;
 ///
 /// `identity` is the token's identity when the upgrade request carried one; otherwise the
 /// first frame must be `auth`.
-pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity: Option<Box<Identity>>) {
+pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity: Option<Box<Identity>>) {
     let (transport, initial) = match upgrade.await {
         // The socket itself (and its TLS state), with any bytes the client sent right behind
         // the handshake.
@@ -61,20 +58,20 @@ pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         Err(err) => return tracing::debug!(error = %err, "upgrade did not complete"),
     };
     conn.touch();
-    node.hub.register(conn.clone());
+    edge.hub.register(conn.clone());
     metrics::connection_opened();
     let mut session = Session {
-        node: node.clone(),
+        edge: edge.clone(),
         conn: conn.clone(),
-        rate: RateLimiter::new(node.config.limits.rate_per_second, node.config.limits.rate_burst),
+        rate: RateLimiter::new(edge.limits.rate_per_second, edge.limits.rate_burst),
         fragments: None,
     };
     if let Some(identity) = identity {
         session.authenticated(*identity, None);
     }
-    if node.close_all.is_cancelled() {
+    if edge.close_all.is_cancelled() {
         // Registered after the shutdown closed everyone: close now.
-        conn.outbox.close(node.shutdown_disconnect());
+        conn.outbox.close(edge.shutdown_disconnect);
     }
     let mut io = Io { transport, read_buf: BytesMut::new(), queue: WriteQueue::default() };
     if !initial.is_empty() {
@@ -87,25 +84,22 @@ pub async fn run(node: Arc<Node>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         metrics::disconnect(disconnect.code);
     }
     drop(io);
-    for room in node.hub.unregister(&conn) {
+    for room in edge.hub.unregister(&conn) {
         if let Some(identity) = conn.identity() {
-            let sender = sender_of(&node, &conn, &identity);
-            let _ = node.route(OwnerOp::request(room, sender, None, RequestKind::Leave));
+            let sender = edge.sender(&conn, &identity);
+            let _ = edge.owners.route(OwnerOp::request(room, sender, None, RequestKind::Leave));
         }
     }
     let subscriptions = std::mem::take(&mut *conn.presence_subscriptions.lock());
     if let Some(identity) = conn.identity() {
         for user in subscriptions {
             let room = RoomKey::user(&identity.tenant, &user);
-            let sender = sender_of(&node, &conn, &identity);
-            let _ = node.route(OwnerOp::request(room, sender, None, RequestKind::Presence(PresenceOp::Unsubscribe)));
+            let sender = edge.sender(&conn, &identity);
+            let _ =
+                edge.owners.route(OwnerOp::request(room, sender, None, RequestKind::Presence(PresenceOp::Unsubscribe)));
         }
     }
     metrics::connection_closed();
-}
-
-pub(crate) fn sender_of(node: &Node, conn: &Conn, identity: &Identity) -> Sender {
-    Sender::new(node.id.clone(), conn.id, identity)
 }
 
 /// The socket and the two buffers of a connection.
@@ -125,9 +119,9 @@ enum ReadOutcome {
     Close(Disconnect),
 }
 
-struct Session {
-    node: Arc<Node>,
-    conn: Arc<Conn>,
+pub(super) struct Session {
+    pub(super) edge: Arc<Edge>,
+    pub(super) conn: Arc<Conn>,
     rate: RateLimiter,
     /// A fragmented message being reassembled: its opcode and bytes so far (boxed: most
     /// connections never fragment, and this keeps idle ones small).
@@ -137,8 +131,8 @@ struct Session {
 impl Session {
     /// The connection's event loop; returns the close it ended with (`None`: the peer left).
     async fn drive(&mut self, io: &mut Io) -> Option<Disconnect> {
-        let node = self.node.clone();
-        let limits = &node.config.limits;
+        let edge = self.edge.clone();
+        let limits = &edge.limits;
         let started = tokio::time::Instant::now();
         let auth_deadline = started + limits.auth_timeout;
         let mut ping_at = started + limits.ping_interval;
@@ -232,7 +226,7 @@ impl Session {
                         }
                     }
                     if !self.conn.pending_groups.lock().is_empty() {
-                        apply_group_changes(&self.node, &self.conn);
+                        apply_group_changes(&self.edge, &self.conn);
                     }
                 }
                 _ = &mut timer => {
@@ -276,7 +270,7 @@ impl Session {
             }
         }
         self.conn.touch();
-        let max = self.node.config.limits.max_message_bytes;
+        let max = self.edge.limits.max_message_bytes;
         loop {
             let frame = match wsframe::decode(&mut io.read_buf, max) {
                 Ok(Some(frame)) => frame,
@@ -300,7 +294,7 @@ impl Session {
 
     /// Handles one frame: control frames here, data frames reassembled into messages.
     fn on_frame(&mut self, frame: ClientFrame) -> Result<(), Disconnect> {
-        let max = self.node.config.limits.max_message_bytes;
+        let max = self.edge.limits.max_message_bytes;
         match frame.opcode {
             wsframe::OPCODE_PING => {
                 self.conn.outbox.push(Outgoing::Pong(frame.payload.freeze()));
@@ -348,7 +342,7 @@ impl Session {
             }
             let parsed = protocol::parse(&mut payload);
             match parsed.request {
-                Ok(Request::Auth { token }) => match self.node.auth.authenticate(&token) {
+                Ok(Request::Auth { token }) => match self.edge.auth.authenticate(&token) {
                     Ok(identity) => {
                         metrics::message_in("auth");
                         let ack = frames::ack(parsed.op_id.as_deref(), serde_json::json!({}));
@@ -392,11 +386,11 @@ impl Session {
         }
         let now = time::rfc3339_millis(time::now_millis());
         let connected = Connected {
-            conn_id: self.node.conn_label(self.conn.id),
-            node_id: self.node.id.as_str(),
+            conn_id: self.edge.conn_label(self.conn.id),
+            node_id: self.edge.node_id.as_str(),
             user_id: &identity.user_id,
             tenant: &identity.tenant,
-            ping_interval_ms: self.node.config.limits.ping_interval.as_millis(),
+            ping_interval_ms: self.edge.limits.ping_interval.as_millis(),
             server_time: now.clone(),
         };
         let mut welcome = vec![frames::event("connected", connected, &now)];
@@ -414,8 +408,9 @@ impl Session {
     fn join_quietly(&self, identity: &Identity, room: &str) {
         let key = RoomKey::new(&identity.tenant, room);
         self.conn.rooms.lock().rooms.insert(key.clone());
-        let sender = sender_of(&self.node, &self.conn, identity);
-        if let Err(err) = self.node.route(OwnerOp::request(key, sender, None, RequestKind::Join { since: None })) {
+        let sender = self.edge.sender(&self.conn, identity);
+        if let Err(err) = self.edge.owners.route(OwnerOp::request(key, sender, None, RequestKind::Join { since: None }))
+        {
             tracing::warn!(room, error = %err.message, "automatic join failed");
             self.conn.release_welcome();
         }
@@ -423,7 +418,7 @@ impl Session {
 
     /// Applies the rate limit to one message; false when it must be dropped.
     fn admit(&mut self, op_id: Option<&str>) -> bool {
-        match self.rate.check(self.node.config.limits.rate_limit_close_after) {
+        match self.rate.check(self.edge.limits.rate_limit_close_after) {
             RateVerdict::Allowed => true,
             RateVerdict::Limited => {
                 let error = ReplyError::new(ErrorCode::RateLimited, "rate limit exceeded");
@@ -465,7 +460,7 @@ impl Session {
         metrics::error_sent(error.code.as_str());
         self.conn.outbox.push_text(frames::error(op_id, &error));
         if !matches!(error.code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
-            let limits = &self.node.config.limits;
+            let limits = &self.edge.limits;
             if self.conn.errors.lock().record(limits.error_limit, limits.error_window) {
                 self.conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
             }

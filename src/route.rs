@@ -1,0 +1,334 @@
+//! The router: takes each [`OwnerOp`] to the owner of its room key and each [`EdgeMsg`] to
+//! the edge of its connection, in-process when that is this node, over a peer link
+//! otherwise.
+//!
+//! The path of a client message: the edge's session parses it into an [`OwnerOp`] and calls
+//! [`Router::route`]; the owner (this node's [`Owner`], or a peer's, reached by
+//! [`Router::forward`] and taken in by [`Router::on_remote_op`]) applies it and answers
+//! through [`EdgeSink::send_to_edge`], which hands the [`EdgeMsg`] to this node's [`Hub`]
+//! or sends it to the edge's node ([`Router::on_edge_msg`] there).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use ringcast_cluster::{Cluster, NodeId, Ring};
+
+use crate::edge::hub::Hub;
+use crate::edge::Owners;
+use crate::frames;
+use crate::ids::ConnId;
+use crate::metrics;
+use crate::ops::{EdgeMsg, OwnerOp, Sender};
+use crate::owner::{EdgeSink, Owner};
+use crate::peer;
+use crate::protocol::{ErrorCode, ReplyError};
+use crate::room::RoomKey;
+use crate::takeover::{Held, Takeover};
+
+mod pending;
+mod presence;
+mod tasks;
+
+pub use pending::Awaiting;
+use pending::{Pending, Requests};
+use presence::Queries;
+pub use tasks::StoreFeed;
+
+/// Routes ops to owners and messages to edges; holds what routing needs: the rings, the
+/// owner of this node's keys, the local edge's hub, the requests in flight.
+pub struct Router {
+    id: NodeId,
+    /// Rooms this node holds as their owner.
+    pub owner: Owner,
+    /// This node's connections, where messages for local connections go.
+    hub: Arc<Hub>,
+    /// Set once at start in cluster mode.
+    cluster: OnceLock<Arc<Cluster>>,
+    /// The ring this node routes by. In a cluster it follows the gossip view, but only
+    /// once `rebalance` has handed rooms over and resubscribed them at their new owners, so
+    /// no op reaches a new owner before the state it needs.
+    routing_ring: parking_lot::RwLock<Arc<Ring>>,
+    /// The ring this node decides by which keys it may start holding (a room, inbox or
+    /// moderation state it does not hold yet). It switches at the start of a hand-off,
+    /// before the routing ring: an op for a key handed away (or about to be) is then
+    /// forwarded behind the hand-off instead of starting an orphan copy here, which the
+    /// new owner would never learn of (a join acknowledged but never delivered to).
+    owner_ring: parking_lot::RwLock<Arc<Ring>>,
+    /// Ops for keys gained in a ring change, held until the hand-offs are in.
+    pub takeover: Takeover,
+    /// Requests in flight to remote owners, by request id.
+    requests: Requests,
+    next_request_id: AtomicU64,
+    /// `presence.query` requests waiting for their parts.
+    queries: Queries,
+    /// Ops an owner asked this edge to route (see [`EdgeMsg::Route`]): routed by a task,
+    /// never from inside the owner call that produced them.
+    deferred: tasks::Deferred,
+}
+
+impl Router {
+    pub fn new(id: NodeId, owner: Owner, hub: Arc<Hub>) -> Self {
+        Router {
+            routing_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
+            owner_ring: parking_lot::RwLock::new(Arc::new(Ring::new([id.clone()]))),
+            id,
+            owner,
+            hub,
+            cluster: OnceLock::new(),
+            takeover: Takeover::default(),
+            requests: Requests::default(),
+            next_request_id: AtomicU64::new(1),
+            queries: Queries::default(),
+            deferred: tasks::Deferred::new(),
+        }
+    }
+
+    /// Routes over `cluster` from now on, starting from an empty ring (filled by
+    /// `rebalance` as the members become ready).
+    pub fn set_cluster(&self, cluster: Arc<Cluster>) {
+        self.set_ring(Arc::new(Ring::new([])));
+        self.set_owner_ring(Arc::new(Ring::new([])));
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The ring this node routes by.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.routing_ring.read().clone()
+    }
+
+    /// Switches routing to `ring` (called by `rebalance` once the rooms have moved).
+    pub fn set_ring(&self, ring: Arc<Ring>) {
+        *self.routing_ring.write() = ring;
+    }
+
+    /// Switches the keys this node may start holding to those `ring` gives it (called by
+    /// `rebalance` before it hands keys away).
+    pub fn set_owner_ring(&self, ring: Arc<Ring>) {
+        *self.owner_ring.write() = ring;
+    }
+
+    /// Whether this node may start holding `key` (see `owner_ring`).
+    fn owns(&self, key: &RoomKey) -> bool {
+        self.owner_ring.read().owner(key.as_str()) == Some(&self.id)
+    }
+
+    /// Sends `op` to the owner of its room: an in-process call when that is this node, a
+    /// peer frame otherwise. `Err(unavailable)` when the owner cannot be reached; the op was
+    /// not applied.
+    pub fn route(&self, op: OwnerOp) -> Result<(), ReplyError> {
+        self.route_by(op, &self.ring())
+    }
+
+    /// Like [`Router::route`], by the given ring.
+    pub fn route_by(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
+        match self.takeover.hold(&self.id, Held::Local(op)) {
+            Some(Held::Local(op)) => self.route_now(op, ring),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the ops held for a takeover, in order (see `takeover.rs`).
+    pub fn release_takeover(&self) {
+        self.takeover.release(|held| match held {
+            Held::Local(op) => {
+                let reply_to = op.sender().cloned().zip(op.op_id().map(str::to_string));
+                if let Err(error) = self.route_now(op, &self.ring()) {
+                    if let Some((sender, op_id)) = reply_to {
+                        self.refuse(&sender, &op_id, &error);
+                    }
+                }
+            }
+            Held::Remote(op, hops) => self.on_remote_op_now(op, hops),
+        });
+    }
+
+    /// `member` finished its hand-offs for the ring with `hash`.
+    pub fn on_takeover_done(&self, member: &NodeId, hash: u64) {
+        if self.takeover.done(member, hash) {
+            self.release_takeover();
+        }
+    }
+
+    fn route_now(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
+        let publish = op.is_publish().then(Instant::now);
+        match self.owner.handle(self, op, |key| self.owns(key)) {
+            Ok(()) => {
+                if let Some(started) = publish {
+                    metrics::published(started);
+                }
+                Ok(())
+            }
+            Err(op) => self.forward(op, ring, 0),
+        }
+    }
+
+    /// Sends `op` to the ring's owner of its key. `hops` counts forwards by non-owners.
+    fn forward(&self, mut op: OwnerOp, ring: &Ring, hops: u16) -> Result<(), ReplyError> {
+        let unavailable = |message: &'static str| ReplyError::new(ErrorCode::Unavailable, message);
+        let Some(cluster) = self.cluster.get() else {
+            return Err(unavailable("owner unreachable"));
+        };
+        // The routing ring lags the owner ring while a hand-off is under way: a key it
+        // still gives to this node has just been handed to the owner ring's owner.
+        let owner = match ring.owner(op.room().as_str()) {
+            Some(owner) if owner != &self.id => owner.clone(),
+            _ => match self.owner_ring.read().owner(op.room().as_str()) {
+                Some(owner) if owner != &self.id => owner.clone(),
+                _ => return Err(unavailable("no ready owner for this room")),
+            },
+        };
+        let mut request_id = 0;
+        if let (Some(op_id), Some(sender)) = (op.op_id().map(str::to_string), op.sender()) {
+            if sender.conn.node == self.id && sender.request_id == 0 {
+                request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+                let pending = Pending {
+                    node: owner.clone(),
+                    conn_id: sender.conn.conn_id,
+                    op_id,
+                    sent_at: Instant::now(),
+                    publish: op.is_publish(),
+                };
+                self.requests.insert(request_id, pending);
+                if let Some(sender) = op.sender_mut() {
+                    sender.request_id = request_id;
+                }
+            }
+        }
+        metrics::peer_forward();
+        if cluster.send(&owner, peer::encode_op(&op, hops)).is_err() {
+            if request_id != 0 {
+                self.requests.remove(request_id);
+            }
+            return Err(unavailable("owner unreachable"));
+        }
+        Ok(())
+    }
+
+    /// An op that arrived from a peer: apply it, forward it once, or refuse it.
+    pub fn on_remote_op(&self, op: OwnerOp, hops: u16) {
+        if let Some(Held::Remote(op, hops)) = self.takeover.hold(&self.id, Held::Remote(op, hops)) {
+            self.on_remote_op_now(op, hops);
+        }
+    }
+
+    fn on_remote_op_now(&self, op: OwnerOp, hops: u16) {
+        let ring = self.ring();
+        // A resubscription is sent to the node the sender's ring names; take it even if our
+        // own view lags behind (the views converge within a few gossip rounds).
+        let resubscribe = matches!(op, OwnerOp::Resubscribe { .. });
+        let Err(op) = self.owner.handle(self, op, |key| resubscribe || self.owns(key)) else {
+            return;
+        };
+        let result = if hops == 0 {
+            self.forward(op.clone(), &ring, 1)
+        } else {
+            Err(ReplyError::new(ErrorCode::Unavailable, "room is moving, retry"))
+        };
+        if let Err(error) = result {
+            if let (Some(sender), Some(op_id)) = (op.sender(), op.op_id()) {
+                self.refuse(sender, op_id, &error);
+            }
+        }
+    }
+
+    /// Answers the request `op_id` of `sender` with `error` (unavailable: the server's
+    /// condition, not counted against the client).
+    fn refuse(&self, sender: &Sender, op_id: &str, error: &ReplyError) {
+        let frame = frames::error(Some(op_id), error);
+        let msg =
+            EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
+        self.send_to_edge(&sender.conn.node, msg);
+    }
+
+    /// A message for this edge from a peer: settle its request, then hand it to the hub.
+    pub fn on_edge_msg(&self, msg: EdgeMsg) {
+        if let EdgeMsg::PresenceInfo { conn_id, query_id, entry } = msg {
+            return self.on_presence_info(conn_id, query_id, entry);
+        }
+        if let EdgeMsg::Route(op) = msg {
+            // From a peer: no owner lock is held here.
+            if let Err(err) = self.route(*op) {
+                tracing::debug!(error = %err.message, "owner follow-up not routed");
+            }
+            return;
+        }
+        let request_id = msg.request_id();
+        if request_id != 0 {
+            if let Some(pending) = self.requests.remove(request_id) {
+                metrics::peer_request_answered(pending.sent_at.elapsed().as_secs_f64());
+                if pending.publish {
+                    metrics::published(pending.sent_at);
+                }
+            }
+        }
+        self.hub.handle(msg);
+    }
+
+    /// The link to `node` broke: its requests in flight are answered `unavailable`.
+    pub fn on_link_down(&self, node: &NodeId) {
+        self.fail_requests(|pending| &pending.node == node, "owner unreachable");
+    }
+
+    /// Answers `unavailable` to the requests in flight that `filter` picks.
+    fn fail_requests(&self, filter: impl Fn(&Pending) -> bool, message: &'static str) {
+        let failed = self.requests.take_where(filter);
+        metrics::peer_requests_failed(failed.len());
+        for pending in failed {
+            let error = ReplyError::new(ErrorCode::Unavailable, message);
+            if let Some(conn) = self.hub.get(pending.conn_id) {
+                metrics::error_sent(error.code.as_str());
+                conn.outbox.push_text(frames::error(Some(&pending.op_id), &error));
+            }
+        }
+    }
+}
+
+impl EdgeSink for Router {
+    fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
+        if node == &self.id {
+            return match msg {
+                // Called from inside an owner: route later, from the deferred task.
+                EdgeMsg::Route(op) => self.deferred.push(*op),
+                EdgeMsg::PresenceInfo { conn_id, query_id, entry } => self.on_presence_info(conn_id, query_id, entry),
+                msg => self.hub.handle(msg),
+            };
+        }
+        let Some(cluster) = self.cluster.get() else {
+            return tracing::warn!(node = %node, "no link to edge node, message dropped");
+        };
+        if let Err(err) = cluster.send(node, peer::encode_msg(&msg)) {
+            metrics::peer_send_failed();
+            tracing::debug!(node = %node, error = %err, "edge message not sent");
+        }
+    }
+}
+
+impl Owners for Router {
+    fn route(&self, op: OwnerOp) -> Result<(), ReplyError> {
+        Router::route(self, op)
+    }
+
+    fn presence_query(
+        &self,
+        conn_id: ConnId,
+        sender: Sender,
+        tenant: &str,
+        op_id: Option<&str>,
+        users: Vec<String>,
+    ) -> Result<(), ReplyError> {
+        Router::presence_query(self, conn_id, sender, tenant, op_id, users)
+    }
+
+    fn message_id(&self, now_millis: u64) -> String {
+        self.owner.message_id(now_millis)
+    }
+}
