@@ -1,56 +1,70 @@
 //! ringcast: a horizontally sharded WebSocket messaging server.
 //!
-//! # Layout
-//! - `config`: flags, env twins and TOML file merged into a validated [`Config`].
-//! - `auth`: JWT validation with a pinned algorithm; token minting.
-//! - `server`: [`run`], the accept loops and the shutdown sequence.
-//! - `http`: health, `/metrics`, and the WebSocket upgrade (origin, token).
-//! - `admin`: the admin API (PROTOCOL.md §11), answered cluster-wide over peer frames.
-//! - `session`: one client connection on one task: read, limits, parsing, dispatch, timers.
-//! - `wsframe`: client WebSocket frames decoded in place from a buffer that exists only
-//!   while bytes are pending.
-//! - `ratelimit`: the per-connection token bucket of client messages.
-//! - `writer`: the write queue: batched non-blocking vectored writes of shared `Bytes`.
-//! - `conn`: the shared half of a connection: the bounded [`conn::Outbox`], rooms, identity.
+//! The table of contents of the crate, from the bottom layer up: no module imports one
+//! listed after it (ARCHITECTURE.md "Layers"; the `mod` lines below are sorted by name
+//! within the same three groups). Public: what the binary (`src/main.rs`) and the
+//! integration tests use; everything else is private to the crate.
+//!
+//! Names, rules and settings:
+//! - [`config`]: flags, env twins and TOML file merged into a validated [`Config`].
+//! - `tls`: the certificate and key of wss, reloaded on SIGHUP.
+//! - [`auth`]: JWT validation with a pinned algorithm; token minting.
+//! - `ids`, `time`, `close`, [`metrics`], `procstat`: identifiers, clocks, close codes,
+//!   metric declarations, the process's own figures from `/proc/self`.
+//! - `room`: room names, keys and the join rules.
 //! - `protocol`: the client envelope and typed requests, parsed in place with simd-json.
 //! - `frames`: server frames, rendered once into shared `Bytes`.
-//! - `route`: the edge↔owner interface ([`route::OwnerOp`], [`route::EdgeMsg`]).
+//! - `codec`: the byte reader and writer of peer payloads, and `Encode`/`Decode`.
+//!
+//! The data path, edge → owner → edge:
+//! - `ops`: the values between an edge and an owner (`OwnerOp`, `EdgeMsg`).
+//! - `store`: durable state (memory, Redis) and the write journal.
 //! - `owner`: the rooms this node owns: seq, epoch, history, members, fan-out per node.
-//! - `hub`: this node's connections and their local fan-out.
-//! - `node`: [`Node`], everything a process holds, and the router to owners.
-//! - `room`, `ids`, `time`, `close`, `metrics`: names and rules, identifiers, clocks,
-//!   close codes, metric declarations.
-//! - `procstat`: the process's RSS, CPU time and file descriptors from `/proc/self`.
+//! - `takeover`: ops held for keys a ring change gave this node, until the hand-offs are in.
+//! - `peer`: the edge↔owner values and hand-off snapshots on the wire.
+//! - `edge`: the connection side: sessions, dispatch, the hub, outboxes, writes.
+//! - `route`: the router: ops to owners, messages to edges, in-process or over peer links.
+//!
+//! The process:
+//! - [`node`]: [`Node`], the wiring of owner, router and edge.
+//! - `rebalance`: hand-offs and resubscriptions on every change of the cluster view.
+//! - `admin`: the admin API (PROTOCOL.md §11), answered cluster-wide over peer frames.
+//! - `respond`: HTTP responses the routes share.
+//! - [`peering`]: joining the cluster; peer frames in, each to the part that owns it.
+//! - `http`: health, readiness, `/metrics`, the WebSocket upgrade, the admin routes.
+//! - [`server`]: [`run`], the accept loops, background tasks and the shutdown sequence.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod admin;
 pub mod auth;
-pub mod close;
-pub mod codec;
+mod close;
+mod codec;
 pub mod config;
-pub mod edge;
-pub mod frames;
-pub mod http;
-pub mod ids;
+mod frames;
+mod ids;
 pub mod metrics;
+mod procstat;
+mod protocol;
+mod room;
+mod time;
+mod tls;
+
+mod edge;
+mod ops;
+mod owner;
+mod peer;
+mod route;
+mod store;
+mod takeover;
+
+mod admin;
+mod http;
 pub mod node;
-pub mod ops;
-pub mod owner;
-pub mod peer;
 pub mod peering;
-pub mod procstat;
-pub mod protocol;
-pub mod rebalance;
-pub mod respond;
-pub mod room;
-pub mod route;
+mod rebalance;
+mod respond;
 pub mod server;
-pub mod store;
-pub mod takeover;
-pub mod time;
-pub mod tls;
 
 pub use config::Config;
 pub use node::Node;
