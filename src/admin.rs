@@ -23,7 +23,7 @@ use crate::node::Node;
 use crate::respond::{json, percent_decode, Body};
 
 /// The OpenAPI 3 document of the HTTP API.
-pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 
 /// Every route the HTTP side serves and its methods; `docs/openapi.json` lists the same
 /// (checked by a test). `{x}` is one path segment.
