@@ -21,6 +21,7 @@ use crate::config::Limits;
 use crate::ids::ConnId;
 use crate::ops::{OwnerOp, Sender};
 use crate::protocol::ReplyError;
+use crate::room::RoomKey;
 
 pub mod conn;
 pub mod dispatch;
@@ -37,16 +38,9 @@ pub trait Owners: Send + Sync {
     /// (the op was not applied).
     fn route(&self, op: OwnerOp) -> Result<(), ReplyError>;
 
-    /// `presence.query` of connection `conn_id`: asks the owner of each user's personal room,
-    /// and answers the connection once all have.
-    fn presence_query(
-        &self,
-        conn_id: ConnId,
-        sender: Sender,
-        tenant: &str,
-        op_id: Option<&str>,
-        users: Vec<String>,
-    ) -> Result<(), ReplyError>;
+    /// `presence.query` of `sender`'s connection about the users of personal rooms `users`:
+    /// asks the owner of each, and answers the connection once all have.
+    fn presence_query(&self, sender: Sender, op_id: Option<&str>, users: Vec<RoomKey>) -> Result<(), ReplyError>;
 
     /// A fresh message id (a DM's, given by the sender's edge).
     fn message_id(&self, now_millis: u64) -> String;

@@ -17,7 +17,6 @@ use ringcast_cluster::{Cluster, NodeId, Ring};
 use crate::edge::hub::Hub;
 use crate::edge::Owners;
 use crate::frames;
-use crate::ids::ConnId;
 use crate::metrics;
 use crate::ops::{EdgeMsg, OwnerOp, Sender};
 use crate::owner::{EdgeSink, Owner};
@@ -317,15 +316,8 @@ impl Owners for Router {
         Router::route(self, op)
     }
 
-    fn presence_query(
-        &self,
-        conn_id: ConnId,
-        sender: Sender,
-        tenant: &str,
-        op_id: Option<&str>,
-        users: Vec<String>,
-    ) -> Result<(), ReplyError> {
-        Router::presence_query(self, conn_id, sender, tenant, op_id, users)
+    fn presence_query(&self, sender: Sender, op_id: Option<&str>, users: Vec<RoomKey>) -> Result<(), ReplyError> {
+        Router::presence_query(self, sender, op_id, users)
     }
 
     fn message_id(&self, now_millis: u64) -> String {

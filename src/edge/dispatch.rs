@@ -104,7 +104,8 @@ impl Session {
                 Ok(())
             }
             Request::PresenceQuery { users } => {
-                self.edge.owners.presence_query(self.conn.id, sender, &identity.tenant, op_id, users)
+                let users = users.iter().map(|user| RoomKey::user(&identity.tenant, user)).collect();
+                self.edge.owners.presence_query(sender, op_id, users)
             }
             Request::Call { to, signal } => {
                 if to == *identity.user_id {

@@ -32,26 +32,18 @@ struct PresenceQuery {
 pub(super) struct Queries(Mutex<HashMap<u64, PresenceQuery>>);
 
 impl Router {
-    /// `presence.query` of connection `conn_id` (asking as `sender`): asks the owner of each
-    /// user's key, answers once all have.
-    pub fn presence_query(
-        &self,
-        conn_id: ConnId,
-        sender: Sender,
-        tenant: &str,
-        op_id: Option<&str>,
-        users: Vec<String>,
-    ) -> Result<(), ReplyError> {
+    /// `presence.query` of `sender`'s connection about the users of personal rooms `users`:
+    /// asks the owner of each, answers once all have.
+    pub fn presence_query(&self, sender: Sender, op_id: Option<&str>, users: Vec<RoomKey>) -> Result<(), ReplyError> {
         let query_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let query = PresenceQuery {
-            conn_id,
+            conn_id: sender.conn.conn_id,
             op_id: op_id.map(str::to_string),
             entries: vec![None; users.len()],
             started: Instant::now(),
         };
         self.queries.0.lock().insert(query_id, query);
-        for (index, user) in users.iter().enumerate() {
-            let room = RoomKey::user(tenant, user);
+        for (index, room) in users.into_iter().enumerate() {
             let op = PresenceOp::Query { query_id: query_id * QUERY_PARTS + index as u64 };
             if let Err(error) = self.route(OwnerOp::request(room, sender.clone(), None, RequestKind::Presence(op))) {
                 self.queries.0.lock().remove(&query_id);
