@@ -1,300 +1,26 @@
 //! Results: the counters and tallies every worker keeps, the messages workers send to the
 //! parent, their merging, the final [`Report`], threshold checks and the human table.
+//!
+//! This file holds the report itself; `counts`, `messages`, `merge` (the parent adding
+//! up its workers), `hist` (latency histograms), `checks` (thresholds) and `table` the rest.
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
-use base64::Engine as _;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+mod checks;
+mod counts;
+mod hist;
+mod merge;
+mod messages;
 mod table;
 
-/// Latencies are recorded in microseconds, from 1 µs to 10 minutes, 3 significant digits.
-pub const HIST_MAX_US: u64 = 600_000_000;
-
-pub fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("valid histogram bounds")
-}
-
-/// HDR V2 serialization, base64: how histograms travel from workers to the parent.
-pub fn encode_hist(hist: &Histogram<u64>) -> String {
-    let mut bytes = Vec::new();
-    V2Serializer::new().serialize(hist, &mut bytes).expect("serializing into a Vec cannot fail");
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-pub fn decode_hist(text: &str) -> Result<Histogram<u64>> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text).context("histogram is not base64")?;
-    let hist: Histogram<u64> =
-        Deserializer::new().deserialize(&mut &bytes[..]).map_err(|e| anyhow::anyhow!("bad histogram: {e:?}"))?;
-    Ok(hist)
-}
-
-fn add_hist(into: &mut Histogram<u64>, from: &Histogram<u64>) {
-    // Both come from new_hist(): same bounds; values beyond them are clamped on record.
-    let _ = into.add(from);
-}
-
-macro_rules! counts {
-    ($($(#[$doc:meta])* $field:ident),* $(,)?) => {
-        /// Monotonic counters of a worker (or of the whole run once merged).
-        #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(default)]
-        pub struct Counts { $($(#[$doc])* pub $field: u64,)* }
-        impl Counts {
-            pub fn add(&mut self, other: &Counts) { $(self.$field += other.$field;)* }
-        }
-    };
-}
-
-counts! {
-    /// Connections established (upgrade done, `connected` received).
-    connects_ok,
-    connects_failed,
-    /// Connections closed by the harness on purpose (churn).
-    disconnects,
-    /// Publishes sent (`chat.send`, or raw text frames).
-    sent,
-    /// `chat.send` acks received.
-    acked,
-    /// Requests sent (every type, publishes included).
-    ops_sent,
-    /// Requests answered (ack or typed reply such as `presence.pong`).
-    ops_answered,
-    /// `chat.message` (or raw) frames received, replays included.
-    delivered,
-    /// Of those, `recovered:true` replays.
-    recovered_messages,
-    /// `error` frames received (all codes).
-    errors,
-    /// Of those, `unsupported`.
-    errors_unsupported,
-    violations,
-    /// Close frames received from the server.
-    closes_received,
-    /// Connections that ended without a close frame from the server while still in use.
-    dropped,
-    /// Rejoins with `since`, by outcome.
-    recovered_true,
-    recovered_false,
-    /// Every frame received.
-    frames,
-}
-
-/// Counters by label.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Tallies {
-    pub errors_by_code: BTreeMap<String, u64>,
-    /// `type:code`, e.g. `chat.typing:unsupported`.
-    pub errors_by_request: BTreeMap<String, u64>,
-    /// Request types answered `unsupported` (what the server does not serve yet).
-    pub unsupported_by_type: BTreeMap<String, u64>,
-    pub requests_by_type: BTreeMap<String, u64>,
-    pub answered_by_type: BTreeMap<String, u64>,
-    pub close_codes: BTreeMap<String, u64>,
-    pub violations: BTreeMap<String, u64>,
-    pub connect_failures: BTreeMap<String, u64>,
-    /// Frames received by `type` (`chat.message` excluded: see `delivered`).
-    pub frames_by_type: BTreeMap<String, u64>,
-}
-
-fn add_map(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
-    for (key, value) in from {
-        *into.entry(key.clone()).or_default() += value;
-    }
-}
-
-pub fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-    match map.get_mut(key) {
-        Some(value) => *value += 1,
-        None => {
-            map.insert(key.to_string(), 1);
-        }
-    }
-}
-
-impl Tallies {
-    pub fn add(&mut self, other: &Tallies) {
-        add_map(&mut self.errors_by_code, &other.errors_by_code);
-        add_map(&mut self.errors_by_request, &other.errors_by_request);
-        add_map(&mut self.unsupported_by_type, &other.unsupported_by_type);
-        add_map(&mut self.requests_by_type, &other.requests_by_type);
-        add_map(&mut self.answered_by_type, &other.answered_by_type);
-        add_map(&mut self.close_codes, &other.close_codes);
-        add_map(&mut self.violations, &other.violations);
-        add_map(&mut self.connect_failures, &other.connect_failures);
-        add_map(&mut self.frames_by_type, &other.frames_by_type);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Tallies::default()
-    }
-}
-
-// === worker → parent messages ===
-
-/// One second of a worker: deltas of the counters and the latencies recorded in it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Tick {
-    pub second: u32,
-    pub phase: String,
-    /// Open connections at the end of the second (a gauge, not a delta).
-    pub open: i64,
-    pub counts: Counts,
-    #[serde(default, skip_serializing_if = "Tallies::is_empty")]
-    pub tallies: Tallies,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latency: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect: Option<String>,
-}
-
-/// Totals of the measured window (from the start barrier to the end of sending).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunWindow {
-    pub secs: f64,
-    pub sent: u64,
-    pub acked: u64,
-    pub delivered: u64,
-}
-
-/// The last message of a worker.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Final {
-    pub run: RunWindow,
-    pub cpu_secs: f64,
-    pub connections_requested: u64,
-    #[serde(default)]
-    pub error: Option<String>,
-    #[serde(default)]
-    pub notes: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum WorkerMsg {
-    Tick(Box<Tick>),
-    /// The worker waits at this barrier until the parent releases it; `open` is its number
-    /// of open connections at that moment.
-    Barrier {
-        name: String,
-        #[serde(default)]
-        open: i64,
-    },
-    Final(Final),
-}
-
-// === merging ===
-
-/// One second of the whole run.
-#[derive(Debug, Clone)]
-pub struct Second {
-    pub phase: String,
-    pub open: i64,
-    pub counts: Counts,
-    pub latency: Histogram<u64>,
-    pub reported: usize,
-}
-
-/// Everything the parent merges from its workers.
-#[derive(Debug)]
-pub struct Aggregate {
-    pub counts: Counts,
-    pub tallies: Tallies,
-    pub latency: Histogram<u64>,
-    pub reply: Histogram<u64>,
-    pub connect: Histogram<u64>,
-    pub seconds: BTreeMap<u32, Second>,
-    pub finals: Vec<Final>,
-}
-
-impl Default for Aggregate {
-    fn default() -> Self {
-        Aggregate {
-            counts: Counts::default(),
-            tallies: Tallies::default(),
-            latency: new_hist(),
-            reply: new_hist(),
-            connect: new_hist(),
-            seconds: BTreeMap::new(),
-            finals: Vec::new(),
-        }
-    }
-}
-
-impl Aggregate {
-    /// Adds one worker's second; returns true when every one of `workers` has reported it.
-    pub fn absorb_tick(&mut self, tick: &Tick, workers: usize) -> Result<bool> {
-        self.counts.add(&tick.counts);
-        self.tallies.add(&tick.tallies);
-        let latency = tick.latency.as_deref().map(decode_hist).transpose()?;
-        if let Some(hist) = &latency {
-            add_hist(&mut self.latency, hist);
-        }
-        if let Some(hist) = tick.reply.as_deref().map(decode_hist).transpose()? {
-            add_hist(&mut self.reply, &hist);
-        }
-        if let Some(hist) = tick.connect.as_deref().map(decode_hist).transpose()? {
-            add_hist(&mut self.connect, &hist);
-        }
-        let second = self.seconds.entry(tick.second).or_insert_with(|| Second {
-            phase: tick.phase.clone(),
-            open: 0,
-            counts: Counts::default(),
-            latency: new_hist(),
-            reported: 0,
-        });
-        second.open += tick.open;
-        second.counts.add(&tick.counts);
-        if let Some(hist) = &latency {
-            add_hist(&mut second.latency, hist);
-        }
-        // The most advanced phase wins ("run" over "setup").
-        if phase_rank(&tick.phase) > phase_rank(&second.phase) {
-            second.phase = tick.phase.clone();
-        }
-        second.reported += 1;
-        Ok(second.reported >= workers)
-    }
-
-    pub fn absorb_final(&mut self, fin: Final) {
-        self.finals.push(fin);
-    }
-
-    /// The measured window of the whole run: counts add up, the window is the longest.
-    pub fn run_window(&self) -> RunWindow {
-        let mut run = RunWindow::default();
-        for fin in &self.finals {
-            run.secs = run.secs.max(fin.run.secs);
-            run.sent += fin.run.sent;
-            run.acked += fin.run.acked;
-            run.delivered += fin.run.delivered;
-        }
-        run
-    }
-
-    pub fn peak_open(&self) -> i64 {
-        self.seconds.values().map(|s| s.open).max().unwrap_or(0)
-    }
-}
-
-pub fn phase_rank(phase: &str) -> u8 {
-    match phase {
-        "setup" => 0,
-        "ramp" => 1,
-        "run" | "hold" => 2,
-        "drain" => 3,
-        "teardown" => 4,
-        _ => 0,
-    }
-}
-
-// === the report ===
+pub use checks::{counted_errors, evaluate, Check, Thresholds};
+pub use counts::{bump, Counts, Tallies};
+pub use hist::{decode_hist, encode_hist, latency_buckets, new_hist, HIST_MAX_US};
+pub use merge::{phase_rank, Aggregate, Second};
+pub use messages::{Final, RunWindow, Tick, WorkerMsg};
 
 /// Percentiles in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -413,23 +139,6 @@ pub struct TimelinePoint {
     pub server_cpu_cores: Option<f64>,
 }
 
-/// One threshold and how the run did against it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    pub name: String,
-    pub limit: f64,
-    pub actual: Option<f64>,
-    pub passed: bool,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Thresholds {
-    pub max_p99_ms: Option<f64>,
-    pub min_deliveries_per_sec: Option<f64>,
-    pub max_violations: u64,
-    pub max_errors: Option<u64>,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub tool: String,
@@ -465,68 +174,6 @@ pub struct Report {
     pub checks: Vec<Check>,
     pub passed: bool,
     pub notes: Vec<String>,
-}
-
-/// Log-spaced buckets (4 per factor of 10) from 10 µs to the max.
-pub fn latency_buckets(hist: &Histogram<u64>) -> Vec<(f64, u64)> {
-    if hist.is_empty() {
-        return Vec::new();
-    }
-    let max = hist.max();
-    let mut uppers = Vec::new();
-    let mut upper = 10f64;
-    loop {
-        uppers.push(upper.round() as u64);
-        if upper.round() as u64 > max {
-            break;
-        }
-        upper *= 10f64.powf(0.25);
-    }
-    let mut counts = vec![0u64; uppers.len()];
-    for value in hist.iter_recorded() {
-        let v = value.value_iterated_to();
-        let index = uppers.iter().position(|&u| v < u).unwrap_or(uppers.len() - 1);
-        counts[index] += value.count_at_value();
-    }
-    uppers.iter().zip(counts).map(|(&u, c)| (u as f64 / 1000.0, c)).collect()
-}
-
-/// Evaluates the thresholds against a report.
-pub fn evaluate(report: &Report, thresholds: &Thresholds) -> Vec<Check> {
-    let mut checks = Vec::new();
-    if let Some(limit) = thresholds.max_p99_ms {
-        let actual = (report.latency_ms.count > 0).then_some(report.latency_ms.p99);
-        checks.push(Check { name: "max_p99_ms".into(), limit, actual, passed: actual.is_some_and(|p99| p99 <= limit) });
-    }
-    if let Some(limit) = thresholds.min_deliveries_per_sec {
-        let actual = report.run.deliveries_per_sec;
-        checks.push(Check {
-            name: "min_deliveries_per_sec".into(),
-            limit,
-            actual: Some(actual),
-            passed: actual >= limit,
-        });
-    }
-    checks.push(Check {
-        name: "max_violations".into(),
-        limit: thresholds.max_violations as f64,
-        actual: Some(report.violations as f64),
-        passed: report.violations <= thresholds.max_violations,
-    });
-    if let Some(limit) = thresholds.max_errors {
-        checks.push(Check {
-            name: "max_errors".into(),
-            limit: limit as f64,
-            actual: Some(report.errors as f64),
-            passed: report.errors <= limit,
-        });
-    }
-    checks
-}
-
-/// Errors counted against `--max-errors`.
-pub fn counted_errors(counts: &Counts) -> u64 {
-    counts.errors.saturating_sub(counts.errors_unsupported) + counts.connects_failed
 }
 
 #[cfg(test)]

@@ -1,0 +1,142 @@
+//! What the parent watches on the servers: their RSS and CPU from `/proc` (every second
+//! and at the `go` and `stop` barriers) and their Prometheus counters.
+
+use std::collections::BTreeMap;
+
+use tokio::time::Instant;
+
+use crate::plan::Scenario;
+use crate::procfs;
+use crate::promscrape::{self, Endpoint};
+use crate::report::{MetricsSummary, Report, ServerSummary};
+use crate::urls::Target;
+
+/// What the parent learned about the servers around the barriers.
+#[derive(Default)]
+pub struct ServerWatch {
+    pub pids: Vec<u32>,
+    rss_before: u64,
+    rss_after: u64,
+    rss_peak: u64,
+    open_at_stop: i64,
+    cpu_go: f64,
+    cpu_stop: f64,
+    t_go: Option<Instant>,
+    t_stop: Option<Instant>,
+    pub samples: BTreeMap<u32, (u64, Option<f64>)>,
+    last_cpu: Option<(Instant, f64)>,
+}
+
+impl ServerWatch {
+    pub fn new(pids: Vec<u32>) -> ServerWatch {
+        ServerWatch { pids, ..Default::default() }
+    }
+
+    fn rss(&self) -> u64 {
+        self.pids.iter().filter_map(|&pid| procfs::rss_bytes(pid)).sum()
+    }
+
+    fn cpu(&self) -> f64 {
+        self.pids.iter().filter_map(|&pid| procfs::cpu_seconds(Some(pid))).sum()
+    }
+
+    pub fn sample(&mut self, second: u32) {
+        if self.pids.is_empty() {
+            return;
+        }
+        let rss = self.rss();
+        self.rss_peak = self.rss_peak.max(rss);
+        let now = Instant::now();
+        let cpu = self.cpu();
+        let cores = self.last_cpu.map(|(at, before)| (cpu - before) / now.duration_since(at).as_secs_f64().max(1e-3));
+        self.last_cpu = Some((now, cpu));
+        self.samples.insert(second, (rss, cores));
+    }
+
+    /// Every worker reached `go`: the "before" sample.
+    pub fn at_go(&mut self) {
+        self.rss_before = self.rss();
+        self.cpu_go = self.cpu();
+        self.t_go = Some(Instant::now());
+    }
+
+    /// Every worker reached `stop` with `open_total` connections open: the "after" sample.
+    pub fn at_stop(&mut self, open_total: i64) {
+        self.rss_after = self.rss();
+        self.rss_peak = self.rss_peak.max(self.rss_after);
+        self.cpu_stop = self.cpu();
+        self.t_stop = Some(Instant::now());
+        self.open_at_stop = open_total;
+    }
+
+    /// The servers' part of the report (`report` has its counts already).
+    pub fn summary(&self, scenario: &Scenario, report: &Report) -> ServerSummary {
+        let secs = match (self.t_go, self.t_stop) {
+            (Some(go), Some(stop)) => stop.duration_since(go).as_secs_f64(),
+            _ => 0.0,
+        };
+        let cpu = (self.cpu_stop - self.cpu_go).max(0.0);
+        ServerSummary {
+            pids: self.pids.clone(),
+            rss_before_bytes: self.rss_before,
+            rss_after_bytes: self.rss_after,
+            rss_peak_bytes: self.rss_peak,
+            // Only the connect scenario samples "before" ahead of its connections.
+            rss_per_connection_bytes: (self.open_at_stop > 0 && scenario.name() == "connect")
+                .then(|| (self.rss_after as f64 - self.rss_before as f64) / self.open_at_stop as f64),
+            connections_at_sample: self.open_at_stop,
+            cpu_seconds: cpu,
+            cpu_avg_cores: if secs > 0.0 { cpu / secs } else { 0.0 },
+            cpu_us_per_delivery: (report.run.delivered > 0)
+                .then(|| cpu * 1e6 / (report.counts.delivered.max(report.run.delivered)) as f64),
+        }
+    }
+}
+
+/// The `/metrics` endpoints of the targets, one per address.
+pub fn metrics_endpoints(targets: &[Target]) -> Vec<Endpoint> {
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    // /metrics of a wss:// node would be https: not scraped.
+    for target in targets.iter().filter(|target| !target.tls) {
+        if !endpoints.iter().any(|e| e.addr == target.addr) {
+            endpoints.push(Endpoint {
+                addr: target.addr,
+                authority: target.authority.clone(),
+                path: "/metrics".into(),
+            });
+        }
+    }
+    endpoints
+}
+
+pub async fn scrape_all(endpoints: &[Endpoint], errors: &mut Vec<String>) -> BTreeMap<String, f64> {
+    let mut sum: BTreeMap<String, f64> = BTreeMap::new();
+    for endpoint in endpoints {
+        match promscrape::scrape(endpoint).await {
+            Ok(values) => {
+                for (name, value) in values {
+                    *sum.entry(name).or_insert(0.0) += value;
+                }
+            }
+            Err(err) => errors.push(format!("{}: {err:#}", endpoint.url())),
+        }
+    }
+    sum
+}
+
+/// Fills in what the servers' counters say between `before` and `after` the run.
+pub fn metrics_deltas(
+    metrics: &mut MetricsSummary,
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    acked: u64,
+) {
+    metrics.deltas = promscrape::deltas(before, after);
+    metrics.deliveries = metrics.deltas.get("ringcast_deliveries_total").copied();
+    metrics.frames_rendered = metrics.deltas.get("ringcast_frames_rendered_total").copied();
+    if let (Some(d), Some(r)) = (metrics.deliveries, metrics.frames_rendered) {
+        metrics.deliveries_per_render = (r > 0.0).then(|| d / r);
+    }
+    let acked = acked as f64;
+    metrics.renders_per_publish = metrics.frames_rendered.filter(|_| acked > 0.0).map(|r| r / acked);
+}
