@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::auth::KeyConfig;
+use crate::auth::{KeyConfig, KeyError};
 use crate::tls::Tls;
 
 /// The exit code of a bad configuration (`EX_USAGE` of sysexits.h).
@@ -27,6 +27,12 @@ pub struct ConfigError(pub String);
 impl ConfigError {
     pub fn new(message: impl Into<String>) -> Self {
         ConfigError(message.into())
+    }
+}
+
+impl From<KeyError> for ConfigError {
+    fn from(err: KeyError) -> Self {
+        ConfigError(err.0)
     }
 }
 
