@@ -9,8 +9,6 @@ use std::cell::RefCell;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use crate::route::RoomAction;
-
 /// The longest `op_id` a client may send.
 pub const MAX_OP_ID_CHARS: usize = 64;
 /// The most attachments one message may carry.
@@ -133,7 +131,7 @@ pub enum Request {
     /// A room-scoped operation other than send (edit, delete, react, typing, history, ...).
     Room {
         room: String,
-        action: crate::route::RoomAction,
+        action: RoomAction,
     },
     /// `dm.send`.
     Dm {
@@ -195,6 +193,39 @@ impl CallSignal {
             | CallSignal::Hangup { call_id } => call_id,
         }
     }
+}
+
+/// An operation on a room's messages or activity (PROTOCOL.md §4–§5), applied by the owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAction {
+    /// `chat.edit`: the author replaces the text; the old one is kept as a version.
+    Edit { id: String, text: String },
+    /// `chat.versions`: every version of a message.
+    Versions { id: String },
+    /// `chat.delete`: soft leaves a tombstone, hard removes the message.
+    Delete { id: String, hard: bool },
+    /// `chat.redact`: a moderator removes the text from history and every later read.
+    Redact { id: String, reason: Option<String> },
+    /// `chat.react`: add or remove the user's emoji.
+    React { id: String, emoji: String, add: bool },
+    /// `chat.typing`: a `true` not renewed within the typing timeout is ended by the owner.
+    Typing { typing: bool },
+    /// `chat.read` (`read: true`) / `chat.delivered`.
+    Receipt { seq: u64, read: bool },
+    /// `chat.upload`: progress of a file upload made elsewhere, relayed.
+    Upload { upload_id: String, name: String, size: u64, sent: u64 },
+    /// `room.history`: stored messages before `before_seq`, newest last.
+    History { before_seq: Option<u64>, limit: u64 },
+    /// `room.request_join` to a `private:` room (the asker is not in it yet).
+    RequestJoin,
+    /// `room.approve` (moderator): the requester joins.
+    Approve { user_id: String },
+    /// `room.deny` (moderator).
+    Deny { user_id: String },
+    /// `room.kick` (moderator): every connection of the user leaves.
+    Kick { user_id: String },
+    /// `room.ban` (moderator): kick, and refuse the user's joins until the ban ends.
+    Ban { user_id: String, seconds: Option<u64> },
 }
 
 /// The most users one presence request names.
@@ -486,7 +517,7 @@ impl<'v, 'a> Data<'v, 'a> {
 
     fn room(&self) -> Result<String, ReplyError> {
         let room = self.string("room")?;
-        if !crate::room::is_valid_room_name(&room) {
+        if !is_valid_room_name(&room) {
             return Err(ReplyError::invalid("invalid room name: 1-128 chars of [A-Za-z0-9_.:@-]"));
         }
         Ok(room)
@@ -534,6 +565,20 @@ impl<'v, 'a> Data<'v, 'a> {
             })
             .collect()
     }
+}
+
+/// Room names: 1–128 chars of `[A-Za-z0-9_.:@-]`; a prefix (`user:`, `group:`, `private:`)
+/// must be followed by a non-empty id.
+pub fn is_valid_room_name(room: &str) -> bool {
+    if !crate::auth::is_valid_id(room) {
+        return false;
+    }
+    for prefix in ["user:", "group:", "private:"] {
+        if let Some(rest) = room.strip_prefix(prefix) {
+            return !rest.is_empty();
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -603,5 +648,18 @@ mod tests {
         assert_eq!(error_of(bad).1, ErrorCode::InvalidMessage);
         let good = r#"{"type":"chat.send","data":{"room":"r","attachments":[{"url":"https://x","name":"n","size":1,"mime":"a/b"}]}}"#;
         assert!(parse_str(good).request.is_ok());
+    }
+
+    #[test]
+    fn test_room_names() {
+        assert!(is_valid_room_name("lobby"));
+        assert!(is_valid_room_name("a.b_c-d:e@f"));
+        assert!(is_valid_room_name(&"x".repeat(128)));
+        assert!(!is_valid_room_name(&"x".repeat(129)));
+        assert!(!is_valid_room_name(""));
+        assert!(!is_valid_room_name("has space"));
+        assert!(!is_valid_room_name("slash/no"));
+        assert!(!is_valid_room_name("user:"));
+        assert!(!is_valid_room_name("émoji"));
     }
 }
