@@ -6,10 +6,20 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-
 /// The tenant of a token without a `tenant` claim.
 pub const DEFAULT_TENANT: &str = "default";
+
+/// A bad key setting, or a token that cannot be signed, printed on one line (configuration
+/// turns it into a `ConfigError`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(pub String);
+
+impl KeyError {
+    fn new(message: impl Into<String>) -> Self {
+        KeyError(message.into())
+    }
+}
 
 /// Algorithms a deployment may pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,13 +31,13 @@ pub enum JwtAlgorithm {
 }
 
 impl JwtAlgorithm {
-    fn parse(name: &str) -> Result<Self, ConfigError> {
+    fn parse(name: &str) -> Result<Self, KeyError> {
         match name.to_ascii_uppercase().as_str() {
             "HS256" => Ok(JwtAlgorithm::Hs256),
             "RS256" => Ok(JwtAlgorithm::Rs256),
             "ES256" => Ok(JwtAlgorithm::Es256),
             "EDDSA" => Ok(JwtAlgorithm::EdDsa),
-            _ => Err(ConfigError::new(format!("--jwt-alg {name:?} must be HS256, RS256, ES256 or EdDSA"))),
+            _ => Err(KeyError::new(format!("--jwt-alg {name:?} must be HS256, RS256, ES256 or EdDSA"))),
         }
     }
 
@@ -65,26 +75,26 @@ impl KeyConfig {
         public_key: Option<&Path>,
         alg: Option<&str>,
         private_key: Option<&Path>,
-    ) -> Result<Option<KeyConfig>, ConfigError> {
+    ) -> Result<Option<KeyConfig>, KeyError> {
         let algorithm = alg.map(JwtAlgorithm::parse).transpose()?;
         match (secret, public_key.or(private_key)) {
-            (Some(_), Some(_)) => Err(ConfigError::new("give either --jwt-secret or --jwt-public-key, not both")),
+            (Some(_), Some(_)) => Err(KeyError::new("give either --jwt-secret or --jwt-public-key, not both")),
             (Some(secret), None) => {
                 if algorithm.is_some_and(|algorithm| algorithm != JwtAlgorithm::Hs256) {
-                    return Err(ConfigError::new("--jwt-secret needs --jwt-alg HS256"));
+                    return Err(KeyError::new("--jwt-secret needs --jwt-alg HS256"));
                 }
                 if secret.is_empty() {
-                    return Err(ConfigError::new("--jwt-secret must not be empty"));
+                    return Err(KeyError::new("--jwt-secret must not be empty"));
                 }
                 Ok(Some(KeyConfig::Hs256(secret.as_bytes().to_vec())))
             }
             (None, Some(path)) => {
                 let algorithm = algorithm.unwrap_or(JwtAlgorithm::Rs256);
                 if algorithm == JwtAlgorithm::Hs256 {
-                    return Err(ConfigError::new("--jwt-public-key needs --jwt-alg RS256, ES256 or EdDSA"));
+                    return Err(KeyError::new("--jwt-public-key needs --jwt-alg RS256, ES256 or EdDSA"));
                 }
                 let pem = std::fs::read(path)
-                    .map_err(|err| ConfigError::new(format!("cannot read key {}: {err}", path.display())))?;
+                    .map_err(|err| KeyError::new(format!("cannot read key {}: {err}", path.display())))?;
                 let key = KeyConfig::PublicKey { algorithm, pem };
                 if private_key.is_none() {
                     key.decoding_key()?;
@@ -92,7 +102,7 @@ impl KeyConfig {
                 Ok(Some(key))
             }
             (None, None) => match algorithm {
-                Some(_) => Err(ConfigError::new("--jwt-alg needs --jwt-secret or --jwt-public-key")),
+                Some(_) => Err(KeyError::new("--jwt-alg needs --jwt-secret or --jwt-public-key")),
                 None => Ok(None),
             },
         }
@@ -105,24 +115,23 @@ impl KeyConfig {
         }
     }
 
-    fn decoding_key(&self) -> Result<DecodingKey, ConfigError> {
-        let bad = |err: jsonwebtoken::errors::Error| {
-            ConfigError::new(format!("--jwt-public-key is not a valid PEM key: {err}"))
-        };
+    fn decoding_key(&self) -> Result<DecodingKey, KeyError> {
+        let bad =
+            |err: jsonwebtoken::errors::Error| KeyError::new(format!("--jwt-public-key is not a valid PEM key: {err}"));
         match self {
             KeyConfig::Hs256(secret) => Ok(DecodingKey::from_secret(secret)),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Rs256, pem } => DecodingKey::from_rsa_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Es256, pem } => DecodingKey::from_ec_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::EdDsa, pem } => DecodingKey::from_ed_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Hs256, .. } => {
-                Err(ConfigError::new("HS256 takes a secret, not a key file"))
+                Err(KeyError::new("HS256 takes a secret, not a key file"))
             }
         }
     }
 
-    fn encoding_key(&self) -> Result<EncodingKey, ConfigError> {
+    fn encoding_key(&self) -> Result<EncodingKey, KeyError> {
         let bad = |err: jsonwebtoken::errors::Error| {
-            ConfigError::new(format!("--jwt-private-key is not a valid PEM key: {err}"))
+            KeyError::new(format!("--jwt-private-key is not a valid PEM key: {err}"))
         };
         match self {
             KeyConfig::Hs256(secret) => Ok(EncodingKey::from_secret(secret)),
@@ -130,7 +139,7 @@ impl KeyConfig {
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Es256, pem } => EncodingKey::from_ec_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::EdDsa, pem } => EncodingKey::from_ed_pem(pem).map_err(bad),
             KeyConfig::PublicKey { algorithm: JwtAlgorithm::Hs256, .. } => {
-                Err(ConfigError::new("HS256 takes a secret, not a key file"))
+                Err(KeyError::new("HS256 takes a secret, not a key file"))
             }
         }
     }
@@ -201,7 +210,7 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(key: &KeyConfig) -> Result<Self, ConfigError> {
+    pub fn new(key: &KeyConfig) -> Result<Self, KeyError> {
         let mut validation = Validation::new(key.algorithm());
         validation.leeway = 0;
         validation.validate_nbf = true;
@@ -253,10 +262,10 @@ impl Authenticator {
 }
 
 /// Signs `claims` with `key` (the `ringcast token` command and `--dev`).
-pub fn mint(key: &KeyConfig, claims: &Claims) -> Result<String, ConfigError> {
+pub fn mint(key: &KeyConfig, claims: &Claims) -> Result<String, KeyError> {
     let header = Header::new(key.algorithm());
     jsonwebtoken::encode(&header, claims, &key.encoding_key()?)
-        .map_err(|err| ConfigError::new(format!("cannot sign token: {err}")))
+        .map_err(|err| KeyError::new(format!("cannot sign token: {err}")))
 }
 
 /// A fresh 32-byte secret for `--dev`, hex-encoded so it can be printed and reused.

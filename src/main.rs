@@ -135,7 +135,7 @@ fn token(args: TokenArgs) -> ExitCode {
             roles: args.roles.as_deref().map(config::split_list).unwrap_or_default(),
             groups: args.groups.as_deref().map(config::split_list).unwrap_or_default(),
         };
-        auth::mint(&key, &claims)
+        auth::mint(&key, &claims).map_err(ConfigError::from)
     })();
     match result {
         Ok(token) => {

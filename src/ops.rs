@@ -13,6 +13,7 @@ use ringcast_cluster::NodeId;
 
 use crate::auth::Identity;
 use crate::ids::ConnId;
+pub use crate::protocol::RoomAction;
 use crate::protocol::{ChatSend, Since};
 use crate::room::RoomKey;
 
@@ -135,39 +136,6 @@ impl OwnerOp {
     pub fn is_publish(&self) -> bool {
         matches!(self, OwnerOp::Request(Request { kind: RequestKind::Publish(_), .. }))
     }
-}
-
-/// An operation on a room's messages or activity (PROTOCOL.md §4–§5), applied by the owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomAction {
-    /// `chat.edit`: the author replaces the text; the old one is kept as a version.
-    Edit { id: String, text: String },
-    /// `chat.versions`: every version of a message.
-    Versions { id: String },
-    /// `chat.delete`: soft leaves a tombstone, hard removes the message.
-    Delete { id: String, hard: bool },
-    /// `chat.redact`: a moderator removes the text from history and every later read.
-    Redact { id: String, reason: Option<String> },
-    /// `chat.react`: add or remove the user's emoji.
-    React { id: String, emoji: String, add: bool },
-    /// `chat.typing`: a `true` not renewed within the typing timeout is ended by the owner.
-    Typing { typing: bool },
-    /// `chat.read` (`read: true`) / `chat.delivered`.
-    Receipt { seq: u64, read: bool },
-    /// `chat.upload`: progress of a file upload made elsewhere, relayed.
-    Upload { upload_id: String, name: String, size: u64, sent: u64 },
-    /// `room.history`: stored messages before `before_seq`, newest last.
-    History { before_seq: Option<u64>, limit: u64 },
-    /// `room.request_join` to a `private:` room (the asker is not in it yet).
-    RequestJoin,
-    /// `room.approve` (moderator): the requester joins.
-    Approve { user_id: String },
-    /// `room.deny` (moderator).
-    Deny { user_id: String },
-    /// `room.kick` (moderator): every connection of the user leaves.
-    Kick { user_id: String },
-    /// `room.ban` (moderator): kick, and refuse the user's joins until the ban ends.
-    Ban { user_id: String, seconds: Option<u64> },
 }
 
 /// Presence operations (PROTOCOL.md §6), each about one user, applied by the owner of that

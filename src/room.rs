@@ -1,9 +1,11 @@
-//! Room names, room keys and the access rules of the name prefixes (PROTOCOL.md §4).
+//! Room keys and the access rules of the name prefixes (PROTOCOL.md §4). The room-name rule
+//! is checked where requests are parsed ([`is_valid_room_name`], from `protocol`).
 
 use std::fmt;
 use std::sync::Arc;
 
 use crate::auth::Identity;
+pub use crate::protocol::is_valid_room_name;
 use crate::protocol::{ErrorCode, ReplyError};
 
 /// The key of a room across the cluster: `{tenant}/{room}`. The ring places rooms by this
@@ -47,20 +49,6 @@ impl fmt::Display for RoomKey {
     }
 }
 
-/// Room names: 1–128 chars of `[A-Za-z0-9_.:@-]`; a prefix (`user:`, `group:`, `private:`)
-/// must be followed by a non-empty id.
-pub fn is_valid_room_name(room: &str) -> bool {
-    if !crate::auth::is_valid_id(room) {
-        return false;
-    }
-    for prefix in ["user:", "group:", "private:"] {
-        if let Some(rest) = room.strip_prefix(prefix) {
-            return !rest.is_empty();
-        }
-    }
-    true
-}
-
 /// Checks that `identity` may join `room` directly. The owner checks the rules that depend
 /// on room state (bans, approvals); the ones here depend only on the token.
 pub fn check_join(identity: &Identity, room: &str) -> Result<(), ReplyError> {
@@ -81,19 +69,6 @@ pub fn check_join(identity: &Identity, room: &str) -> Result<(), ReplyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_room_names() {
-        assert!(is_valid_room_name("lobby"));
-        assert!(is_valid_room_name("a.b_c-d:e@f"));
-        assert!(is_valid_room_name(&"x".repeat(128)));
-        assert!(!is_valid_room_name(&"x".repeat(129)));
-        assert!(!is_valid_room_name(""));
-        assert!(!is_valid_room_name("has space"));
-        assert!(!is_valid_room_name("slash/no"));
-        assert!(!is_valid_room_name("user:"));
-        assert!(!is_valid_room_name("émoji"));
-    }
 
     #[test]
     fn test_keys_carry_the_tenant() {

@@ -1,0 +1,82 @@
+//! The TOML config file named by `--config`: parsed with the flags' names as keys and merged
+//! under the flags and env.
+
+use serde::Deserialize;
+
+use super::{ConfigError, ServeArgs};
+
+impl ServeArgs {
+    /// Reads the file named by `--config` (if any) and fills every field the flags and env
+    /// left empty.
+    pub fn merge_file(mut self) -> Result<Self, ConfigError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|err| ConfigError::new(format!("cannot read config file {}: {err}", path.display())))?;
+        let file =
+            parse_file(&text).map_err(|err| ConfigError::new(format!("config file {}: {err}", path.display())))?;
+        macro_rules! fill {
+            ($($field:ident),*) => { $( if self.$field.is_none() { self.$field = file.$field; } )* };
+        }
+        fill!(
+            listen,
+            admin_listen,
+            node_id,
+            cluster_listen,
+            cluster_advertise,
+            seeds,
+            cluster_secret,
+            jwt_secret,
+            jwt_public_key,
+            jwt_alg,
+            admin_key,
+            redis_url,
+            tls_cert,
+            tls_key,
+            allowed_origins,
+            max_message_bytes,
+            rate_per_second,
+            rate_burst,
+            rate_limit_close_secs,
+            queue_frames,
+            idle_timeout_secs,
+            ping_interval_secs,
+            auth_timeout_secs,
+            error_limit,
+            error_window_secs,
+            history_size,
+            inbox_size,
+            max_connections,
+            drain_timeout_secs,
+            log_format,
+            dev
+        );
+        Ok(self)
+    }
+}
+
+/// Parses a TOML config file; keys may use `-` or `_`.
+fn parse_file(text: &str) -> Result<ServeArgs, String> {
+    let table: toml::Table = text.parse().map_err(|err: toml::de::Error| err.message().to_string())?;
+    let normalized: toml::Table = table.into_iter().map(|(key, value)| (key.replace('_', "-"), value)).collect();
+    ServeArgs::deserialize(normalized).map_err(|err| err.message().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_file_keys_accept_dashes_and_underscores() {
+        let args = parse_file("listen = \"127.0.0.1:9\"\nmax_message_bytes = 10\nrate-burst = 3\n").unwrap();
+        assert_eq!(args.listen.as_deref(), Some("127.0.0.1:9"));
+        assert_eq!(args.max_message_bytes, Some(10));
+        assert_eq!(args.rate_burst, Some(3));
+    }
+
+    #[test]
+    fn test_file_rejects_unknown_keys() {
+        assert!(parse_file("lisen = \"x\"").unwrap_err().contains("lisen"));
+    }
+}

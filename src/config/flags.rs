@@ -1,0 +1,132 @@
+//! The `ringcast serve` flags: clap arguments with their `RINGCAST_*` env twins, whose names
+//! are also the keys of the TOML file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// `ringcast serve` flags. Every field is optional here so that env and file can fill it;
+/// [`ServeArgs::resolve`] applies the precedence and the defaults.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServeArgs {
+    /// TOML file with keys named like the flags
+    #[arg(long, env = "RINGCAST_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// client WebSocket + HTTP API address [default: 127.0.0.1:8080]
+    #[arg(long, env = "RINGCAST_LISTEN")]
+    pub listen: Option<String>,
+    /// serve /metrics (and health) here as well, for Prometheus and operators
+    #[arg(long, env = "RINGCAST_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// stable node name [default: host name]
+    #[arg(long, env = "RINGCAST_NODE_ID")]
+    pub node_id: Option<String>,
+    /// internal TCP links and gossip UDP on one port; unset = single node
+    #[arg(long, env = "RINGCAST_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<String>,
+    /// address other nodes reach this node at [default: cluster-listen]
+    #[arg(long, env = "RINGCAST_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+    /// comma-separated host:port of other nodes
+    #[arg(long, env = "RINGCAST_SEEDS")]
+    pub seeds: Option<String>,
+    /// shared secret of the internal protocol
+    #[arg(long, env = "RINGCAST_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// nodes with another cluster id ignore each other [default: ringcast]
+    #[arg(long, env = "RINGCAST_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// gossip round interval in milliseconds [default: 100]
+    #[arg(long, env = "RINGCAST_GOSSIP_INTERVAL_MS")]
+    pub gossip_interval_ms: Option<u64>,
+    /// silence after which a node is declared dead, in milliseconds [default: 1500]
+    #[arg(long, env = "RINGCAST_FAILURE_TIMEOUT_MS")]
+    pub failure_timeout_ms: Option<u64>,
+    /// HS256 key of client tokens
+    #[arg(long, env = "RINGCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key of client tokens (with --jwt-alg)
+    #[arg(long, env = "RINGCAST_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// HS256 | RS256 | ES256 | EdDSA [default: HS256, or RS256 with a public key]
+    #[arg(long, env = "RINGCAST_JWT_ALG")]
+    pub jwt_alg: Option<String>,
+    /// bearer key of the admin API
+    #[arg(long, env = "RINGCAST_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Redis URL for persistence; unset = memory
+    #[arg(long, env = "RINGCAST_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// PEM certificate chain for wss/https
+    #[arg(long, env = "RINGCAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for wss/https
+    #[arg(long, env = "RINGCAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// comma-separated allowed Origin values; unset = any origin
+    #[arg(long, env = "RINGCAST_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// largest client message in bytes, after reassembly [default: 524288]
+    #[arg(long, env = "RINGCAST_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// sustained client messages per second per connection [default: 10]
+    #[arg(long, env = "RINGCAST_RATE_PER_SECOND")]
+    pub rate_per_second: Option<f64>,
+    /// burst of client messages per connection [default: 20]
+    #[arg(long, env = "RINGCAST_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// seconds of continued excess before close 4008 [default: 10]
+    #[arg(long, env = "RINGCAST_RATE_LIMIT_CLOSE_SECS")]
+    pub rate_limit_close_secs: Option<f64>,
+    /// outbound queue per connection in frames [default: 256]
+    #[arg(long, env = "RINGCAST_QUEUE_FRAMES")]
+    pub queue_frames: Option<usize>,
+    /// close a connection silent this long [default: 60]
+    #[arg(long, env = "RINGCAST_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<f64>,
+    /// interval of server WebSocket pings [default: 25]
+    #[arg(long, env = "RINGCAST_PING_INTERVAL_SECS")]
+    pub ping_interval_secs: Option<f64>,
+    /// time allowed for the in-band auth frame [default: 10]
+    #[arg(long, env = "RINGCAST_AUTH_TIMEOUT_SECS")]
+    pub auth_timeout_secs: Option<f64>,
+    /// failed requests within the error window before close 1008 [default: 50]
+    #[arg(long, env = "RINGCAST_ERROR_LIMIT")]
+    pub error_limit: Option<u32>,
+    /// the error window in seconds [default: 60]
+    #[arg(long, env = "RINGCAST_ERROR_WINDOW_SECS")]
+    pub error_window_secs: Option<f64>,
+    /// messages kept per room [default: 100]
+    #[arg(long, env = "RINGCAST_HISTORY_SIZE")]
+    pub history_size: Option<usize>,
+    /// offline direct messages kept per user [default: 1000]
+    #[arg(long, env = "RINGCAST_INBOX_SIZE")]
+    pub inbox_size: Option<usize>,
+    /// most connections this node accepts [default: 100000]
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// seconds a graceful shutdown may take [default: 30]
+    #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<f64>,
+    /// offline direct messages are kept this long [default: 86400]
+    #[arg(long, env = "RINGCAST_INBOX_TTL_SECS")]
+    pub inbox_ttl_secs: Option<f64>,
+    /// a user stays online this long after its last connection closes [default: 5000]
+    #[arg(long, env = "RINGCAST_PRESENCE_GRACE_MS")]
+    pub presence_grace_ms: Option<u64>,
+    /// a typing:true not renewed within this many milliseconds is ended [default: 6000]
+    #[arg(long, env = "RINGCAST_TYPING_TIMEOUT_MS")]
+    pub typing_timeout_ms: Option<u64>,
+    /// runtime worker threads [default: one per CPU]
+    #[arg(long, env = "RINGCAST_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// log format: text | json [default: text]
+    #[arg(long, env = "RINGCAST_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// no key given: make one, print it and a ready token (never in production)
+    #[arg(long, env = "RINGCAST_DEV")]
+    pub dev: Option<bool>,
+}
