@@ -55,7 +55,12 @@ pub struct Owner {
     presence_pending: Mutex<std::collections::HashSet<RoomKey>>,
     /// Where durable state is written through (memory by default).
     store: Arc<dyn Store>,
-    /// Rooms to load from a durable store (read by the node's loader task).
+    /// Rooms to load from a durable store (read by the node's loader task). Unbounded, yet it
+    /// holds at most one key per room held: a key is sent only when its room turns `Loading`,
+    /// and the room stays so (never forgotten, sending no second key) until its load is
+    /// answered, which comes after the loader took the key; only a hand-off (a ring change)
+    /// ends a `Loading` early. The loader takes each key at once and loads it in a task of its
+    /// own. A bound would have to drop a load, and strand the room's waiting ops.
     loads: tokio::sync::mpsc::UnboundedSender<RoomKey>,
 }
 
@@ -211,6 +216,7 @@ impl Owner {
             typing_timeout,
             typing_rooms: Mutex::new(std::collections::HashSet::new()),
             store: Arc::new(MemoryStore),
+            // Without a durable store nothing is loaded: no loader reads this channel.
             loads: tokio::sync::mpsc::unbounded_channel().0,
         }
     }

@@ -79,14 +79,10 @@ pub struct Job {
     pub on_fail: Option<crate::owner::Refusal>,
 }
 
-#[derive(Debug, Clone)]
+/// A store that failed to load or write; the text says why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
 pub struct StoreError(pub String);
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 pub type LoadFuture = Pin<Box<dyn Future<Output = Result<Loaded, StoreError>> + Send>>;
 
