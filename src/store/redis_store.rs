@@ -246,8 +246,7 @@ fn encode(pipe: &mut redis::Pipeline, room: &RoomKey, write: &Write, limits: &Li
             let seq = message.seq;
             pipe.zrembyscore(key("edits"), seq, seq).ignore();
             pipe.zadd(key("edits"), record::encode_message(message, None), seq).ignore();
-            let extra = message.extra.as_deref();
-            if extra.is_some_and(|extra| extra.deleted || extra.redacted.is_some()) {
+            if message.is_gone() {
                 // The text must not outlive the delete or redaction in the stream either.
                 pipe.xdel(key("log"), &[format!("{seq}-0")]).ignore();
             }
