@@ -7,22 +7,17 @@
 //! bounded outboxes; a peer link has a bounded queue).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use ringcast_cluster::NodeId;
-use serde::Serialize;
 
-use crate::frames;
 use crate::ids::IdGen;
-use crate::metrics;
 use crate::ops::{ConnRef, EdgeMsg, OwnerOp, Request, RequestKind, Sender};
-use crate::protocol::{ChatSend, ErrorCode, ReplyError, Since};
 use crate::room::RoomKey;
-use crate::store::{journal, MemoryStore, Store, Write};
-use crate::time;
+use crate::store::{MemoryStore, Store};
 
 const NUM_SHARDS: usize = 64;
 
@@ -55,7 +50,12 @@ pub struct Owner {
     presence_pending: Mutex<std::collections::HashSet<RoomKey>>,
     /// Where durable state is written through (memory by default).
     store: Arc<dyn Store>,
-    /// Rooms to load from a durable store (read by the node's loader task).
+    /// Rooms to load from a durable store (read by the node's loader task). Unbounded, yet it
+    /// holds at most one key per room held: a key is sent only when its room turns `Loading`,
+    /// and the room stays so (never forgotten, sending no second key) until its load is
+    /// answered, which comes after the loader took the key; only a hand-off (a ring change)
+    /// ends a `Loading` early. The loader takes each key at once and loads it in a task of its
+    /// own. A bound would have to drop a load, and strand the room's waiting ops.
     loads: tokio::sync::mpsc::UnboundedSender<RoomKey>,
 }
 
@@ -109,81 +109,24 @@ pub struct RoomMeta {
 
 mod admin;
 pub use admin::{OwnedCounts, RoomInfo};
+mod context;
 mod direct;
 mod durable;
-pub use durable::Refusal;
-mod moderation;
-mod presence;
-
 mod handoff;
-mod stored;
-pub use handoff::RoomSnapshot;
-use stored::ChatMessageData;
-pub use stored::{MessageExtra, StoredMessage};
 mod membership;
 mod messages;
-use membership::{leave, members, Added, Removed};
+mod moderation;
+mod presence;
+mod publish;
+mod room;
+mod stored;
 
-/// One room on its owner.
-struct Room {
-    epoch: Arc<str>,
-    seq: u64,
-    /// The last `history_size` messages, oldest first.
-    history: VecDeque<Arc<StoredMessage>>,
-    /// Subscribed nodes and how many of the room's connections each holds.
-    nodes: HashMap<NodeId, u32>,
-    users: HashMap<Arc<str>, RoomUser>,
-    /// Recent `client_id`s by (user, client_id), with the ack they got, oldest first.
-    sent: SentIds,
-    /// Users typing, with the instant their `typing:true` runs out.
-    typing: Vec<(Arc<str>, std::time::Instant)>,
-    /// Whether the durable state is in memory (always ready without a durable store).
-    load: durable::Load,
-    /// Store generation: bumped by a failed write (see [`durable`]).
-    gen: u64,
-    /// The store is known to hold this room's epoch.
-    stored: bool,
-    /// Jobs of this room submitted to the store and not answered yet.
-    in_flight: u32,
-}
-
-/// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
-/// `client_id`, so a retry gets the first ack again instead of a second message.
-#[derive(Default)]
-struct SentIds {
-    acks: HashMap<(Arc<str>, String), SentAck>,
-    order: VecDeque<(Arc<str>, String)>,
-}
-
-/// What the first send with a `client_id` was acknowledged with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentAck {
-    pub id: String,
-    pub seq: u64,
-    pub ts: String,
-}
-
-const SENT_IDS_PER_ROOM: usize = 1000;
-
-impl SentIds {
-    fn insert(&mut self, key: (Arc<str>, String), ack: SentAck) {
-        if self.acks.insert(key.clone(), ack).is_none() {
-            self.order.push_back(key);
-        }
-        while self.order.len() > SENT_IDS_PER_ROOM {
-            if let Some(oldest) = self.order.pop_front() {
-                self.acks.remove(&oldest);
-            }
-        }
-    }
-}
-
-struct RoomUser {
-    name: Arc<str>,
-    /// A moderator or admin (from the token of its latest join).
-    moderator: bool,
-    conns: Vec<ConnRef>,
-}
+pub use crate::store::{MessageExtra, Refusal, SentAck, StoredMessage};
+use context::OpCtx;
+pub use handoff::RoomSnapshot;
+use membership::{leave, members};
+use room::{Added, Removed, Room, SentIds};
+use stored::ChatMessageData;
 
 impl Owner {
     pub fn new(ids: IdGen, history_size: usize, typing_timeout: std::time::Duration) -> Self {
@@ -211,6 +154,7 @@ impl Owner {
             typing_timeout,
             typing_rooms: Mutex::new(std::collections::HashSet::new()),
             store: Arc::new(MemoryStore),
+            // Without a durable store nothing is loaded: no loader reads this channel.
             loads: tokio::sync::mpsc::unbounded_channel().0,
         }
     }
@@ -233,9 +177,7 @@ impl Owner {
     }
 
     fn shard_index(&self, room: &RoomKey) -> usize {
-        let mut hasher = self.hasher.build_hasher();
-        room.hash(&mut hasher);
-        hasher.finish() as usize % NUM_SHARDS
+        self.hasher.hash_one(room) as usize % NUM_SHARDS
     }
 
     fn shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, Room>> {
@@ -275,15 +217,15 @@ impl Owner {
 
     /// Applies one op to the room's state in memory.
     fn apply(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, op: OwnerOp) {
-        let mut shard = shard;
-        let (room, sender, op_id, kind) = match op {
+        let (key, sender, op_id, kind) = match op {
             OwnerOp::Resubscribe { room, members } => return self.resubscribe(shard, sink, room, members),
             OwnerOp::Request(Request { room, sender, op_id, kind }) => (room, sender, op_id, kind),
         };
+        let ctx = OpCtx { sink, key: &key, sender: &sender, op_id: op_id.as_deref() };
         match kind {
             RequestKind::UserGroups { added, removed } => {
                 // Every connection of a user is in its personal room.
-                if let Some(room) = shard.get(&room) {
+                if let Some(room) = shard.get(&key) {
                     for user in room.users.values() {
                         for conn in &user.conns {
                             let msg = EdgeMsg::Groups {
@@ -296,216 +238,18 @@ impl Owner {
                     }
                 }
             }
-            RequestKind::Join { since } => self.join(&mut shard, sink, room, sender, op_id, since),
+            RequestKind::Join { since } => self.join(shard, &ctx, since),
             RequestKind::Leave => {
-                let personal = room.room().starts_with("user:");
-                let removed = leave(&mut shard, sink, room.clone(), sender.clone(), op_id);
-                if personal && removed != Removed::NotThere {
-                    self.user_conn_gone(shard.get(&room), sink, &room, &sender.conn);
+                let removed = leave(shard, &ctx);
+                if key.room().starts_with("user:") && removed != Removed::NotThere {
+                    self.user_conn_gone(shard.get(&key), sink, &key, &sender.conn);
                 }
             }
-            RequestKind::Presence(op) => self.presence_op(&shard, sink, &room, &sender, op_id.as_deref(), op),
-            RequestKind::Members => members(&shard, sink, &room, &sender, op_id),
-            RequestKind::Publish(message) => self.publish(&mut shard, sink, &room, &sender, op_id.as_deref(), message),
-            RequestKind::Act(action) => self.act(&mut shard, sink, &room, &sender, op_id.as_deref(), action),
-            RequestKind::ToUser(delivery) => self.to_user(&mut shard, sink, &room, &sender, op_id.as_deref(), delivery),
+            RequestKind::Presence(op) => self.presence_op(shard, &ctx, op),
+            RequestKind::Members => members(shard, &ctx),
+            RequestKind::Publish(message) => self.publish(shard, &ctx, message),
+            RequestKind::Act(action) => self.act(shard, &ctx, action),
+            RequestKind::ToUser(delivery) => self.to_user(shard, &ctx, delivery),
         }
     }
-
-    fn new_room(&self) -> Room {
-        metrics::rooms_owned(1.0);
-        Room {
-            epoch: Arc::from(self.ids.epoch(time::now_millis())),
-            seq: 0,
-            history: VecDeque::new(),
-            nodes: HashMap::new(),
-            users: HashMap::new(),
-            sent: SentIds::default(),
-            typing: Vec::new(),
-            load: if self.store.durable() { durable::Load::Stale } else { durable::Load::Ready },
-            gen: 0,
-            stored: false,
-            in_flight: 0,
-        }
-    }
-
-    fn resubscribe(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, key: RoomKey, members: Vec<Sender>) {
-        let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
-        for member in members {
-            room.add_conn(&member.user_id, &member.name, member.is_moderator, &member.conn);
-            sink.send_to_edge(
-                &member.conn.node,
-                EdgeMsg::Joined { room: key.clone(), conn_id: member.conn.conn_id, request_id: 0, frames: Vec::new() },
-            );
-        }
-    }
-
-    fn join(
-        &self,
-        shard: &mut HashMap<RoomKey, Room>,
-        sink: &dyn EdgeSink,
-        key: RoomKey,
-        sender: Sender,
-        op_id: Option<String>,
-        since: Option<Since>,
-    ) {
-        if self.is_banned(&key, &sender.user_id) {
-            let error = ReplyError::new(ErrorCode::Forbidden, "banned from this room");
-            metrics::error_sent(error.code.as_str());
-            let frames = vec![frames::error(op_id.as_deref(), &error)];
-            let left = EdgeMsg::Left { room: key, conn_id: sender.conn.conn_id, request_id: sender.request_id, frames };
-            return sink.send_to_edge(&sender.conn.node, left);
-        }
-        let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
-        let added = room.add_conn(&sender.user_id, &sender.name, sender.is_moderator, &sender.conn);
-        let mut frames = if key.room().starts_with("user:") { self.take_inbox(&key) } else { Vec::new() };
-        let recovered = since.map(|since| {
-            let replay = room.replay_after(&since);
-            if let Some(messages) = &replay {
-                frames.extend(messages.iter().map(|message| message.render(key.room(), true)));
-            }
-            replay.is_some()
-        });
-        #[derive(Serialize)]
-        struct JoinAck<'a> {
-            room: &'a str,
-            status: &'static str,
-            seq: u64,
-            epoch: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            recovered: Option<bool>,
-        }
-        let ack = JoinAck { room: key.room(), status: "joined", seq: room.seq, epoch: &room.epoch, recovered };
-        frames.extend(frames::ack(op_id.as_deref(), ack));
-        sink.send_to_edge(
-            &sender.conn.node,
-            EdgeMsg::Joined { room: key.clone(), conn_id: sender.conn.conn_id, request_id: sender.request_id, frames },
-        );
-        if key.room().starts_with("user:") && added != Added::AlreadyIn {
-            self.user_conn_added(room, sink, &key, &sender.conn, added == Added::FirstOfUser);
-        }
-        if added == Added::FirstOfUser {
-            #[derive(Serialize)]
-            struct MemberJoined<'a> {
-                room: &'a str,
-                user_id: &'a str,
-                name: &'a str,
-            }
-            let ts = time::rfc3339_millis(time::now_millis());
-            let frame = frames::event(
-                "member.joined",
-                MemberJoined { room: key.room(), user_id: &sender.user_id, name: &sender.name },
-                &ts,
-            );
-            room.fan_out(sink, &key, Some(&sender.conn), frame);
-        }
-    }
-
-    fn publish(
-        &self,
-        shard: &mut HashMap<RoomKey, Room>,
-        sink: &dyn EdgeSink,
-        key: &RoomKey,
-        sender: &Sender,
-        op_id: Option<&str>,
-        message: ChatSend,
-    ) {
-        let Some(room) = shard.get_mut(key).filter(|room| room.has_conn(&sender.user_id, &sender.conn)) else {
-            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "not in room"));
-        };
-        #[derive(Serialize)]
-        struct SendAck<'a> {
-            room: &'a str,
-            id: &'a str,
-            seq: u64,
-            ts: &'a str,
-        }
-        let sent_key = message.client_id.clone().map(|client_id| (sender.user_id.clone(), client_id));
-        if let Some(first) = sent_key.as_ref().and_then(|sent_key| room.sent.acks.get(sent_key)) {
-            // A retry: the first ack again, nothing stored or sent twice.
-            let data = SendAck { room: key.room(), id: &first.id, seq: first.seq, ts: &first.ts };
-            if let Some(ack) = frames::ack(op_id, data) {
-                let reply = EdgeMsg::Reply {
-                    conn_id: sender.conn.conn_id,
-                    request_id: sender.request_id,
-                    frame: ack,
-                    is_error: false,
-                };
-                sink.send_to_edge(&sender.conn.node, reply);
-            }
-            return;
-        }
-        let thread_root = match &message.reply_to {
-            None => None,
-            Some(reply_to) => match room.history.iter().find(|stored| &stored.id == reply_to) {
-                Some(parent) => Some(parent.thread_root.clone().unwrap_or_else(|| parent.id.clone())),
-                // The parent may have aged out of the bounded history: keep the reference.
-                None => Some(reply_to.clone()),
-            },
-        };
-        let now = time::now_millis();
-        room.seq += 1;
-        let stored = Arc::new(StoredMessage {
-            id: self.ids.message_id(now),
-            seq: room.seq,
-            ts: time::rfc3339_millis(now),
-            user_id: sender.user_id.clone(),
-            name: sender.name.clone(),
-            text: message.text,
-            attachments: message.attachments,
-            reply_to: message.reply_to,
-            thread_root,
-            extra: None,
-        });
-        let frame = stored.render(key.room(), false);
-        journal::record_with(|| Write::Append { message: stored.clone(), client_id: message.client_id.clone() });
-        room.history.push_back(stored.clone());
-        while room.history.len() > self.history_size {
-            room.history.pop_front();
-        }
-        if let Some(sent_key) = sent_key {
-            room.sent.insert(sent_key, SentAck { id: stored.id.clone(), seq: stored.seq, ts: stored.ts.clone() });
-        }
-        if let Some(ack) =
-            frames::ack(op_id, SendAck { room: key.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts })
-        {
-            sink.send_to_edge(
-                &sender.conn.node,
-                EdgeMsg::Reply {
-                    conn_id: sender.conn.conn_id,
-                    request_id: sender.request_id,
-                    frame: ack,
-                    is_error: false,
-                },
-            );
-        }
-        room.fan_out(sink, key, Some(&sender.conn), frame);
-    }
-}
-
-fn ack<T: Serialize>(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, data: T) {
-    if let Some(frame) = frames::ack(op_id, data) {
-        let msg =
-            EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: false };
-        sink.send_to_edge(&sender.conn.node, msg);
-    }
-}
-
-fn reply_error(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, error: ReplyError) {
-    let frame = frames::error(op_id, &error);
-    metrics::error_sent(error.code.as_str());
-    sink.send_to_edge(
-        &sender.conn.node,
-        EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: sender.request_id, frame, is_error: true },
-    );
-}
-
-fn member_left_frame(key: &RoomKey, user_id: &str) -> Bytes {
-    #[derive(Serialize)]
-    struct MemberLeft<'a> {
-        room: &'a str,
-        user_id: &'a str,
-    }
-    let ts = time::rfc3339_millis(time::now_millis());
-    frames::event("member.left", MemberLeft { room: key.room(), user_id }, &ts)
 }

@@ -22,12 +22,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringcast_cluster::NodeId;
 
-use crate::ops::EdgeMsg;
-use crate::owner::{SentAck, StoredMessage};
+use crate::frames;
+use crate::ops::{EdgeMsg, OwnerOp, Request, RequestKind};
+use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 
+mod message;
 mod record;
 pub mod redis_store;
+
+pub use message::{MessageExtra, SentAck, StoredMessage};
 
 /// One change of a key's durable state.
 #[derive(Debug, Clone)]
@@ -76,17 +80,53 @@ pub struct Job {
     /// Sent when the writes are stored.
     pub on_ok: Vec<(NodeId, EdgeMsg)>,
     /// Sent instead when they are not (an `unavailable` error to the asking connection).
-    pub on_fail: Option<crate::owner::Refusal>,
+    pub on_fail: Option<Refusal>,
 }
 
-#[derive(Debug, Clone)]
-pub struct StoreError(pub String);
+/// Who hears `unavailable` if an op's writes fail: made for every op that writes, rendered
+/// and counted only when it is sent.
+pub struct Refusal {
+    node: NodeId,
+    conn_id: u64,
+    request_id: u64,
+    op_id: Option<String>,
+    /// A join is answered with `Left` (the edge waits for `Joined` or `Left`).
+    join: Option<RoomKey>,
+}
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Refusal {
+    /// The refusal of `op`'s asking connection (`None` for a resubscription: nobody asked).
+    pub fn of(op: &OwnerOp) -> Option<Refusal> {
+        let Request { room, sender, op_id, kind } = op.as_request()?;
+        Some(Refusal {
+            node: sender.conn.node.clone(),
+            conn_id: sender.conn.conn_id,
+            request_id: sender.request_id,
+            op_id: op_id.clone(),
+            join: matches!(kind, RequestKind::Join { .. }).then(|| room.clone()),
+        })
+    }
+
+    /// The `unavailable` answer, counted, and the node of the edge it goes to: to be sent.
+    pub fn answer(self, message: &'static str) -> (NodeId, EdgeMsg) {
+        let error = ReplyError::new(ErrorCode::Unavailable, message);
+        crate::metrics::error_sent(error.code.as_str());
+        let frame = frames::error(self.op_id.as_deref(), &error);
+        let msg = match self.join {
+            Some(room) => {
+                EdgeMsg::Left { room, conn_id: self.conn_id, request_id: self.request_id, frames: vec![frame] }
+            }
+            // Not counted towards the client's error threshold: the store failed, not the client.
+            None => EdgeMsg::Reply { conn_id: self.conn_id, request_id: self.request_id, frame, is_error: false },
+        };
+        (self.node, msg)
     }
 }
+
+/// A store that failed to load or write; the text says why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
 
 pub type LoadFuture = Pin<Box<dyn Future<Output = Result<Loaded, StoreError>> + Send>>;
 

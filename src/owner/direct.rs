@@ -2,28 +2,22 @@
 //! the user's personal room: every connection of a user is in that room, so its owner reaches
 //! them all, and it keeps the inbox of a user who has none.
 
-use crate::store::{journal, Write};
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{ack, reply_error, EdgeSink, InboxSnapshot, Owner, Room, SentAck, UserBox};
+use super::presence::user_of;
+use super::{InboxSnapshot, OpCtx, Owner, Room, SentAck, UserBox};
 use crate::ops::{EdgeMsg, OwnerOp, RequestKind, Sender, UserDelivery};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
+use crate::store::{journal, Write};
 use crate::time;
 
 impl Owner {
-    pub(super) fn to_user(
-        &self,
-        shard: &mut HashMap<RoomKey, Room>,
-        sink: &dyn EdgeSink,
-        key: &RoomKey,
-        sender: &Sender,
-        op_id: Option<&str>,
-        delivery: UserDelivery,
-    ) {
+    pub(super) fn to_user(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, delivery: UserDelivery) {
+        let (sink, key, sender) = (ctx.sink, ctx.key, ctx.sender);
         let online = shard.get(key).filter(|room| !room.users.is_empty());
         match delivery {
             UserDelivery::Copy { frame, exclude } => {
@@ -33,7 +27,7 @@ impl Owner {
             }
             UserDelivery::Call { call_id, frame } => {
                 let Some(room) = online else {
-                    return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::NotFound, "user is offline"));
+                    return ctx.error(ReplyError::new(ErrorCode::NotFound, "user is offline"));
                 };
                 room.fan_out(sink, key, None, frame);
                 #[derive(Serialize)]
@@ -41,7 +35,7 @@ impl Owner {
                     to: &'a str,
                     call_id: &'a str,
                 }
-                ack(sink, sender, op_id, CallAck { to: user_of(key), call_id: &call_id });
+                ctx.ack(CallAck { to: user_of(key), call_id: &call_id });
             }
             UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
                 let mut inboxes = self.inbox_shard(key).lock();
@@ -49,7 +43,7 @@ impl Owner {
                 let sent_key = client_id.map(|client_id| (sender.user_id.clone(), client_id));
                 if let Some(first) = sent_key.as_ref().and_then(|sent_key| user_box.sent.acks.get(sent_key)) {
                     // A retry: the first ack again, nothing delivered twice.
-                    return ack(sink, sender, op_id, DmAck { id: &first.id, ts: &first.ts });
+                    return ctx.ack(DmAck { id: &first.id, ts: &first.ts });
                 }
                 if let Some(sent_key) = sent_key {
                     let first = SentAck { id: id.clone(), seq: 0, ts: ts.clone() };
@@ -72,7 +66,7 @@ impl Owner {
                     }
                 }
                 drop(inboxes);
-                ack(sink, sender, op_id, DmAck { id: &id, ts: &ts });
+                ctx.ack(DmAck { id: &id, ts: &ts });
                 // The sender's other connections get the message too: the owner of the
                 // sender's personal room reaches them. Routed by the sender's edge.
                 let copy = OwnerOp::request(
@@ -173,8 +167,4 @@ impl Owner {
 struct DmAck<'a> {
     id: &'a str,
     ts: &'a str,
-}
-
-fn user_of(key: &RoomKey) -> &str {
-    key.room().strip_prefix("user:").unwrap_or(key.room())
 }

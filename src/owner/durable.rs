@@ -20,11 +20,9 @@ use parking_lot::Mutex;
 use ringcast_cluster::NodeId;
 
 use super::{EdgeSink, Owner, Room, SentAck};
-use crate::frames;
 use crate::ops::{EdgeMsg, OwnerOp, Request, RequestKind, RoomAction};
-use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
-use crate::store::{journal, Job, Loaded, StoreError, Write};
+use crate::store::{journal, Job, Loaded, Refusal, StoreError, Write};
 
 /// Ops waiting for one room's load at most; beyond, they are answered `unavailable`.
 const MAX_WAITING: usize = 4096;
@@ -57,48 +55,15 @@ fn needs_store(op: &OwnerOp) -> bool {
     }
 }
 
-/// Who hears `unavailable` if an op's writes fail: made for every op that writes, rendered
-/// and counted only when it is sent.
-pub struct Refusal {
-    node: NodeId,
-    conn_id: u64,
-    request_id: u64,
-    op_id: Option<String>,
-    /// A join is answered with `Left` (the edge waits for `Joined` or `Left`).
-    join: Option<RoomKey>,
-}
-
-impl Refusal {
-    fn of(op: &OwnerOp) -> Option<Refusal> {
-        let Request { room, sender, op_id, kind } = op.as_request()?;
-        Some(Refusal {
-            node: sender.conn.node.clone(),
-            conn_id: sender.conn.conn_id,
-            request_id: sender.request_id,
-            op_id: op_id.clone(),
-            join: matches!(kind, RequestKind::Join { .. }).then(|| room.clone()),
-        })
-    }
-
-    fn send(self, sink: &dyn EdgeSink, message: &'static str) {
-        let error = ReplyError::new(ErrorCode::Unavailable, message);
-        crate::metrics::error_sent(error.code.as_str());
-        let frame = frames::error(self.op_id.as_deref(), &error);
-        let msg = match self.join {
-            Some(room) => {
-                EdgeMsg::Left { room, conn_id: self.conn_id, request_id: self.request_id, frames: vec![frame] }
-            }
-            // Not counted towards the client's error threshold: the store failed, not the client.
-            None => EdgeMsg::Reply { conn_id: self.conn_id, request_id: self.request_id, frame, is_error: false },
-        };
-        sink.send_to_edge(&self.node, msg);
-    }
-}
-
 pub(super) fn refuse(sink: &dyn EdgeSink, op: &OwnerOp, message: &'static str) {
     if let Some(refusal) = Refusal::of(op) {
-        refusal.send(sink, message);
+        send_refusal(sink, refusal, message);
     }
+}
+
+fn send_refusal(sink: &dyn EdgeSink, refusal: Refusal, message: &'static str) {
+    let (node, msg) = refusal.answer(message);
+    sink.send_to_edge(&node, msg);
 }
 
 impl Owner {
@@ -293,7 +258,7 @@ impl Owner {
 
     fn write_failed(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, job: Job) {
         if let Some(refusal) = job.on_fail {
-            refusal.send(sink, "store unavailable");
+            send_refusal(sink, refusal, "store unavailable");
         }
         if let Some(room) = shard.get_mut(&job.key) {
             if room.gen == job.gen {

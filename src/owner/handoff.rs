@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use ringcast_cluster::NodeId;
 
-use super::{member_left_frame, EdgeSink, Owner, Removed, Room, RoomMeta, SentAck, StoredMessage};
+use super::membership::member_left_frame;
+use super::{EdgeSink, Owner, Removed, Room, RoomMeta, SentAck, StoredMessage};
 use crate::metrics;
 use crate::ops::ConnRef;
 use crate::room::RoomKey;

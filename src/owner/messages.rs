@@ -9,142 +9,66 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{ack, reply_error, EdgeSink, MessageExtra, Owner, Room, StoredMessage};
+use super::context::event_now;
+use super::{EdgeSink, MessageExtra, OpCtx, Owner, Room, StoredMessage};
 use crate::frames;
-use crate::ops::{RoomAction, Sender};
+use crate::ops::RoomAction;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::store::{journal, Write};
 use crate::time;
 
 impl Owner {
-    pub(super) fn act(
-        &self,
-        shard: &mut HashMap<RoomKey, Room>,
-        sink: &dyn EdgeSink,
-        key: &RoomKey,
-        sender: &Sender,
-        op_id: Option<&str>,
-        action: RoomAction,
-    ) {
+    pub(super) fn act(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, action: RoomAction) {
         if action == RoomAction::RequestJoin {
-            return self.request_join(shard, sink, key, sender, op_id);
+            return self.request_join(shard, ctx);
         }
-        let Some(room) = shard.get_mut(key).filter(|room| room.has_conn(&sender.user_id, &sender.conn)) else {
-            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "not in room"));
-        };
+        let Some(room) = ctx.in_room(shard) else { return };
         let moderator_only = matches!(
             action,
             RoomAction::Approve { .. } | RoomAction::Deny { .. } | RoomAction::Kick { .. } | RoomAction::Ban { .. }
         );
-        if moderator_only && !sender.is_moderator {
-            return reply_error(
-                sink,
-                sender,
-                op_id,
-                ReplyError::new(ErrorCode::Forbidden, "moderators and admins only"),
-            );
+        if moderator_only && !ctx.sender.is_moderator {
+            return ctx.error(ReplyError::new(ErrorCode::Forbidden, "moderators and admins only"));
         }
         let result = match action {
             RoomAction::RequestJoin => Ok(()),
-            RoomAction::Approve { user_id } => self.decide(room, sink, key, sender, op_id, &user_id, true),
-            RoomAction::Deny { user_id } => self.decide(room, sink, key, sender, op_id, &user_id, false),
-            RoomAction::Kick { user_id } => self.remove_user(room, sink, key, sender, op_id, &user_id, None),
-            RoomAction::Ban { user_id, seconds } => {
-                self.remove_user(room, sink, key, sender, op_id, &user_id, Some(seconds))
-            }
-            RoomAction::Edit { id, text } => edit(room, sink, key, sender, op_id, &id, text),
-            RoomAction::Versions { id } => versions(room, sink, key, sender, op_id, &id),
-            RoomAction::Delete { id, hard } => delete(room, sink, key, sender, op_id, &id, hard),
-            RoomAction::Redact { id, reason } => redact(room, sink, key, sender, op_id, &id, reason),
-            RoomAction::React { id, emoji, add } => react(room, sink, key, sender, op_id, &id, emoji, add),
-            RoomAction::Typing { typing } => {
-                self.typing(room, sink, key, sender, typing);
-                ack(sink, sender, op_id, RoomOnly { room: key.room() });
-                Ok(())
-            }
-            RoomAction::Receipt { seq, read } => {
-                #[derive(Serialize)]
-                struct Receipt<'a> {
-                    room: &'a str,
-                    user_id: &'a str,
-                    seq: u64,
-                    kind: &'static str,
-                }
-                let kind = if read { "read" } else { "delivered" };
-                let ts = time::rfc3339_millis(time::now_millis());
-                let frame = frames::event(
-                    "chat.receipt",
-                    Receipt { room: key.room(), user_id: &sender.user_id, seq, kind },
-                    &ts,
-                );
-                room.fan_out(sink, key, Some(&sender.conn), frame);
-                ack(sink, sender, op_id, RoomOnly { room: key.room() });
-                Ok(())
-            }
-            RoomAction::Upload { upload_id, name, size, sent } => {
-                #[derive(Serialize)]
-                struct Progress<'a> {
-                    room: &'a str,
-                    upload_id: &'a str,
-                    user_id: &'a str,
-                    name: &'a str,
-                    size: u64,
-                    sent: u64,
-                }
-                let ts = time::rfc3339_millis(time::now_millis());
-                let data = Progress {
-                    room: key.room(),
-                    upload_id: &upload_id,
-                    user_id: &sender.user_id,
-                    name: &name,
-                    size,
-                    sent,
-                };
-                room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.upload.progress", data, &ts));
-                ack(sink, sender, op_id, RoomOnly { room: key.room() });
-                Ok(())
-            }
-            RoomAction::History { before_seq, limit } => {
-                #[derive(Serialize)]
-                struct History<'a> {
-                    room: &'a str,
-                    messages: Vec<super::ChatMessageData<'a>>,
-                }
-                let before = before_seq.unwrap_or(u64::MAX);
-                let mut messages: Vec<_> = room
-                    .history
-                    .iter()
-                    .rev()
-                    .filter(|message| message.seq < before)
-                    .take(limit as usize)
-                    .map(|message| message.data(key.room(), false))
-                    .collect();
-                messages.reverse();
-                ack(sink, sender, op_id, History { room: key.room(), messages });
-                Ok(())
-            }
+            RoomAction::Approve { user_id } => self.decide(room, ctx, &user_id, true),
+            RoomAction::Deny { user_id } => self.decide(room, ctx, &user_id, false),
+            RoomAction::Kick { user_id } => self.remove_user(room, ctx, &user_id, None),
+            RoomAction::Ban { user_id, seconds } => self.remove_user(room, ctx, &user_id, Some(seconds)),
+            RoomAction::Edit { id, text } => edit(room, ctx, &id, text),
+            RoomAction::Versions { id } => versions(room, ctx, &id),
+            RoomAction::Delete { id, hard } => delete(room, ctx, &id, hard),
+            RoomAction::Redact { id, reason } => redact(room, ctx, &id, reason),
+            RoomAction::React { id, emoji, add } => react(room, ctx, &id, emoji, add),
+            RoomAction::Typing { typing } => self.typing(room, ctx, typing),
+            RoomAction::Receipt { seq, read } => receipt(room, ctx, seq, read),
+            RoomAction::Upload { upload_id, name, size, sent } => upload(room, ctx, &upload_id, &name, size, sent),
+            RoomAction::History { before_seq, limit } => history(room, ctx, before_seq, limit),
         };
         if let Err(error) = result {
-            reply_error(sink, sender, op_id, error);
+            ctx.error(error);
         }
         // A kick or ban may have emptied the room: forget it, as a leave would.
-        if shard.get(key).is_some_and(Room::can_forget) {
-            shard.remove(key);
+        if shard.get(ctx.key).is_some_and(Room::can_forget) {
+            shard.remove(ctx.key);
             crate::metrics::rooms_owned(-1.0);
         }
     }
 
-    fn typing(&self, room: &mut Room, sink: &dyn EdgeSink, key: &RoomKey, sender: &Sender, typing: bool) {
-        let position = room.typing.iter().position(|(user_id, _)| *user_id == sender.user_id);
+    /// `chat.typing`: a change goes to the room; the `ack` in any case.
+    fn typing(&self, room: &mut Room, ctx: &OpCtx<'_>, typing: bool) -> Result<(), ReplyError> {
+        let user_id = &ctx.sender.user_id;
+        let position = room.typing.iter().position(|(typing_id, _)| typing_id == user_id);
         let changed = match (typing, position) {
             (true, Some(index)) => {
                 room.typing[index].1 = Instant::now() + self.typing_timeout;
                 false
             }
             (true, None) => {
-                room.typing.push((sender.user_id.clone(), Instant::now() + self.typing_timeout));
-                self.typing_rooms.lock().insert(key.clone());
+                room.typing.push((user_id.clone(), Instant::now() + self.typing_timeout));
+                self.typing_rooms.lock().insert(ctx.key.clone());
                 true
             }
             (false, Some(index)) => {
@@ -154,8 +78,10 @@ impl Owner {
             (false, None) => false,
         };
         if changed {
-            room.fan_out(sink, key, Some(&sender.conn), typing_frame(key, &sender.user_id, typing));
+            ctx.fan_out(room, typing_frame(ctx.key, user_id, typing));
         }
+        ctx.ack(RoomOnly { room: ctx.room() });
+        Ok(())
     }
 
     /// Ends every `typing:true` not renewed in time (`typing:false` to the room). Called
@@ -194,39 +120,62 @@ fn typing_frame(key: &RoomKey, user_id: &str, typing: bool) -> bytes::Bytes {
         user_id: &'a str,
         typing: bool,
     }
-    let ts = time::rfc3339_millis(time::now_millis());
-    frames::event("chat.typing.user", Typing { room: key.room(), user_id, typing }, &ts)
+    event_now("chat.typing.user", Typing { room: key.room(), user_id, typing })
+}
+
+fn receipt(room: &Room, ctx: &OpCtx<'_>, seq: u64, read: bool) -> Result<(), ReplyError> {
+    #[derive(Serialize)]
+    struct Receipt<'a> {
+        room: &'a str,
+        user_id: &'a str,
+        seq: u64,
+        kind: &'static str,
+    }
+    let kind = if read { "read" } else { "delivered" };
+    let data = Receipt { room: ctx.room(), user_id: &ctx.sender.user_id, seq, kind };
+    ctx.fan_out(room, event_now("chat.receipt", data));
+    ctx.ack(RoomOnly { room: ctx.room() });
+    Ok(())
+}
+
+fn upload(room: &Room, ctx: &OpCtx<'_>, upload_id: &str, name: &str, size: u64, sent: u64) -> Result<(), ReplyError> {
+    #[derive(Serialize)]
+    struct Progress<'a> {
+        room: &'a str,
+        upload_id: &'a str,
+        user_id: &'a str,
+        name: &'a str,
+        size: u64,
+        sent: u64,
+    }
+    let data = Progress { room: ctx.room(), upload_id, user_id: &ctx.sender.user_id, name, size, sent };
+    ctx.fan_out(room, event_now("chat.upload.progress", data));
+    ctx.ack(RoomOnly { room: ctx.room() });
+    Ok(())
+}
+
+fn history(room: &Room, ctx: &OpCtx<'_>, before_seq: Option<u64>, limit: u64) -> Result<(), ReplyError> {
+    #[derive(Serialize)]
+    struct History<'a> {
+        room: &'a str,
+        messages: Vec<super::ChatMessageData<'a>>,
+    }
+    let before = before_seq.unwrap_or(u64::MAX);
+    let mut messages: Vec<_> = room
+        .history
+        .iter()
+        .rev()
+        .filter(|message| message.seq < before)
+        .take(limit as usize)
+        .map(|message| message.data(ctx.room(), false))
+        .collect();
+    messages.reverse();
+    ctx.ack(History { room: ctx.room(), messages });
+    Ok(())
 }
 
 fn gone() -> ReplyError {
     ReplyError::new(ErrorCode::Conflict, "message was deleted or redacted")
-}
-
-fn new_extra() -> Box<MessageExtra> {
-    Box::new(MessageExtra { version: 1, ..Default::default() })
-}
-
-impl StoredMessage {
-    /// Deleted or redacted: no more edits or reactions.
-    fn is_gone(&self) -> bool {
-        self.extra.as_deref().is_some_and(|extra| extra.deleted || extra.redacted.is_some())
-    }
-
-    /// The message's after-send state, made on first use.
-    fn extra_mut(&mut self) -> &mut MessageExtra {
-        self.extra.get_or_insert_with(new_extra)
-    }
-
-    /// Removes the text and attachments from the message and from every earlier version.
-    fn erase_text(&mut self) -> &mut MessageExtra {
-        self.text.clear();
-        self.attachments.clear();
-        let extra = self.extra_mut();
-        for (_, text, _) in &mut extra.versions {
-            text.clear();
-        }
-        extra
-    }
 }
 
 /// Records a changed message for the store.
@@ -240,29 +189,21 @@ fn not_found() -> ReplyError {
 
 /// The message `id` of the room's history, for change: `not_found` when unknown (or aged
 /// out of the bounded history).
-fn message_mut<'r>(room: &'r mut Room, id: &str) -> Result<&'r mut super::StoredMessage, ReplyError> {
+fn message_mut<'r>(room: &'r mut Room, id: &str) -> Result<&'r mut StoredMessage, ReplyError> {
     let message = room.history.iter_mut().find(|message| message.id == id).ok_or_else(not_found)?;
     Ok(Arc::make_mut(message))
 }
 
-fn edit(
-    room: &mut Room,
-    sink: &dyn EdgeSink,
-    key: &RoomKey,
-    sender: &Sender,
-    op_id: Option<&str>,
-    id: &str,
-    text: String,
-) -> Result<(), ReplyError> {
+fn edit(room: &mut Room, ctx: &OpCtx<'_>, id: &str, text: String) -> Result<(), ReplyError> {
     let message = message_mut(room, id)?;
-    if message.user_id != sender.user_id {
+    if message.user_id != ctx.sender.user_id {
         return Err(ReplyError::new(ErrorCode::Forbidden, "only the author edits a message"));
     }
     if message.is_gone() {
         return Err(gone());
     }
     // Field by field (not `extra_mut`): the text and timestamps are borrowed alongside.
-    let extra = message.extra.get_or_insert_with(new_extra);
+    let extra = message.extra.get_or_insert_with(MessageExtra::as_sent);
     let edited_at = time::rfc3339_millis(time::now_millis());
     let previous_at = extra.edited_at.clone().unwrap_or_else(|| message.ts.clone());
     extra.versions.push((extra.version, std::mem::replace(&mut message.text, text), previous_at));
@@ -279,10 +220,10 @@ fn edit(
         edited_at: &'a str,
         by: &'a str,
     }
-    let data =
-        Edited { room: key.room(), id, text: &message.text, version, edited_at: &edited_at, by: &sender.user_id };
+    let by = &ctx.sender.user_id;
+    let data = Edited { room: ctx.room(), id, text: &message.text, version, edited_at: &edited_at, by };
     let frame = frames::event("chat.edited", data, &edited_at);
-    room.fan_out(sink, key, Some(&sender.conn), frame);
+    ctx.fan_out(room, frame);
     #[derive(Serialize)]
     struct EditAck<'a> {
         room: &'a str,
@@ -290,18 +231,11 @@ fn edit(
         version: u32,
         edited_at: &'a str,
     }
-    ack(sink, sender, op_id, EditAck { room: key.room(), id, version, edited_at: &edited_at });
+    ctx.ack(EditAck { room: ctx.room(), id, version, edited_at: &edited_at });
     Ok(())
 }
 
-fn versions(
-    room: &mut Room,
-    sink: &dyn EdgeSink,
-    key: &RoomKey,
-    sender: &Sender,
-    op_id: Option<&str>,
-    id: &str,
-) -> Result<(), ReplyError> {
+fn versions(room: &mut Room, ctx: &OpCtx<'_>, id: &str) -> Result<(), ReplyError> {
     let message = room.history.iter().find(|message| message.id == id).ok_or_else(not_found)?;
     #[derive(Serialize)]
     struct Version<'a> {
@@ -328,21 +262,13 @@ fn versions(
             list.push(Version { version: extra.version, text: &message.text, edited_at: current_at });
         }
     }
-    ack(sink, sender, op_id, Versions { room: key.room(), id, versions: list });
+    ctx.ack(Versions { room: ctx.room(), id, versions: list });
     Ok(())
 }
 
-fn delete(
-    room: &mut Room,
-    sink: &dyn EdgeSink,
-    key: &RoomKey,
-    sender: &Sender,
-    op_id: Option<&str>,
-    id: &str,
-    hard: bool,
-) -> Result<(), ReplyError> {
+fn delete(room: &mut Room, ctx: &OpCtx<'_>, id: &str, hard: bool) -> Result<(), ReplyError> {
     let index = room.history.iter().position(|message| message.id == id).ok_or_else(not_found)?;
-    if room.history[index].user_id != sender.user_id && !sender.is_moderator {
+    if room.history[index].user_id != ctx.sender.user_id && !ctx.sender.is_moderator {
         return Err(ReplyError::new(ErrorCode::Forbidden, "only the author or a moderator deletes a message"));
     }
     if hard {
@@ -362,23 +288,12 @@ fn delete(
         by: &'a str,
     }
     let mode = if hard { "hard" } else { "soft" };
-    let data = Deleted { room: key.room(), id, mode, by: &sender.user_id };
-    let ts = time::rfc3339_millis(time::now_millis());
-    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.deleted", &data, &ts));
-    ack(sink, sender, op_id, &data);
+    ctx.announce(room, "chat.deleted", Deleted { room: ctx.room(), id, mode, by: &ctx.sender.user_id });
     Ok(())
 }
 
-fn redact(
-    room: &mut Room,
-    sink: &dyn EdgeSink,
-    key: &RoomKey,
-    sender: &Sender,
-    op_id: Option<&str>,
-    id: &str,
-    reason: Option<String>,
-) -> Result<(), ReplyError> {
-    if !sender.is_moderator {
+fn redact(room: &mut Room, ctx: &OpCtx<'_>, id: &str, reason: Option<String>) -> Result<(), ReplyError> {
+    if !ctx.sender.is_moderator {
         return Err(ReplyError::new(ErrorCode::Forbidden, "only a moderator or an admin redacts"));
     }
     let message = message_mut(room, id)?;
@@ -391,24 +306,13 @@ fn redact(
         reason: Option<&'a str>,
         by: &'a str,
     }
-    let data = Redacted { room: key.room(), id, reason: reason.as_deref(), by: &sender.user_id };
-    let ts = time::rfc3339_millis(time::now_millis());
-    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.redacted", &data, &ts));
-    ack(sink, sender, op_id, &data);
+    let data = Redacted { room: ctx.room(), id, reason: reason.as_deref(), by: &ctx.sender.user_id };
+    ctx.announce(room, "chat.redacted", data);
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn react(
-    room: &mut Room,
-    sink: &dyn EdgeSink,
-    key: &RoomKey,
-    sender: &Sender,
-    op_id: Option<&str>,
-    id: &str,
-    emoji: String,
-    add: bool,
-) -> Result<(), ReplyError> {
+fn react(room: &mut Room, ctx: &OpCtx<'_>, id: &str, emoji: String, add: bool) -> Result<(), ReplyError> {
+    let user_id = &ctx.sender.user_id;
     let message = message_mut(room, id)?;
     if message.is_gone() {
         return Err(gone());
@@ -418,8 +322,8 @@ fn react(
     let count = match (add, position) {
         (true, Some(index)) => {
             let users = &mut extra.reactions[index].1;
-            if !users.contains(&sender.user_id) {
-                users.push(sender.user_id.clone());
+            if !users.contains(user_id) {
+                users.push(user_id.clone());
             }
             users.len()
         }
@@ -427,12 +331,12 @@ fn react(
             if extra.reactions.len() >= 64 {
                 return Err(ReplyError::new(ErrorCode::Conflict, "too many different reactions on this message"));
             }
-            extra.reactions.push((emoji.clone(), vec![sender.user_id.clone()]));
+            extra.reactions.push((emoji.clone(), vec![user_id.clone()]));
             1
         }
         (false, Some(index)) => {
             let users = &mut extra.reactions[index].1;
-            users.retain(|user| *user != sender.user_id);
+            users.retain(|user| user != user_id);
             let count = users.len();
             if count == 0 {
                 extra.reactions.remove(index);
@@ -451,9 +355,6 @@ fn react(
         add: bool,
         count: usize,
     }
-    let data = Reaction { room: key.room(), id, emoji: &emoji, user_id: &sender.user_id, add, count };
-    let ts = time::rfc3339_millis(time::now_millis());
-    room.fan_out(sink, key, Some(&sender.conn), frames::event("chat.reaction", &data, &ts));
-    ack(sink, sender, op_id, &data);
+    ctx.announce(room, "chat.reaction", Reaction { room: ctx.room(), id, emoji: &emoji, user_id, add, count });
     Ok(())
 }

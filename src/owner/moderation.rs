@@ -3,17 +3,19 @@
 //! outlive the room's members (a banned user's room may empty), so they live in the owner's
 //! per-key `RoomMeta`, handed over with the key.
 
-use crate::store::{journal, Write};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{ack, member_left_frame, reply_error, EdgeSink, Owner, Removed, Room, RoomMeta};
+use super::context::{event_now, push};
+use super::membership::member_left_frame;
+use super::{Added, OpCtx, Owner, Removed, Room, RoomMeta};
 use crate::frames;
 use crate::ops::{EdgeMsg, Sender};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
+use crate::store::{journal, Write};
 use crate::time;
 
 #[derive(Serialize)]
@@ -43,16 +45,10 @@ impl Owner {
         banned
     }
 
-    pub(super) fn request_join(
-        &self,
-        shard: &mut HashMap<RoomKey, Room>,
-        sink: &dyn EdgeSink,
-        key: &RoomKey,
-        sender: &Sender,
-        op_id: Option<&str>,
-    ) {
+    pub(super) fn request_join(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) {
+        let (key, sender) = (ctx.key, ctx.sender);
         if self.is_banned(key, &sender.user_id) {
-            return reply_error(sink, sender, op_id, ReplyError::new(ErrorCode::Forbidden, "banned from this room"));
+            return ctx.error(ReplyError::new(ErrorCode::Forbidden, "banned from this room"));
         }
         {
             let mut meta = self.meta_shard(key).lock();
@@ -65,19 +61,13 @@ impl Owner {
             room: &'a str,
             status: &'static str,
         }
-        ack(sink, sender, op_id, Pending { room: key.room(), status: "pending" });
+        ctx.ack(Pending { room: key.room(), status: "pending" });
         if let Some(room) = shard.get(key) {
-            let ts = time::rfc3339_millis(time::now_millis());
-            let frame = frames::event(
-                "request.join.pending",
-                Requested { room: key.room(), user_id: &sender.user_id, name: &sender.name },
-                &ts,
-            );
+            let requested = Requested { room: key.room(), user_id: &sender.user_id, name: &sender.name };
+            let frame = event_now("request.join.pending", requested);
             for user in room.users.values().filter(|user| user.moderator) {
                 for conn in &user.conns {
-                    let msg =
-                        EdgeMsg::Reply { conn_id: conn.conn_id, request_id: 0, frame: frame.clone(), is_error: false };
-                    sink.send_to_edge(&conn.node, msg);
+                    push(ctx.sink, conn, frame.clone());
                 }
             }
         }
@@ -87,13 +77,11 @@ impl Owner {
     pub(super) fn decide(
         &self,
         room: &mut Room,
-        sink: &dyn EdgeSink,
-        key: &RoomKey,
-        sender: &Sender,
-        op_id: Option<&str>,
+        ctx: &OpCtx<'_>,
         user_id: &str,
         approve: bool,
     ) -> Result<(), ReplyError> {
+        let (sink, key) = (ctx.sink, ctx.key);
         let requester = {
             let mut meta = self.meta_shard(key).lock();
             let room_meta = meta.get_mut(key).ok_or_else(no_request)?;
@@ -106,7 +94,7 @@ impl Owner {
             requester
         };
         let ts = time::rfc3339_millis(time::now_millis());
-        let decision = Decision { room: key.room(), by: &sender.user_id };
+        let decision = Decision { room: key.room(), by: &ctx.sender.user_id };
         if approve {
             let frame = frames::event("request.join.approved", decision, &ts);
             let added = room.add_conn(&requester.user_id, &requester.name, requester.is_moderator, &requester.conn);
@@ -117,7 +105,7 @@ impl Owner {
                 frames: vec![frame],
             };
             sink.send_to_edge(&requester.conn.node, joined);
-            if added == super::Added::FirstOfUser {
+            if added == Added::FirstOfUser {
                 let frame = frames::event(
                     "member.joined",
                     Requested { room: key.room(), user_id: &requester.user_id, name: &requester.name },
@@ -126,9 +114,7 @@ impl Owner {
                 room.fan_out(sink, key, Some(&requester.conn), frame);
             }
         } else {
-            let frame = frames::event("request.join.denied", decision, &ts);
-            let msg = EdgeMsg::Reply { conn_id: requester.conn.conn_id, request_id: 0, frame, is_error: false };
-            sink.send_to_edge(&requester.conn.node, msg);
+            push(sink, &requester.conn, frames::event("request.join.denied", decision, &ts));
         }
         #[derive(Serialize)]
         struct DecisionAck<'a> {
@@ -137,22 +123,19 @@ impl Owner {
             status: &'static str,
         }
         let status = if approve { "approved" } else { "denied" };
-        ack(sink, sender, op_id, DecisionAck { room: key.room(), user_id, status });
+        ctx.ack(DecisionAck { room: key.room(), user_id, status });
         Ok(())
     }
 
     /// `room.kick` and `room.ban` by a moderator in the room.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn remove_user(
         &self,
         room: &mut Room,
-        sink: &dyn EdgeSink,
-        key: &RoomKey,
-        sender: &Sender,
-        op_id: Option<&str>,
+        ctx: &OpCtx<'_>,
         user_id: &str,
         ban: Option<Option<u64>>,
     ) -> Result<(), ReplyError> {
+        let (sink, key, by) = (ctx.sink, ctx.key, &ctx.sender.user_id);
         let until = ban.map(|seconds| seconds.map(|seconds| time::now_millis() + seconds * 1000));
         if let Some(until) = until {
             let mut meta = self.meta_shard(key).lock();
@@ -172,10 +155,10 @@ impl Owner {
             until: Option<String>,
         }
         let (kind, removal) = match until {
-            None => ("admin.kick", Removal { room: key.room(), by: &sender.user_id, until: None }),
+            None => ("admin.kick", Removal { room: key.room(), by, until: None }),
             Some(until) => {
                 let until = until.map(time::rfc3339_millis);
-                ("admin.ban", Removal { room: key.room(), by: &sender.user_id, until })
+                ("admin.ban", Removal { room: key.room(), by, until })
             }
         };
         let frame = frames::event(kind, &removal, &ts);
@@ -197,7 +180,7 @@ impl Owner {
             #[serde(skip_serializing_if = "Option::is_none")]
             until: Option<String>,
         }
-        ack(sink, sender, op_id, RemovalAck { room: key.room(), user_id, until: removal.until.clone() });
+        ctx.ack(RemovalAck { room: key.room(), user_id, until: removal.until.clone() });
         Ok(())
     }
 }

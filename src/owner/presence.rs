@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{reply_error, EdgeSink, Owner, Room, UserBox};
+use super::context::push;
+use super::{EdgeSink, OpCtx, Owner, Room, UserBox};
 use crate::frames;
-use crate::ops::{ConnRef, EdgeMsg, PresenceOp, Sender};
+use crate::ops::{ConnRef, EdgeMsg, PresenceOp};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::time;
@@ -94,27 +95,15 @@ impl Owner {
         }
     }
 
-    pub(super) fn presence_op(
-        &self,
-        shard: &HashMap<RoomKey, Room>,
-        sink: &dyn EdgeSink,
-        key: &RoomKey,
-        sender: &Sender,
-        op_id: Option<&str>,
-        op: PresenceOp,
-    ) {
+    pub(super) fn presence_op(&self, shard: &HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, op: PresenceOp) {
+        let (sink, key, sender) = (ctx.sink, ctx.key, ctx.sender);
         let devices = shard.get(key).map(devices_of).unwrap_or(0);
         let mut inboxes = self.inbox_shard(key).lock();
         match op {
             PresenceOp::Set { status, message } => {
                 if user_of(key) != &*sender.user_id {
                     drop(inboxes);
-                    return reply_error(
-                        sink,
-                        sender,
-                        op_id,
-                        ReplyError::new(ErrorCode::Forbidden, "presence is set by its user"),
-                    );
+                    return ctx.error(ReplyError::new(ErrorCode::Forbidden, "presence is set by its user"));
                 }
                 let user_box = inboxes.entry(key.clone()).or_default();
                 user_box.status = (status != "online").then_some(status);
@@ -122,7 +111,8 @@ impl Owner {
                 notify(sink, user_box, key, devices);
                 let entry = entry(user_box, key, devices);
                 drop(inboxes);
-                ack_raw(sink, sender, op_id, &entry);
+                // The ack's data is the entry itself.
+                ctx.ack(serde_json::from_slice::<serde_json::Value>(&entry).unwrap_or_default());
             }
             PresenceOp::Subscribe => {
                 let user_box = inboxes.entry(key.clone()).or_default();
@@ -130,9 +120,7 @@ impl Owner {
                     user_box.subscribers.push(sender.conn.clone());
                 }
                 // The state now, so the subscriber starts from the truth.
-                let frame = update_frame(user_box, key, devices);
-                let msg = EdgeMsg::Reply { conn_id: sender.conn.conn_id, request_id: 0, frame, is_error: false };
-                sink.send_to_edge(&sender.conn.node, msg);
+                push(sink, &sender.conn, update_frame(user_box, key, devices));
             }
             PresenceOp::Unsubscribe => {
                 if let Some(user_box) = inboxes.get_mut(key) {
@@ -154,7 +142,8 @@ impl Owner {
     }
 }
 
-fn user_of(key: &RoomKey) -> &str {
+/// The user of personal room `key`.
+pub(super) fn user_of(key: &RoomKey) -> &str {
     key.room().strip_prefix("user:").unwrap_or(key.room())
 }
 
@@ -202,12 +191,6 @@ fn notify(sink: &dyn EdgeSink, user_box: &UserBox, key: &RoomKey, devices: usize
     }
     let frame = update_frame(user_box, key, devices);
     for subscriber in &user_box.subscribers {
-        let msg = EdgeMsg::Reply { conn_id: subscriber.conn_id, request_id: 0, frame: frame.clone(), is_error: false };
-        sink.send_to_edge(&subscriber.node, msg);
+        push(sink, subscriber, frame.clone());
     }
-}
-
-fn ack_raw(sink: &dyn EdgeSink, sender: &Sender, op_id: Option<&str>, entry: &Bytes) {
-    let value: serde_json::Value = serde_json::from_slice(entry).unwrap_or_default();
-    super::ack(sink, sender, op_id, value);
 }

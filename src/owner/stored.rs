@@ -1,44 +1,12 @@
-//! A message as a room's history keeps it, and how it reads back to clients.
-
-use std::sync::Arc;
+//! How a stored message reads back to clients: the `chat.message` data of history reads,
+//! replays and live delivery (the record itself is [`crate::store::StoredMessage`]).
 
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::StoredMessage;
 use crate::frames;
 use crate::protocol::Attachment;
-
-/// A message as the room's history keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredMessage {
-    pub id: String,
-    pub seq: u64,
-    pub ts: String,
-    pub user_id: Arc<str>,
-    pub name: Arc<str>,
-    pub text: String,
-    pub attachments: Vec<Attachment>,
-    pub reply_to: Option<String>,
-    pub thread_root: Option<String>,
-    /// Edits, moderation and reactions (most messages have none: boxed to keep history small).
-    pub extra: Option<Box<MessageExtra>>,
-}
-
-/// What happened to a message after it was sent.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MessageExtra {
-    /// The current version (1 = as sent).
-    pub version: u32,
-    pub edited_at: Option<String>,
-    /// Earlier versions, oldest first: (version, text, when it was written).
-    pub versions: Vec<(u32, String, String)>,
-    /// Soft-deleted: a tombstone without text.
-    pub deleted: bool,
-    /// Redacted by a moderator, with the reason given.
-    pub redacted: Option<String>,
-    /// Each emoji with the users who reacted with it, in order of first use.
-    pub reactions: Vec<(String, Vec<Arc<str>>)>,
-}
 
 #[derive(Serialize)]
 pub(super) struct From<'a> {

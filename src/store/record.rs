@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::owner::{MessageExtra, SentAck, StoredMessage};
+use super::{MessageExtra, SentAck, StoredMessage};
 use crate::protocol::Attachment;
 
 #[derive(Serialize, Deserialize)]

@@ -51,7 +51,7 @@ pub struct RedisStore {
 }
 
 /// What the node needs to run the store: the completions to answer, in order.
-pub type Completions = mpsc::UnboundedReceiver<(Job, bool)>;
+pub type Completions = mpsc::Receiver<(Job, bool)>;
 
 #[derive(Clone, Copy)]
 pub struct Limits {
@@ -72,7 +72,11 @@ impl RedisStore {
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|err| err.to_string())?;
         let (jobs, jobs_rx) = mpsc::channel(QUEUE_JOBS);
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        // Bounded like the queue: when the node falls behind answering, the writer waits, the
+        // queue fills and new writes are refused `unavailable`, as when Redis is slow, instead
+        // of answers piling up without end. The wait always ends: answering a job (locking a
+        // shard, handing messages to edges) never waits for the writer.
+        let (done_tx, done_rx) = mpsc::channel(QUEUE_JOBS);
         let up = Arc::new(AtomicBool::new(false));
         metrics::store_up(false);
         tokio::spawn(write_loop(conn.clone(), jobs_rx, done_tx, up.clone(), limits));
@@ -242,8 +246,7 @@ fn encode(pipe: &mut redis::Pipeline, room: &RoomKey, write: &Write, limits: &Li
             let seq = message.seq;
             pipe.zrembyscore(key("edits"), seq, seq).ignore();
             pipe.zadd(key("edits"), record::encode_message(message, None), seq).ignore();
-            let extra = message.extra.as_deref();
-            if extra.is_some_and(|extra| extra.deleted || extra.redacted.is_some()) {
+            if message.is_gone() {
                 // The text must not outlive the delete or redaction in the stream either.
                 pipe.xdel(key("log"), &[format!("{seq}-0")]).ignore();
             }
@@ -280,7 +283,7 @@ fn encode(pipe: &mut redis::Pipeline, room: &RoomKey, write: &Write, limits: &Li
 async fn write_loop(
     mut conn: ConnectionManager,
     mut jobs: mpsc::Receiver<Job>,
-    done: mpsc::UnboundedSender<(Job, bool)>,
+    done: mpsc::Sender<(Job, bool)>,
     up: Arc<AtomicBool>,
     limits: Limits,
 ) {
@@ -296,7 +299,7 @@ async fn write_loop(
         if pipe.cmd_iter().next().is_none() {
             // Only jobs waiting for their turn: nothing to send.
             for job in batch.drain(..) {
-                if done.send((job, true)).is_err() {
+                if done.send((job, true)).await.is_err() {
                     return;
                 }
             }
@@ -320,7 +323,7 @@ async fn write_loop(
             }
         };
         for job in batch.drain(..) {
-            if done.send((job, ok)).is_err() {
+            if done.send((job, ok)).await.is_err() {
                 return;
             }
         }
