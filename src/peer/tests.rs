@@ -217,3 +217,15 @@ fn test_inbox_round_trip() {
     let inbox = inbox();
     assert_eq!(decode_inbox(encode_inbox(&inbox).payload).unwrap(), inbox);
 }
+
+#[test]
+fn test_a_delivered_frame_is_not_copied() {
+    let frame = Bytes::from_static(br#"{"type":"chat.message"}"#);
+    let encoded = encode_msg(&EdgeMsg::Deliver { room: RoomKey::new("t", "r"), exclude: None, frame: frame.clone() });
+    // Sent from its own buffer, sliced out of the received one.
+    assert_eq!(encoded.tail.as_ptr(), frame.as_ptr());
+    let received = Bytes::from([&encoded.payload[..], &encoded.tail[..]].concat());
+    let Ok(EdgeMsg::Deliver { frame: delivered, .. }) = decode_msg(received.clone()) else { panic!("not a Deliver") };
+    assert_eq!(delivered, frame);
+    assert_eq!(delivered.as_ptr(), received[received.len() - frame.len()..].as_ptr());
+}
