@@ -198,6 +198,7 @@ fn test_truncated_payloads_are_errors() {
     assert!(decode_msg(Bytes::from_static(&[9, 9, 9])).is_err());
     assert!(decode_snapshot(Bytes::from_static(&[0xff; 7])).is_err());
 }
+
 #[test]
 fn test_snapshot_round_trip() {
     let snapshot = snapshot();
