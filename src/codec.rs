@@ -141,10 +141,6 @@ impl Reader {
     pub fn rest(&mut self) -> Bytes {
         self.buf.split_off(0)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
 }
 
 /// A sum type's tags on the wire: a `#[repr(u8)]` enum with one variant per variant of the

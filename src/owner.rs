@@ -108,7 +108,6 @@ pub struct RoomMeta {
 }
 
 mod admin;
-pub use admin::{OwnedCounts, RoomInfo};
 mod context;
 mod direct;
 mod durable;
@@ -121,7 +120,7 @@ mod publish;
 mod room;
 mod stored;
 
-pub use crate::store::{MessageExtra, Refusal, SentAck, StoredMessage};
+pub use crate::store::{MessageExtra, SentAck, StoredMessage};
 use context::OpCtx;
 pub use handoff::RoomSnapshot;
 use membership::{leave, members};
