@@ -6,7 +6,8 @@
 //! copy.
 //!
 //! # Adding an operation
-//! Say a room action: its variant in [`RoomAction`](crate::ops::RoomAction) (`src/ops.rs`);
+//! Say a room action: its variant in [`RoomAction`](crate::ops::RoomAction)
+//! (`src/protocol/request.rs`);
 //! a variant of `ActTag` (`peer/ops.rs`) with the next free byte (never reuse one: nodes of
 //! two builds share a cluster during an upgrade); its arm in `impl Encode for RoomAction`
 //! (the tag, then each field) and in `impl Decode for RoomAction` (each field, in the same

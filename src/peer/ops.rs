@@ -190,7 +190,10 @@ impl OpTag {
 impl Encode for Request {
     fn encode(&self, writer: &mut Writer) {
         let Request { room, sender, op_id, kind } = self;
-        writer.put(&OpTag::of(kind)).put(room).put(sender).put(op_id);
+        writer.put(&OpTag::of(kind)).put(room).put(sender);
+        if !carries_no_op_id(OpTag::of(kind)) {
+            writer.put(op_id);
+        }
         match kind {
             RequestKind::Join { since } => writer.put(since),
             RequestKind::Leave | RequestKind::Members => writer,
@@ -237,9 +240,15 @@ impl Decode for OwnerOp {
             return Ok(OwnerOp::Resubscribe { room, members: reader.get()? });
         }
         let sender = reader.get()?;
-        let op_id = reader.get()?;
+        let op_id = if carries_no_op_id(tag) { None } else { reader.get()? };
         Ok(OwnerOp::request(room, sender, op_id, decode_kind(tag, reader)?))
     }
+}
+
+/// A group change is never acknowledged: its frame has no `op_id` (as in the builds before
+/// the shared request header, which nodes of a rolling upgrade still speak).
+fn carries_no_op_id(tag: OpTag) -> bool {
+    tag == OpTag::UserGroups
 }
 
 /// A client frame an owner sends (`Deliver`, `Reply`, `PresenceInfo`) is the frame's tail:

@@ -96,7 +96,7 @@ fn pinned() -> Vec<(PeerFrame, &'static str)> {
         ),
         (
             request(None, RequestKind::UserGroups { added: vec!["a".into()], removed: vec![] }),
-            concat!("10/2 06", room!(), sender!(), "0001000000010000006100000000"),
+            concat!("10/2 06", room!(), sender!(), "01000000010000006100000000"),
         ),
         (
             act(RoomAction::Edit { id: "i".into(), text: "t".into() }),
