@@ -17,6 +17,8 @@ RUN mkdir -p src cluster/src loadtest/src/bin \
 
 # The sources; touching them makes cargo rebuild the workspace crates over the stubs.
 COPY src src
+# The admin API serves docs/openapi.json, compiled in (include_str!).
+COPY docs/openapi.json docs/openapi.json
 COPY cluster/src cluster/src
 COPY loadtest/src loadtest/src
 RUN touch src/main.rs src/lib.rs cluster/src/lib.rs \
