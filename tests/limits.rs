@@ -18,26 +18,6 @@ fn ping_of_len(op_id: &str, len: usize) -> String {
     json!({"type": "presence.ping", "op_id": op_id, "data": {"pad": "p".repeat(len - empty.len())}}).to_string()
 }
 
-/// Two clients in `lobby`: the one under test and an observer.
-async fn pair(server: &Server) -> (Client, Client) {
-    let mut client = server.client("alice").await;
-    let mut observer = server.client("olivia").await;
-    client.join("lobby").await;
-    observer.join("lobby").await;
-    client.recv_type("member.joined").await;
-    (client, observer)
-}
-
-/// The observer is unaffected by what happened to the other client.
-async fn observer_unaffected(server: &Server, observer: &mut Client) {
-    observer.ping().await;
-    let mut other = server.client("bystander").await;
-    other.join("lobby").await;
-    other.say("lobby", "life goes on").await;
-    let message = observer.recv_message("lobby").await;
-    assert_eq!(message["text"], "life goes on");
-}
-
 #[tokio::test]
 async fn test_message_at_the_size_limit_is_accepted() {
     let server = Server::start_with(&["--max-message-bytes", "1024"]);

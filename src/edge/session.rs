@@ -301,7 +301,7 @@ impl Session {
                 Ok(())
             }
             wsframe::OPCODE_PONG => Ok(()),
-            wsframe::OPCODE_CLOSE => Err(Disconnect::NORMAL),
+            wsframe::OPCODE_CLOSE => Err(close_reply(&frame.payload)),
             wsframe::OPCODE_TEXT | wsframe::OPCODE_BINARY => {
                 if self.fragments.is_some() {
                     return Err(Disconnect::PROTOCOL_ERROR);
@@ -463,6 +463,24 @@ impl Session {
             let limits = &self.edge.limits;
             if self.conn.errors.lock().record(limits.error_limit, limits.error_window) {
                 self.conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
+            }
+        }
+    }
+}
+
+/// The close that answers a client's close frame (RFC 6455 §5.5.1, §7.4): 1000, but 1002 for a
+/// 1-byte payload or a code an endpoint may not send, 1007 for a reason that is not UTF-8.
+fn close_reply(payload: &[u8]) -> Disconnect {
+    match payload {
+        [] => Disconnect::NORMAL,
+        [_] => Disconnect::PROTOCOL_ERROR,
+        [high, low, reason @ ..] => {
+            if !wsframe::is_sendable_close_code(u16::from_be_bytes([*high, *low])) {
+                Disconnect::PROTOCOL_ERROR
+            } else if std::str::from_utf8(reason).is_err() {
+                Disconnect::INVALID_UTF8
+            } else {
+                Disconnect::NORMAL
             }
         }
     }

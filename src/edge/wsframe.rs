@@ -15,6 +15,13 @@ pub const OPCODE_CLOSE: u8 = 0x8;
 pub const OPCODE_PING: u8 = 0x9;
 pub const OPCODE_PONG: u8 = 0xA;
 
+/// Whether an endpoint may send close code `code` (RFC 6455 §7.4.1, §7.4.2 and the IANA
+/// registry): 1000–1003 and 1007–1014 are defined, 3000–4999 are for libraries and
+/// applications; 1004–1006 and 1015 are reserved, the rest unassigned or invalid.
+pub fn is_sendable_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// One frame from a client, unmasked.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ClientFrame {
@@ -94,6 +101,16 @@ pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<ClientFra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_sendable_close_codes() {
+        for code in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999] {
+            assert!(is_sendable_close_code(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+            assert!(!is_sendable_close_code(code), "{code}");
+        }
+    }
 
     fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [0x37, 0xfa, 0x21, 0x3d];

@@ -467,3 +467,23 @@ where
 
 /// A short wait used to prove that something does *not* arrive.
 pub const QUIET: Duration = Duration::from_millis(300);
+
+/// Two clients in `lobby`: the one under test and an observer.
+pub async fn pair(server: &Server) -> (Client, Client) {
+    let mut client = server.client("alice").await;
+    let mut observer = server.client("olivia").await;
+    client.join("lobby").await;
+    observer.join("lobby").await;
+    client.recv_type("member.joined").await;
+    (client, observer)
+}
+
+/// The observer is unaffected by what happened to the other client.
+pub async fn observer_unaffected(server: &Server, observer: &mut Client) {
+    observer.ping().await;
+    let mut other = server.client("bystander").await;
+    other.join("lobby").await;
+    other.say("lobby", "life goes on").await;
+    let message = observer.recv_message("lobby").await;
+    assert_eq!(message["text"], "life goes on");
+}
