@@ -66,6 +66,11 @@ mod rebalance;
 mod respond;
 pub mod server;
 
+/// The decoders of outside bytes, one entry point each, for `fuzz/` and the corpus replay
+/// test; not an API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use config::Config;
 pub use node::Node;
 pub use server::run;

@@ -28,7 +28,7 @@ use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 
 mod message;
-mod record;
+pub(crate) mod record;
 pub mod redis_store;
 
 pub use message::{MessageExtra, SentAck, StoredMessage};

@@ -470,7 +470,7 @@ impl Session {
 
 /// The close that answers a client's close frame (RFC 6455 §5.5.1, §7.4): 1000, but 1002 for a
 /// 1-byte payload or a code an endpoint may not send, 1007 for a reason that is not UTF-8.
-fn close_reply(payload: &[u8]) -> Disconnect {
+pub(crate) fn close_reply(payload: &[u8]) -> Disconnect {
     match payload {
         [] => Disconnect::NORMAL,
         [_] => Disconnect::PROTOCOL_ERROR,
