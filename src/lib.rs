@@ -33,6 +33,8 @@
 //! - [`peering`]: joining the cluster; peer frames in, each to the part that owns it.
 //! - `http`: health, readiness, `/metrics`, the WebSocket upgrade, the admin routes.
 //! - [`server`]: [`run`], the accept loops, background tasks and the shutdown sequence.
+//! - `fuzzing` (hidden): the decoders of outside bytes, one entry point each, for `fuzz/`
+//!   and the corpus replay test.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
