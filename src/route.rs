@@ -95,10 +95,6 @@ impl Router {
         self.cluster.get()
     }
 
-    pub fn id(&self) -> &NodeId {
-        &self.id
-    }
-
     /// The ring this node routes by.
     pub fn ring(&self) -> Arc<Ring> {
         self.routing_ring.read().clone()
