@@ -47,7 +47,10 @@ pub fn peer_frames(data: &[u8]) {
     }
     if let Ok(msg) = peer::decode_msg(payload.clone()) {
         let frame = peer::encode_msg(&msg);
-        assert!(data.starts_with(&[&frame.payload[..], &frame.tail[..]].concat()), "a message encodes back to its bytes");
+        assert!(
+            data.starts_with(&[&frame.payload[..], &frame.tail[..]].concat()),
+            "a message encodes back to its bytes"
+        );
     }
     if let Ok(snapshot) = peer::decode_snapshot(payload.clone()) {
         assert!(data.starts_with(&peer::encode_snapshot(&snapshot).payload), "a snapshot encodes back to its bytes");
@@ -56,7 +59,10 @@ pub fn peer_frames(data: &[u8]) {
         assert!(data.starts_with(&peer::encode_inbox(&inbox).payload), "an inbox encodes back to its bytes");
     }
     if let Ok((key, meta)) = peer::decode_meta(payload.clone()) {
-        assert!(data.starts_with(&peer::encode_meta(&key, &meta).payload), "moderation state encodes back to its bytes");
+        assert!(
+            data.starts_with(&peer::encode_meta(&key, &meta).payload),
+            "moderation state encodes back to its bytes"
+        );
     }
     let _ = peer::decode_admin(&ringcast_cluster::PeerFrame::new(peer::KIND_ADMIN, payload));
     let _ = peer::decode_takeover_done(data);

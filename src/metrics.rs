@@ -26,6 +26,8 @@ pub const DISCONNECTS: &str = "ringcast_disconnects_total";
 pub const ROOMS_OWNED: &str = "ringcast_rooms_owned";
 pub const ROOMS_SUBSCRIBED: &str = "ringcast_rooms_subscribed";
 pub const ROOMS_HANDED_OFF: &str = "ringcast_rooms_handed_off_total";
+pub const TAKEOVER_EXPIRED: &str = "ringcast_takeover_expired_total";
+pub const ROOMS_RESET: &str = "ringcast_rooms_reset_total";
 pub const OUTBOX_FRAMES: &str = "ringcast_outbox_frames";
 pub const OUTBOX_FRAMES_MAX: &str = "ringcast_outbox_frames_max";
 pub const PEER_FORWARDS: &str = "ringcast_peer_forwards_total";
@@ -131,6 +133,12 @@ pub fn describe() {
         "rooms with at least one connection on this edge (sampled every 5 s)"
     );
     describe_counter!(ROOMS_HANDED_OFF, Unit::Count, "rooms handed to a new owner after a ring change");
+    describe_counter!(
+        TAKEOVER_EXPIRED,
+        Unit::Count,
+        "takeovers that stopped waiting for members' resubscriptions at the bound"
+    );
+    describe_counter!(ROOMS_RESET, Unit::Count, "rooms restarted under a new epoch with subscribers (room.reset sent)");
     describe_gauge!(OUTBOX_FRAMES, Unit::Count, "frames queued to all local connections (sampled every 5 s)");
     describe_gauge!(
         OUTBOX_FRAMES_MAX,
@@ -175,6 +183,8 @@ pub fn describe() {
     }
     gauge!(ROOMS_OWNED).increment(0.0);
     counter!(ROOMS_HANDED_OFF).increment(0);
+    counter!(TAKEOVER_EXPIRED).increment(0);
+    counter!(ROOMS_RESET).increment(0);
     counter!(PEER_SEND_FAILURES).increment(0);
     counter!(PEER_REQUESTS_FAILED).increment(0);
     let _ = histogram!(PEER_REQUEST_SECONDS);
@@ -278,6 +288,14 @@ pub fn rooms_owned(delta: f64) {
 
 pub fn rooms_handed_off(count: usize) {
     counter!(ROOMS_HANDED_OFF).increment(count as u64);
+}
+
+pub fn takeover_expired() {
+    counter!(TAKEOVER_EXPIRED).increment(1);
+}
+
+pub fn room_reset() {
+    counter!(ROOMS_RESET).increment(1);
 }
 
 /// Store operations: `op` is one of [`STORE_OPS`]: `load` (a room read), `write` (one

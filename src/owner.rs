@@ -220,6 +220,9 @@ impl Owner {
             OwnerOp::Resubscribe { room, members } => return self.resubscribe(shard, sink, room, members),
             OwnerOp::Request(Request { room, sender, op_id, kind }) => (room, sender, op_id, kind),
         };
+        if let Some(room) = shard.get_mut(&key) {
+            self.reset_if_due(room, sink, &key);
+        }
         let ctx = OpCtx { sink, key: &key, sender: &sender, op_id: op_id.as_deref() };
         match kind {
             RequestKind::UserGroups { added, removed } => {

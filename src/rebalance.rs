@@ -7,6 +7,12 @@
 //!    ring, so this hands over all its rooms.
 //! 3. Edge side: for every room a local connection is in whose owner changed, the edge
 //!    sends the new owner a `Resubscribe` with its members there.
+//! 4. Behind all of it, on each link: `KIND_TAKEOVER_DONE` for the new ring, which lets a
+//!    new owner serve the keys it gained (see `takeover.rs`).
+//!
+//! A member that restarted (a new generation) without leaving the ring is treated like one
+//! that gained every key it owns: each node resubscribes there the rooms of its connections
+//! that it owns, then tells it so.
 //!
 //! Without persistence a room whose owner died starts again on its new owner with a new
 //! epoch: clients that rejoin with `since` are told `recovered:false`.
@@ -75,9 +81,16 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
                 tracing::info!(node = %member.node_id, "member gone");
                 node.router.owner.drop_node(&*node.router, &member.node_id);
             }
-            ClusterChange::Update { previous, updated } if previous.generation != updated.generation => {
+            ClusterChange::Update { previous: before, updated } if before.generation != updated.generation => {
                 tracing::info!(node = %updated.node_id, generation = updated.generation, "member restarted");
-                node.router.owner.drop_node(&*node.router, &previous.node_id);
+                node.router.owner.drop_node(&*node.router, &before.node_id);
+                // Its rooms started again empty: when the ring does not change (it did not
+                // leave it meanwhile), resubscribe them here; otherwise the ring change does.
+                let kept = |view: &ClusterView| view.ring.members().contains(&updated.node_id);
+                if kept(previous) && kept(current) && updated.node_id != node.id {
+                    resync(node, &updated.node_id);
+                    send_done(node, &current.ring, Some(&updated.node_id));
+                }
             }
             _ => {}
         }
@@ -103,6 +116,7 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
     }
     hand_off(node, &current.ring);
     resubscribe(node, previous, current);
+    send_done(node, &current.ring, None);
     node.router.set_ring(current.ring.clone());
 }
 
@@ -117,6 +131,7 @@ pub fn hand_off_everything(node: &Node) {
         Arc::new(Ring::new(view.ready_members().map(|member| member.node_id.clone()).filter(|id| *id != node.id)));
     node.router.set_ring(ring.clone());
     hand_off(node, &ring);
+    send_done(node, &ring, None);
 }
 
 fn hand_off(node: &Node, ring: &Arc<Ring>) {
@@ -158,11 +173,22 @@ fn hand_off(node: &Node, ring: &Arc<Ring>) {
         tracing::info!(rooms = moved, "rooms handed over to their new owners");
         crate::metrics::rooms_handed_off(moved);
     }
-    // Behind the snapshots on each link: the new owners may go on (see `takeover.rs`).
+}
+
+/// Tells `to` (every member of `ring`, this node included, when `None`) that this node
+/// handed off and resubscribed everything it had to for `ring`: behind the snapshots and
+/// resubscriptions on each link, it lets the new owners serve the keys they gained (see
+/// `takeover.rs`).
+fn send_done(node: &Node, ring: &Ring, to: Option<&NodeId>) {
+    let Some(cluster) = node.router.cluster() else { return };
     let hash = crate::takeover::ring_hash(ring);
-    for member in ring.members().iter().filter(|member| **member != node.id) {
+    if to.is_none() {
+        // This node's own resubscriptions are in too.
+        node.router.on_takeover_done(&node.id, hash);
+    }
+    for member in ring.members().iter().filter(|member| **member != node.id && to.is_none_or(|to| to == *member)) {
         if let Err(err) = cluster.send(member, peer::encode_takeover_done(hash)) {
-            tracing::warn!(member = %member, error = %err, "hand-off completion not sent");
+            tracing::warn!(member = %member, error = %err, "takeover completion not sent");
         }
     }
 }

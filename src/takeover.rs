@@ -1,18 +1,23 @@
 //! Taking over keys after a ring change (DESIGN.md "Membership changes").
 //!
-//! When the ring changes, every node hands the keys it lost to their new owners and then
-//! switches its routing. Those steps run on each node independently: a third node may route
-//! a room's ops (a resubscription, a publish) to the room's new owner before the room's old
-//! owner has handed the room over, on another link. The new owner would then start the
-//! room afresh, and the hand-off would arrive too late (members merged, the old seq and
-//! history lost: subscribers saw seqs start again).
+//! When the ring changes, every node hands the keys it lost to their new owners, resubscribes
+//! its connections' rooms whose owner changed at the new owners, and then switches its
+//! routing. Those steps run on each node independently: a third node may route a room's ops
+//! (a publish) to the room's new owner before the room's old owner has handed the room over,
+//! or before another edge has resubscribed its connections there, each on another link. The
+//! new owner would then start the room afresh (the hand-off arriving too late: subscribers
+//! saw seqs start again), or acknowledge a message that a subscriber on the late edge never
+//! gets (a failover: the first message of the new owner lost to a live subscriber).
 //!
-//! So a node that gains keys holds the ops for them until every other member of the new
-//! ring has said it finished its hand-offs for that ring (`KIND_TAKEOVER_DONE`, sent on each
-//! link behind the snapshots), or until [`HOLD_LIMIT`] passed. Held ops are then applied in
-//! the order they came, before any op that comes later.
+//! So a node that gains keys holds the ops for them until every member of the new ring has
+//! said it finished its hand-offs and resubscriptions for that ring (`KIND_TAKEOVER_DONE`,
+//! sent on each link behind the snapshots and the resubscriptions; the node itself counts,
+//! so its own connections' ops wait for its own resubscriptions), or
+//! until [`HOLD_LIMIT`] passed (logged and counted: `ringcast_takeover_expired_total`). Held
+//! ops are then applied before any op that comes later: first the resubscriptions (they
+//! restore who was in the room before the change), then the others in the order they came.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,10 +31,6 @@ use crate::room::RoomKey;
 /// The longest an op waits for the hand-offs of a ring change (a member whose view of the
 /// ring differs never says it is done for ours).
 pub const HOLD_LIMIT: Duration = Duration::from_secs(2);
-
-/// How many (member, ring) completions are remembered: one may arrive before this node has
-/// seen the ring change itself.
-const DONE_KEPT: usize = 64;
 
 /// An op held for a key being taken over.
 pub enum Held {
@@ -51,10 +52,14 @@ pub enum Begin {
 }
 
 impl Held {
-    fn room(&self) -> &RoomKey {
+    fn op(&self) -> &OwnerOp {
         match self {
-            Held::Local(op) | Held::Remote(op, _) => op.room(),
+            Held::Local(op) | Held::Remote(op, _) => op,
         }
+    }
+
+    fn room(&self) -> &RoomKey {
+        self.op().room()
     }
 }
 
@@ -76,7 +81,10 @@ struct State {
     held: VecDeque<Held>,
     /// Set while held ops are being applied: later ops for gained keys queue behind them.
     releasing: bool,
-    done: VecDeque<(NodeId, u64)>,
+    /// The ring each member said last it is done with: a completion may arrive before this
+    /// node has seen the ring change itself. Only the latest counts (a member goes through
+    /// the same ring again after a failure and a return: its old completion is not one).
+    latest: HashMap<NodeId, u64>,
 }
 
 /// A ring's identity, the same on every node that sees the same members (FNV-1a).
@@ -92,20 +100,22 @@ pub fn ring_hash(ring: &Ring) -> u64 {
 }
 
 impl Takeover {
-    /// A ring change from `previous` to `ring`: hold ops of gained keys until each member
-    /// that held some of them before (and is still in `ring`) is done with it.
+    /// A ring change from `previous` to `ring`: when this node gains keys, hold their ops
+    /// until every member of `ring` is done with it (any other may have held some of the
+    /// keys, or have connections subscribed to them; this node resubscribes its own).
     pub fn begin(&self, me: &NodeId, previous: &Arc<Ring>, ring: Arc<Ring>) -> Begin {
         let hash = ring_hash(&ring);
         // An empty ring before: this node has just started, holds nothing yet, and does not
         // know who held what: every other member may hand it something.
         let previous = (!previous.members().is_empty()).then(|| previous.clone());
-        let givers = match &previous {
-            None => ring.members().iter().filter(|member| *member != me).cloned().collect(),
-            Some(previous) => previous_owners_of_gained(me, previous, &ring),
-        };
+        let gains = previous.as_ref().is_none_or(|previous| gains_keys(me, previous, &ring));
         let mut state = self.state.lock();
-        let waiting: BTreeSet<NodeId> =
-            givers.into_iter().filter(|member| !state.done.iter().any(|(m, h)| m == member && *h == hash)).collect();
+        let waiting: BTreeSet<NodeId> = if gains {
+            let others_done = |member: &&NodeId| *member != me && state.latest.get(*member) == Some(&hash);
+            ring.members().iter().filter(|member| !others_done(member)).cloned().collect()
+        } else {
+            BTreeSet::new()
+        };
         state.ring = Some((ring, hash, previous));
         state.waiting = waiting;
         if state.waiting.is_empty() {
@@ -150,10 +160,7 @@ impl Takeover {
     /// wait: the caller then applies the held ops with [`Takeover::release`].
     pub fn done(&self, member: &NodeId, hash: u64) -> bool {
         let mut state = self.state.lock();
-        if state.done.len() == DONE_KEPT {
-            state.done.pop_front();
-        }
-        state.done.push_back((member.clone(), hash));
+        state.latest.insert(member.clone(), hash);
         let current = matches!(&state.ring, Some((_, current, _)) if *current == hash);
         current && state.waiting.remove(member) && state.waiting.is_empty() && start_release(&mut state)
     }
@@ -162,7 +169,8 @@ impl Takeover {
     pub fn expire(&self, now: Instant) -> bool {
         let mut state = self.state.lock();
         if state.deadline.is_some_and(|deadline| deadline <= now) && !state.waiting.is_empty() {
-            tracing::warn!(waiting = ?state.waiting, "ring change: hand-offs not confirmed in time; going on");
+            tracing::warn!(waiting = ?state.waiting, "takeover: members did not confirm in time; going on");
+            crate::metrics::takeover_expired();
             state.waiting.clear();
             return start_release(&mut state);
         }
@@ -186,35 +194,28 @@ impl Takeover {
                 }
                 std::mem::take(&mut state.held)
             };
-            for held in batch {
+            let (resubscriptions, others): (Vec<Held>, Vec<Held>) =
+                batch.into_iter().partition(|held| matches!(held.op(), OwnerOp::Resubscribe { .. }));
+            for held in resubscriptions.into_iter().chain(others) {
                 apply(held);
             }
         }
     }
 }
 
-/// How many keys are probed to find who held the keys this node gains.
+/// How many keys are probed to find whether this node gains keys.
 const PROBES: u32 = 16_384;
 
-/// The members of `ring` (other than `me`) that owned, by `previous`, some key `me` owns by
-/// `ring`: found by probing keys spread over the hash space.
-fn previous_owners_of_gained(me: &NodeId, previous: &Ring, ring: &Ring) -> BTreeSet<NodeId> {
-    let mut owners = BTreeSet::new();
+/// Whether some key `me` owns by `ring` was another member's by `previous` (or nobody's):
+/// found by probing keys spread over the hash space.
+fn gains_keys(me: &NodeId, previous: &Ring, ring: &Ring) -> bool {
     let mut key = String::with_capacity(24);
-    for probe in 0..PROBES {
+    (0..PROBES).any(|probe| {
         key.clear();
         use std::fmt::Write as _;
         let _ = write!(key, "takeover-probe/{probe}");
-        if ring.owner(&key) != Some(me) {
-            continue;
-        }
-        if let Some(owner) = previous.owner(&key) {
-            if owner != me && ring.members().contains(owner) {
-                owners.insert(owner.clone());
-            }
-        }
-    }
-    owners
+        ring.owner(&key) == Some(me) && previous.owner(&key) != Some(me)
+    })
 }
 
 fn start_release(state: &mut State) -> bool {
@@ -275,7 +276,8 @@ mod tests {
         assert!(!takeover.done(&a, hash));
         assert!(!takeover.done(&b, hash ^ 1), "a completion for another ring does not count");
         assert!(takeover.hold(&c, op(&mine[1])).is_none());
-        assert!(takeover.done(&b, hash));
+        assert!(!takeover.done(&b, hash), "c's own resubscriptions are not in yet");
+        assert!(takeover.done(&c, hash));
         let mut released = Vec::new();
         takeover.release(|held| released.push(held));
         assert_eq!(released.len(), 2, "both held ops, in order");
@@ -283,16 +285,41 @@ mod tests {
     }
 
     #[test]
-    fn test_only_members_that_held_gained_keys_are_waited_for() {
+    fn test_a_node_that_gains_keys_waits_for_every_other_member_and_one_that_gains_none_for_nobody() {
         let (a, b, c) = (id("a"), id("b"), id("c"));
         let three = Ring::new([a.clone(), b.clone(), c.clone()]);
         let two = Ring::new([a.clone(), c.clone()]);
-        // b left: a gains only b's keys; c held none of them.
-        assert!(previous_owners_of_gained(&a, &three, &two).is_empty());
-        // c joins a ring of a and b: c gains keys from both.
-        let ab = Ring::new([a.clone(), b.clone()]);
-        let owners = previous_owners_of_gained(&c, &ab, &three);
-        assert_eq!(owners, [a.clone(), b.clone()].into_iter().collect());
+        // b died: a and c gain its keys. c held none of a's gained keys, but c's connections
+        // may be in those rooms: a waits for c's resubscriptions.
+        assert!(gains_keys(&a, &three, &two) && gains_keys(&c, &three, &two));
+        let takeover = Takeover::default();
+        assert!(matches!(takeover.begin(&a, &Arc::new(three.clone()), Arc::new(two.clone())), Begin::Wait(_)));
+        let gained = rooms_of(&a, &two, 3).into_iter().find(|room| three.owner(&format!("default/{room}")) == Some(&b));
+        let gained = gained.expect("a gained one of b's rooms");
+        assert!(takeover.hold(&a, op(&gained)).is_none());
+        assert!(!takeover.done(&c, ring_hash(&two)));
+        assert!(takeover.done(&a, ring_hash(&two)), "a and c were the ones to wait for");
+        // b joins again: a and c gain nothing.
+        assert!(!gains_keys(&a, &two, &three) && !gains_keys(&c, &two, &three));
+        assert!(gains_keys(&b, &two, &three));
+    }
+
+    #[test]
+    fn test_resubscriptions_are_released_before_the_ops_held_before_them() {
+        let (a, b) = (id("a"), id("b"));
+        let after = Arc::new(Ring::new([a.clone(), b.clone()]));
+        let takeover = Takeover::default();
+        assert!(matches!(takeover.begin(&a, &Arc::new(Ring::new([b.clone()])), after.clone()), Begin::Wait(_)));
+        let room = rooms_of(&a, &after, 1).remove(0);
+        assert!(takeover.hold(&a, op(&room)).is_none());
+        let Held::Local(first) = op(&room) else { unreachable!() };
+        let resubscribe = OwnerOp::Resubscribe { room: first.room().clone(), members: Vec::new() };
+        assert!(takeover.hold(&a, Held::Remote(resubscribe, 0)).is_none());
+        assert!(!takeover.done(&b, ring_hash(&after)));
+        assert!(takeover.done(&a, ring_hash(&after)));
+        let mut order = Vec::new();
+        takeover.release(|held| order.push(matches!(held.op(), OwnerOp::Resubscribe { .. })));
+        assert_eq!(order, [true, false], "the resubscription first");
     }
 
     #[test]
@@ -301,7 +328,15 @@ mod tests {
         let after = Arc::new(Ring::new([a.clone(), b.clone()]));
         let takeover = Takeover::default();
         assert!(!takeover.done(&a, ring_hash(&after)));
-        assert_eq!(takeover.begin(&b, &Arc::new(Ring::new([])), after.clone()), Begin::Idle, "nobody left to wait for");
+        assert!(matches!(takeover.begin(&b, &Arc::new(Ring::new([])), after.clone()), Begin::Wait(_)));
+        assert!(takeover.done(&b, ring_hash(&after)), "a said it was done before b began: only b itself was left");
+        takeover.release(|_| {});
+        // A later completion supersedes an earlier one: a went through another ring since.
+        assert!(!takeover.done(&a, ring_hash(&after) ^ 1));
+        assert!(matches!(takeover.begin(&b, &Arc::new(Ring::new([a.clone()])), after.clone()), Begin::Wait(_)));
+        assert!(!takeover.done(&b, ring_hash(&after)), "a's old completion for this ring does not count");
+        assert!(takeover.done(&a, ring_hash(&after)));
+        takeover.release(|_| {});
 
         // c starts: it has no ring yet, so it waits for a and b; its gained keys wait.
         let c = id("c");
@@ -317,9 +352,13 @@ mod tests {
         takeover.release(|_| released += 1);
         assert_eq!(released, 1);
 
-        // b stays in a ring that c leaves: b gains c's keys, c held them, c is gone: no wait.
-        assert_eq!(takeover.begin(&b, &three, after.clone()), Begin::Idle);
-        // A member that held nothing b gains is not waited for either: a joins a ring of b, c.
+        // b stays in a ring that c leaves: b gains c's keys and waits for a (whose
+        // connections may be in c's rooms) and itself, not for c, which is gone.
+        assert!(matches!(takeover.begin(&b, &three, after.clone()), Begin::Wait(_)));
+        assert!(!takeover.done(&b, ring_hash(&after)));
+        assert!(takeover.done(&a, ring_hash(&after)), "a and b were the ones to wait for");
+        takeover.release(|_| {});
+        // A node that gains nothing waits for nobody: a joins a ring of b, c.
         let bc = Arc::new(Ring::new([b.clone(), c.clone()]));
         match takeover.begin(&b, &bc, three.clone()) {
             Begin::Idle => {}

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use ringcast_cluster::NodeId;
 
+use super::membership::{announce_reset, ResetReason};
 use super::{EdgeSink, Owner, Room, SentAck};
 use crate::ops::{EdgeMsg, OwnerOp, Request, RequestKind, RoomAction};
 use crate::room::RoomKey;
@@ -82,9 +83,9 @@ impl Owner {
                 return waiting.push(op);
             }
             Load::Stale if needs_store(&op) => {
-                room.load = Load::Loading(vec![op]);
-                if self.loads.send(key).is_err() {
-                    tracing::warn!("store loader gone");
+                self.start_load(room, &key);
+                if let Load::Loading(waiting) = &mut room.load {
+                    waiting.push(op);
                 }
                 return;
             }
@@ -125,6 +126,14 @@ impl Owner {
         }
     }
 
+    /// Starts reading the room's state from the store; ops wait for it.
+    pub(super) fn start_load(&self, room: &mut Room, key: &RoomKey) {
+        room.load = Load::Loading(Vec::new());
+        if self.loads.send(key.clone()).is_err() {
+            tracing::warn!("store loader gone");
+        }
+    }
+
     /// A load the store answered: the room takes the state and its waiting ops apply, in
     /// order (or are answered `unavailable` when the load failed).
     pub fn loaded(
@@ -139,7 +148,7 @@ impl Owner {
         let Load::Loading(waiting) = std::mem::replace(&mut room.load, Load::Stale) else { return };
         match result {
             Ok(loaded) => {
-                self.take_loaded(room, key, loaded);
+                self.take_loaded(sink, room, key, loaded);
                 room.load = Load::Ready;
                 for op in waiting {
                     if shard.contains_key(op.room()) || owns(op.room()) {
@@ -173,8 +182,10 @@ impl Owner {
     }
 
     /// The room's state from the store. State already in memory (a hand-off that arrived
-    /// while loading) is kept when it is ahead of the store's.
-    fn take_loaded(&self, room: &mut Room, key: &RoomKey, loaded: Loaded) {
+    /// while loading) is kept when it is ahead of the store's. Subscribers whose room the store does not hold (it lost it, or it never got the
+    /// epoch of an owner that died) are told with `room.reset`.
+    fn take_loaded(&self, sink: &dyn EdgeSink, room: &mut Room, key: &RoomKey, loaded: Loaded) {
+        let reset_due = std::mem::take(&mut room.reset_due);
         match loaded.epoch {
             Some(epoch) => room.epoch = Arc::from(epoch),
             None => {
@@ -185,6 +196,11 @@ impl Owner {
                     room.epoch = Arc::from(self.ids.epoch(crate::time::now_millis()));
                     room.seq = 0;
                     room.history.clear();
+                }
+                if room.stored || reset_due {
+                    // Before any message of the new epoch: those wait for this load.
+                    let reason = if room.stored { ResetReason::StoreLost } else { ResetReason::OwnerLost };
+                    announce_reset(room, sink, key, reason);
                 }
                 // A room the store never saw: its epoch goes first, before any message.
                 let job = Job {

@@ -96,6 +96,8 @@ impl Owner {
         let mut shard = self.shard(&snapshot.key).lock();
         let room = shard.entry(snapshot.key.clone()).or_insert_with(|| self.new_room());
         if room.seq == 0 && room.history.is_empty() {
+            // The room goes on: nothing to announce to members that resubscribed first.
+            room.reset_due = false;
             room.epoch = Arc::from(snapshot.epoch.as_str());
             room.seq = snapshot.seq;
             room.history = snapshot.history.into_iter().map(Arc::new).collect();

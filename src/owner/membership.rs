@@ -16,6 +16,10 @@ use crate::protocol::{ErrorCode, ReplyError, Since};
 use crate::room::RoomKey;
 
 impl Owner {
+    /// The connections of an edge whose owner for `key` changed (the room was theirs before
+    /// the change). A room that is not here (not handed over, or not yet) restarts under a
+    /// new epoch unless a hand-off or the durable store brings its state; its members are
+    /// told with `room.reset` before the room's first message (see [`Owner::reset_if_due`]).
     pub(super) fn resubscribe(
         &self,
         shard: &mut HashMap<RoomKey, Room>,
@@ -23,13 +27,29 @@ impl Owner {
         key: RoomKey,
         members: Vec<Sender>,
     ) {
+        let restarted = !shard.contains_key(&key);
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
+        room.reset_due |= restarted;
         for member in members {
             room.add_conn(&member.user_id, &member.name, member.is_moderator, &member.conn);
             sink.send_to_edge(
                 &member.conn.node,
                 EdgeMsg::Joined { room: key.clone(), conn_id: member.conn.conn_id, request_id: 0, frames: Vec::new() },
             );
+        }
+        if restarted && self.store.durable() {
+            // The store tells whether the room goes on or restarts (`take_loaded`).
+            self.start_load(room, &key);
+        }
+    }
+
+    /// Before the first request on a room restarted by resubscriptions (no hand-off brought
+    /// its state): without a durable store its history is gone, and every member gets
+    /// `room.reset` before anything of the new epoch.
+    pub(super) fn reset_if_due(&self, room: &mut Room, sink: &dyn EdgeSink, key: &RoomKey) {
+        if room.reset_due && !self.store.durable() {
+            room.reset_due = false;
+            announce_reset(room, sink, key, ResetReason::OwnerLost);
         }
     }
 
@@ -138,4 +158,41 @@ pub(super) fn member_left_frame(key: &RoomKey, user_id: &str) -> Bytes {
         user_id: &'a str,
     }
     event_now("member.left", MemberLeft { room: key.room(), user_id })
+}
+
+/// Why a room's subscribers get `room.reset`.
+#[derive(Clone, Copy)]
+pub(super) enum ResetReason {
+    /// Its owner died and nothing kept its history.
+    OwnerLost,
+    /// The durable store no longer holds it.
+    StoreLost,
+}
+
+impl ResetReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::OwnerLost => "owner_lost",
+            ResetReason::StoreLost => "store_lost",
+        }
+    }
+}
+
+/// Sends every member of `room` `room.reset{room, epoch, seq, reason}`: the room's history
+/// is gone, it goes on from `seq` under `epoch`.
+pub(super) fn announce_reset(room: &Room, sink: &dyn EdgeSink, key: &RoomKey, reason: ResetReason) {
+    metrics::room_reset();
+    tracing::info!(room = %key, reason = reason.as_str(), "room restarted under a new epoch");
+    room.fan_out(sink, key, None, reset_frame(key, room, reason));
+}
+
+fn reset_frame(key: &RoomKey, room: &Room, reason: ResetReason) -> Bytes {
+    #[derive(Serialize)]
+    struct Reset<'a> {
+        room: &'a str,
+        epoch: &'a str,
+        seq: u64,
+        reason: &'static str,
+    }
+    event_now("room.reset", Reset { room: key.room(), epoch: &room.epoch, seq: room.seq, reason: reason.as_str() })
 }

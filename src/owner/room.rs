@@ -35,6 +35,9 @@ pub(super) struct Room {
     pub(super) stored: bool,
     /// Jobs of this room submitted to the store and not answered yet.
     pub(super) in_flight: u32,
+    /// Started by a resubscription over a durable store: its members get `room.reset` if the
+    /// load finds the store without the room.
+    pub(super) reset_due: bool,
 }
 
 /// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
@@ -96,6 +99,7 @@ impl Owner {
             gen: 0,
             stored: false,
             in_flight: 0,
+            reset_due: false,
         }
     }
 }
