@@ -14,11 +14,14 @@ use parking_lot::Mutex;
 
 use crate::seqcheck::Violation;
 
-/// One acknowledged publish.
+/// One acknowledged publish: its place in the room (for the report) and its identity, the
+/// publisher's number `n` carried in its text (what a delivery is matched by, so that a
+/// restart that was not announced does not hide deliveries behind a wrong epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Acked {
     pub epoch: u16,
     pub seq: u64,
+    pub n: u64,
     pub sent_us: u64,
     pub ack_us: u64,
 }
@@ -30,23 +33,24 @@ pub struct Session {
     pub start_us: u64,
     /// When the connection ended (`None`: still open at the end).
     pub end_us: Option<u64>,
-    /// Received live messages as ranges `(epoch, first seq, last seq)`.
-    pub received: Vec<(u16, u64, u64)>,
+    /// Received live messages as ranges `(publisher, first n, last n)` of the publishers'
+    /// numbers (a publisher's numbers only go up; skipped ones split a range).
+    pub received: Vec<(u32, u64, u64)>,
 }
 
 impl Session {
-    fn add(&mut self, epoch: u16, seq: u64) {
-        if let Some(last) = self.received.last_mut() {
-            if last.0 == epoch && seq == last.2 + 1 {
-                last.2 = seq;
+    fn add(&mut self, publisher: u32, n: u64) {
+        if let Some(last) = self.received.iter_mut().rev().find(|r| r.0 == publisher) {
+            if n == last.2 + 1 {
+                last.2 = n;
                 return;
             }
         }
-        self.received.push((epoch, seq, seq));
+        self.received.push((publisher, n, n));
     }
 
-    pub fn has(&self, epoch: u16, seq: u64) -> bool {
-        self.received.iter().any(|&(e, lo, hi)| e == epoch && (lo..=hi).contains(&seq))
+    pub fn has(&self, publisher: u32, n: u64) -> bool {
+        self.received.iter().any(|&(p, lo, hi)| p == publisher && (lo..=hi).contains(&n))
     }
 }
 
@@ -62,6 +66,8 @@ pub struct RoomLog {
 #[derive(Debug, Default)]
 pub struct ClientLog {
     pub client: u32,
+    /// The publisher id in this client's stamps, when it publishes.
+    pub publisher: Option<u32>,
     /// Epoch strings, interned per client (a handful per run).
     pub epochs: Vec<String>,
     pub rooms: Vec<RoomLog>,
@@ -111,28 +117,32 @@ impl Tap {
         log.room_mut(room).sessions.push(Session { start_us: now_us, ..Default::default() });
     }
 
-    /// A live `chat.message` of `room` under the epoch the connection knows.
-    pub fn received(&self, room: &str, epoch: &str, seq: u64) {
+    /// This client publishes with `publisher` in its stamps.
+    pub fn publishes_as(&self, publisher: u32) {
+        self.0.lock().publisher = Some(publisher);
+    }
+
+    /// A live `chat.message` of `room`: publisher `origin.0`'s number `origin.1`.
+    pub fn received(&self, room: &str, origin: (u32, u64)) {
         let mut log = self.0.lock();
         if log.entries() >= MAX_ENTRIES {
             log.overflow += 1;
             return;
         }
-        let epoch = log.epoch_id(epoch);
         if let Some(session) = log.room_mut(room).sessions.last_mut().filter(|s| s.end_us.is_none()) {
-            session.add(epoch, seq);
+            session.add(origin.0, origin.1);
         }
     }
 
-    /// The ack of one of this client's sends, attributed to the epoch its connection knows.
-    pub fn acked(&self, room: &str, epoch: &str, seq: u64, sent_us: u64, ack_us: u64) {
+    /// The ack of this client's send number `n`, at `seq` of the epoch its connection knows.
+    pub fn acked(&self, room: &str, epoch: &str, seq: u64, n: u64, sent_us: u64, ack_us: u64) {
         let mut log = self.0.lock();
         if log.entries() >= MAX_ENTRIES {
             log.overflow += 1;
             return;
         }
         let epoch = log.epoch_id(epoch);
-        log.room_mut(room).acked.push(Acked { epoch, seq, sent_us, ack_us });
+        log.room_mut(room).acked.push(Acked { epoch, seq, n, sent_us, ack_us });
     }
 
     /// A live order violation at `now_ms`.
@@ -205,6 +215,7 @@ impl Ledger {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Missing {
     pub room: String,
+    pub epoch: String,
     pub seq: u64,
     pub ack_us: u64,
     pub publisher: u32,
@@ -235,13 +246,12 @@ const MAX_MISSING: usize = 20_000;
 pub fn verify(logs: &[&ClientLog], window_us: u64) -> Verdict {
     let mut verdict = Verdict { overflow: logs.iter().map(|l| l.overflow).sum(), ..Default::default() };
     for publisher in logs {
+        let Some(id) = publisher.publisher else { continue };
         for room in &publisher.rooms {
             for ack in &room.acked {
                 verdict.acked += 1;
-                let epoch = &publisher.epochs[ack.epoch as usize];
                 for subscriber in logs.iter().filter(|s| s.client != publisher.client) {
                     let Some(sub_room) = subscriber.rooms.iter().find(|r| r.room == room.room) else { continue };
-                    let epoch_id = subscriber.epochs.iter().position(|e| e == epoch).map(|i| i as u16);
                     for session in &sub_room.sessions {
                         let owed = session.start_us <= ack.sent_us
                             && session.end_us.is_none_or(|end| end >= ack.ack_us + window_us);
@@ -249,7 +259,7 @@ pub fn verify(logs: &[&ClientLog], window_us: u64) -> Verdict {
                             continue;
                         }
                         verdict.owed += 1;
-                        if epoch_id.is_some_and(|e| session.has(e, ack.seq)) {
+                        if session.has(id, ack.n) {
                             continue;
                         }
                         verdict.undelivered += 1;
@@ -259,6 +269,7 @@ pub fn verify(logs: &[&ClientLog], window_us: u64) -> Verdict {
                         if verdict.examples.len() < 20 {
                             verdict.examples.push(Missing {
                                 room: room.room.clone(),
+                                epoch: publisher.epochs[ack.epoch as usize].clone(),
                                 seq: ack.seq,
                                 ack_us: ack.ack_us,
                                 publisher: publisher.client,
@@ -284,16 +295,17 @@ mod tests {
         let stays = ledger.tap(2);
         let leaves = ledger.tap(3);
         let late = ledger.tap(4);
+        publisher.publishes_as(7);
         publisher.joined("r", 0);
         stays.joined("r", 5);
         leaves.joined("r", 5);
-        publisher.acked("r", "e1", 1, 10, 20);
-        publisher.acked("r", "e1", 2, 30, 40);
-        publisher.acked("r", "e2", 1, 50, 60);
-        stays.received("r", "e1", 1);
-        // seq 2 of e1 never arrives at `stays`; e2/1 does.
-        stays.received("r", "e2", 1);
-        leaves.received("r", "e1", 1);
+        publisher.acked("r", "e1", 1, 1, 10, 20);
+        publisher.acked("r", "e1", 2, 2, 30, 40);
+        publisher.acked("r", "e2", 1, 3, 50, 60);
+        stays.received("r", (7, 1));
+        // Number 2 (seq 2 of e1) never arrives at `stays`; number 3 does.
+        stays.received("r", (7, 3));
+        leaves.received("r", (7, 1));
         // `leaves` disconnects at 45: owed seq 1 (acked at 20 + window 10 ≤ 45) only.
         leaves.disconnected(45);
         // `late` joins after every send: owed nothing.
@@ -310,12 +322,13 @@ mod tests {
     #[test]
     fn test_session_ranges_merge() {
         let mut s = Session::default();
-        for seq in 1..=100 {
-            s.add(0, seq);
+        for n in 1..=100 {
+            s.add(0, n);
+            s.add(1, n * 2);
         }
-        s.add(1, 1);
-        s.add(1, 3);
-        assert_eq!(s.received, vec![(0, 1, 100), (1, 1, 1), (1, 3, 3)]);
-        assert!(s.has(0, 50) && !s.has(1, 2) && s.has(1, 3));
+        s.add(0, 101);
+        assert_eq!(s.received.len(), 101);
+        assert_eq!(s.received[0], (0, 1, 101));
+        assert!(s.has(0, 50) && !s.has(1, 3) && s.has(1, 4));
     }
 }

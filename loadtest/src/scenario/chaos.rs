@@ -135,8 +135,9 @@ fn verdict(shared: &Shared, check_window_ms: u64) -> ChaosData {
             .iter()
             .map(|m| {
                 format!(
-                    "{} seq {} (acked at {} ms) from client {} never reached client {}",
+                    "{} epoch {} seq {} (acked at {} ms) from client {} never reached client {}",
                     m.room,
+                    m.epoch,
                     m.seq,
                     m.ack_us / 1000,
                     m.publisher,
@@ -157,6 +158,9 @@ impl Client {
         let ctx = shared.ctx.clone();
         let rec = ctx.stats.recorder();
         let tap: Tap = shared.ledger.tap(self.id as u32);
+        if let Some((publisher, _)) = self.publish {
+            tap.publishes_as(publisher);
+        }
         let mut inbox = Inbox::new(rec.clone(), false);
         inbox.tap = Some(tap.clone());
         let user = format!("u{}", self.id);

@@ -119,10 +119,8 @@ impl Inbox {
                     self.trace(v, "", payload);
                     self.violation(v);
                 }
-                if let (Some(tap), false) = (&self.tap, chat.recovered) {
-                    if let Some(epoch) = self.checker.epoch(chat.room) {
-                        tap.received(chat.room, epoch, chat.seq);
-                    }
+                if let (Some(tap), false, Some(origin)) = (&self.tap, chat.recovered, origin) {
+                    tap.received(chat.room, origin);
                 }
                 if !self.slot_rooms.is_empty() {
                     if let Some(slot) = self.slot_rooms.iter().position(|r| r == chat.room) {
@@ -158,7 +156,7 @@ impl Inbox {
                             }
                             if let Some(tap) = &self.tap {
                                 if let Some(epoch) = self.checker.epoch(room) {
-                                    tap.acked(room, epoch, seq, op.sent_micros, now_micros());
+                                    tap.acked(room, epoch, seq, op.n, op.sent_micros, now_micros());
                                 }
                             }
                         }
