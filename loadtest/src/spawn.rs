@@ -189,6 +189,14 @@ pub async fn spawn_one(spec: NodeSpec) -> Result<Node> {
     let mut command = Command::new(bin);
     command.args(&spec.args);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
+    // SAFETY: prctl in the forked child before exec, async-signal-safe. The node dies with
+    // the harness even when the harness is killed outright.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     match &spec.log {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
