@@ -166,6 +166,9 @@ impl Tap {
     }
 }
 
+/// Per room, the ack times of its publishes (unix ms).
+pub type AckTimes = Vec<(String, Vec<u64>)>;
+
 /// Every client's log.
 #[derive(Debug, Default)]
 pub struct Ledger {
@@ -180,10 +183,10 @@ impl Ledger {
     }
 
     /// Every live violation with its time, and the ack times (unix ms) of each room.
-    pub fn timings(&self) -> (Vec<(u64, Violation)>, Vec<(String, Vec<u64>)>) {
+    pub fn timings(&self) -> (Vec<(u64, Violation)>, AckTimes) {
         let clients = self.clients.lock().clone();
         let mut violations = Vec::new();
-        let mut acks: Vec<(String, Vec<u64>)> = Vec::new();
+        let mut acks: AckTimes = Vec::new();
         for client in clients {
             let log = client.lock();
             violations.extend(log.violations.iter().copied());

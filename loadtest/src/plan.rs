@@ -249,7 +249,7 @@ impl Plan {
                 if a.rooms == 0 || a.subscribers == 0 || a.publishers == 0 {
                     bail!("--rooms, --subscribers and --publishers must be at least 1");
                 }
-                if !(a.rate > 0.0) {
+                if a.rate.is_nan() || a.rate <= 0.0 {
                     bail!("--rate must be positive");
                 }
                 if !(2..=9).contains(&a.nodes) {

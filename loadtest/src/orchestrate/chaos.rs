@@ -57,7 +57,8 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt"))).with_context(|| format!("restarting {}", self.slots[i].id))
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+            .with_context(|| format!("restarting {}", self.slots[i].id))
     }
 
     async fn kill(&mut self, i: usize) {
@@ -381,7 +382,9 @@ async fn inject(
         }
         // Leave time for the fault to end and the cluster to heal before sending stops.
         let left = (started + schedule.run_for).saturating_duration_since(Instant::now());
-        let needs = schedule.down_for.max(schedule.partition_for) + Duration::from_secs(3);
+        let partition_for =
+            if schedule.faults.contains(&FaultKind::Partition) { schedule.partition_for } else { Duration::ZERO };
+        let needs = schedule.down_for.max(partition_for) + Duration::from_secs(3);
         if left < needs {
             break;
         }
@@ -413,7 +416,10 @@ async fn inject(
         }
         let failed = event.error.is_some();
         if let Some(error) = &event.error {
-            eprintln!("ringcast-loadtest: fault {} ({} {}) failed: {error}; no more faults", event.n, event.kind, event.node);
+            eprintln!(
+                "ringcast-loadtest: fault {} ({} {}) failed: {error}; no more faults",
+                event.n, event.kind, event.node
+            );
         }
         events.lock().push(event);
         if failed {

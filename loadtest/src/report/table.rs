@@ -172,11 +172,8 @@ impl Report {
                 row("skipped", skipped.clone());
             }
             for f in &chaos.faults {
-                let violations = if f.violations.is_empty() {
-                    "no violation".to_string()
-                } else {
-                    fmt_map(&f.violations)
-                };
+                let violations =
+                    if f.violations.is_empty() { "no violation".to_string() } else { fmt_map(&f.violations) };
                 row(
                     &format!("fault {}", f.n),
                     format!(

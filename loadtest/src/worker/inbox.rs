@@ -3,8 +3,8 @@
 use std::sync::atomic::AtomicU64;
 
 use super::*;
-use crate::proto::now_nanos;
 use crate::ledger::Tap;
+use crate::proto::now_nanos;
 use crate::seqcheck::{ConnChecker, PublisherChecker, SELF_ORIGIN};
 
 /// What a frame meant to the code waiting on it.

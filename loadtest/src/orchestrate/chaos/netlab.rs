@@ -16,12 +16,7 @@ pub struct NetLab {
 }
 
 fn sh(script: &str) -> Result<()> {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run bash")?;
+    let out = Command::new("bash").arg("-c").arg(script).stdin(Stdio::null()).output().context("cannot run bash")?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         bail!("{}", err.lines().next().unwrap_or("command failed").trim().to_lowercase());
@@ -100,12 +95,14 @@ impl NetLab {
     }
 
     pub fn heal(&self, i: usize) -> Result<()> {
-        sh(&format!("ip netns exec {} nft delete table inet rcxpart", self.ns(i))).context("removing the drop rule failed")
+        sh(&format!("ip netns exec {} nft delete table inet rcxpart", self.ns(i)))
+            .context("removing the drop rule failed")
     }
 
     fn cleanup(&self) {
         for i in 0..self.nodes {
-            let _ = sh(&format!("ip netns del {} 2>/dev/null; ip link del {}v{i} 2>/dev/null; true", self.ns(i), self.tag));
+            let _ =
+                sh(&format!("ip netns del {} 2>/dev/null; ip link del {}v{i} 2>/dev/null; true", self.ns(i), self.tag));
         }
         let _ = sh(&format!("ip link del {} 2>/dev/null; true", self.bridge()));
     }
