@@ -30,6 +30,9 @@ pub enum Command {
     Chat(ChatArgs),
     /// Connect/disconnect storms; every reconnect rejoins with `since` and counts recovery
     Churn(ChurnArgs),
+    /// Fan-out traffic through a spawned cluster while nodes are killed, drained, restarted or
+    /// partitioned; checks every acknowledged publish reached every connection that stayed
+    Chaos(ChaosArgs),
     /// (internal) run one worker share; the plan comes on stdin
     #[command(hide = true)]
     Worker,
@@ -42,6 +45,7 @@ impl Command {
             Command::Fanout(a) => Some(&a.common),
             Command::Chat(a) => Some(&a.common),
             Command::Churn(a) => Some(&a.common),
+            Command::Chaos(a) => Some(&a.common),
             Command::Worker => None,
         }
     }
@@ -278,6 +282,88 @@ pub struct ChurnArgs {
     /// share of disconnects that just drop the socket (no close frame), percent
     #[arg(long, default_value_t = 50)]
     pub abrupt_percent: u32,
+}
+
+/// A fault the chaos scenario injects.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// SIGKILL, stay down `--down-for`, start again (same node id and ports)
+    Kill,
+    /// SIGTERM (the node hands off its rooms and closes clients with 1012), wait for the
+    /// exit, stay down `--down-for`, start again
+    Drain,
+    /// SIGTERM, wait for the exit, start again at once
+    Restart,
+    /// cut the node off from the others with nftables for `--partition-for`, then heal
+    Partition,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Drain => "drain",
+            FaultKind::Restart => "restart",
+            FaultKind::Partition => "partition",
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChaosArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// nodes to spawn (needs --server-bin)
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    #[arg(long, default_value_t = 4)]
+    pub rooms: u64,
+    /// subscribers per room
+    #[arg(long, default_value_t = 6)]
+    pub subscribers: u64,
+    /// publishers per room
+    #[arg(long, default_value_t = 1)]
+    pub publishers: u64,
+    /// total publishes per second over all publishers
+    #[arg(long, default_value_t = 40.0)]
+    pub rate: f64,
+    /// faults to pick from, comma-separated
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kill,drain,restart,partition")]
+    pub faults: Vec<FaultKind>,
+    /// time between the starts of two faults
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub fault_interval: Duration,
+    /// inject at most this many faults
+    #[arg(long, default_value_t = 50)]
+    pub max_faults: u64,
+    /// fail the run when fewer faults were injected
+    #[arg(long, default_value_t = 1)]
+    pub min_faults: u64,
+    /// how long a killed or drained node stays down
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub down_for: Duration,
+    /// how long a partition lasts
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub partition_for: Duration,
+    /// longest wait for the cluster to be whole again after a fault (then no more faults)
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub settle_timeout: Duration,
+    /// a connection that stays this long after a publish's ack is owed that publish
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub check_window: Duration,
+    /// seed of the fault picker [default: from the clock]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// persistence for the spawned nodes (passed as their --redis-url)
+    #[arg(long, conflicts_with = "spawn_redis")]
+    pub redis_url: Option<String>,
+    /// start a redis-server on a free loopback port for the run, stop it at the end
+    #[arg(long)]
+    pub spawn_redis: bool,
+    /// redis-server binary for --spawn-redis
+    #[arg(long, default_value = "redis-server")]
+    pub redis_bin: PathBuf,
 }
 
 #[cfg(test)]

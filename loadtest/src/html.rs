@@ -51,6 +51,17 @@ pub struct Series<'a> {
 
 /// A line chart of several series over a shared x axis.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>]) -> String {
+    line_chart_marked(title, x_label, y_label, series, &[])
+}
+
+/// A line chart with vertical markers at `(x, label)` (the chaos scenario's faults).
+pub fn line_chart_marked(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+    markers: &[(f64, String)],
+) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -131,6 +142,18 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_
         TOP + ph / 2.0,
         escape(y_label)
     );
+    for (x, label) in markers.iter().filter(|(x, _)| *x >= x_min && *x <= x_max) {
+        let px = sx(*x);
+        let _ = write!(
+            svg,
+            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#c0392b" stroke-dasharray="4 3"><title>{}</title></line><text x="{:.1}" y="{:.1}" font-size="10" fill="#c0392b">{}</text>"##,
+            TOP + ph,
+            escape(label),
+            px + 2.0,
+            TOP + 10.0,
+            escape(label)
+        );
+    }
     for (i, s) in series.iter().enumerate() {
         if s.points.is_empty() {
             continue;
@@ -251,6 +274,100 @@ fn bucket_label(upper_ms: f64) -> String {
     }
 }
 
+/// The chaos scenario's part of the page: the faults against throughput, latency and
+/// violations, and the fault table.
+fn chaos_section(report: &Report, chaos: &crate::report::ChaosReport) -> String {
+    let markers: Vec<(f64, String)> =
+        chaos.faults.iter().map(|f| (f.at_s, format!("#{} {} {}", f.n, f.kind, f.node))).collect();
+    let t = |f: &dyn Fn(&crate::report::TimelinePoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        report.timeline.iter().filter_map(|p| f(p).map(|v| (p.t as f64 + 1.0, v))).collect()
+    };
+    let violations: Vec<(f64, f64)> = report
+        .timeline
+        .iter()
+        .map(|p| (p.t as f64 + 1.0, chaos.violations_by_second.get(&p.t).copied().unwrap_or(0) as f64))
+        .collect();
+    let charts = [
+        line_chart_marked(
+            "Throughput and faults",
+            "seconds",
+            "per second",
+            &[
+                Series { name: "acked/s", color: "#2a9d8f", points: t(&|p| Some(p.acked as f64)) },
+                Series { name: "errors/s", color: "#e76f51", points: t(&|p| Some(p.errors as f64)) },
+            ],
+            &markers,
+        ),
+        line_chart_marked(
+            "Deliveries per second and faults",
+            "seconds",
+            "messages/s",
+            &[Series { name: "delivered/s", color: "#264653", points: t(&|p| Some(p.delivered as f64)) }],
+            &markers,
+        ),
+        line_chart_marked(
+            "Latency p99 and faults",
+            "seconds",
+            "ms",
+            &[Series { name: "p99", color: "#e76f51", points: t(&|p| p.p99_ms) }],
+            &markers,
+        ),
+        line_chart_marked(
+            "Violations per second (undelivered at their ack) and faults",
+            "seconds",
+            "violations",
+            &[Series { name: "violations", color: "#c0392b", points: violations }],
+            &markers,
+        ),
+    ]
+    .join("");
+    let fmt_ms = |v: Option<u64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
+    let mut rows = String::new();
+    for f in &chaos.faults {
+        let violations = if f.violations.is_empty() {
+            "-".to_string()
+        } else {
+            f.violations.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        };
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            f.n,
+            f.at_s,
+            escape(&f.node),
+            escape(&f.kind),
+            f.down_ms,
+            fmt_ms(f.whole_after_ms),
+            fmt_ms(f.first_ack_after_ms),
+            escape(&violations),
+            escape(f.error.as_deref().or(f.note.as_deref()).unwrap_or(""))
+        );
+    }
+    let before = if chaos.violations_before_faults.is_empty() {
+        "none".to_string()
+    } else {
+        chaos.violations_before_faults.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    };
+    let skipped = chaos.skipped.iter().map(|s| format!("<p>{}</p>", escape(s))).collect::<String>();
+    format!(
+        "<h2>Faults</h2><p>{nodes} nodes on {network}, store {store}; faults {faults}. Checked {acked} acknowledged \
+         publishes, {owed} deliveries owed, {undelivered} undelivered; {resets} room.reset received, {reconnects} \
+         reconnects. Violations before the first fault: {before}.</p>{skipped}\
+         <table><tr><th>#</th><th>at (s)</th><th>node</th><th>fault</th><th>down (ms)</th><th>whole again after (ms)</th>\
+         <th>every room acked again after (ms)</th><th>violations until the next fault</th><th>error</th></tr>{rows}</table>\
+         <div class=\"charts\">{charts}</div>",
+        nodes = chaos.nodes,
+        network = escape(&chaos.network),
+        store = escape(&chaos.store),
+        faults = escape(&chaos.faults_enabled.join(",")),
+        acked = chaos.acked_checked,
+        owed = chaos.owed,
+        undelivered = chaos.undelivered,
+        resets = chaos.resets_received,
+        reconnects = chaos.reconnects,
+    )
+}
+
 /// The whole page.
 pub fn render(report: &Report) -> String {
     let t = |f: &dyn Fn(&crate::report::TimelinePoint) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -301,6 +418,7 @@ pub fn render(report: &Report) -> String {
         "latency upper bound (ms, log-spaced)",
         &report.latency_buckets.iter().map(|(ms, n)| (bucket_label(*ms), *n)).collect::<Vec<_>>(),
     );
+    let chaos = report.chaos.as_ref().map(|c| chaos_section(report, c)).unwrap_or_default();
     let verdict = if report.passed { "PASS" } else { "FAIL" };
     let color = if report.passed { "#2a9d8f" } else { "#c0392b" };
     let mut checks = String::new();
@@ -333,6 +451,7 @@ table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px so
 <p><code>{command}</code></p>
 <h2>Thresholds</h2>
 <table><tr><th>check</th><th>limit</th><th>actual</th><th>result</th></tr>{checks}</table>
+{chaos}
 <h2>Plots</h2>
 <div class="charts">{latency}{histogram}{deliveries}{publishes}{connections}{server}</div>
 <h2>Summary</h2>

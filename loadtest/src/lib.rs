@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod html;
 pub mod jwt;
+pub mod ledger;
 pub mod orchestrate;
 pub mod plan;
 pub mod procfs;

@@ -7,6 +7,7 @@
 //! `assemble` turns it all into the report, and `progress` prints the live line.
 
 mod assemble;
+mod chaos;
 mod collect;
 mod progress;
 mod servers;
@@ -36,6 +37,10 @@ pub const EXIT_ERROR: i32 = 2;
 pub async fn run(command: Command) -> Result<i32> {
     let common = command.common().context("no scenario given")?.clone();
     let mut plan = Plan::from_command(&command)?;
+    if let Command::Chaos(args) = &command {
+        procfs::raise_nofile_limit();
+        return chaos::run(args, plan).await;
+    }
     procfs::raise_nofile_limit();
     let mut cluster = None;
     if let Some(nodes) = common.spawn_cluster {
@@ -75,12 +80,17 @@ pub async fn run(command: Command) -> Result<i32> {
 
 /// Starts the workers, collects what they report while watching the servers, and
 /// assembles the report.
-async fn run_plan(mut plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Report> {
+async fn run_plan(plan: Plan, common: &Common, pids: Vec<u32>) -> Result<Report> {
+    run_plan_with(plan, common, pids, collect::Hooks::default()).await
+}
+
+/// [`run_plan`] with hooks into the event loop.
+async fn run_plan_with(mut plan: Plan, common: &Common, pids: Vec<u32>, hooks: collect::Hooks) -> Result<Report> {
     let targets = plan.finish()?;
     let endpoints = if !plan.raw && !common.no_metrics { servers::metrics_endpoints(&targets) } else { Vec::new() };
     plan.start_at_unix_ms = now_micros() / 1000 + 200;
     let mut workers = workers::Workers::start(&plan).await?;
-    let collected = collect::collect(&plan, &mut workers, &endpoints, pids, common.quiet).await?;
+    let collected = collect::collect(&plan, &mut workers, &endpoints, pids, common.quiet, hooks).await?;
     workers.wait_children().await;
     assemble::report(&plan, collected)
 }
@@ -94,6 +104,15 @@ fn finish(mut report: Report, common: &Common) -> Result<i32> {
         max_errors: common.max_errors,
     };
     report.checks = evaluate(&report, &thresholds);
+    if let Some(chaos) = &report.chaos {
+        let done = chaos.faults.iter().filter(|f| f.error.is_none()).count() as u64;
+        report.checks.push(crate::report::Check {
+            name: "min_faults".into(),
+            limit: chaos.min_faults as f64,
+            actual: Some(done as f64),
+            passed: done >= chaos.min_faults,
+        });
+    }
     let incomplete = report.notes.iter().any(|n| n.contains("a worker failed"));
     report.passed = report.checks.iter().all(|c| c.passed) && !incomplete;
     print!("{}", report.table());

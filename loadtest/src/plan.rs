@@ -96,6 +96,16 @@ pub enum Scenario {
         storm_every_ms: Option<u64>,
         abrupt_percent: u32,
     },
+    Chaos {
+        rooms: u64,
+        subscribers: u64,
+        publishers: u64,
+        rate: f64,
+        check_window_ms: u64,
+        faults: Vec<crate::cli::FaultKind>,
+        fault_interval_ms: u64,
+        nodes: usize,
+    },
 }
 
 impl Scenario {
@@ -105,6 +115,7 @@ impl Scenario {
             Scenario::Fanout { .. } => "fanout",
             Scenario::Chat { .. } => "chat",
             Scenario::Churn { .. } => "churn",
+            Scenario::Chaos { .. } => "chaos",
         }
     }
 
@@ -115,6 +126,7 @@ impl Scenario {
             Scenario::Fanout { rooms, subscribers, publishers, .. } => rooms * (subscribers + publishers),
             Scenario::Chat { users, .. } => *users,
             Scenario::Churn { clients, publishers, .. } => clients + publishers,
+            Scenario::Chaos { rooms, subscribers, publishers, .. } => rooms * (subscribers + publishers),
         }
     }
 }
@@ -228,6 +240,39 @@ impl Plan {
                     reconnect_delay_ms: a.reconnect_delay_ms,
                     storm_every_ms: a.storm_every.map(|d| d.as_millis().max(100) as u64),
                     abrupt_percent: a.abrupt_percent,
+                }
+            }
+            Command::Chaos(a) => {
+                if common.raw {
+                    bail!("the chaos scenario needs the ringcast protocol (no --raw)");
+                }
+                if a.rooms == 0 || a.subscribers == 0 || a.publishers == 0 {
+                    bail!("--rooms, --subscribers and --publishers must be at least 1");
+                }
+                if a.rate.is_nan() || a.rate <= 0.0 {
+                    bail!("--rate must be positive");
+                }
+                if !(2..=9).contains(&a.nodes) {
+                    bail!("chaos needs --nodes 2..=9");
+                }
+                if a.faults.is_empty() {
+                    bail!("--faults is empty");
+                }
+                if common.processes != 1 {
+                    bail!("chaos runs in one process (its delivery ledger is in memory): drop --processes");
+                }
+                if !common.urls.is_empty() || common.spawn_cluster.is_some() {
+                    bail!("chaos spawns its own nodes (--nodes, --server-bin): drop --url and --spawn-cluster");
+                }
+                Scenario::Chaos {
+                    rooms: a.rooms,
+                    subscribers: a.subscribers,
+                    publishers: a.publishers,
+                    rate: a.rate,
+                    check_window_ms: a.check_window.as_millis() as u64,
+                    faults: a.faults.clone(),
+                    fault_interval_ms: a.fault_interval.as_millis().max(100) as u64,
+                    nodes: a.nodes,
                 }
             }
             Command::Worker => bail!("no scenario"),

@@ -20,7 +20,7 @@ pub use checks::{counted_errors, evaluate, Check, Thresholds};
 pub use counts::{bump, Counts, Tallies};
 pub use hist::{decode_hist, encode_hist, latency_buckets, new_hist, HIST_MAX_US};
 pub use merge::{phase_rank, Aggregate, Second};
-pub use messages::{Final, RunWindow, Tick, WorkerMsg};
+pub use messages::{ChaosData, Final, RunWindow, Tick, WorkerMsg};
 
 /// Percentiles in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -174,6 +174,66 @@ pub struct Report {
     pub checks: Vec<Check>,
     pub passed: bool,
     pub notes: Vec<String>,
+    /// The chaos scenario: faults, and violations by fault window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosReport>,
+    /// The chaos worker's ledger findings, for the parent to merge (not reported as such).
+    #[serde(skip)]
+    pub chaos_data: Option<ChaosData>,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FaultEvent {
+    /// 1, 2, … in order.
+    pub n: u32,
+    /// `kill`, `drain`, `restart`, `partition`.
+    pub kind: String,
+    /// The node's id (`lt-1`, …).
+    pub node: String,
+    /// When it began, in seconds since the start of the run (the timeline's clock).
+    pub at_s: f64,
+    pub at_unix_ms: u64,
+    /// From the fault's start until the node runs (or is reconnected) again.
+    pub down_ms: u64,
+    /// From the fault's start until every node is ready with the whole cluster in view.
+    pub whole_after_ms: Option<u64>,
+    /// From the fault's start until every room had an acknowledged publish again (the
+    /// slowest room).
+    pub first_ack_after_ms: Option<u64>,
+    /// Violations whose time falls between this fault and the next, by kind.
+    pub violations: BTreeMap<String, u64>,
+    /// What went wrong injecting it (the run stops injecting after such a fault).
+    pub error: Option<String>,
+    /// Something odd that did not stop the run (e.g. the drained node's exit status).
+    pub note: Option<String>,
+}
+
+/// The chaos section of the report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChaosReport {
+    pub nodes: usize,
+    /// `memory`, or the Redis URL the nodes used.
+    pub store: String,
+    /// Where the nodes ran: `loopback` or `netns`.
+    pub network: String,
+    pub faults_enabled: Vec<String>,
+    /// Faults that could not be used, with the reason (`partition skipped: …`).
+    pub skipped: Vec<String>,
+    pub faults: Vec<FaultEvent>,
+    pub min_faults: u64,
+    /// Violations before the first fault, by kind.
+    pub violations_before_faults: BTreeMap<String, u64>,
+    /// Violations per second of the timeline (undelivered ones at their publish's ack).
+    pub violations_by_second: BTreeMap<u32, u64>,
+    pub acked_checked: u64,
+    pub owed: u64,
+    pub undelivered: u64,
+    pub undelivered_examples: Vec<String>,
+    pub resets_received: u64,
+    pub reconnects: u64,
+    /// Every node process started (first starts and restarts).
+    pub pids_started: Vec<u32>,
 }
 
 #[cfg(test)]

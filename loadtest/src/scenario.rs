@@ -1,6 +1,7 @@
 //! The scenarios, and what they share: pacing, readiness counting, the split-connection
 //! writer, publishers (in `publisher`), and the drain at the end.
 
+pub mod chaos;
 pub mod chat;
 pub mod churn;
 pub mod connect;
@@ -30,6 +31,7 @@ pub use publisher::{message_cap, open_loop_pace, Pace, Publisher};
 pub struct Outcome {
     pub window: RunWindow,
     pub notes: Vec<String>,
+    pub chaos: Option<crate::report::ChaosData>,
 }
 
 pub async fn run(ctx: Arc<Ctx>) -> Result<Outcome> {
@@ -68,6 +70,9 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Outcome> {
                 },
             )
             .await
+        }
+        Scenario::Chaos { rooms, subscribers, publishers, rate, check_window_ms, .. } => {
+            chaos::run(ctx, chaos::Params { rooms, subscribers, publishers, rate, check_window_ms }).await
         }
     }
 }

@@ -21,6 +21,12 @@ pub enum Violation {
     RecoveryGap,
     /// A `recovered:true` message outside of a rejoin.
     UnexpectedReplay,
+    /// The room restarted (a new message under an old `seq`, or `recovered:true` across an
+    /// epoch change) without a `room.reset` first.
+    UnannouncedReset,
+    /// An acknowledged publish never reached a connection that was in its room the whole
+    /// time (chaos: counted at the end of the run).
+    Undelivered,
 }
 
 impl Violation {
@@ -33,6 +39,8 @@ impl Violation {
             Violation::NotJoined => "not_joined",
             Violation::RecoveryGap => "recovery_gap",
             Violation::UnexpectedReplay => "unexpected_replay",
+            Violation::UnannouncedReset => "unannounced_reset",
+            Violation::Undelivered => "undelivered",
         }
     }
 }
@@ -94,8 +102,53 @@ enum RoomState {
     Joining {
         replay: Option<SeqStream>,
         replayed: u64,
+        /// The epoch the join resumed from.
+        since_epoch: Option<String>,
     },
     Left,
+}
+
+/// Who published a message and its number (the stamp in its text), or `SELF_ORIGIN` and the
+/// op number for a connection's own `chat.send` acks.
+pub type Origin = (u32, u64);
+
+/// The publisher id used for a connection's own sends (their acks take the messages' place).
+pub const SELF_ORIGIN: u32 = u32::MAX;
+
+/// The most publishers whose latest number is remembered per room.
+const MAX_ORIGINS: usize = 16;
+
+/// One room of a connection: its state and, per publisher, the highest number seen. A
+/// publisher's numbers only go up, so a message with an old `seq` but a new number is a new
+/// message under a reused `seq`: the room restarted (without `room.reset`, a violation),
+/// while one with an old number is a duplicate.
+#[derive(Debug, Clone)]
+struct RoomEntry {
+    name: Box<str>,
+    state: RoomState,
+    origins: Vec<Origin>,
+}
+
+impl RoomEntry {
+    /// Records `origin`; returns whether it is newer than anything seen from its publisher
+    /// (`None` when the publisher is unknown).
+    fn saw(&mut self, origin: Option<Origin>) -> Option<bool> {
+        let (publisher, n) = origin?;
+        match self.origins.iter_mut().find(|(p, _)| *p == publisher) {
+            Some((_, max)) => {
+                let newer = n > *max;
+                *max = (*max).max(n);
+                Some(newer)
+            }
+            None => {
+                if self.origins.len() >= MAX_ORIGINS {
+                    self.origins.remove(0);
+                }
+                self.origins.push((publisher, n));
+                None
+            }
+        }
+    }
 }
 
 /// What a join ack says about recovery.
@@ -110,7 +163,7 @@ pub struct JoinOutcome {
 /// The checker of one logical client (it survives reconnects, so a rejoin resumes).
 #[derive(Debug, Default, Clone)]
 pub struct ConnChecker {
-    rooms: Vec<(Box<str>, RoomState)>,
+    rooms: Vec<RoomEntry>,
 }
 
 impl ConnChecker {
@@ -118,14 +171,29 @@ impl ConnChecker {
         ConnChecker { rooms: Vec::new() }
     }
 
-    fn state_mut(&mut self, room: &str) -> Option<&mut RoomState> {
-        self.rooms.iter_mut().find(|(name, _)| &**name == room).map(|(_, state)| state)
+    fn entry_mut(&mut self, room: &str) -> Option<&mut RoomEntry> {
+        self.rooms.iter_mut().find(|entry| &*entry.name == room)
+    }
+
+    fn put(&mut self, room: &str, state: RoomState) {
+        match self.entry_mut(room) {
+            Some(entry) => entry.state = state,
+            None => self.rooms.push(RoomEntry { name: room.into(), state, origins: Vec::new() }),
+        }
     }
 
     /// The position to resume from: `(last seq, epoch)` of a room joined before.
     pub fn since(&self, room: &str) -> Option<(u64, String)> {
-        self.rooms.iter().find(|(name, _)| &**name == room).and_then(|(_, state)| match state {
+        self.rooms.iter().find(|entry| &*entry.name == room).and_then(|entry| match &entry.state {
             RoomState::Joined { stream, epoch } => Some((stream.last(), epoch.clone())),
+            _ => None,
+        })
+    }
+
+    /// The epoch this connection knows for a joined room.
+    pub fn epoch(&self, room: &str) -> Option<&str> {
+        self.rooms.iter().find(|entry| &*entry.name == room).and_then(|entry| match &entry.state {
+            RoomState::Joined { epoch, .. } => Some(epoch.as_str()),
             _ => None,
         })
     }
@@ -133,62 +201,86 @@ impl ConnChecker {
     /// A join request was sent (with `since` when resuming).
     pub fn join_sent(&mut self, room: &str, since: Option<(u64, String)>) {
         let state = match since {
-            Some((seq, _epoch)) => RoomState::Joining { replay: Some(SeqStream::after(seq)), replayed: 0 },
-            None => RoomState::Joining { replay: None, replayed: 0 },
+            Some((seq, epoch)) => {
+                RoomState::Joining { replay: Some(SeqStream::after(seq)), replayed: 0, since_epoch: Some(epoch) }
+            }
+            None => RoomState::Joining { replay: None, replayed: 0, since_epoch: None },
         };
-        match self.state_mut(room) {
-            Some(existing) => *existing = state,
-            None => self.rooms.push((room.into(), state)),
-        }
+        self.put(room, state);
     }
 
     /// The join ack: from now on `seq + 1` is expected.
     pub fn join_acked(&mut self, room: &str, seq: u64, epoch: &str, recovered: Option<bool>) -> JoinOutcome {
         let mut outcome = JoinOutcome { recovered, replayed: 0, violation: None };
         let new_state = RoomState::Joined { stream: SeqStream::after(seq), epoch: epoch.to_string() };
-        match self.state_mut(room) {
-            Some(state) => {
-                if let RoomState::Joining { replay: Some(replay), replayed, .. } = state {
+        match self.entry_mut(room) {
+            Some(entry) => {
+                if let RoomState::Joining { replay: Some(replay), replayed, since_epoch } = &entry.state {
                     outcome.replayed = *replayed;
-                    if recovered == Some(true) && replay.last() != seq {
+                    if recovered == Some(true) && since_epoch.as_deref().is_some_and(|since| since != epoch) {
+                        // Continuity claimed across an epoch change.
+                        outcome.violation = Some(Violation::UnannouncedReset);
+                    } else if recovered == Some(true) && replay.last() != seq {
                         outcome.violation = Some(Violation::RecoveryGap);
                     }
                 }
-                *state = new_state;
+                entry.state = new_state;
             }
             // An ack without a recorded request (e.g. a join sent by another path): accept it.
-            None => self.rooms.push((room.into(), new_state)),
+            None => self.put(room, new_state),
         }
         outcome
     }
 
+    /// `room.reset{room, epoch, seq}`: the room restarted under `epoch`; the next message is
+    /// `seq + 1`. Returns whether the connection was in the room (a reset for a room being
+    /// rejoined is settled by the join ack, one for a room left is ignored).
+    pub fn reset(&mut self, room: &str, epoch: &str, seq: u64) -> bool {
+        match self.entry_mut(room) {
+            Some(RoomEntry { state: RoomState::Joined { stream, epoch: known }, .. }) => {
+                *stream = SeqStream::after(seq);
+                *known = epoch.to_string();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The leave ack: messages for the room are no longer expected.
     pub fn leave_acked(&mut self, room: &str) {
-        if let Some(state) = self.state_mut(room) {
-            *state = RoomState::Left;
+        if let Some(entry) = self.entry_mut(room) {
+            entry.state = RoomState::Left;
         }
     }
 
     /// The connection went away; rooms keep their position for a rejoin with `since`.
     pub fn disconnected(&mut self) {
-        for (_, state) in &mut self.rooms {
-            if let RoomState::Joining { .. } = state {
-                *state = RoomState::Left;
+        for entry in &mut self.rooms {
+            if let RoomState::Joining { .. } = entry.state {
+                entry.state = RoomState::Left;
             }
         }
     }
 
-    /// Checks one received `chat.message`.
-    pub fn message(&mut self, room: &str, seq: u64, recovered: bool) -> Result<(), Violation> {
-        match self.state_mut(room) {
-            None | Some(RoomState::Left) => Err(Violation::NotJoined),
-            Some(RoomState::Joined { stream, .. }) => {
+    /// Checks one received `chat.message` (or the ack of one's own send), `origin` from its
+    /// stamp when it has one.
+    pub fn message(&mut self, room: &str, seq: u64, recovered: bool, origin: Option<Origin>) -> Result<(), Violation> {
+        let Some(entry) = self.entry_mut(room) else { return Err(Violation::NotJoined) };
+        let newer = entry.saw(origin);
+        match &mut entry.state {
+            RoomState::Left => Err(Violation::NotJoined),
+            RoomState::Joined { stream, .. } => {
                 if recovered {
                     return Err(Violation::UnexpectedReplay);
                 }
+                if seq < stream.next && !stream.missing.contains(&seq) && newer == Some(true) {
+                    // A new message under a seq already passed: the numbering restarted.
+                    *stream = SeqStream::after(seq);
+                    return Err(Violation::UnannouncedReset);
+                }
                 stream.check(seq)
             }
-            Some(RoomState::Joining { replay, replayed, .. }) => match (recovered, replay) {
+            RoomState::Joining { replay, replayed, .. } => match (recovered, replay) {
                 (true, Some(replay)) => {
                     *replayed += 1;
                     replay.check(seq)
@@ -256,16 +348,16 @@ mod tests {
     #[test]
     fn test_conn_checker_join_and_leave() {
         let mut c = ConnChecker::new();
-        assert_eq!(c.message("r", 1, false), Err(Violation::NotJoined));
+        assert_eq!(c.message("r", 1, false, None), Err(Violation::NotJoined));
         c.join_sent("r", None);
-        assert_eq!(c.message("r", 1, false), Err(Violation::BeforeJoin));
+        assert_eq!(c.message("r", 1, false, None), Err(Violation::BeforeJoin));
         let out = c.join_acked("r", 5, "e1", None);
         assert_eq!(out.violation, None);
-        assert_eq!(c.message("r", 6, false), Ok(()));
-        assert_eq!(c.message("r", 8, false), Err(Violation::Gap));
+        assert_eq!(c.message("r", 6, false, None), Ok(()));
+        assert_eq!(c.message("r", 8, false, None), Err(Violation::Gap));
         assert_eq!(c.since("r"), Some((8, "e1".to_string())));
         c.leave_acked("r");
-        assert_eq!(c.message("r", 9, false), Err(Violation::NotJoined));
+        assert_eq!(c.message("r", 9, false, None), Err(Violation::NotJoined));
     }
 
     #[test]
@@ -273,20 +365,20 @@ mod tests {
         let mut c = ConnChecker::new();
         c.join_sent("r", None);
         c.join_acked("r", 3, "e1", None);
-        assert_eq!(c.message("r", 4, false), Ok(()));
+        assert_eq!(c.message("r", 4, false, None), Ok(()));
         c.disconnected();
         let since = c.since("r").unwrap();
         assert_eq!(since, (4, "e1".to_string()));
         c.join_sent("r", Some(since));
-        assert_eq!(c.message("r", 5, true), Ok(()));
-        assert_eq!(c.message("r", 6, true), Ok(()));
+        assert_eq!(c.message("r", 5, true, None), Ok(()));
+        assert_eq!(c.message("r", 6, true, None), Ok(()));
         let out = c.join_acked("r", 6, "e1", Some(true));
         assert_eq!(out, JoinOutcome { recovered: Some(true), replayed: 2, violation: None });
-        assert_eq!(c.message("r", 7, false), Ok(()));
+        assert_eq!(c.message("r", 7, false, None), Ok(()));
         // A replay that stops short of the ack's seq is a recovery gap.
         c.disconnected();
         c.join_sent("r", c.since("r"));
-        assert_eq!(c.message("r", 8, true), Ok(()));
+        assert_eq!(c.message("r", 8, true, None), Ok(()));
         let out = c.join_acked("r", 9, "e1", Some(true));
         assert_eq!(out.violation, Some(Violation::RecoveryGap));
         // recovered:false is not a violation: the client is told it missed messages.
@@ -294,8 +386,38 @@ mod tests {
         let out = c.join_acked("r", 20, "e2", Some(false));
         assert_eq!(out.violation, None);
         assert_eq!(out.recovered, Some(false));
-        assert_eq!(c.message("r", 21, false), Ok(()));
-        assert_eq!(c.message("r", 22, true), Err(Violation::UnexpectedReplay));
+        assert_eq!(c.message("r", 21, false, None), Ok(()));
+        assert_eq!(c.message("r", 22, true, None), Err(Violation::UnexpectedReplay));
+    }
+
+    #[test]
+    fn test_reset_announced_and_unannounced() {
+        let mut c = ConnChecker::new();
+        c.join_sent("r", None);
+        c.join_acked("r", 0, "e1", None);
+        for n in 1..=5 {
+            assert_eq!(c.message("r", n, false, Some((1, n))), Ok(()));
+        }
+        // An announced restart: numbering goes on from the reset's seq under the new epoch.
+        assert!(c.reset("r", "e2", 0));
+        assert_eq!(c.epoch("r"), Some("e2"));
+        assert_eq!(c.message("r", 1, false, Some((1, 6))), Ok(()));
+        assert_eq!(c.message("r", 2, false, Some((1, 7))), Ok(()));
+        // A redelivered message (old number) is a duplicate ...
+        assert_eq!(c.message("r", 2, false, Some((1, 7))), Err(Violation::Duplicate));
+        // ... a new message under an old seq is an unannounced restart, counted once.
+        assert_eq!(c.message("r", 1, false, Some((1, 8))), Err(Violation::UnannouncedReset));
+        assert_eq!(c.message("r", 2, false, Some((1, 9))), Ok(()));
+        // The same for a connection's own acks.
+        assert_eq!(c.message("r", 3, false, Some((SELF_ORIGIN, 1))), Ok(()));
+        assert_eq!(c.message("r", 1, false, Some((SELF_ORIGIN, 2))), Err(Violation::UnannouncedReset));
+        // A reset for a room not joined is ignored.
+        assert!(!c.reset("other", "e9", 3));
+        // recovered:true across an epoch change claims a continuity that cannot be.
+        c.disconnected();
+        c.join_sent("r", c.since("r"));
+        let out = c.join_acked("r", 1, "e3", Some(true));
+        assert_eq!(out.violation, Some(Violation::UnannouncedReset));
     }
 
     #[test]

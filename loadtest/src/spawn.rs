@@ -13,6 +13,20 @@ pub struct Node {
     pub child: Child,
     pub pid: u32,
     pub url: String,
+    /// How it was started (to start it again).
+    pub spec: NodeSpec,
+}
+
+/// How to start one node: the program and its arguments (a node in a network namespace is
+/// started through `ip netns exec`, which execs it: the pid is the node's).
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub program: std::path::PathBuf,
+    pub args: Vec<String>,
+    /// File the node's stderr is appended to.
+    pub log: Option<std::path::PathBuf>,
+    pub raw: bool,
+    pub tls: bool,
 }
 
 pub struct Cluster {
@@ -95,7 +109,7 @@ pub async fn spawn(
             log.map(
                 |path| if count == 1 { path.to_path_buf() } else { path.with_extension(format!("{}.log", index + 1)) },
             );
-        spawn_one(bin.to_path_buf(), args, log, raw, tls)
+        spawn_one(NodeSpec { program: bin.to_path_buf(), args, log, raw, tls })
     });
     let handles: Vec<_> = starts.map(tokio::spawn).collect();
     let mut nodes = Vec::new();
@@ -112,7 +126,7 @@ pub async fn spawn(
 
 /// `count` distinct loopback ports, each free for both TCP (peer links) and UDP (gossip).
 /// Every listener is held until all are picked, so no port is handed out twice.
-fn free_cluster_addrs(count: usize) -> Result<Vec<String>> {
+pub fn free_cluster_addrs(count: usize) -> Result<Vec<String>> {
     let mut held = Vec::with_capacity(count);
     for _ in 0..count * 100 {
         if held.len() == count {
@@ -133,7 +147,7 @@ fn free_cluster_addrs(count: usize) -> Result<Vec<String>> {
 /// Polls the node behind `url` until `GET /ready` answers 200 and, in a cluster of
 /// `members`, its `/metrics` count that many ready members: the cluster has formed, so the
 /// run does not start in the middle of ring changes.
-async fn wait_ready(url: &str, members: usize, timeout: Duration) -> Result<()> {
+pub async fn wait_ready(url: &str, members: usize, timeout: Duration) -> Result<()> {
     let host = url.trim_start_matches("ws://").split('/').next().unwrap_or_default().to_string();
     let formed = format!("ringcast_cluster_members{{state=\"ready\"}} {members}\n");
     let deadline = tokio::time::Instant::now() + timeout;
@@ -155,7 +169,7 @@ async fn wait_ready(url: &str, members: usize, timeout: Duration) -> Result<()> 
 }
 
 /// A plain HTTP/1.1 GET: the whole response, or `None` on any failure within 2 s.
-async fn http_get(host: &str, path: &str) -> Option<String> {
+pub async fn http_get(host: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(host).await?;
@@ -169,19 +183,27 @@ async fn http_get(host: &str, path: &str) -> Option<String> {
     tokio::time::timeout(Duration::from_secs(2), attempt).await.ok()?.ok()
 }
 
-async fn spawn_one(
-    bin: std::path::PathBuf,
-    args: Vec<String>,
-    log: Option<std::path::PathBuf>,
-    raw: bool,
-    tls: bool,
-) -> Result<Node> {
-    let mut command = Command::new(&bin);
-    command.args(&args);
+/// Starts one node and waits for its listen line.
+pub async fn spawn_one(spec: NodeSpec) -> Result<Node> {
+    let (bin, raw, tls) = (&spec.program, spec.raw, spec.tls);
+    let mut command = Command::new(bin);
+    command.args(&spec.args);
     command.stdin(Stdio::null()).stdout(Stdio::piped()).kill_on_drop(true);
-    match log {
+    // SAFETY: prctl in the forked child before exec, async-signal-safe. The node dies with
+    // the harness even when the harness is killed outright.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    match &spec.log {
         Some(path) => {
-            let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
             command.stderr(file);
         }
         None => {
@@ -210,7 +232,7 @@ async fn spawn_one(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let scheme = if tls { "wss" } else { "ws" };
     let url = if raw { format!("{scheme}://{addr}/") } else { format!("{scheme}://{addr}/v1/ws") };
-    Ok(Node { child, pid, url })
+    Ok(Node { child, pid, url, spec })
 }
 
 impl Cluster {

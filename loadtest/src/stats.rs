@@ -268,6 +268,17 @@ impl Recorder {
         });
     }
 
+    /// `n` violations of one kind at once (the end-of-run delivery check).
+    pub fn violations(&self, violation: Violation, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.with(|i| {
+            i.counts.violations += n;
+            *i.tallies.violations.entry(violation.as_str().to_string()).or_default() += n;
+        });
+    }
+
     pub fn error(&self, kind: Option<OpKind>, code: &str) {
         self.with(|i| {
             i.counts.errors += 1;

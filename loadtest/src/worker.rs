@@ -423,9 +423,14 @@ pub async fn run(plan: Plan, io: Arc<WorkerIo>) -> Final {
     let _ = io.out.send(WorkerMsg::Tick(Box::new(ctx.stats.tick(last_second))));
     let cpu_secs = crate::procfs::cpu_seconds(None).unwrap_or(0.0) - cpu_before;
     let fin = match result {
-        Ok(outcome) => {
-            Final { run: outcome.window, cpu_secs, connections_requested, error: None, notes: outcome.notes }
-        }
+        Ok(outcome) => Final {
+            run: outcome.window,
+            cpu_secs,
+            connections_requested,
+            error: None,
+            notes: outcome.notes,
+            chaos: outcome.chaos,
+        },
         Err(err) => Final { cpu_secs, connections_requested, error: Some(format!("{err:#}")), ..Default::default() },
     };
     let _ = io.out.send(WorkerMsg::Final(fin.clone()));

@@ -216,3 +216,92 @@ fn smoke_fanout_through_a_spawned_three_node_cluster() {
     assert!(report["counts"]["delivered"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["targets"].as_array().map(Vec::len), Some(3), "{report}");
 }
+
+/// Whether process `pid` still exists.
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// A 3-node memory-mode chaos run of ~20 s with kill and drain faults: the report must
+/// exist, hold at least two faults after which the cluster was whole again, and every node
+/// process the harness started must be gone. Violations are reported, not asserted: the
+/// server's guarantee under faults is still being built (see loadtest/README.md).
+#[test]
+fn smoke_chaos_kill_and_drain() {
+    let Some(bin) = ringcast_bin() else { return };
+    let dir = std::env::temp_dir().join(format!("ringcast-loadtest-smoke-chaos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let html = dir.join("report.html");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast-loadtest"))
+        .args(["chaos", "--server-bin", bin.to_str().unwrap(), "--nodes", "3", "--duration", "20s"])
+        .args(["--faults", "kill,drain", "--fault-interval", "5s", "--min-faults", "2", "--seed", "7"])
+        .args(["--rooms", "3", "--subscribers", "4", "--rate", "30", "--max-violations", "1000000000"])
+        .args(["--quiet", "--json-out"])
+        .arg(&json)
+        .arg("--html-out")
+        .arg(&html)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the harness");
+    // Bounded: the harness gets 150 s, then is killed by its pid (its nodes die with it).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: Option<serde_json::Value> =
+        std::fs::read_to_string(&json).ok().and_then(|text| serde_json::from_str(&text).ok());
+    // Clean up every node the harness started, whatever happened.
+    let pids: Vec<u32> = report
+        .as_ref()
+        .and_then(|r| r["chaos"]["pids_started"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.as_u64().map(|p| p as u32))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let left: Vec<u32> = pids.iter().copied().filter(|&pid| alive(pid)).collect();
+    for &pid in &left {
+        // SAFETY: kill(2) on a node pid the harness reported starting.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.expect("the chaos run did not end within 150 s");
+    assert!(status.success(), "chaos run failed ({status}):\n{stdout}\n{stderr}");
+    let report = report.expect("a JSON report");
+    assert!(left.is_empty(), "node processes left running: {left:?}");
+    assert_eq!(report["scenario"], "chaos");
+    let faults = report["chaos"]["faults"].as_array().expect("fault events");
+    assert!(faults.len() >= 2, "fewer than 2 faults: {}", report["chaos"]);
+    for fault in faults {
+        assert!(fault["error"].is_null(), "fault failed: {fault}");
+        assert!(fault["whole_after_ms"].as_u64().is_some(), "cluster not whole after {fault}");
+        assert!(["kill", "drain"].contains(&fault["kind"].as_str().unwrap()));
+    }
+    assert!(pids.len() >= 3 + faults.len(), "a restart per fault: {pids:?}");
+    assert!(report["counts"]["acked"].as_u64().unwrap() > 0);
+    assert!(report["chaos"]["owed"].as_u64().unwrap() > 0);
+    eprintln!(
+        "chaos smoke: {} faults, violations {} ({}), undelivered {} of {} owed",
+        faults.len(),
+        report["violations"],
+        report["tallies"]["violations"],
+        report["chaos"]["undelivered"],
+        report["chaos"]["owed"]
+    );
+}

@@ -29,6 +29,9 @@ pub fn report(plan: &Plan, collected: Collected) -> Result<Report> {
     report.timeline = timeline(&agg, &watch);
     for fin in &agg.finals {
         report.notes.extend(fin.notes.iter().cloned());
+        if fin.chaos.is_some() {
+            report.chaos_data = fin.chaos.clone();
+        }
     }
     report.notes.extend(worker_errors.iter().cloned());
     if !worker_errors.is_empty() {

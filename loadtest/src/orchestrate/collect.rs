@@ -25,6 +25,15 @@ pub struct Collected {
     pub worker_errors: Vec<String>,
 }
 
+/// What a scenario's parent side (chaos) hooks into the loop.
+#[derive(Default)]
+pub struct Hooks {
+    /// Set once every worker reached `go` and was released.
+    pub go: Option<tokio::sync::watch::Sender<bool>>,
+    /// Faults injected so far, for the progress line.
+    pub faults: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+}
+
 /// The loop's state besides what it gathers.
 struct Collector<'a> {
     workers: usize,
@@ -33,6 +42,7 @@ struct Collector<'a> {
     finished: Vec<bool>,
     progress: Progress,
     out: Collected,
+    go: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Runs the event loop until every worker sent its final message.
@@ -42,6 +52,7 @@ pub async fn collect(
     endpoints: &[Endpoint],
     pids: Vec<u32>,
     quiet: bool,
+    hooks: Hooks,
 ) -> Result<Collected> {
     let count = plan.worker_count;
     let mut collector = Collector {
@@ -49,7 +60,8 @@ pub async fn collect(
         endpoints,
         barriers: HashMap::new(),
         finished: vec![false; count],
-        progress: Progress::new(quiet),
+        progress: Progress::new(quiet, hooks.faults),
+        go: hooks.go,
         out: Collected {
             agg: Aggregate::default(),
             watch: ServerWatch::new(pids),
@@ -145,6 +157,11 @@ impl Collector<'_> {
                 _ => {}
             }
             workers.release(&name).await?;
+            if name == "go" {
+                if let Some(go) = &self.go {
+                    let _ = go.send(true);
+                }
+            }
         }
         Ok(())
     }

@@ -8,11 +8,13 @@ use crate::report::counted_errors;
 pub struct Progress {
     quiet: bool,
     tty: bool,
+    /// Faults injected so far (chaos).
+    faults: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Progress {
-    pub fn new(quiet: bool) -> Progress {
-        Progress { quiet, tty: std::io::stderr().is_terminal() }
+    pub fn new(quiet: bool, faults: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>) -> Progress {
+        Progress { quiet, tty: std::io::stderr().is_terminal(), faults }
     }
 
     pub fn line(&self, second: u32, s: &crate::report::Second, all: &hdrhistogram::Histogram<u64>) {
@@ -38,7 +40,7 @@ impl Progress {
                 n.to_string()
             }
         };
-        let text = format!(
+        let mut text = format!(
             "[{:>4}s {:<8}] conns {:>6} | sent/s {:>7} | acked/s {:>7} | recv/s {:>7} | p99 {:>8} (all {}) | err {} | viol {}",
             second + 1,
             s.phase,
@@ -51,6 +53,9 @@ impl Progress {
             counted_errors(&s.counts),
             s.counts.violations
         );
+        if let Some(faults) = &self.faults {
+            text.push_str(&format!(" | faults {}", faults.load(std::sync::atomic::Ordering::Relaxed)));
+        }
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[K{text}");

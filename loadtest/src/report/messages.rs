@@ -41,6 +41,32 @@ pub struct Final {
     pub error: Option<String>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// What the chaos scenario's ledger found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosData>,
+}
+
+/// The chaos scenario's end-of-run findings in a worker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChaosData {
+    /// Acknowledged publishes checked.
+    pub acked_checked: u64,
+    /// (publish, connection) pairs owed a delivery.
+    pub owed: u64,
+    /// Of those, never delivered.
+    pub undelivered: u64,
+    /// A few undelivered ones, described.
+    pub examples: Vec<String>,
+    /// Each violation (live ones, and undelivered by their publish's ack time): (unix ms, kind).
+    pub violation_events: Vec<(u64, String)>,
+    /// Per room, the ack times of its publishes (unix ms, sorted).
+    pub acks_by_room: Vec<(String, Vec<u64>)>,
+    /// `room.reset` frames received, over all clients.
+    pub resets: u64,
+    /// Reconnects after the server closed or dropped a connection.
+    pub reconnects: u64,
+    /// Ledger entries dropped because a client's log was full.
+    pub ledger_overflow: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -148,6 +148,51 @@ impl Report {
                 row("metrics", error.clone());
             }
         }
+        if let Some(chaos) = &self.chaos {
+            row(
+                "chaos",
+                format!(
+                    "{} nodes ({}, {}), {} faults, {} room.reset, {} reconnects",
+                    chaos.nodes,
+                    chaos.network,
+                    chaos.store,
+                    chaos.faults.len(),
+                    chaos.resets_received,
+                    chaos.reconnects
+                ),
+            );
+            row(
+                "delivery check",
+                format!(
+                    "{} acked publishes, {} deliveries owed, {} undelivered",
+                    chaos.acked_checked, chaos.owed, chaos.undelivered
+                ),
+            );
+            for skipped in &chaos.skipped {
+                row("skipped", skipped.clone());
+            }
+            for f in &chaos.faults {
+                let violations =
+                    if f.violations.is_empty() { "no violation".to_string() } else { fmt_map(&f.violations) };
+                row(
+                    &format!("fault {}", f.n),
+                    format!(
+                        "{:>6.1}s {:<9} {}  down {} ms, whole after {}, every room acked after {}; {}{}",
+                        f.at_s,
+                        f.kind,
+                        f.node,
+                        f.down_ms,
+                        f.whole_after_ms.map(|v| format!("{v} ms")).unwrap_or("-".into()),
+                        f.first_ack_after_ms.map(|v| format!("{v} ms")).unwrap_or("-".into()),
+                        violations,
+                        f.error.as_ref().map(|e| format!("; error: {e}")).unwrap_or_default()
+                    ),
+                );
+            }
+            for example in chaos.undelivered_examples.iter().take(5) {
+                row("undelivered e.g.", example.clone());
+            }
+        }
         for check in &self.checks {
             row(
                 &format!("threshold {}", check.name),

@@ -173,5 +173,5 @@ pub async fn run(ctx: Arc<Ctx>, p: Params) -> Result<Outcome> {
     ctx.io.barrier("stop", &ctx.stats).await?;
     ctx.begin_teardown();
     join_all(&mut tasks).await;
-    Ok(Outcome { window, notes })
+    Ok(Outcome { window, notes, chaos: None })
 }

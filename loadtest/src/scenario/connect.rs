@@ -53,5 +53,5 @@ pub async fn run(ctx: Arc<Ctx>, connections: u64, rate: f64) -> Result<Outcome> 
     ctx.io.barrier("stop", &ctx.stats).await?;
     ctx.begin_teardown();
     join_all(&mut tasks).await;
-    Ok(Outcome { window, notes })
+    Ok(Outcome { window, notes, chaos: None })
 }

@@ -3,8 +3,9 @@
 use std::sync::atomic::AtomicU64;
 
 use super::*;
+use crate::ledger::Tap;
 use crate::proto::now_nanos;
-use crate::seqcheck::{ConnChecker, PublisherChecker};
+use crate::seqcheck::{ConnChecker, PublisherChecker, SELF_ORIGIN};
 
 /// What a frame meant to the code waiting on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,12 @@ pub struct Inbox {
     /// Last `seq` seen per room slot (for receipts); slot names in `slot_rooms`.
     slot_rooms: Vec<String>,
     pub slot_seq: Arc<Vec<AtomicU64>>,
+    /// The chaos scenario's delivery ledger for this client.
+    pub tap: Option<Tap>,
+    /// `after_ms` of the last `reconnect` frame (a drain is coming).
+    pub reconnect_after_ms: Option<u64>,
+    /// `room.reset` frames received.
+    pub resets: u64,
 }
 
 impl Inbox {
@@ -41,6 +48,23 @@ impl Inbox {
             send_window: None,
             slot_rooms: Vec::new(),
             slot_seq: Arc::new(Vec::new()),
+            tap: None,
+            reconnect_after_ms: None,
+            resets: 0,
+        }
+    }
+
+    /// Records a violation (with its time in the ledger, when there is one).
+    fn violation(&self, v: crate::seqcheck::Violation) {
+        self.rec.violation(v);
+        if let Some(tap) = &self.tap {
+            tap.violation(v, now_micros() / 1000);
+        }
+    }
+
+    fn trace(&self, v: crate::seqcheck::Violation, what: &str, payload: &[u8]) {
+        if std::env::var_os("RINGCAST_LT_TRACE").is_some() {
+            eprintln!("violation {v:?}{what}: {}", String::from_utf8_lossy(payload));
         }
     }
 
@@ -78,7 +102,7 @@ impl Inbox {
             let latency = match stamp {
                 Some(stamp) => {
                     if let Err(v) = self.pubcheck.check(stamp.publisher, stamp.n) {
-                        self.rec.violation(v);
+                        self.violation(v);
                     }
                     self.witness_release(stamp.publisher);
                     Some(now_nanos().saturating_sub(stamp.sent_nanos) / 1000)
@@ -90,11 +114,13 @@ impl Inbox {
         }
         match classify(payload) {
             ServerFrame::Chat(chat) => {
-                if let Err(v) = self.checker.message(chat.room, chat.seq, chat.recovered) {
-                    if std::env::var_os("RINGCAST_LT_TRACE").is_some() {
-                        eprintln!("violation {v:?}: {}", String::from_utf8_lossy(payload));
-                    }
-                    self.rec.violation(v);
+                let origin = chat.stamp.map(|stamp| (stamp.publisher, stamp.n));
+                if let Err(v) = self.checker.message(chat.room, chat.seq, chat.recovered, origin) {
+                    self.trace(v, "", payload);
+                    self.violation(v);
+                }
+                if let (Some(tap), false, Some(origin)) = (&self.tap, chat.recovered, origin) {
+                    tap.received(chat.room, origin);
                 }
                 if !self.slot_rooms.is_empty() {
                     if let Some(slot) = self.slot_rooms.iter().position(|r| r == chat.room) {
@@ -124,11 +150,14 @@ impl Inbox {
                         if let (Some(room), Some(seq)) =
                             (data.get("room").and_then(|r| r.as_str()), data.get("seq").and_then(|s| s.as_u64()))
                         {
-                            if let Err(v) = self.checker.message(room, seq, false) {
-                                if std::env::var_os("RINGCAST_LT_TRACE").is_some() {
-                                    eprintln!("violation {v:?} on ack: {}", String::from_utf8_lossy(payload));
+                            if let Err(v) = self.checker.message(room, seq, false, Some((SELF_ORIGIN, op.n))) {
+                                self.trace(v, " on ack", payload);
+                                self.violation(v);
+                            }
+                            if let Some(tap) = &self.tap {
+                                if let Some(epoch) = self.checker.epoch(room) {
+                                    tap.acked(room, epoch, seq, op.n, op.sent_micros, now_micros());
                                 }
-                                self.rec.violation(v);
                             }
                         }
                         Seen::Nothing
@@ -140,7 +169,11 @@ impl Inbox {
                         let recovered = data.get("recovered").and_then(|r| r.as_bool());
                         let outcome = self.checker.join_acked(&room, seq, epoch, recovered);
                         if let Some(v) = outcome.violation {
-                            self.rec.violation(v);
+                            self.trace(v, " on join", payload);
+                            self.violation(v);
+                        }
+                        if let Some(tap) = &self.tap {
+                            tap.joined(&room, now_micros());
                         }
                         if let Some(recovered) = outcome.recovered {
                             self.rec.rejoined(recovered);
@@ -172,8 +205,21 @@ impl Inbox {
                     _ => Seen::Nothing,
                 }
             }
-            ServerFrame::Other { kind, op, .. } => {
+            ServerFrame::Other { kind, op, data } => {
                 self.rec.frame(&kind);
+                match kind.as_str() {
+                    "room.reset" => {
+                        let room = data.get("room").and_then(|r| r.as_str()).unwrap_or_default();
+                        let epoch = data.get("epoch").and_then(|e| e.as_str()).unwrap_or_default();
+                        let seq = data.get("seq").and_then(|s| s.as_u64()).unwrap_or(0);
+                        self.resets += 1;
+                        self.checker.reset(room, epoch, seq);
+                    }
+                    "reconnect" => {
+                        self.reconnect_after_ms = Some(data.get("after_ms").and_then(|a| a.as_u64()).unwrap_or(0));
+                    }
+                    _ => {}
+                }
                 if let Some(op) = op {
                     self.rec.answered(op.kind, now_micros().saturating_sub(op.sent_micros));
                 }
