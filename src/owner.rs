@@ -201,15 +201,37 @@ impl Owner {
     /// change and the hand-off of a room, its old owner keeps serving it, so no op applies to
     /// a half-moved room. Answers go through `sink`, never back to the caller, so a remote
     /// edge and the local one are served alike.
-    pub fn handle(&self, sink: &dyn EdgeSink, op: OwnerOp, owns: impl Fn(&RoomKey) -> bool) -> Result<(), OwnerOp> {
+    ///
+    /// With `early`, a resubscription is taken even for a key this node does not own (yet):
+    /// a peer whose view of the ring is ahead of ours sent it. The room it starts is *early*:
+    /// no other op applies to it before this node owns the key, so nothing is acknowledged
+    /// there before this node's own takeover has waited for every member's resubscriptions
+    /// (see `takeover.rs`).
+    pub fn handle(
+        &self,
+        sink: &dyn EdgeSink,
+        op: OwnerOp,
+        owns: impl Fn(&RoomKey) -> bool,
+        early: bool,
+    ) -> Result<(), OwnerOp> {
         let mut shard = self.shard(op.room()).lock();
-        if !shard.contains_key(op.room()) && !owns(op.room()) {
-            return Err(op);
+        let mine = owns(op.room());
+        let resubscription = matches!(op, OwnerOp::Resubscribe { .. });
+        match shard.get_mut(op.room()) {
+            Some(room) if mine => room.early = false,
+            Some(room) if room.early && !resubscription => return Err(op),
+            Some(_) => {}
+            None if mine || (early && resubscription) => {}
+            None => return Err(op),
         }
+        let started = (!mine).then(|| op.room().clone()).filter(|key| !shard.contains_key(key));
         if self.store.durable() {
             self.gate(&mut shard, sink, op);
         } else {
             self.apply(&mut shard, sink, op);
+        }
+        if let Some(room) = started.and_then(|key| shard.get_mut(&key)) {
+            room.early = true;
         }
         Ok(())
     }

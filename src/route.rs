@@ -155,7 +155,7 @@ impl Router {
 
     fn route_now(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
         let publish = op.is_publish().then(Instant::now);
-        match self.owner.handle(self, op, |key| self.owns(key)) {
+        match self.owner.handle(self, op, |key| self.owns(key), false) {
             Ok(()) => {
                 if let Some(started) = publish {
                     metrics::published(started);
@@ -219,8 +219,7 @@ impl Router {
         let ring = self.ring();
         // A resubscription is sent to the node the sender's ring names; take it even if our
         // own view lags behind (the views converge within a few gossip rounds).
-        let resubscribe = matches!(op, OwnerOp::Resubscribe { .. });
-        let Err(op) = self.owner.handle(self, op, |key| resubscribe || self.owns(key)) else {
+        let Err(op) = self.owner.handle(self, op, |key| self.owns(key), true) else {
             return;
         };
         let result = if hops == 0 {

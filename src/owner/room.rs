@@ -38,6 +38,9 @@ pub(super) struct Room {
     /// Started by a resubscription over a durable store: its members get `room.reset` if the
     /// load finds the store without the room.
     pub(super) reset_due: bool,
+    /// Started by a peer's resubscription before this node owned the key (see
+    /// [`Owner::handle`]): no other op applies until it does.
+    pub(super) early: bool,
 }
 
 /// The idempotency memory of a room: the last [`SENT_IDS_PER_ROOM`] sends that carried a
@@ -100,6 +103,7 @@ impl Owner {
             stored: false,
             in_flight: 0,
             reset_due: false,
+            early: false,
         }
     }
 }
