@@ -72,6 +72,10 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
         metrics::connection_rejected("shutdown");
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    if node.fenced.load(std::sync::atomic::Ordering::Relaxed) {
+        metrics::connection_rejected("no_quorum");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "cut off from the cluster's majority");
+    }
     let headers = req.headers();
     let origin = header_str(headers, header::ORIGIN);
     if let (Some(allowed), Some(origin)) = (&node.config.allowed_origins, &origin) {

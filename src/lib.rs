@@ -28,6 +28,8 @@
 //! The process:
 //! - [`node`]: [`Node`], the wiring of owner, router and edge.
 //! - `rebalance`: hand-offs and resubscriptions on every change of the cluster view.
+//! - `quorum`: a node cut off from its cluster's majority fences itself (no rooms, no
+//!   clients) until it is back.
 //! - `admin`: the admin API (PROTOCOL.md §11), answered cluster-wide over peer frames.
 //! - `respond`: HTTP responses the routes share.
 //! - [`peering`]: joining the cluster; peer frames in, each to the part that owns it.
@@ -64,6 +66,7 @@ mod admin;
 mod http;
 pub mod node;
 pub mod peering;
+mod quorum;
 mod rebalance;
 mod respond;
 pub mod server;

@@ -28,6 +28,7 @@ pub const ROOMS_SUBSCRIBED: &str = "ringcast_rooms_subscribed";
 pub const ROOMS_HANDED_OFF: &str = "ringcast_rooms_handed_off_total";
 pub const TAKEOVER_EXPIRED: &str = "ringcast_takeover_expired_total";
 pub const ROOMS_RESET: &str = "ringcast_rooms_reset_total";
+pub const QUORUM_LOST: &str = "ringcast_quorum_lost_total";
 pub const OUTBOX_FRAMES: &str = "ringcast_outbox_frames";
 pub const OUTBOX_FRAMES_MAX: &str = "ringcast_outbox_frames_max";
 pub const PEER_FORWARDS: &str = "ringcast_peer_forwards_total";
@@ -101,7 +102,7 @@ const CLOSE_CODES: &[(u16, &str)] = &[
 ];
 
 /// Reasons of a refused upgrade.
-const REJECT_REASONS: &[&str] = &["unauthorized", "origin", "capacity", "bad_request", "shutdown"];
+const REJECT_REASONS: &[&str] = &["unauthorized", "origin", "capacity", "bad_request", "shutdown", "no_quorum"];
 
 /// Operations of the store (the `op` label), registered at zero so a fresh node exports them.
 const STORE_OPS: &[&str] = &["load", "write", "ping"];
@@ -138,6 +139,7 @@ pub fn describe() {
         Unit::Count,
         "takeovers that stopped waiting for members' resubscriptions at the bound"
     );
+    describe_counter!(QUORUM_LOST, Unit::Count, "times this node was cut off from its cluster's majority and fenced");
     describe_counter!(ROOMS_RESET, Unit::Count, "rooms restarted under a new epoch with subscribers (room.reset sent)");
     describe_gauge!(OUTBOX_FRAMES, Unit::Count, "frames queued to all local connections (sampled every 5 s)");
     describe_gauge!(
@@ -185,6 +187,7 @@ pub fn describe() {
     counter!(ROOMS_HANDED_OFF).increment(0);
     counter!(TAKEOVER_EXPIRED).increment(0);
     counter!(ROOMS_RESET).increment(0);
+    counter!(QUORUM_LOST).increment(0);
     counter!(PEER_SEND_FAILURES).increment(0);
     counter!(PEER_REQUESTS_FAILED).increment(0);
     let _ = histogram!(PEER_REQUEST_SECONDS);
@@ -292,6 +295,10 @@ pub fn rooms_handed_off(count: usize) {
 
 pub fn takeover_expired() {
     counter!(TAKEOVER_EXPIRED).increment(1);
+}
+
+pub fn quorum_lost() {
+    counter!(QUORUM_LOST).increment(1);
 }
 
 pub fn room_reset() {

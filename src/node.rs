@@ -39,6 +39,8 @@ pub struct Node {
     pub metrics: Option<PrometheusHandle>,
     next_conn_id: AtomicU64,
     ready: AtomicBool,
+    /// Cut off from the cluster's majority: no rooms, no clients (see `quorum.rs`).
+    pub fenced: AtomicBool,
     /// Admin API requests in flight to other nodes.
     pub admin: Awaiting,
     /// A durable store's feed, taken by [`Node::take_store_feed`] when the router starts
@@ -98,6 +100,7 @@ impl Node {
             metrics,
             next_conn_id: AtomicU64::new(1),
             ready: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
             admin: Awaiting::default(),
         })
     }

@@ -159,6 +159,7 @@ fn hand_off(node: &Node, ring: &Arc<Ring>) {
     }
     // Each snapshot is sent while its room's shard is still locked, so an op for the room
     // that finds it gone here is forwarded behind it on the same link.
+    let orphaned = std::cell::Cell::new(0usize);
     let moved = node.router.owner.take_rooms_not_owned(&*node.router, owns, |snapshot| {
         match ring.owner(snapshot.key.as_str()) {
             Some(owner) => {
@@ -166,9 +167,13 @@ fn hand_off(node: &Node, ring: &Arc<Ring>) {
                     tracing::warn!(room = %snapshot.key, owner = %owner, error = %err, "room hand-off failed");
                 }
             }
-            None => tracing::warn!(room = %snapshot.key, "no ready node to hand the room to"),
+            None => orphaned.set(orphaned.get() + 1),
         }
     });
+    if orphaned.get() > 0 {
+        // A node off the ring with nobody to hand to: fenced, or alone and leaving.
+        tracing::warn!(rooms = orphaned.get(), "no ready node to hand rooms to; dropped");
+    }
     if moved > 0 {
         tracing::info!(rooms = moved, "rooms handed over to their new owners");
         crate::metrics::rooms_handed_off(moved);

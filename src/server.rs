@@ -97,7 +97,7 @@ pub async fn run(
             let settle = node.config.cluster.as_ref().map(|c| c.gossip_interval * 5).unwrap_or_default();
             tokio::time::sleep(settle + Duration::from_millis(200)).await;
             let spread = (node.config.drain_timeout / 3).min(Duration::from_secs(3));
-            close_spread(&node, spread).await;
+            send_elsewhere(&node, "drain", spread).await;
         }
         None => {
             for conn in node.edge.hub.all() {
@@ -122,9 +122,9 @@ pub async fn run(
     drained
 }
 
-/// Tells every client to reconnect elsewhere and closes it with 1012, spread over `spread`
-/// so the other nodes are not hit by every reconnect at once.
-async fn close_spread(node: &Node, spread: Duration) {
+/// Tells every client to reconnect elsewhere (`reason`: `drain`, `no_quorum`) and closes it
+/// with 1012, spread over `spread` so the other nodes are not hit by every reconnect at once.
+pub(crate) async fn send_elsewhere(node: &Node, reason: &'static str, spread: Duration) {
     #[derive(serde::Serialize)]
     struct Reconnect {
         reason: &'static str,
@@ -135,7 +135,7 @@ async fn close_spread(node: &Node, spread: Duration) {
     let ts = time::rfc3339_millis(time::now_millis());
     for (index, conn) in conns.iter().enumerate() {
         let after_ms = (index as u64 * 7919) % 1000;
-        conn.outbox.push_text(frames::event("reconnect", Reconnect { reason: "drain", after_ms }, &ts));
+        conn.outbox.push_text(frames::event("reconnect", Reconnect { reason, after_ms }, &ts));
         conn.outbox.close(Disconnect::RESTART);
         if index % 64 == 63 {
             tokio::time::sleep(spread / count * 64).await;

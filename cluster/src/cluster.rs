@@ -1,7 +1,7 @@
 //! The [`Cluster`] handle: gossip membership (chitchat over UDP), the ring over ready
 //! members, and the peer links (TCP on the same port number).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,11 +81,23 @@ pub struct ClusterView {
     pub members: BTreeMap<NodeId, ClusterMember>,
     /// The ring over the ready members.
     pub ring: Arc<Ring>,
+    /// Every member this node knows of, live or dead (until chitchat forgets a dead node,
+    /// `dead_node_grace_period`), but those whose last state was `draining` (they left on
+    /// purpose): the electorate of [`ClusterView::has_quorum`].
+    pub known: BTreeSet<NodeId>,
 }
 
 impl ClusterView {
     pub fn ready_members(&self) -> impl Iterator<Item = &ClusterMember> {
         self.members.values().filter(|member| member.is_ready())
+    }
+
+    /// Whether this node reaches a strict majority of the members it knows (see `known`).
+    /// Below three known members there is no majority to speak of: a survivor of two cannot
+    /// tell its peer's death from a partition, and goes on.
+    pub fn has_quorum(&self) -> bool {
+        let reachable = self.members.values().filter(|member| member.state != MemberState::Draining).count();
+        self.known.len() < 3 || 2 * reachable > self.known.len()
     }
 }
 
@@ -147,7 +159,12 @@ impl Cluster {
             .map_err(|err| ClusterError::Gossip(err.to_string()))?;
         tokio::spawn(links.clone().accept_loop(listener));
 
-        let empty = Arc::new(ClusterView { version: 0, members: BTreeMap::new(), ring: Arc::new(Ring::new([])) });
+        let empty = Arc::new(ClusterView {
+            version: 0,
+            members: BTreeMap::new(),
+            ring: Arc::new(Ring::new([])),
+            known: BTreeSet::new(),
+        });
         let (view_tx, view_rx) = watch::channel(empty);
         let refresh = Arc::new(Notify::new());
         let subscribers = Arc::new(Mutex::new(Vec::new()));
@@ -265,8 +282,15 @@ async fn membership_loop(
     let mut live_watch = chitchat.lock().await.live_nodes_watcher();
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let members = {
+        let (members, known) = {
             let chitchat = chitchat.lock().await;
+            let known: BTreeSet<NodeId> = chitchat
+                .node_states()
+                .iter()
+                .filter_map(|(chitchat_id, node_state)| ClusterMember::from_node_state(chitchat_id, node_state))
+                .filter(|member| member.state != MemberState::Draining || member.node_id == identity.node_id)
+                .map(|member| member.node_id)
+                .collect();
             let members: Vec<ClusterMember> = chitchat
                 .live_nodes()
                 .filter_map(|chitchat_id| {
@@ -275,10 +299,10 @@ async fn membership_loop(
                 })
                 .filter(|member| member.node_id != identity.node_id || member.generation == identity.generation)
                 .collect();
-            members_by_id(members)
+            (members_by_id(members), known)
         };
         let previous = view_tx.borrow().clone();
-        if members != previous.members {
+        if members != previous.members || known != previous.known {
             let ring = Arc::new(Ring::new(members.values().filter(|m| m.is_ready()).map(|m| m.node_id.clone())));
             if ring.members() != previous.ring.members() {
                 let share = ring.shares().get(&identity.node_id).copied().unwrap_or(0.0);
@@ -295,7 +319,7 @@ async fn membership_loop(
                 .map(|m| (m.node_id.clone(), m.peer_addr))
                 .collect();
             links.reconcile_dialers(&peers);
-            let view = Arc::new(ClusterView { version: previous.version + 1, members, ring });
+            let view = Arc::new(ClusterView { version: previous.version + 1, members, ring, known });
             let mut subscribers = subscribers.lock();
             let _ = view_tx.send(view);
             subscribers.retain(|subscriber| changes.iter().all(|change| subscriber.send(change.clone()).is_ok()));

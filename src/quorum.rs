@@ -1,0 +1,68 @@
+//! Partitions: a node cut off from the majority of its cluster stops serving.
+//!
+//! During a partition both sides declare the other dead and take over its keys. A minority
+//! side that kept serving would acknowledge messages that the majority's subscribers never
+//! get, and hold stale rooms that would come back when the partition heals. So a node that
+//! reaches no strict majority of the members it knows ([`ClusterView::has_quorum`]: live
+//! or recently dead, those that drained away left out) *fences* itself:
+//!
+//! 1. it gossips `joining`: off its own ring (the rebalance that follows drops every room,
+//!    inbox and moderation state it held: the majority serves them now) and off the others'
+//!    once they hear from it again;
+//! 2. every client gets `reconnect{reason:"no_quorum", after_ms}` and a 1012 close, so it
+//!    reconnects to a node of the majority and rejoins with `since`;
+//! 3. new upgrades are answered 503 and `/ready` 503 until the quorum is back.
+//!
+//! When it reaches a majority again it gossips `ready` and joins the ring like a new node:
+//! the others hand its keys back and resubscribe there before it serves them (`takeover.rs`).
+//! Below three known members there is no majority to speak of and nothing is fenced.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use ringcast_cluster::{ClusterView, MemberState};
+use tokio::sync::watch;
+
+use crate::node::Node;
+
+/// Clients of a fenced node are told to reconnect spread over this long.
+const RECONNECT_SPREAD: Duration = Duration::from_millis(500);
+
+/// How long a node whose quorum is back waits for its links before it is ready again.
+const LINK_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>) {
+    loop {
+        if watch.changed().await.is_err() {
+            return;
+        }
+        let view = watch.borrow_and_update().clone();
+        let Some(node) = node.upgrade() else { return };
+        let Some(cluster) = node.router.cluster().cloned() else { return };
+        if node.shutdown.is_cancelled() {
+            // Draining: the shutdown sequence owns the member state from here.
+            return;
+        }
+        let quorum = view.has_quorum();
+        let fenced = node.fenced.load(Ordering::Relaxed);
+        if !quorum && !fenced {
+            let reachable = view.members.len();
+            tracing::warn!(reachable, known = view.known.len(), "no quorum: fencing this node until it is back");
+            crate::metrics::quorum_lost();
+            node.fenced.store(true, Ordering::Relaxed);
+            cluster.set_state(MemberState::Joining).await;
+            crate::server::send_elsewhere(&node, "no_quorum", RECONNECT_SPREAD).await;
+        } else if quorum && fenced {
+            // Links first, as at start: the others hand this node its keys back as soon as it
+            // is ready, and a hand-off without a link would be lost.
+            let deadline = tokio::time::Instant::now() + LINK_WAIT;
+            while !cluster.links_complete() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::info!(members = view.members.len(), "quorum back: serving again");
+            node.fenced.store(false, Ordering::Relaxed);
+            cluster.set_state(MemberState::Ready).await;
+        }
+    }
+}
