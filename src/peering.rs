@@ -106,4 +106,10 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
             node.router.on_link_down(node_id);
         }
     }
+
+    fn on_receipt(&self, _node_id: &NodeId) {
+        if let Some(node) = self.node.upgrade() {
+            node.router.on_receipt();
+        }
+    }
 }

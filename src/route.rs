@@ -27,6 +27,7 @@ use crate::takeover::{Held, Takeover};
 
 mod pending;
 mod presence;
+mod receipts;
 mod tasks;
 
 pub use pending::Awaiting;
@@ -64,6 +65,8 @@ pub struct Router {
     /// Ops an owner asked this edge to route (see [`EdgeMsg::Route`]): routed by a task,
     /// never from inside the owner call that produced them.
     deferred: tasks::Deferred,
+    /// Owners' answers waiting for their deliveries' receipts (see `receipts.rs`).
+    receipts: receipts::Receipts,
 }
 
 impl Router {
@@ -80,6 +83,7 @@ impl Router {
             next_request_id: AtomicU64::new(1),
             queries: Queries::default(),
             deferred: tasks::Deferred::new(),
+            receipts: receipts::Receipts::default(),
         }
     }
 
@@ -155,7 +159,7 @@ impl Router {
 
     fn route_now(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
         let publish = op.is_publish().then(Instant::now);
-        match self.owner.handle(self, op, |key| self.owns(key), false) {
+        match receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), false)) {
             Ok(()) => {
                 if let Some(started) = publish {
                     metrics::published(started);
@@ -219,7 +223,7 @@ impl Router {
         let ring = self.ring();
         // A resubscription is sent to the node the sender's ring names; take it even if our
         // own view lags behind (the views converge within a few gossip rounds).
-        let Err(op) = self.owner.handle(self, op, |key| self.owns(key), true) else {
+        let Err(op) = receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), true)) else {
             return;
         };
         let result = if hops == 0 {
@@ -267,9 +271,24 @@ impl Router {
         self.hub.handle(msg);
     }
 
-    /// The link to `node` broke: its requests in flight are answered `unavailable`.
+    /// The link to `node` broke: its requests in flight are answered `unavailable`, and
+    /// answers waiting for its receipts go out.
     pub fn on_link_down(&self, node: &NodeId) {
         self.fail_requests(|pending| &pending.node == node, "owner unreachable");
+        self.release_answers();
+    }
+
+    /// A peer handled more of what this node sent it: answers waiting for that go out.
+    pub fn on_receipt(&self) {
+        self.release_answers();
+    }
+
+    /// Sends the owners' answers whose deliveries were all handled (see `receipts.rs`).
+    fn release_answers(&self) {
+        let Some(cluster) = self.cluster.get() else { return };
+        for (node, msg) in self.receipts.ready(cluster) {
+            self.send_now(&node, msg);
+        }
     }
 
     /// Answers `unavailable` to the requests in flight that `filter` picks.
@@ -288,6 +307,19 @@ impl Router {
 
 impl EdgeSink for Router {
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
+        if matches!(msg, EdgeMsg::Reply { .. }) {
+            if let Some(marks) = receipts::pending() {
+                // An answer after deliveries over links: it waits for their receipts.
+                self.receipts.defer(marks, node.clone(), msg);
+                return;
+            }
+        }
+        self.send_now(node, msg);
+    }
+}
+
+impl Router {
+    fn send_now(&self, node: &NodeId, msg: EdgeMsg) {
         if node == &self.id {
             return match msg {
                 // Called from inside an owner: route later, from the deferred task.
@@ -299,9 +331,16 @@ impl EdgeSink for Router {
         let Some(cluster) = self.cluster.get() else {
             return tracing::warn!(node = %node, "no link to edge node, message dropped");
         };
-        if let Err(err) = cluster.send(node, peer::encode_msg(&msg)) {
-            metrics::peer_send_failed();
-            tracing::debug!(node = %node, error = %err, "edge message not sent");
+        match cluster.send(node, peer::encode_msg(&msg)) {
+            Ok(mark) => {
+                if matches!(msg, EdgeMsg::Deliver { .. }) {
+                    receipts::record(node, mark);
+                }
+            }
+            Err(err) => {
+                metrics::peer_send_failed();
+                tracing::debug!(node = %node, error = %err, "edge message not sent");
+            }
         }
     }
 }

@@ -207,3 +207,35 @@ async fn test_a_client_rejoining_after_the_owner_died_learns_whether_it_missed_m
         assert!(replayed.is_empty(), "{replayed:?}");
     }
 }
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// A publisher is acknowledged only once the nodes its message was fanned out to have
+/// handled it: with the watcher's node frozen (SIGSTOP, shorter than the failure timeout),
+/// the ack waits; once it runs again, the watcher gets the message and the publisher its ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_ack_waits_until_the_subscribers_node_has_the_message() {
+    let cluster = TestCluster::start(&["h1", "h2", "h3"]).await;
+    let room = cluster.room_owned_by(1, "receipt");
+    let mut sender = cluster.node(0).client("x").await;
+    let mut watcher = cluster.node(2).client("y").await;
+    sender.join(&room).await;
+    watcher.join(&room).await;
+    // Warm the links: the first receipts have arrived.
+    sender.say(&room, "warm").await;
+    assert_eq!(watcher.recv_message(&room).await["text"], "warm");
+
+    let frozen = cluster.node(2).pid();
+    signal(frozen, "-STOP");
+    let op_id = sender.send_request("chat.send", json!({"room": room, "text": "while frozen"})).await;
+    let early = sender.next_event(Duration::from_millis(600)).await;
+    signal(frozen, "-CONT");
+    assert!(matches!(early, Event::Timeout), "no ack while the watcher's node cannot have the message: {early:?}");
+    let ack = sender.reply(&op_id).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let message = watcher.recv_message(&room).await;
+    assert_eq!(message["id"], ack["data"]["id"]);
+}

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::change::{compute_changes, members_by_id, ClusterChange};
-use crate::link::{FrameHandler, Links, SendError};
+use crate::link::{FrameHandler, Handled, Links, Mark, SendError};
 use crate::member::{ClusterMember, MemberState, PEER_ADDR_KEY, STATE_KEY};
 use crate::metrics;
 use crate::node::{NodeId, NodeIdentity};
@@ -219,8 +219,14 @@ impl Cluster {
     }
 
     /// Queues a frame for `node` without waiting.
-    pub fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<(), SendError> {
+    /// Queues `frame` for `node`; its [`Mark`] tells later whether `node` handled it.
+    pub fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<Mark, SendError> {
         self.links.send(node, frame)
+    }
+
+    /// Whether `node` handled the frame sent at `mark` (it sends receipts as it reads).
+    pub fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
+        self.links.handled(node, mark)
     }
 
     pub fn is_connected(&self, node: &NodeId) -> bool {

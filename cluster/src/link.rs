@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::node::{NodeId, NodeIdentity};
-use crate::wire::{self, PeerFrame, FIRST_USER_KIND, KIND_HELLO, KIND_PING, KIND_PROOF};
+use crate::wire::{self, PeerFrame, FIRST_USER_KIND, KIND_HELLO, KIND_PING, KIND_PROOF, KIND_RECEIPT};
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,6 +37,25 @@ pub trait FrameHandler: Send + Sync + 'static {
     fn on_frame(&self, from: &NodeId, frame: PeerFrame);
     /// The link to `node` broke: frames queued to it may not have arrived.
     fn on_link_down(&self, node: &NodeId);
+    /// `node` handled more of the frames sent to it (see [`Mark`]).
+    fn on_receipt(&self, _node: &NodeId) {}
+}
+
+/// Where a frame stands in its link's stream: the link, and the frame's number on it (from
+/// 1). The peer handled the frame once [`Links::handled`] reaches it on the same link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub link_id: u64,
+    pub seq: u64,
+}
+
+/// Whether the peer handled a marked frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    Yes,
+    NotYet,
+    /// The link is gone (or replaced, or its peer sends no receipts): never known.
+    Unknown,
 }
 
 /// Why a frame could not be queued for a peer.
@@ -54,7 +73,15 @@ struct Link {
     generation: u64,
     tx: mpsc::Sender<PeerFrame>,
     cancel: CancellationToken,
+    /// User frames queued on this link so far.
+    sent: u64,
+    /// User frames the peer said it handled (its receipts), shared with the reader.
+    handled: Arc<AtomicU64>,
 }
+
+/// `handled` before the peer's first receipt: a peer that never sends one predates
+/// receipts, and what it handled is unknown.
+const NO_RECEIPT_YET: u64 = u64::MAX;
 
 /// All links of this node.
 pub(crate) struct Links {
@@ -91,17 +118,32 @@ impl Links {
         })
     }
 
-    /// Queues `frame` for `node` without waiting.
-    pub(crate) fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<(), SendError> {
-        let links = self.links.lock();
-        let link = links.get(node).ok_or(SendError::NoLink)?;
+    /// Queues `frame` for `node` without waiting; returns its [`Mark`].
+    pub(crate) fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<Mark, SendError> {
+        let mut links = self.links.lock();
+        let link = links.get_mut(node).ok_or(SendError::NoLink)?;
         link.tx.try_send(frame).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => {
                 metrics::link_queue_full();
                 SendError::QueueFull
             }
             mpsc::error::TrySendError::Closed(_) => SendError::NoLink,
-        })
+        })?;
+        link.sent += 1;
+        Ok(Mark { link_id: link.link_id, seq: link.sent })
+    }
+
+    /// Whether `node` handled the frame at `mark`.
+    pub(crate) fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
+        let links = self.links.lock();
+        match links.get(node) {
+            Some(link) if link.link_id == mark.link_id => match link.handled.load(Ordering::Acquire) {
+                NO_RECEIPT_YET => Handled::Unknown,
+                handled if handled >= mark.seq => Handled::Yes,
+                _ => Handled::NotYet,
+            },
+            _ => Handled::Unknown,
+        }
     }
 
     pub(crate) fn is_connected(&self, node: &NodeId) -> bool {
@@ -200,6 +242,8 @@ impl Links {
     async fn run_link(self: &Arc<Self>, stream: TcpStream, peer: NodeIdentity, cancel: CancellationToken) {
         let link_id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.queue_frames);
+        let handled = Arc::new(AtomicU64::new(NO_RECEIPT_YET));
+        let receipts = tx.clone();
         {
             let mut links = self.links.lock();
             if let Some(existing) = links.get(&peer.node_id) {
@@ -211,13 +255,20 @@ impl Links {
             }
             links.insert(
                 peer.node_id.clone(),
-                Link { link_id, generation: peer.generation, tx, cancel: cancel.clone() },
+                Link {
+                    link_id,
+                    generation: peer.generation,
+                    tx,
+                    cancel: cancel.clone(),
+                    sent: 0,
+                    handled: handled.clone(),
+                },
             );
         }
         tracing::info!(peer = %peer.node_id, generation = peer.generation, "peer link up");
         let (read_half, write_half) = stream.into_split();
         let writer = tokio::spawn(write_loop(write_half, rx, cancel.clone()));
-        let reason = self.read_loop(read_half, &peer.node_id, &cancel).await;
+        let reason = self.read_loop(read_half, &peer.node_id, &cancel, &receipts, &handled).await;
         cancel.cancel();
         let _ = writer.await;
         let removed = {
@@ -240,9 +291,15 @@ impl Links {
         mut read_half: tokio::net::tcp::OwnedReadHalf,
         peer: &NodeId,
         cancel: &CancellationToken,
+        receipts: &mpsc::Sender<PeerFrame>,
+        handled: &AtomicU64,
     ) -> &'static str {
         let mut buffer = BytesMut::with_capacity(64 * 1024);
         let mut frames = Vec::new();
+        // User frames handled so far on this link, told back to the peer after each read;
+        // the first receipt, at once, tells the peer that this node sends receipts.
+        let mut received: u64 = 0;
+        let _ = receipts.try_send(PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes())));
         loop {
             if buffer.capacity() - buffer.len() < 16 * 1024 {
                 buffer.reserve(64 * 1024);
@@ -262,10 +319,28 @@ impl Links {
                 return "garbage";
             }
             metrics::link_frames_received(frames.len());
+            let before = received;
+            let mut receipt = false;
             for frame in frames.drain(..) {
                 if frame.kind >= FIRST_USER_KIND {
                     self.handler.on_frame(peer, frame);
+                    received += 1;
+                } else if frame.kind == KIND_RECEIPT && frame.payload.len() == 8 {
+                    let count = u64::from_le_bytes(frame.payload[..].try_into().unwrap_or_default());
+                    let previous = handled.load(Ordering::Relaxed);
+                    if previous == NO_RECEIPT_YET || count > previous {
+                        handled.store(count, Ordering::Release);
+                        receipt = true;
+                    }
                 }
+            }
+            if received > before {
+                // A full queue drops this receipt; a later one says more.
+                let _ =
+                    receipts.try_send(PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes())));
+            }
+            if receipt {
+                self.handler.on_receipt(peer);
             }
         }
     }

@@ -30,6 +30,9 @@ pub const FIRST_USER_KIND: u8 = 16;
 pub(crate) const KIND_HELLO: u8 = 1;
 pub(crate) const KIND_PROOF: u8 = 2;
 pub(crate) const KIND_PING: u8 = 3;
+/// How many user frames of this link the sender of the receipt has handled (u64 LE): sent
+/// back after each read batch (see [`crate::link`]). A node that predates it ignores it.
+pub(crate) const KIND_RECEIPT: u8 = 4;
 
 /// One frame of the internal protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,7 +118,7 @@ pub async fn ask(node: &Arc<Node>, to: To, query: &Query) -> Gathered {
         let sent = node.router.cluster().map(|cluster| {
             let (request_id, rx) = node.admin.register();
             match cluster.send(&target, peer::encode_admin(request_id, false, &json)) {
-                Ok(()) => Some((request_id, rx)),
+                Ok(_) => Some((request_id, rx)),
                 Err(_) => {
                     node.admin.cancel(request_id);
                     None

@@ -60,7 +60,8 @@ impl Owner {
         if let Some(sent_key) = sent_key {
             room.sent.insert(sent_key, SentAck { id: stored.id.clone(), seq: stored.seq, ts: stored.ts.clone() });
         }
-        ctx.ack(SendAck { room: ctx.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts });
+        // Deliveries first: the ack waits for their receipts (see `route/receipts.rs`).
         ctx.fan_out(room, frame);
+        ctx.ack(SendAck { room: ctx.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts });
     }
 }

@@ -72,7 +72,9 @@ impl Router {
                     tokio::spawn(async move {
                         let result = load.await;
                         if let Some(router) = weak.upgrade() {
-                            router.owner.loaded(&*router, &key, result, |key| router.owns(key));
+                            super::receipts::scoped(|| {
+                                router.owner.loaded(&*router, &key, result, |key| router.owns(key))
+                            });
                         }
                     });
                 }
@@ -81,14 +83,15 @@ impl Router {
         let answers = async move {
             while let Some((job, ok)) = completions.recv().await {
                 let Some(router) = weak.upgrade() else { return };
-                router.owner.written(&*router, job, ok);
+                super::receipts::scoped(|| router.owner.written(&*router, job, ok));
             }
         };
         tokio::join!(loader, answers);
     }
 
     /// Once a second: answers `unavailable` to requests and presence queries that waited
-    /// longer than the timeout, until the router goes away.
+    /// longer than the timeout, and sends owners' answers whose receipts ran out of time,
+    /// until the router goes away.
     pub async fn run_sweep(router: Weak<Router>) {
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -96,6 +99,8 @@ impl Router {
             let Some(router) = router.upgrade() else { return };
             router.fail_requests(|pending| pending.sent_at.elapsed() > PENDING_TIMEOUT, "owner did not answer");
             router.expire_queries();
+            // Answers whose receipts ran out of time (see `receipts.rs`).
+            router.release_answers();
         }
     }
 }
