@@ -286,9 +286,7 @@ impl Router {
     /// Sends the owners' answers whose deliveries were all handled (see `receipts.rs`).
     fn release_answers(&self) {
         let Some(cluster) = self.cluster.get() else { return };
-        for (node, msg) in self.receipts.ready(cluster) {
-            self.send_now(&node, msg);
-        }
+        self.receipts.release(cluster, |node, msg| self.send_now(node, msg));
     }
 
     /// Answers `unavailable` to the requests in flight that `filter` picks.

@@ -56,6 +56,15 @@ struct Waiting {
     since: Instant,
 }
 
+impl Waiting {
+    fn conn(&self) -> Option<crate::ids::ConnId> {
+        match &self.msg {
+            EdgeMsg::Reply { conn_id, .. } => Some(*conn_id),
+            _ => None,
+        }
+    }
+}
+
 /// Answers waiting for receipts.
 #[derive(Default)]
 pub struct Receipts {
@@ -67,28 +76,32 @@ impl Receipts {
         self.waiting.lock().push(Waiting { marks, node, msg, since: Instant::now() });
     }
 
-    /// Takes the answers whose deliveries are all handled (or can no longer be), in the
-    /// order they came.
-    pub fn ready(&self, cluster: &Cluster) -> Vec<(NodeId, EdgeMsg)> {
+    /// Sends with `send` the answers whose deliveries are all handled (or can no longer
+    /// be), in the order they came. Under the lock: two threads releasing at once would
+    /// otherwise reorder one connection's answers.
+    pub fn release(&self, cluster: &Cluster, mut send: impl FnMut(&NodeId, EdgeMsg)) {
         let mut waiting = self.waiting.lock();
         if waiting.is_empty() {
-            return Vec::new();
+            return;
         }
         let now = Instant::now();
-        let mut ready = Vec::new();
-        let mut kept = Vec::with_capacity(waiting.len());
+        let mut kept: Vec<Waiting> = Vec::with_capacity(waiting.len());
         for entry in waiting.drain(..) {
-            let handled = entry.marks.iter().all(|(node, mark)| cluster.handled(node, *mark) != Handled::NotYet);
+            // One connection's answers leave in the order they came, behind a waiting one: the
+            // receipts move while this runs (an earlier answer may have been checked before a
+            // receipt that a later one was checked after).
+            let behind = kept.iter().any(|earlier| earlier.node == entry.node && earlier.conn() == entry.conn());
+            let handled =
+                !behind && entry.marks.iter().all(|(node, mark)| cluster.handled(node, *mark) != Handled::NotYet);
             if handled || now.duration_since(entry.since) >= RECEIPT_LIMIT {
                 if !handled {
                     tracing::debug!(node = %entry.node, "answer sent without every delivery's receipt");
                 }
-                ready.push((entry.node, entry.msg));
+                send(&entry.node, entry.msg);
             } else {
                 kept.push(entry);
             }
         }
         *waiting = kept;
-        ready
     }
 }
