@@ -17,7 +17,7 @@
 //! Without persistence a room whose owner died starts again on its new owner with a new
 //! epoch: clients that rejoin with `since` are told `recovered:false`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -25,6 +25,7 @@ use bytes::Bytes;
 use ringcast_cluster::{compute_changes, ClusterChange, ClusterView, NodeId, PeerFrame, Ring};
 use tokio::sync::watch;
 
+use crate::ids::ConnId;
 use crate::node::Node;
 use crate::ops::{ConnRef, OwnerOp, Sender};
 use crate::peer;
@@ -223,14 +224,24 @@ pub fn resync(node: &Node, owner: &NodeId) {
     }
 }
 
-/// The local connections of every room that matches `filter`, as senders.
+/// The local connections of every room that matches `filter`, as senders: those the room's
+/// owner said joined. A join still on its way is not one: its owner (old, or new behind the
+/// hand-off) answers it with the replay and the ack; resubscribing it as well would let live
+/// messages reach it before them.
 fn local_members_where(node: &Node, filter: impl Fn(&RoomKey) -> bool) -> HashMap<RoomKey, Vec<Sender>> {
     let mut moved: HashMap<RoomKey, Vec<Sender>> = HashMap::new();
+    let mut joined: HashMap<RoomKey, HashSet<ConnId>> = HashMap::new();
     for conn in node.edge.hub.all() {
         let Some(identity) = conn.identity() else { continue };
         let rooms: Vec<RoomKey> = conn.rooms.lock().rooms.iter().cloned().collect();
         for room in rooms {
             if !filter(&room) {
+                continue;
+            }
+            let in_room = joined
+                .entry(room.clone())
+                .or_insert_with(|| node.edge.hub.in_room(&room).iter().map(|conn| conn.id).collect());
+            if !in_room.contains(&conn.id) {
                 continue;
             }
             moved.entry(room).or_default().push(Sender {

@@ -65,22 +65,7 @@ pub async fn spawn(
         args_per_node.push(vec!["--listen".into(), "127.0.0.1:0".into(), "--queue-frames".into(), "4096".into()]);
     } else {
         let secret = jwt_secret.context("spawning ringcast needs a JWT secret")?;
-        let base: Vec<String> = [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            secret,
-            "--rate-per-second",
-            "1000000",
-            "--rate-burst",
-            "1000000",
-            "--queue-frames",
-            "4096",
-        ]
-        .iter()
-        .map(|arg| arg.to_string())
-        .collect();
+        let base = serve_args("127.0.0.1:0", secret);
         if count == 1 {
             args_per_node.push(base);
         } else {
@@ -266,4 +251,25 @@ impl Cluster {
         }
         notes
     }
+}
+
+/// `ringcast serve` on `listen` with the harness's JWT secret, without the limits that would
+/// measure the harness instead of the server (rate limits off, a deep outbound queue).
+pub fn serve_args(listen: &str, jwt_secret: &str) -> Vec<String> {
+    [
+        "serve",
+        "--listen",
+        listen,
+        "--jwt-secret",
+        jwt_secret,
+        "--rate-per-second",
+        "1000000",
+        "--rate-burst",
+        "1000000",
+        "--queue-frames",
+        "4096",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect()
 }

@@ -239,32 +239,23 @@ fn node_specs(
     let mut slots = Vec::new();
     for i in 0..n {
         let id = format!("lt-{}", i + 1);
-        let mut node_args: Vec<String> = [
-            "serve",
-            "--listen",
-            &listen[i],
-            "--node-id",
-            &id,
-            "--cluster-listen",
-            &cluster[i],
-            "--seeds",
-            &cluster.join(","),
-            "--cluster-secret",
-            &cluster_secret,
-            "--jwt-secret",
-            secret,
-            "--rate-per-second",
-            "1000000",
-            "--rate-burst",
-            "1000000",
-            "--queue-frames",
-            "4096",
-            "--drain-timeout-secs",
-            "20",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut node_args = spawn::serve_args(&listen[i], secret);
+        node_args.extend(
+            [
+                "--node-id",
+                &id,
+                "--cluster-listen",
+                &cluster[i],
+                "--seeds",
+                &cluster.join(","),
+                "--cluster-secret",
+                &cluster_secret,
+                "--drain-timeout-secs",
+                "20",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
         if let Some(url) = redis_url {
             node_args.extend(["--redis-url".to_string(), url.to_string()]);
         }
