@@ -296,10 +296,10 @@ impl Links {
     ) -> &'static str {
         let mut buffer = BytesMut::with_capacity(64 * 1024);
         let mut frames = Vec::new();
-        // User frames handled so far on this link, told back to the peer after each read;
-        // the first receipt, at once, tells the peer that this node sends receipts.
+        // User frames handled so far on this link, told back to the peer after each read
+        // that brought some. (Not at once: the first frame may reach a peer still in its
+        // handshake, which refuses a link whose first read holds more than the proof.)
         let mut received: u64 = 0;
-        let _ = receipts.try_send(PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes())));
         loop {
             if buffer.capacity() - buffer.len() < 16 * 1024 {
                 buffer.reserve(64 * 1024);
