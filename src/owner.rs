@@ -219,7 +219,9 @@ impl Owner {
         let resubscription = matches!(op, OwnerOp::Resubscribe { .. });
         match shard.get_mut(op.room()) {
             Some(room) if mine => room.early = false,
-            Some(room) if room.early && !resubscription => return Err(op),
+            // Automatic joins and leaves (no `op_id`: nothing to acknowledge, no epoch told)
+            // only change who is in it; a connection waits for its personal room's join.
+            Some(room) if room.early && !resubscription && !is_quiet_membership(&op) => return Err(op),
             Some(_) => {}
             None if mine || (early && resubscription) => {}
             None => return Err(op),
@@ -276,4 +278,10 @@ impl Owner {
             RequestKind::ToUser(delivery) => self.to_user(shard, &ctx, delivery),
         }
     }
+}
+
+/// A join or leave without `op_id`: a connection's automatic join of its personal and group
+/// rooms, or the leave of a closed connection.
+fn is_quiet_membership(op: &OwnerOp) -> bool {
+    matches!(op.as_request(), Some(Request { op_id: None, kind: RequestKind::Join { .. } | RequestKind::Leave, .. }))
 }

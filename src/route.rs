@@ -18,7 +18,7 @@ use crate::edge::hub::Hub;
 use crate::edge::Owners;
 use crate::frames;
 use crate::metrics;
-use crate::ops::{EdgeMsg, OwnerOp, Sender};
+use crate::ops::{EdgeMsg, OwnerOp, RequestKind, Sender};
 use crate::owner::{EdgeSink, Owner};
 use crate::peer;
 use crate::protocol::{ErrorCode, ReplyError};
@@ -232,8 +232,21 @@ impl Router {
             Err(ReplyError::new(ErrorCode::Unavailable, "room is moving, retry"))
         };
         if let Err(error) = result {
-            if let (Some(sender), Some(op_id)) = (op.sender(), op.op_id()) {
-                self.refuse(sender, op_id, &error);
+            match (op.sender(), op.op_id()) {
+                (Some(sender), Some(op_id)) => self.refuse(sender, op_id, &error),
+                (Some(sender), None) if matches!(op.as_request().map(|r| &r.kind), Some(RequestKind::Join { .. })) => {
+                    // An automatic join its edge waits for (a personal room holds the
+                    // connection's welcome): it failed, as one the edge could not route.
+                    tracing::debug!(room = %op.room(), error = %error.message, "automatic join refused");
+                    let msg = EdgeMsg::Left {
+                        room: op.room().clone(),
+                        conn_id: sender.conn.conn_id,
+                        request_id: 0,
+                        frames: Vec::new(),
+                    };
+                    self.send_to_edge(&sender.conn.node, msg);
+                }
+                _ => {}
             }
         }
     }
@@ -307,8 +320,10 @@ impl EdgeSink for Router {
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
         if matches!(msg, EdgeMsg::Reply { .. }) {
             if let Some(marks) = receipts::pending() {
-                // An answer after deliveries over links: it waits for their receipts.
+                // An answer after deliveries over links: it waits for their receipts (which
+                // may all be in already: a peer can answer before this op is done).
                 self.receipts.defer(marks, node.clone(), msg);
+                self.release_answers();
                 return;
             }
         }
