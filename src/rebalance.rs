@@ -11,8 +11,9 @@
 //!    new owner serve the keys it gained (see `takeover.rs`).
 //!
 //! A member that restarted (a new generation) without leaving the ring is treated like one
-//! that gained every key it owns: each node resubscribes there the rooms of its connections
-//! that it owns, then tells it so.
+//! that gained every key it owns: each node hands it back what it holds of its keys (a drain
+//! handed them over), resubscribes there the rooms of its connections that it owns, then
+//! tells it so.
 //!
 //! Without persistence a room whose owner died starts again on its new owner with a new
 //! epoch: clients that rejoin with `since` are told `recovered:false`.
@@ -85,10 +86,13 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
             ClusterChange::Update { previous: before, updated } if before.generation != updated.generation => {
                 tracing::info!(node = %updated.node_id, generation = updated.generation, "member restarted");
                 node.router.owner.drop_node(&*node.router, &before.node_id);
-                // Its rooms started again empty: when the ring does not change (it did not
-                // leave it meanwhile), resubscribe them here; otherwise the ring change does.
+                // Its rooms started again empty. When the ring does not change (it came back
+                // before anyone saw it leave), give it back what we hold of its keys (what it
+                // handed us when it drained) and resubscribe our connections there; otherwise
+                // the ring change does both.
                 let kept = |view: &ClusterView| view.ring.members().contains(&updated.node_id);
                 if kept(previous) && kept(current) && updated.node_id != node.id {
+                    hand_off(node, &current.ring);
                     resync(node, &updated.node_id);
                     send_done(node, &current.ring, Some(&updated.node_id));
                 }
