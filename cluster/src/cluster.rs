@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::change::{compute_changes, members_by_id, ClusterChange};
-use crate::link::{FrameHandler, Handled, Links, Mark, SendError};
+use crate::link::{FrameHandler, Links, Mark, Receipts, SendError};
 use crate::member::{ClusterMember, MemberState, PEER_ADDR_KEY, STATE_KEY};
 use crate::metrics;
 use crate::node::{NodeId, NodeIdentity};
@@ -224,9 +224,10 @@ impl Cluster {
         self.links.send(node, frame)
     }
 
-    /// Whether `node` handled the frame sent at `mark` (it sends receipts as it reads).
-    pub fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
-        self.links.handled(node, mark)
+    /// What every peer has handled of the frames sent to it, read at one moment (peers send
+    /// receipts as they read; see [`Mark`]).
+    pub fn receipts(&self) -> Receipts {
+        self.links.receipts()
     }
 
     pub fn is_connected(&self, node: &NodeId) -> bool {

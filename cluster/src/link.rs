@@ -42,11 +42,28 @@ pub trait FrameHandler: Send + Sync + 'static {
 }
 
 /// Where a frame stands in its link's stream: the link, and the frame's number on it (from
-/// 1). The peer handled the frame once [`Links::handled`] reaches it on the same link.
+/// 1). The peer handled the frame once its link's [`Receipts`] reach it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     pub link_id: u64,
     pub seq: u64,
+}
+
+/// The receipts of every link at one moment: (link id, frames handled) by peer.
+pub struct Receipts(HashMap<NodeId, (u64, u64)>);
+
+impl Receipts {
+    /// Whether `node` handled the frame at `mark`.
+    pub fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
+        match self.0.get(node) {
+            Some(&(link_id, handled)) if link_id == mark.link_id => match handled {
+                NO_RECEIPT_YET => Handled::Unknown,
+                handled if handled >= mark.seq => Handled::Yes,
+                _ => Handled::NotYet,
+            },
+            _ => Handled::Unknown,
+        }
+    }
 }
 
 /// Whether the peer handled a marked frame.
@@ -133,17 +150,15 @@ impl Links {
         Ok(Mark { link_id: link.link_id, seq: link.sent })
     }
 
-    /// Whether `node` handled the frame at `mark`.
-    pub(crate) fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
+    /// What every peer has handled so far, read at one moment.
+    pub(crate) fn receipts(&self) -> Receipts {
         let links = self.links.lock();
-        match links.get(node) {
-            Some(link) if link.link_id == mark.link_id => match link.handled.load(Ordering::Acquire) {
-                NO_RECEIPT_YET => Handled::Unknown,
-                handled if handled >= mark.seq => Handled::Yes,
-                _ => Handled::NotYet,
-            },
-            _ => Handled::Unknown,
-        }
+        Receipts(
+            links
+                .iter()
+                .map(|(node, link)| (node.clone(), (link.link_id, link.handled.load(Ordering::Acquire))))
+                .collect(),
+        )
     }
 
     pub(crate) fn is_connected(&self, node: &NodeId) -> bool {

@@ -85,14 +85,14 @@ impl Receipts {
             return;
         }
         let now = Instant::now();
+        let receipts = cluster.receipts();
         let mut kept: Vec<Waiting> = Vec::with_capacity(waiting.len());
         for entry in waiting.drain(..) {
-            // One connection's answers leave in the order they came, behind a waiting one: the
-            // receipts move while this runs (an earlier answer may have been checked before a
-            // receipt that a later one was checked after).
+            // One connection's answers leave in the order they came, behind a waiting one (an
+            // earlier answer may wait for another node than a later one).
             let behind = kept.iter().any(|earlier| earlier.node == entry.node && earlier.conn() == entry.conn());
             let handled =
-                !behind && entry.marks.iter().all(|(node, mark)| cluster.handled(node, *mark) != Handled::NotYet);
+                !behind && entry.marks.iter().all(|(node, mark)| receipts.handled(node, *mark) != Handled::NotYet);
             if handled || now.duration_since(entry.since) >= RECEIPT_LIMIT {
                 if !handled {
                     tracing::debug!(node = %entry.node, "answer sent without every delivery's receipt");

@@ -273,11 +273,7 @@ impl Publishing {
         // Wait for the start, answering pings meanwhile.
         tokio::select! {
             _ = writer.service_until(async {
-                while !*go.borrow() {
-                    if go.changed().await.is_err() {
-                        break;
-                    }
-                }
+                let _ = go.wait_for(|go| *go).await;
             }) => {}
             inbox = &mut reader => {
                 return (Some("closed".into()), inbox.unwrap_or_else(|_| Inbox::new(rec.clone(), false)));
@@ -320,11 +316,7 @@ impl Publishing {
         let mut shutdown = ctx.shutdown.clone();
         tokio::select! {
             _ = writer.service_until(async {
-                while !*shutdown.borrow() {
-                    if shutdown.changed().await.is_err() {
-                        break;
-                    }
-                }
+                let _ = shutdown.wait_for(|down| *down).await;
             }) => {}
             inbox = &mut reader => {
                 let inbox = inbox.unwrap_or_else(|_| Inbox::new(rec.clone(), false));
