@@ -104,7 +104,14 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
         return;
     }
     // Before this node may start any gained key: ops for them wait for the hand-offs.
-    match node.router.takeover.begin(&node.id, &previous.ring, current.ring.clone()) {
+    let begin = node.router.takeover.begin(&node.id, &previous.ring, current.ring.clone());
+    hand_off(node, &current.ring);
+    resubscribe(node, previous, current);
+    node.router.set_ring(current.ring.clone());
+    send_done(node, &current.ring, None);
+    // Ops held for an earlier ring go out only now, under the new rings: a key this node
+    // just lost (cut off, say) is no longer served here.
+    match begin {
         Begin::Wait(deadline) => {
             let weak = weak.clone();
             tokio::spawn(async move {
@@ -119,10 +126,6 @@ fn apply(node: &Node, weak: &Weak<Node>, previous: &ClusterView, current: &Clust
         Begin::Release => node.router.release_takeover(),
         Begin::Idle => {}
     }
-    hand_off(node, &current.ring);
-    resubscribe(node, previous, current);
-    send_done(node, &current.ring, None);
-    node.router.set_ring(current.ring.clone());
 }
 
 /// The first step of a drain, before the node tells anyone: route by the ring without this

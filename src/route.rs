@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use ringcast_cluster::{Cluster, NodeId, Ring};
+use ringcast_cluster::{Cluster, Mark, NodeId, Ring};
 
 use crate::edge::hub::Hub;
 use crate::edge::Owners;
@@ -287,6 +287,10 @@ impl Router {
     /// The link to `node` broke: its requests in flight are answered `unavailable`, and
     /// answers waiting for its receipts go out.
     pub fn on_link_down(&self, node: &NodeId) {
+        if !self.cluster().is_some_and(|cluster| cluster.is_connected(node)) {
+            // Not replaced by a newer link already (whose takeover dones stand).
+            self.takeover.forget(node);
+        }
         self.fail_requests(|pending| &pending.node == node, "owner unreachable");
         self.release_answers();
     }
@@ -326,6 +330,11 @@ impl EdgeSink for Router {
                 self.release_answers();
                 return;
             }
+            // Nothing to wait for, but an earlier answer to the same connection may wait.
+            match self.receipts.queue_behind(node, msg) {
+                Ok(()) => return self.release_answers(),
+                Err(msg) => return self.send_now(node, msg),
+            }
         }
         self.send_now(node, msg);
     }
@@ -352,6 +361,10 @@ impl Router {
             }
             Err(err) => {
                 metrics::peer_send_failed();
+                if matches!(msg, EdgeMsg::Deliver { .. }) {
+                    // The op's ack must not claim this delivery.
+                    receipts::record(node, Mark::NOT_SENT);
+                }
                 tracing::debug!(node = %node, error = %err, "edge message not sent");
             }
         }

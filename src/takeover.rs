@@ -165,6 +165,13 @@ impl Takeover {
         current && state.waiting.remove(member) && state.waiting.is_empty() && start_release(&mut state)
     }
 
+    /// The link to `member` broke: what it said it had done went with it (a partition may
+    /// have hidden rings it went through since, and a done for a ring seen again must be
+    /// said again on the new link).
+    pub fn forget(&self, member: &NodeId) {
+        self.state.lock().latest.remove(member);
+    }
+
     /// The deadline passed: stop waiting. True when the caller must release.
     pub fn expire(&self, now: Instant) -> bool {
         let mut state = self.state.lock();

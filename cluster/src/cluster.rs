@@ -96,9 +96,13 @@ impl ClusterView {
     /// Below three known members there is no majority to speak of: a survivor of two cannot
     /// tell its peer's death from a partition, and goes on.
     pub fn has_quorum(&self) -> bool {
-        let reachable = self.members.values().filter(|member| member.state != MemberState::Draining).count();
-        self.known.len() < 3 || 2 * reachable > self.known.len()
+        has_quorum(&self.members, &self.known)
     }
+}
+
+fn has_quorum(members: &BTreeMap<NodeId, ClusterMember>, known: &BTreeSet<NodeId>) -> bool {
+    let reachable = members.values().filter(|member| member.state != MemberState::Draining).count();
+    known.len() < 3 || 2 * reachable > known.len()
 }
 
 /// A running membership: drop it or call [`Cluster::shutdown`] to leave.
@@ -310,7 +314,15 @@ async fn membership_loop(
         };
         let previous = view_tx.borrow().clone();
         if members != previous.members || known != previous.known {
-            let ring = Arc::new(Ring::new(members.values().filter(|m| m.is_ready()).map(|m| m.node_id.clone())));
+            // A node cut off from the majority is off its own ring at once: it must not take
+            // over a single key in the moment before it fences itself (the others serve them).
+            let quorum = has_quorum(&members, &known);
+            let ring = Arc::new(Ring::new(
+                members
+                    .values()
+                    .filter(|m| m.is_ready() && (quorum || m.node_id != identity.node_id))
+                    .map(|m| m.node_id.clone()),
+            ));
             if ring.members() != previous.ring.members() {
                 let share = ring.shares().get(&identity.node_id).copied().unwrap_or(0.0);
                 metrics::ring_changed(share);

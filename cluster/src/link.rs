@@ -49,6 +49,11 @@ pub struct Mark {
     pub seq: u64,
 }
 
+impl Mark {
+    /// A frame that was never queued (no link, or a full queue): never handled.
+    pub const NOT_SENT: Mark = Mark { link_id: u64::MAX, seq: u64::MAX };
+}
+
 /// The receipts of every link at one moment: (link id, frames handled) by peer.
 pub struct Receipts(HashMap<NodeId, (u64, u64)>);
 
@@ -57,7 +62,7 @@ impl Receipts {
     pub fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
         match self.0.get(node) {
             Some(&(link_id, handled)) if link_id == mark.link_id => match handled {
-                NO_RECEIPT_YET => Handled::Unknown,
+                NO_RECEIPT_YET => Handled::NotYet,
                 handled if handled >= mark.seq => Handled::Yes,
                 _ => Handled::NotYet,
             },
@@ -71,7 +76,7 @@ impl Receipts {
 pub enum Handled {
     Yes,
     NotYet,
-    /// The link is gone (or replaced, or its peer sends no receipts): never known.
+    /// The link is gone or replaced, or the frame was never sent: never known.
     Unknown,
 }
 
@@ -96,8 +101,8 @@ struct Link {
     handled: Arc<AtomicU64>,
 }
 
-/// `handled` before the peer's first receipt: a peer that never sends one predates
-/// receipts, and what it handled is unknown.
+/// `handled` before the peer's first receipt (nothing handled yet: every member sends
+/// receipts, one after each read that brought user frames).
 const NO_RECEIPT_YET: u64 = u64::MAX;
 
 /// All links of this node.

@@ -164,11 +164,19 @@ pub struct JoinOutcome {
 #[derive(Debug, Default, Clone)]
 pub struct ConnChecker {
     rooms: Vec<RoomEntry>,
+    /// Sends answered `unavailable`: each may still have taken a `seq` (an owner that could
+    /// not confirm every delivery answers so), which this connection's own acks then skip.
+    unconfirmed: u64,
 }
 
 impl ConnChecker {
     pub fn new() -> Self {
-        ConnChecker { rooms: Vec::new() }
+        ConnChecker { rooms: Vec::new(), unconfirmed: 0 }
+    }
+
+    /// One of this connection's sends was answered `unavailable`.
+    pub fn send_unconfirmed(&mut self) {
+        self.unconfirmed += 1;
     }
 
     fn entry_mut(&mut self, room: &str) -> Option<&mut RoomEntry> {
@@ -265,7 +273,18 @@ impl ConnChecker {
     /// Checks one received `chat.message` (or the ack of one's own send), `origin` from its
     /// stamp when it has one.
     pub fn message(&mut self, room: &str, seq: u64, recovered: bool, origin: Option<Origin>) -> Result<(), Violation> {
-        let Some(entry) = self.entry_mut(room) else { return Err(Violation::NotJoined) };
+        let unconfirmed = &mut self.unconfirmed;
+        let Some(entry) = self.rooms.iter_mut().find(|entry| &*entry.name == room) else {
+            return Err(Violation::NotJoined);
+        };
+        if let (Some((SELF_ORIGIN, _)), RoomState::Joined { stream, .. }) = (origin, &mut entry.state) {
+            // Own sends answered `unavailable` before this ack may have taken the seqs between.
+            let skipped = seq.saturating_sub(stream.next);
+            if seq > stream.next && skipped <= *unconfirmed {
+                *unconfirmed -= skipped;
+                stream.next = seq;
+            }
+        }
         let newer = entry.saw(origin);
         match &mut entry.state {
             RoomState::Left => Err(Violation::NotJoined),
@@ -388,6 +407,21 @@ mod tests {
         assert_eq!(out.recovered, Some(false));
         assert_eq!(c.message("r", 21, false, None), Ok(()));
         assert_eq!(c.message("r", 22, true, None), Err(Violation::UnexpectedReplay));
+    }
+
+    #[test]
+    fn test_own_acks_skip_only_what_unavailable_answers_may_have_taken() {
+        let mut c = ConnChecker::new();
+        c.join_sent("r", None);
+        c.join_acked("r", 0, "e1", None);
+        assert_eq!(c.message("r", 1, false, Some((SELF_ORIGIN, 1))), Ok(()));
+        // Send 2 was answered unavailable but took seq 2: the next ack is seq 3.
+        c.send_unconfirmed();
+        assert_eq!(c.message("r", 3, false, Some((SELF_ORIGIN, 3))), Ok(()));
+        // No allowance left: a skipped seq is a gap again, also for others' messages.
+        assert_eq!(c.message("r", 5, false, Some((SELF_ORIGIN, 4))), Err(Violation::Gap));
+        c.send_unconfirmed();
+        assert_eq!(c.message("r", 8, false, Some((1, 1))), Err(Violation::Gap));
     }
 
     #[test]

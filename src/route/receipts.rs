@@ -6,10 +6,13 @@
 //! nodes never get.
 //!
 //! While the router applies one op ([`scoped`]), every `Deliver` it sends over a link is
-//! marked; a `Reply` sent after them waits in [`Receipts`] until each mark is handled, or its
-//! link is gone (the node died, or was cut off and has closed its clients since: a node
-//! without a majority fences itself well before a silent link is declared broken), or
-//! [`RECEIPT_LIMIT`] passed.
+//! marked; a `Reply` sent after them waits in [`Receipts`] until each mark is handled. When
+//! a mark can no longer be handled (its link broke or was replaced, or the delivery was never
+//! queued) or [`RECEIPT_LIMIT`] passed, the ack becomes `unavailable` ("delivery not
+//! confirmed"): a link that breaks may be a partition, whose far side keeps its subscribers
+//! connected, and no node can tell that from a crash in time. The publisher may retry with
+//! the same `client_id`. A connection's answers leave in the order they came, also those
+//! that had nothing to wait for.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -17,7 +20,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use ringcast_cluster::{Cluster, Handled, Mark, NodeId};
 
+use crate::frames;
+use crate::metrics;
 use crate::ops::EdgeMsg;
+use crate::protocol::{ErrorCode, ReplyError};
 
 /// The longest an answer waits for receipts (a link that neither answers nor breaks).
 pub const RECEIPT_LIMIT: Duration = Duration::from_secs(5);
@@ -35,7 +41,8 @@ pub fn scoped<R>(apply: impl FnOnce() -> R) -> R {
     result
 }
 
-/// A delivery of the current op went out on a link at `mark`.
+/// A delivery of the current op went out on a link at `mark` (`Mark::NOT_SENT`: it could
+/// not be queued).
 pub fn record(node: &NodeId, mark: Mark) {
     SCOPE.with(|scope| {
         if let Some(marks) = scope.borrow_mut().as_mut() {
@@ -76,9 +83,24 @@ impl Receipts {
         self.waiting.lock().push(Waiting { marks, node, msg, since: Instant::now() });
     }
 
-    /// Sends with `send` the answers whose deliveries are all handled (or can no longer
-    /// be), in the order they came. Under the lock: two threads releasing at once would
-    /// otherwise reorder one connection's answers.
+    /// Queues `msg` behind an earlier answer to the same connection that still waits, and
+    /// tells whether it did (then [`Receipts::release`] sends it in its turn).
+    pub fn queue_behind(&self, node: &NodeId, msg: EdgeMsg) -> Result<(), EdgeMsg> {
+        let mut waiting = self.waiting.lock();
+        let conn = match &msg {
+            EdgeMsg::Reply { conn_id, .. } => Some(*conn_id),
+            _ => None,
+        };
+        if waiting.iter().any(|earlier| &earlier.node == node && earlier.conn() == conn) {
+            waiting.push(Waiting { marks: Vec::new(), node: node.clone(), msg, since: Instant::now() });
+            return Ok(());
+        }
+        Err(msg)
+    }
+
+    /// Sends with `send` the answers whose deliveries are all handled, and as `unavailable`
+    /// those whose deliveries can no longer be confirmed, in the order they came. Under the
+    /// lock: two threads releasing at once would otherwise reorder one connection's answers.
     pub fn release(&self, cluster: &Cluster, mut send: impl FnMut(&NodeId, EdgeMsg)) {
         let mut waiting = self.waiting.lock();
         if waiting.is_empty() {
@@ -90,18 +112,55 @@ impl Receipts {
         for entry in waiting.drain(..) {
             // One connection's answers leave in the order they came, behind a waiting one (an
             // earlier answer may wait for another node than a later one).
-            let behind = kept.iter().any(|earlier| earlier.node == entry.node && earlier.conn() == entry.conn());
-            let handled =
-                !behind && entry.marks.iter().all(|(node, mark)| receipts.handled(node, *mark) != Handled::NotYet);
-            if handled || now.duration_since(entry.since) >= RECEIPT_LIMIT {
-                if !handled {
-                    tracing::debug!(node = %entry.node, "answer sent without every delivery's receipt");
-                }
-                send(&entry.node, entry.msg);
-            } else {
+            if kept.iter().any(|earlier| earlier.node == entry.node && earlier.conn() == entry.conn()) {
                 kept.push(entry);
+                continue;
+            }
+            let mut outcome = Handled::Yes;
+            for (node, mark) in &entry.marks {
+                match receipts.handled(node, *mark) {
+                    Handled::Yes => {}
+                    Handled::NotYet => outcome = Handled::NotYet,
+                    Handled::Unknown => {
+                        outcome = Handled::Unknown;
+                        break;
+                    }
+                }
+            }
+            if outcome == Handled::NotYet && now.duration_since(entry.since) >= RECEIPT_LIMIT {
+                outcome = Handled::Unknown;
+            }
+            match outcome {
+                Handled::Yes => send(&entry.node, entry.msg),
+                Handled::NotYet => kept.push(entry),
+                Handled::Unknown => {
+                    tracing::debug!(node = %entry.node, "answer without every delivery's receipt: unavailable");
+                    send(&entry.node, unconfirmed(entry.msg));
+                }
             }
         }
         *waiting = kept;
+    }
+}
+
+/// An ack whose deliveries were not all confirmed, as the `unavailable` error of its request
+/// (a push without `op_id` goes as it is: it acknowledges nothing).
+fn unconfirmed(msg: EdgeMsg) -> EdgeMsg {
+    let EdgeMsg::Reply { conn_id, request_id, frame, is_error: false } = msg else { return msg };
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+        op_id: Option<String>,
+    }
+    match serde_json::from_slice::<Head>(&frame) {
+        Ok(Head { kind, op_id: Some(op_id) }) if kind == "ack" => {
+            metrics::answer_unconfirmed();
+            let error = ReplyError::new(ErrorCode::Unavailable, "delivery not confirmed");
+            metrics::error_sent(error.code.as_str());
+            // Not counted towards the client's error threshold: the cluster failed, not the client.
+            EdgeMsg::Reply { conn_id, request_id, frame: frames::error(Some(&op_id), &error), is_error: false }
+        }
+        _ => EdgeMsg::Reply { conn_id, request_id, frame, is_error: false },
     }
 }

@@ -199,6 +199,9 @@ impl Inbox {
                         if let Some(window) = &self.send_window {
                             window.add_permits(1);
                         }
+                        if code == "unavailable" {
+                            self.checker.send_unconfirmed();
+                        }
                         Seen::Nothing
                     }
                     Some(OpKind::Join) => Seen::JoinFailed { code },
