@@ -56,8 +56,14 @@ pub async fn run(node: Weak<Node>, mut watch: watch::Receiver<Arc<ClusterView>>)
         } else if quorum && fenced {
             // Links first, as at start: the others hand this node its keys back as soon as it
             // is ready, and a hand-off without a link would be lost.
+            // And a majority on the ring without it: members that come back count as joining
+            // for a moment (`ringcast_cluster`'s revival grace), and a ring of this node alone
+            // would have it serve every key.
             let deadline = tokio::time::Instant::now() + LINK_WAIT;
-            while !cluster.links_complete() && tokio::time::Instant::now() < deadline {
+            let majority_ready = |view: &ClusterView| 2 * (view.ring.members().len() + 1) > view.known.len();
+            while !(cluster.links_complete() && majority_ready(&cluster.view()))
+                && tokio::time::Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             tracing::info!(members = view.members.len(), "quorum back: serving again");

@@ -1,10 +1,10 @@
 //! The [`Cluster`] handle: gossip membership (chitchat over UDP), the ring over ready
 //! members, and the peer links (TCP on the same port number).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chitchat::transport::UdpTransport;
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
@@ -98,6 +98,39 @@ impl ClusterView {
     pub fn has_quorum(&self) -> bool {
         has_quorum(&self.members, &self.known)
     }
+}
+
+/// How long a member that was declared dead and came back (same process: a partition
+/// healed) counts as joining, whatever state it had before.
+const REVIVAL_GRACE: Duration = Duration::from_secs(1);
+
+/// A member that comes back from the dead is first heard of through its heartbeat, while its
+/// state is still the one it had when it was cut off: `ready`, although it fenced itself
+/// (gossiped `joining`) meanwhile. Putting it back on the ring on that stale word would hand
+/// it rooms and route to it before it serves again; so it counts as joining until its own
+/// gossip had time to arrive ([`REVIVAL_GRACE`]).
+fn hold_revived(
+    me: &NodeId,
+    previous: &ClusterView,
+    members: &mut BTreeMap<NodeId, ClusterMember>,
+    generations: &mut HashMap<NodeId, u64>,
+    revived: &mut HashMap<NodeId, Instant>,
+) {
+    let now = Instant::now();
+    for member in members.values_mut().filter(|member| member.node_id != *me) {
+        let came_back = !previous.members.contains_key(&member.node_id)
+            && generations.get(&member.node_id) == Some(&member.generation);
+        if came_back {
+            revived.insert(member.node_id.clone(), now);
+        }
+        generations.insert(member.node_id.clone(), member.generation);
+        if revived.get(&member.node_id).is_some_and(|since| now.duration_since(*since) < REVIVAL_GRACE)
+            && member.state == MemberState::Ready
+        {
+            member.state = MemberState::Joining;
+        }
+    }
+    revived.retain(|_, since| now.duration_since(*since) < REVIVAL_GRACE);
 }
 
 fn has_quorum(members: &BTreeMap<NodeId, ClusterMember>, known: &BTreeSet<NodeId>) -> bool {
@@ -292,6 +325,9 @@ async fn membership_loop(
 ) {
     let mut live_watch = chitchat.lock().await.live_nodes_watcher();
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    // The generation each member had when last seen, and when a member seen dead came back.
+    let mut generations: HashMap<NodeId, u64> = HashMap::new();
+    let mut revived: HashMap<NodeId, Instant> = HashMap::new();
     loop {
         let (members, known) = {
             let chitchat = chitchat.lock().await;
@@ -313,6 +349,8 @@ async fn membership_loop(
             (members_by_id(members), known)
         };
         let previous = view_tx.borrow().clone();
+        let mut members = members;
+        hold_revived(&identity.node_id, &previous, &mut members, &mut generations, &mut revived);
         if members != previous.members || known != previous.known {
             // A node cut off from the majority is off its own ring at once: it must not take
             // over a single key in the moment before it fences itself (the others serve them).
@@ -343,8 +381,11 @@ async fn membership_loop(
             let _ = view_tx.send(view);
             subscribers.retain(|subscriber| changes.iter().all(|change| subscriber.send(change.clone()).is_ok()));
         }
+        // Look again when a revived member's grace ends.
+        let grace_end = revived.values().min().map(|since| *since + REVIVAL_GRACE);
         tokio::select! {
             changed = live_watch.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep_until(grace_end.unwrap_or_else(Instant::now).into()), if grace_end.is_some() => {}
             _ = refresh.notified() => {}
             _ = metrics_tick.tick() => {
                 let depths = links.queue_depths();
