@@ -105,11 +105,16 @@ impl Takeover {
     /// keys, or have connections subscribed to them; this node resubscribes its own).
     pub fn begin(&self, me: &NodeId, previous: &Arc<Ring>, ring: Arc<Ring>) -> Begin {
         let hash = ring_hash(&ring);
-        // An empty ring before: this node has just started, holds nothing yet, and does not
-        // know who held what: every other member may hand it something.
-        let previous = (!previous.members().is_empty()).then(|| previous.clone());
-        let gains = previous.as_ref().is_none_or(|previous| gains_keys(me, previous, &ring));
         let mut state = self.state.lock();
+        // An empty ring before: this node has just started, holds nothing yet, and does not
+        // know who held what: every other member may hand it something. A takeover still
+        // waiting is not done either: what it gained is still gained, so the new one counts
+        // from where that one started.
+        let previous = match &state.ring {
+            Some((_, _, base)) if !state.waiting.is_empty() => base.clone(),
+            _ => (!previous.members().is_empty()).then(|| previous.clone()),
+        };
+        let gains = previous.as_ref().is_none_or(|previous| gains_keys(me, previous, &ring));
         let waiting: BTreeSet<NodeId> = if gains {
             let others_done = |member: &&NodeId| *member != me && state.latest.get(*member) == Some(&hash);
             ring.members().iter().filter(|member| !others_done(member)).cloned().collect()
@@ -309,6 +314,31 @@ mod tests {
         // b joins again: a and c gain nothing.
         assert!(!gains_keys(&a, &two, &three) && !gains_keys(&c, &two, &three));
         assert!(gains_keys(&b, &two, &three));
+    }
+
+    #[test]
+    fn test_a_ring_change_during_a_wait_keeps_waiting_for_what_was_gained() {
+        // c restarts: it first sees a ring without d, then d too. From c's side d's arrival
+        // gains it nothing, but nobody has confirmed the keys it gained at its start.
+        let (a, b, c, d) = (id("a"), id("b"), id("c"), id("d"));
+        let first = Arc::new(Ring::new([a.clone(), b.clone(), c.clone()]));
+        let whole = Arc::new(Ring::new([a.clone(), b.clone(), c.clone(), d.clone()]));
+        let takeover = Takeover::default();
+        assert!(matches!(takeover.begin(&c, &Arc::new(Ring::new([])), first.clone()), Begin::Wait(_)));
+        assert!(!gains_keys(&c, &first, &whole));
+        assert!(matches!(takeover.begin(&c, &first, whole.clone()), Begin::Wait(_)), "still gained");
+        let mine = rooms_of(&c, &whole, 1);
+        assert!(takeover.hold(&c, op(&mine[0])).is_none(), "a key gained at the start still waits");
+        for member in [&a, &b, &d] {
+            assert!(!takeover.done(member, ring_hash(&whole)));
+        }
+        assert!(takeover.done(&c, ring_hash(&whole)));
+        // Done: a later change that gains nothing holds nothing.
+        let mut released = Vec::new();
+        takeover.release(|held| released.push(held));
+        assert_eq!(released.len(), 1);
+        let more = Arc::new(Ring::new([a.clone(), b.clone(), c.clone(), d.clone(), id("e")]));
+        assert!(matches!(takeover.begin(&c, &whole, more), Begin::Idle));
     }
 
     #[test]
