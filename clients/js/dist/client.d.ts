@@ -43,7 +43,7 @@ export interface ClientOptions {
     refreshMarginMs?: number;
     /** How long after the ping interval a silent connection is given before it is declared dead; default 5000 ms. */
     livenessGraceMs?: number;
-    /** How often a safe-to-repeat request answered `unavailable` is tried again; default 3. */
+    /** How often a safe-to-repeat request answered `unavailable` is tried again (after 0.4, 0.8, 1.6, 2, 2 s ...); default 5. */
     retryUnavailable?: number;
 }
 export type ConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "closed";

@@ -280,7 +280,7 @@ var Client = class extends Emitter {
       maxQueue: options.maxQueue ?? 1e3,
       refreshMarginMs: options.refreshMarginMs ?? 3e4,
       livenessGraceMs: options.livenessGraceMs ?? 5e3,
-      retryUnavailable: options.retryUnavailable ?? 3
+      retryUnavailable: options.retryUnavailable ?? 5
     };
     this.presence = {
       set: (status, message) => this.request("presence.set", message === void 0 ? { status } : { status, message }),
@@ -490,7 +490,7 @@ var Client = class extends Emitter {
       return;
     }
     if (data.code === "unavailable" && REPEATABLE.has(pending.type) && pending.attempts <= this.opts.retryUnavailable) {
-      setTimeout(() => this.resend(pending), 200 * 2 ** pending.attempts);
+      setTimeout(() => this.resend(pending), Math.min(2e3, 200 * 2 ** pending.attempts));
       return;
     }
     pending.reject(new RingcastError(data.code, data.message ?? data.code, pending.type));

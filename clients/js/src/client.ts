@@ -51,7 +51,7 @@ export interface ClientOptions {
   refreshMarginMs?: number;
   /** How long after the ping interval a silent connection is given before it is declared dead; default 5000 ms. */
   livenessGraceMs?: number;
-  /** How often a safe-to-repeat request answered `unavailable` is tried again; default 3. */
+  /** How often a safe-to-repeat request answered `unavailable` is tried again (after 0.4, 0.8, 1.6, 2, 2 s ...); default 5. */
   retryUnavailable?: number;
 }
 
@@ -196,7 +196,7 @@ export class Client extends Emitter<ClientEvents> {
       maxQueue: options.maxQueue ?? 1000,
       refreshMarginMs: options.refreshMarginMs ?? 30_000,
       livenessGraceMs: options.livenessGraceMs ?? 5000,
-      retryUnavailable: options.retryUnavailable ?? 3,
+      retryUnavailable: options.retryUnavailable ?? 5,
     };
     this.presence = {
       set: (status, message) =>
@@ -426,7 +426,7 @@ export class Client extends Emitter<ClientEvents> {
     if (data.code === "unavailable" && REPEATABLE.has(pending.type) && pending.attempts <= this.opts.retryUnavailable) {
       // The owner of the room was unreachable (a failover in progress): the same request,
       // with the same client_id, once more after a pause.
-      setTimeout(() => this.resend(pending), 200 * 2 ** pending.attempts);
+      setTimeout(() => this.resend(pending), Math.min(2000, 200 * 2 ** pending.attempts));
       return;
     }
     pending.reject(new RingcastError(data.code, data.message ?? data.code, pending.type));
