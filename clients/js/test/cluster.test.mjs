@@ -3,7 +3,7 @@
 // or repeated; in memory the lost history is announced as the room's `reset`.
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
-import { client, Cluster, collect, eventually, Redis, sleep } from "./harness.mjs";
+import { assertConformance, client, Cluster, collect, eventually, Redis, sleep } from "./harness.mjs";
 
 /** Room names whose owner (on the full ring) is each of `owners`, found by joining probes. */
 async function roomsOwnedBy(cluster, owners, prefix) {
@@ -65,6 +65,9 @@ function record(c, rooms, fromUser) {
   }
   return received;
 }
+
+
+after(() => assertConformance(assert));
 
 describe("a 3-node cluster over Redis", () => {
   let cluster;

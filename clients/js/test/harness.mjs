@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { Client } from "../dist/index.js";
 import { sign } from "./jwt.mjs";
+import { CheckedWebSocket, violations } from "./schema.mjs";
 
 export const SECRET = "sdk-test-secret-0123456789abcdef";
 export const CLUSTER_SECRET = "sdk-cluster-secret";
@@ -264,12 +265,20 @@ export class Cluster {
   }
 }
 
-/** An SDK client of user `sub` (Node: the ws package as its WebSocket), every frame recorded. */
+/**
+ * An SDK client of user `sub`, every frame recorded. Its WebSocket (the ws package) checks every
+ * frame both ways against docs/protocol.schema.json; see {@link assertConformance}.
+ */
 export function client(urls, sub, options = {}) {
-  const c = new Client(urls, { token: token(sub), WebSocket, ...options });
+  const c = new Client(urls, { token: token(sub), WebSocket: CheckedWebSocket, ...options });
   c.frames = [];
   c.on("frame", (frame) => c.frames.push(frame));
   return c;
+}
+
+/** Fails when a frame of the checked clients disagreed with the protocol's schema. */
+export function assertConformance(assert) {
+  assert.deepEqual(violations, [], "frames that disagree with docs/protocol.schema.json");
 }
 
 /** Collects a room's events of `kind` into an array. */
