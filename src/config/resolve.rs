@@ -124,6 +124,7 @@ impl ServeArgs {
             node_id,
             key,
             dev,
+            demo: this.demo.unwrap_or(dev),
             allowed_origins,
             limits,
             history_size: positive("--history-size", this.history_size, 100)?,

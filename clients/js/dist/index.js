@@ -195,10 +195,11 @@ var Room = class extends Emitter {
       this.epoch = ack.epoch;
       this.seq = ack.seq;
       this.emit("reset", { room: this.name, epoch: ack.epoch, seq: ack.seq, reason: "not_recovered" });
-      return;
+    } else {
+      this.epoch = ack.epoch;
+      this.seq = known ? Math.max(this.seq, ack.seq) : ack.seq;
     }
-    this.epoch = ack.epoch;
-    this.seq = known ? Math.max(this.seq, ack.seq) : ack.seq;
+    this.emit("joined", ack);
   }
   /** @internal A server frame about this room. */
   onEvent(type, data) {

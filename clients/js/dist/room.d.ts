@@ -13,6 +13,8 @@ export interface ResetEvent {
     reason: "owner_lost" | "store_lost" | "not_recovered";
 }
 export interface RoomEvents {
+    /** Each successful join, the first and every one after a reconnect (`recovered` tells whether `since` recovered the gap). */
+    joined: RoomJoinAck;
     /** `chat.message`, in seq order, each once (replayed ones after a reconnect have `recovered: true`). */
     message: ChatMessage;
     edit: ChatEdited;

@@ -35,6 +35,8 @@ export interface ResetEvent {
 }
 
 export interface RoomEvents {
+  /** Each successful join, the first and every one after a reconnect (`recovered` tells whether `since` recovered the gap). */
+  joined: RoomJoinAck;
   /** `chat.message`, in seq order, each once (replayed ones after a reconnect have `recovered: true`). */
   message: ChatMessage;
   edit: ChatEdited;
@@ -237,10 +239,11 @@ export class Room extends Emitter<RoomEvents> {
       this.epoch = ack.epoch;
       this.seq = ack.seq;
       this.emit("reset", { room: this.name, epoch: ack.epoch, seq: ack.seq, reason: "not_recovered" });
-      return;
+    } else {
+      this.epoch = ack.epoch;
+      this.seq = known ? Math.max(this.seq, ack.seq) : ack.seq;
     }
-    this.epoch = ack.epoch;
-    this.seq = known ? Math.max(this.seq, ack.seq) : ack.seq;
+    this.emit("joined", ack);
   }
 
   /** @internal A server frame about this room. */
