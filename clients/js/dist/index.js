@@ -644,7 +644,7 @@ var Client = class extends Emitter {
     this.scheduleReconnect(code, reason);
   }
   scheduleReconnect(code, reason) {
-    if (Date.now() - this.connectedAt > 1e4) this.attempt = 0;
+    if (this.connectedAt && Date.now() - this.connectedAt > 1e4) this.attempt = 0;
     this.connectedAt = 0;
     if (code === 1008 || code === 4008 || code === 4009) this.attempt = Math.max(this.attempt, 3);
     let delay;

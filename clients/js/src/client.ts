@@ -593,7 +593,8 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   private scheduleReconnect(code: number, reason: string): void {
-    if (Date.now() - this.connectedAt > 10_000) this.attempt = 0;
+    // The backoff starts over after a connection that lasted; failures in a row make it grow.
+    if (this.connectedAt && Date.now() - this.connectedAt > 10_000) this.attempt = 0;
     this.connectedAt = 0;
     if (code === 1008 || code === 4008 || code === 4009) this.attempt = Math.max(this.attempt, 3);
     let delay: number;
