@@ -286,7 +286,8 @@ fn dev_cluster(args: DevClusterArgs) -> ExitCode {
     println!("token (user dev, admin, 24h): {token}");
     println!("cluster view: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/cluster", args.base_port);
     println!("mint more: ringcast token --sub alice --jwt-secret {secret}");
-    let servers: Vec<String> = (0..args.nodes).map(|i| format!("ws://127.0.0.1:{}/v1/ws", args.base_port + i)).collect();
+    let servers: Vec<String> =
+        (0..args.nodes).map(|i| format!("ws://127.0.0.1:{}/v1/ws", args.base_port + i)).collect();
     println!(
         "demo chat (reconnects to the other nodes when its own goes): http://127.0.0.1:{}/demo#token={token}&servers={}",
         args.base_port,
