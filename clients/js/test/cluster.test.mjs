@@ -152,10 +152,15 @@ describe("a 3-node cluster in memory", () => {
     const { m3: room } = await roomsOwnedBy(cluster, ["m3"], "mem");
     const reader = client([m1.url, m2.url], "rosa");
     const writer = client([m2.url, m1.url], "walt");
+    // On the owner itself: it reconnects elsewhere, and its rejoin cannot recover.
+    const onOwner = client([m3.url, m1.url], "olga", { backoff: { maxMs: 500 } });
     await reader.connect();
     await writer.connect();
+    assert.equal((await onOwner.connect()).node_id, "m3");
     await reader.room(room).join();
     await writer.room(room).join();
+    await onOwner.room(room).join();
+    const ownerResets = collect(onOwner.room(room), "reset");
     const messages = collect(reader.room(room), "message");
     const resets = collect(reader.room(room), "reset");
     const writerResets = collect(writer.room(room), "reset");
@@ -172,7 +177,11 @@ describe("a 3-node cluster in memory", () => {
     assert.equal(messages[3].seq, ack.seq);
     assert.equal(messages[3].seq, resets[0].seq + 1, "the new epoch continues after the reset's seq");
     assert.equal(writerResets.length, 1);
+    await eventually(() => ownerResets.length === 1, 15000, "the owner's client rejoins elsewhere");
+    assert.equal(ownerResets[0].reason, "not_recovered", "its since (the old epoch) cannot be recovered");
+    assert.equal(onOwner.room(room).epoch, resets[0].epoch, "it is on the new epoch");
     reader.close();
     writer.close();
+    onOwner.close();
   });
 });

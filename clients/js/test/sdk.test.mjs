@@ -190,6 +190,42 @@ describe("one node", () => {
   });
 });
 
+describe("close codes", () => {
+  test("an admin disconnect (1008) is followed by a reconnect after backoff, the room joined again", async () => {
+    const node = await Node.start(["--admin-key", "sdk-admin-key"]);
+    const mia = client(node.url, "mia", { backoff: { initialMs: 100, maxMs: 2000 } });
+    // Another member keeps the room (and its history) while mia is away.
+    const ned = client(node.url, "ned");
+    try {
+      await ned.connect();
+      await ned.room("policy").join();
+      const first = await mia.connect();
+      const room = mia.room("policy");
+      await room.join();
+      await room.send("before");
+      const drops = collect(mia, "disconnected");
+      const retries = collect(mia, "reconnecting");
+      const joins = collect(room, "joined");
+      const response = await fetch(`${node.http}/v1/connections/${first.conn_id}`, {
+        method: "DELETE",
+        headers: { authorization: "Bearer sdk-admin-key" },
+      });
+      assert.equal(response.status, 200);
+      await eventually(() => joins.length === 1, 10000, "rejoined after the reconnect");
+      assert.deepEqual([drops[0].code, drops[0].willReconnect], [1008, true]);
+      assert.equal(retries[0].code, 1008);
+      assert.ok(retries[0].delayMs < 800, "policy closes wait at least the fourth backoff step, at most its cap");
+      assert.equal(joins[0].recovered, true, "the rejoin used since and recovered");
+      assert.notEqual(mia.info.conn_id, first.conn_id);
+      assert.equal((await room.send("after")).seq, 2);
+    } finally {
+      mia.close();
+      ned.close();
+      await node.kill();
+    }
+  });
+});
+
 describe("a node that stops answering", () => {
   test("requests time out with a clear error; the dead connection is noticed and replaced", async () => {
     const node = await Node.start(["--ping-interval-secs", "1"]);
