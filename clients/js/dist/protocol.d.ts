@@ -59,6 +59,29 @@ export interface ChatMessage {
     /** replayed by a join with `since` */
     recovered?: boolean;
 }
+/** `chat.reaction`, and the ack of `chat.react` */
+export interface ChatReaction {
+    room: RoomName;
+    id: string;
+    emoji: string;
+    user_id: UserId;
+    add: boolean;
+    count: number;
+}
+/** `chat.deleted`, and the ack of `chat.delete` */
+export interface ChatDeleted {
+    room: RoomName;
+    id: string;
+    mode: "soft" | "hard";
+    by: UserId;
+}
+/** `chat.redacted`, and the ack of `chat.redact` */
+export interface ChatRedacted {
+    room: RoomName;
+    id: string;
+    reason: string | null;
+    by: UserId;
+}
 export interface AuthRequest {
     token: string;
 }
@@ -271,26 +294,6 @@ export interface ChatVersionsAck {
     id: string;
     versions: Version[];
 }
-export interface ChatDeleteAck {
-    room: RoomName;
-    id: string;
-    mode: "soft" | "hard";
-    by: UserId;
-}
-export interface ChatRedactAck {
-    room: RoomName;
-    id: string;
-    reason: string | null;
-    by: UserId;
-}
-export interface ChatReactAck {
-    room: RoomName;
-    id: string;
-    emoji: string;
-    user_id: UserId;
-    add: boolean;
-    count: number;
-}
 export interface ChatTypingAck {
     room: RoomName;
 }
@@ -375,9 +378,9 @@ export interface Acks {
     "chat.send": ChatSendAck;
     "chat.edit": ChatEditAck;
     "chat.versions": ChatVersionsAck;
-    "chat.delete": ChatDeleteAck;
-    "chat.redact": ChatRedactAck;
-    "chat.react": ChatReactAck;
+    "chat.delete": ChatDeleted;
+    "chat.redact": ChatRedacted;
+    "chat.react": ChatReaction;
     "chat.typing": ChatTypingAck;
     "chat.read": ChatReadAck;
     "chat.delivered": ChatDeliveredAck;
@@ -421,26 +424,6 @@ export interface ChatEdited {
     version: number;
     edited_at: Timestamp;
     by: UserId;
-}
-export interface ChatDeleted {
-    room: RoomName;
-    id: string;
-    mode: "soft" | "hard";
-    by: UserId;
-}
-export interface ChatRedacted {
-    room: RoomName;
-    id: string;
-    reason: string | null;
-    by: UserId;
-}
-export interface ChatReaction {
-    room: RoomName;
-    id: string;
-    emoji: string;
-    user_id: UserId;
-    add: boolean;
-    count: number;
 }
 export interface ChatTypingUser {
     room: RoomName;
