@@ -71,7 +71,8 @@ function openRoom(name) {
   let state = view.rooms.get(name);
   if (!state) {
     const room = view.client.room(name);
-    state = { name, room, messages: new Map(), order: [], typing: new Map(), members: new Map(), loaded: false };
+    // `era` counts resets: seqs start over in a new epoch, so messages sort by (era, seq).
+    state = { name, room, messages: new Map(), order: [], typing: new Map(), members: new Map(), loaded: false, era: 0 };
     view.rooms.set(name, state);
     wireRoom(state);
     room.join().catch((err) => notice(state, `cannot join: ${err.message}`));
@@ -113,7 +114,8 @@ function wireRoom(state) {
   });
   room.on("reset", async (reset) => {
     setCounter("resets", ++view.resets);
-    notice(state, `history lost (${reset.reason}): earlier messages may be missing`);
+    state.era += 1;
+    notice(state, `history lost (${reset.reason}): earlier messages may be missing`, -1);
     await loadHistory(state);
   });
   room.on("kick", () => notice(state, "you were removed from the room"));
@@ -135,10 +137,13 @@ async function loadMembers(state) {
   if (view.current === state.name) renderMembers();
 }
 
+const ERA = 1e12;
+
 function addMessage(state, message) {
-  if (!state.messages.has(message.id)) state.order.push(message.id);
-  state.messages.set(message.id, { ...state.messages.get(message.id), ...message });
-  state.order.sort((a, b) => state.messages.get(a).seq - state.messages.get(b).seq);
+  const known = state.messages.get(message.id);
+  if (!known) state.order.push(message.id);
+  state.messages.set(message.id, { sortKey: state.era * ERA + message.seq, ...known, ...message });
+  state.order.sort((a, b) => state.messages.get(a).sortKey - state.messages.get(b).sortKey);
   if (view.current === state.name) renderMessages();
 }
 
@@ -149,9 +154,10 @@ function updateMessage(state, id, change) {
   if (view.current === state.name) renderMessages();
 }
 
-function notice(state, text) {
+/** A line of the client's own in the room: after the last message, or `at` in the current era. */
+function notice(state, text, at = state.room.seq + 0.5) {
   const id = `notice-${Date.now()}-${Math.random()}`;
-  state.messages.set(id, { id, notice: true, text, seq: state.room.seq + 0.5 });
+  state.messages.set(id, { id, notice: true, text, sortKey: state.era * ERA + at });
   state.order.push(id);
   if (view.current === state.name) renderMessages();
 }
