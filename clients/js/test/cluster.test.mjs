@@ -88,6 +88,7 @@ describe("a 3-node cluster over Redis", () => {
     const receiver = client([n2.url, n3.url, n1.url], "rita");
     const senderConnects = collect(sender, "connected");
     const senderDrops = collect(sender, "disconnected");
+    const senderRetries = collect(sender, "reconnecting");
     const resets = [...collect(sender, "error"), ...collect(receiver, "error")];
     assert.equal((await sender.connect()).node_id, "n1");
     assert.equal((await receiver.connect()).node_id, "n2");
@@ -107,6 +108,10 @@ describe("a 3-node cluster over Redis", () => {
     n1.signal("SIGTERM");
     await eventually(() => senderConnects.length === 2, 20000, "the sender reconnects after the drain");
     assert.equal(senderDrops[0].code, 1012, "a drain closes with 1012");
+    const told = sender.frames.find((f) => f.type === "reconnect");
+    assert.equal(told?.data.reason, "drain");
+    assert.equal(senderRetries[0].delayMs, told.data.after_ms, "the reconnect waits the after_ms the server gave");
+    assert.equal(senderRetries[0].url, n2.url, "to the next node");
     assert.notEqual(senderConnects[1].node_id, "n1");
     await n1.exited;
     await sleep(500);

@@ -190,6 +190,14 @@ describe("one node", () => {
   });
 });
 
+test("a client needs a token (or getToken) and a WebSocket; the errors say so", () => {
+  assert.throws(() => new Client("ws://127.0.0.1:1/v1/ws", { WebSocket }), /token or getToken is needed/);
+  assert.throws(() => new Client([], { token: "t", WebSocket }), /at least one URL/);
+  if (!globalThis.WebSocket) {
+    assert.throws(() => new Client("ws://127.0.0.1:1/v1/ws", { token: "t" }), /pass options.WebSocket/);
+  }
+});
+
 describe("close codes", () => {
   test("an admin disconnect (1008) is followed by a reconnect after backoff, the room joined again", async () => {
     const node = await Node.start(["--admin-key", "sdk-admin-key"]);
