@@ -200,6 +200,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn test_demo_defaults_to_development_mode() {
+        let dev = ServeArgs::default().resolve().unwrap();
+        assert!(dev.dev && dev.demo);
+        let keyed = ServeArgs { jwt_secret: Some("k".into()), ..Default::default() }.resolve().unwrap();
+        assert!(!keyed.dev && !keyed.demo);
+        let on = ServeArgs { jwt_secret: Some("k".into()), demo: Some(true), ..Default::default() };
+        assert!(on.resolve().unwrap().demo);
+        assert!(!ServeArgs { demo: Some(false), ..Default::default() }.resolve().unwrap().demo);
+    }
+
+    #[test]
     fn test_zero_limits_are_rejected() {
         let args = ServeArgs { queue_frames: Some(0), jwt_secret: Some("k".into()), ..Default::default() };
         assert!(args.resolve().unwrap_err().0.contains("--queue-frames"));

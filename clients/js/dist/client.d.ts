@@ -122,6 +122,8 @@ export declare class Client extends Emitter<ClientEvents> {
     private queue;
     private rooms;
     private presenceSubs;
+    /** The last manual status set, set again after each reconnect. */
+    private presenceStatus?;
     private reconnectAfterMs?;
     private lastFrameAt;
     private skewMs;
@@ -152,7 +154,7 @@ export declare class Client extends Emitter<ClientEvents> {
     private settle;
     private resend;
     private onConnected;
-    /** Joins the rooms again (with `since`), subscribes presence again, then sends what waited. */
+    /** Joins the rooms again (with `since`), sets the status and subscribes presence again, then sends what waited. */
     private resume;
     /** @internal A request that does not wait behind the queue (the rejoins of `resume`). */
     requestNow<T extends RequestType>(type: T, data: ClientRequests[T]): Promise<Acks[T & keyof Acks]>;

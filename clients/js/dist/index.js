@@ -284,7 +284,11 @@ var Client = class extends Emitter {
       retryUnavailable: options.retryUnavailable ?? 5
     };
     this.presence = {
-      set: (status, message) => this.request("presence.set", message === void 0 ? { status } : { status, message }),
+      set: (status, message) => {
+        const data = message === void 0 ? { status } : { status, message };
+        this.presenceStatus = status === "online" && message === void 0 ? void 0 : data;
+        return this.request("presence.set", data);
+      },
       subscribe: (users) => {
         users.forEach((user) => this.presenceSubs.add(user));
         return this.request("presence.subscribe", { users });
@@ -522,7 +526,7 @@ var Client = class extends Emitter {
     for (const waiter of this.waiters.splice(0)) waiter.resolve(event);
     void this.resume(this.generation);
   }
-  /** Joins the rooms again (with `since`), subscribes presence again, then sends what waited. */
+  /** Joins the rooms again (with `since`), sets the status and subscribes presence again, then sends what waited. */
   async resume(generation) {
     for (; ; ) {
       const rooms = [...this.rooms.values()].filter((room) => room.wanted && !room.joined && !room.isJoining);
@@ -530,6 +534,7 @@ var Client = class extends Emitter {
       await Promise.all(rooms.map((room) => room.rejoin(generation)));
       if (generation !== this.generation || this.state !== "connected") return;
     }
+    if (this.presenceStatus) this.transmitInternal("presence.set", this.presenceStatus);
     if (this.presenceSubs.size > 0) {
       const users = [...this.presenceSubs];
       for (let i = 0; i < users.length; i += 100) {

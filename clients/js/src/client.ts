@@ -171,6 +171,8 @@ export class Client extends Emitter<ClientEvents> {
   private queue: Pending[] = [];
   private rooms = new Map<string, Room>();
   private presenceSubs = new Set<string>();
+  /** The last manual status set, set again after each reconnect. */
+  private presenceStatus?: ClientRequests["presence.set"];
   private reconnectAfterMs?: number;
   private lastFrameAt = 0;
   private skewMs = 0;
@@ -199,8 +201,11 @@ export class Client extends Emitter<ClientEvents> {
       retryUnavailable: options.retryUnavailable ?? 5,
     };
     this.presence = {
-      set: (status, message) =>
-        this.request("presence.set", message === undefined ? { status } : { status, message }),
+      set: (status, message) => {
+        const data: ClientRequests["presence.set"] = message === undefined ? { status } : { status, message };
+        this.presenceStatus = status === "online" && message === undefined ? undefined : data;
+        return this.request("presence.set", data);
+      },
       subscribe: (users) => {
         users.forEach((user) => this.presenceSubs.add(user));
         return this.request("presence.subscribe", { users });
@@ -460,7 +465,7 @@ export class Client extends Emitter<ClientEvents> {
     void this.resume(this.generation);
   }
 
-  /** Joins the rooms again (with `since`), subscribes presence again, then sends what waited. */
+  /** Joins the rooms again (with `since`), sets the status and subscribes presence again, then sends what waited. */
   private async resume(generation: number): Promise<void> {
     // Rooms joined meanwhile (join() during the rejoins) are joined in the next round.
     for (;;) {
@@ -469,6 +474,7 @@ export class Client extends Emitter<ClientEvents> {
       await Promise.all(rooms.map((room) => room.rejoin(generation)));
       if (generation !== this.generation || this.state !== "connected") return;
     }
+    if (this.presenceStatus) this.transmitInternal("presence.set", this.presenceStatus);
     if (this.presenceSubs.size > 0) {
       const users = [...this.presenceSubs];
       for (let i = 0; i < users.length; i += 100) {

@@ -1,7 +1,8 @@
 // The demo page (/demo, served by ringcast with the SDK bundle) in headless Chromium: two
 // pages, two users on different nodes of a 3-node cluster, chatting both ways with typing,
 // presence, edits, reactions, deletes and DMs; one page's node is drained and the page
-// recovers. Screenshots and the first paint go to the test's output directory.
+// recovers; the room's owner is killed (memory mode) and both pages show the reset.
+// Screenshots and the first paint go to the test's output directory.
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -128,6 +129,21 @@ test("two users chat through the demo page on two nodes; a page recovers after i
   const texts = async (page) => (await page.locator("#messages li .text").allTextContents()).filter((t) => t !== "message deleted");
   assert.deepEqual(await texts(alice), ["hi alice", "while you were away", "back again"]);
   assert.deepEqual(await texts(bob), ["hi alice", "while you were away", "back again"]);
+
+  // Memory mode: the room's owner dies with its history; both pages show the reset and go on.
+  const owner = cluster.node(await cluster.ownerOf("lobby", d2));
+  await owner.kill();
+  const alive = cluster.nodes.filter((n) => n !== d1 && n !== owner);
+  await cluster.settled(1, alive);
+  await connected(alice);
+  await connected(bob);
+  await bob.locator("#text").fill("after the reset");
+  await bob.locator("#send").click();
+  for (const page of [alice, bob]) {
+    await page.locator("#resets", { hasText: "1" }).waitFor();
+    await page.locator("#messages li.notice", { hasText: "history lost" }).waitFor();
+  }
+  await message(alice, "after the reset").waitFor();
 
   for (const [name, page] of [["alice", alice], ["bob", bob]]) {
     const path = join(outDir, `${name}.png`);

@@ -211,6 +211,7 @@ describe("close codes", () => {
       const room = mia.room("policy");
       await room.join();
       await room.send("before");
+      await mia.presence.set("busy", "in a meeting");
       const drops = collect(mia, "disconnected");
       const retries = collect(mia, "reconnecting");
       const joins = collect(room, "joined");
@@ -225,6 +226,8 @@ describe("close codes", () => {
       assert.ok(retries[0].delayMs < 800, "policy closes wait at least the fourth backoff step, at most its cap");
       assert.equal(joins[0].recovered, true, "the rejoin used since and recovered");
       assert.notEqual(mia.info.conn_id, first.conn_id);
+      const statuses = () => mia.frames.filter((f) => f.type === "ack" && f.data?.status === "busy");
+      await eventually(() => statuses().length === 2, 5000, "the manual status set again after the reconnect");
       assert.equal((await room.send("after")).seq, 2);
     } finally {
       mia.close();
