@@ -2,7 +2,7 @@
 // 127.0.0.1 ports, a Redis of their own, tokens. Every process is stopped by its pid.
 import { execFileSync, spawn } from "node:child_process";
 import { createSocket } from "node:dgram";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -133,6 +133,17 @@ export class Node {
 
   signal(name) {
     process.kill(this.pid, name);
+  }
+
+  /** SIGSTOP, and wait until every thread of the process is stopped (state T in /proc). */
+  async freeze() {
+    this.signal("SIGSTOP");
+    const stopped = () =>
+      readdirSync(`/proc/${this.pid}/task`).every((task) => {
+        const stat = readFileSync(`/proc/${this.pid}/task/${task}/stat`, "utf8");
+        return stat.slice(stat.lastIndexOf(")") + 2).startsWith("T");
+      });
+    await eventually(stopped, 5000, `${this.id} stopped`);
   }
 
   /** SIGTERM (a drain in a cluster) and wait for the exit. */

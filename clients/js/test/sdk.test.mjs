@@ -247,7 +247,7 @@ describe("a node that stops answering", () => {
       await room.join();
       const disconnects = collect(liam, "disconnected");
       const connects = collect(liam, "connected");
-      node.signal("SIGSTOP");
+      await node.freeze();
       const started = Date.now();
       await assert.rejects(room.send("into the void"), (err) => {
         assert.equal(err.code, "timeout");
