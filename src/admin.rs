@@ -47,6 +47,8 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/users/{id}/disconnect", &["POST"]),
     ("/v1/users/{id}/groups", &["POST"]),
     ("/v1/broadcast", &["POST"]),
+    ("/demo", &["GET"]),
+    ("/demo/{file}", &["GET"]),
 ];
 
 /// The largest request body the admin API reads.

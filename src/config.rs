@@ -51,6 +51,8 @@ pub struct Config {
     pub key: KeyConfig,
     /// True when the key was made up at start (`--dev`, or no key configured).
     pub dev: bool,
+    /// Serve the demo chat at `/demo` (`--demo`; default: in development mode).
+    pub demo: bool,
     /// `None` = any origin.
     pub allowed_origins: Option<Vec<String>>,
     pub limits: Limits,

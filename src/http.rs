@@ -14,6 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::admin;
 use crate::auth::AuthError;
+use crate::demo;
 use crate::edge::conn::{Conn, ConnMeta};
 use crate::edge::session;
 use crate::metrics;
@@ -57,6 +58,9 @@ pub async fn handle(
             None => error(StatusCode::NOT_FOUND, "metrics are not enabled"),
         },
         (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req),
+        (&Method::GET, path) if role == Role::Client && (path == "/demo" || path.starts_with("/demo/")) => {
+            demo::serve(node.config.demo, path)
+        }
         (method, path) => admin::no_route(method, path),
     };
     Ok(response)

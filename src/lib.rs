@@ -32,6 +32,7 @@
 //!   clients) until it is back.
 //! - `admin`: the admin API (PROTOCOL.md §11), answered cluster-wide over peer frames.
 //! - `respond`: HTTP responses the routes share.
+//! - `demo`: the demo chat page at `/demo` and the SDK bundle it runs on, embedded.
 //! - [`peering`]: joining the cluster; peer frames in, each to the part that owns it.
 //! - `http`: health, readiness, `/metrics`, the WebSocket upgrade, the admin routes.
 //! - [`server`]: [`run`], the accept loops, background tasks and the shutdown sequence.
@@ -63,6 +64,7 @@ mod store;
 mod takeover;
 
 mod admin;
+mod demo;
 mod http;
 pub mod node;
 pub mod peering;

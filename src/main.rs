@@ -226,6 +226,13 @@ async fn serve_async(config: Config) -> ExitCode {
         println!("ringcast: token for user 'dev' (24h): {token}");
         let scheme = if node.config.tls.is_some() { "wss" } else { "ws" };
         println!("ringcast: try: websocat '{scheme}://{local_addr}/v1/ws?token={token}'");
+        if node.config.demo {
+            let http = if node.config.tls.is_some() { "https" } else { "http" };
+            println!("ringcast: demo chat: {http}://{local_addr}/demo#token={token}");
+        }
+    } else if node.config.demo {
+        let http = if node.config.tls.is_some() { "https" } else { "http" };
+        println!("ringcast: demo chat: {http}://{local_addr}/demo (it asks for a token)");
     }
     tracing::info!(node_id = %node.id, listen = %local_addr, "ringcast started");
     let drained = ringcast::run(node, listener, admin_listener, shutdown_signal()).await;
@@ -254,6 +261,7 @@ fn dev_cluster(args: DevClusterArgs) -> ExitCode {
             .args(["--listen", &format!("127.0.0.1:{}", args.base_port + i)])
             .args(["--cluster-listen", &seeds[i as usize]])
             .args(["--seeds", &seeds.join(",")])
+            .args(["--demo", "true"])
             .env("RINGCAST_JWT_SECRET", &secret)
             .env("RINGCAST_CLUSTER_SECRET", &cluster_secret)
             .env("RINGCAST_LOG", std::env::var("RINGCAST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -278,6 +286,13 @@ fn dev_cluster(args: DevClusterArgs) -> ExitCode {
     println!("token (user dev, admin, 24h): {token}");
     println!("cluster view: curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{}/v1/cluster", args.base_port);
     println!("mint more: ringcast token --sub alice --jwt-secret {secret}");
+    let servers: Vec<String> =
+        (0..args.nodes).map(|i| format!("ws://127.0.0.1:{}/v1/ws", args.base_port + i)).collect();
+    println!(
+        "demo chat (reconnects to the other nodes when its own goes): http://127.0.0.1:{}/demo#token={token}&servers={}",
+        args.base_port,
+        servers.join(",")
+    );
     println!("Ctrl-C stops the cluster");
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -194,6 +194,8 @@ async fn test_openapi_document_lists_served_routes() {
         "/v1/users/{id}/disconnect",
         "/v1/users/{id}/groups",
         "/v1/broadcast",
+        "/demo",
+        "/demo/{file}",
     ] {
         assert!(paths.contains_key(route), "{route} is documented");
     }
@@ -211,7 +213,7 @@ async fn test_openapi_document_lists_served_routes() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20, "every documented method was tried");
+    assert_eq!(checked, 22, "every documented method was tried");
 }
 
 /// A node that stops answering is reported in `missing` within the answer timeout, and the

@@ -86,6 +86,7 @@ fn test_config_errors_exit_64_with_one_line() {
         (vec!["--error-limit", "0"], "error-limit"),
         (vec!["--node-id", "bad id"], "node-id"),
         (vec!["--log-format", "xml"], "log-format"),
+        (vec!["--demo", "maybe"], "demo"),
         (vec!["--jwt-alg", "RS256"], "jwt"),
         (vec!["--config", "/nonexistent/ringcast.toml"], "/nonexistent/ringcast.toml"),
     ];
@@ -311,4 +312,63 @@ async fn test_idle_anonymous_connection_is_closed() {
     let server = Server::start_with(&["--auth-timeout-secs", "0.3", "--idle-timeout-secs", "60"]);
     let mut client = Client::connect_anonymous(&server).await;
     assert_eq!(client.expect_close_within(Duration::from_secs(3)).await, Some(4001));
+}
+
+/// `/demo` serves the chat page, its script and the SDK bundle with `--demo true`; without it
+/// (a configured key) it is off; development mode turns it on and prints its URL with a token.
+#[tokio::test]
+async fn test_demo_page_on_off_and_in_development_mode() {
+    let server = Server::start_with(&["--demo", "true"]);
+    let page = server.get("/demo").await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(page.header("content-security-policy").is_some_and(|csp| csp.contains("script-src 'self'")));
+    assert!(page.body.contains("/demo/demo.js"));
+    for file in ["/demo/demo.js", "/demo/ringcast-client.js"] {
+        let script = server.get(file).await;
+        assert_eq!((script.status, script.header("content-type")), (200, Some("text/javascript; charset=utf-8")));
+    }
+    let bundle = server.get("/demo/ringcast-client.js").await;
+    assert_eq!(bundle.body, include_str!("../clients/js/dist/ringcast-client.min.js"));
+    assert_eq!(server.get("/demo/nothing.js").await.status, 404);
+
+    let off = Server::start().get("/demo").await;
+    assert_eq!(off.status, 404);
+    assert!(off.body.contains("the demo is off"), "{off:?}");
+
+    // Development mode: no key configured.
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "dev-node"])
+        .env_remove("RINGCAST_CONFIG")
+        .env_remove("RINGCAST_JWT_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut token = None;
+    let mut demo = None;
+    while demo.is_none() {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("development mode prints the demo URL");
+        if let Some(rest) = line.strip_prefix("ringcast: token for user 'dev' (24h): ") {
+            token = Some(rest.to_string());
+        }
+        if let Some(rest) = line.strip_prefix("ringcast: demo chat: ") {
+            demo = Some(rest.to_string());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (url, fragment_token) =
+        demo.unwrap().split_once("#token=").map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+    assert_eq!(Some(fragment_token), token, "the demo URL carries the printed token");
+    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/demo"), "{url}");
 }

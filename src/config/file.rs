@@ -50,7 +50,8 @@ impl ServeArgs {
             max_connections,
             drain_timeout_secs,
             log_format,
-            dev
+            dev,
+            demo
         );
         Ok(self)
     }

@@ -129,4 +129,7 @@ pub struct ServeArgs {
     /// no key given: make one, print it and a ready token (never in production)
     #[arg(long, env = "RINGCAST_DEV")]
     pub dev: Option<bool>,
+    /// serve the demo chat page at /demo [default: true in development mode]
+    #[arg(long, env = "RINGCAST_DEMO")]
+    pub demo: Option<bool>,
 }

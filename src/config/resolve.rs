@@ -124,6 +124,7 @@ impl ServeArgs {
             node_id,
             key,
             dev,
+            demo: this.demo.unwrap_or(dev),
             allowed_origins,
             limits,
             history_size: positive("--history-size", this.history_size, 100)?,
@@ -197,6 +198,17 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_demo_defaults_to_development_mode() {
+        let dev = ServeArgs::default().resolve().unwrap();
+        assert!(dev.dev && dev.demo);
+        let keyed = ServeArgs { jwt_secret: Some("k".into()), ..Default::default() }.resolve().unwrap();
+        assert!(!keyed.dev && !keyed.demo);
+        let on = ServeArgs { jwt_secret: Some("k".into()), demo: Some(true), ..Default::default() };
+        assert!(on.resolve().unwrap().demo);
+        assert!(!ServeArgs { demo: Some(false), ..Default::default() }.resolve().unwrap().demo);
+    }
 
     #[test]
     fn test_zero_limits_are_rejected() {
