@@ -239,3 +239,46 @@ async fn test_an_ack_waits_until_the_subscribers_node_has_the_message() {
     let message = watcher.recv_message(&room).await;
     assert_eq!(message["id"], ack["data"]["id"]);
 }
+
+/// A subscriber's node that stays silent past the link timeout (frozen, or behind a
+/// partition) never confirms the delivery: the publisher is answered `unavailable`, not
+/// acknowledged, and may send again with the same `client_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_ack_whose_delivery_cannot_be_confirmed_is_unavailable() {
+    let cluster = TestCluster::start(&["u1", "u2", "u3"]).await;
+    let room = cluster.room_owned_by(0, "unconfirmed");
+    let mut sender = cluster.node(0).client("x").await;
+    let mut watcher = cluster.node(2).client("y").await;
+    sender.join(&room).await;
+    watcher.join(&room).await;
+    sender.say(&room, "warm").await;
+    assert_eq!(watcher.recv_message(&room).await["text"], "warm");
+
+    let frozen = cluster.node(2).pid();
+    signal(frozen, "-STOP");
+    let payload = json!({"room": room, "text": "while frozen", "client_id": "c-1"});
+    let op_id = sender.send_request("chat.send", payload.clone()).await;
+    let answer = sender.reply(&op_id).await;
+    signal(frozen, "-CONT");
+    assert_eq!(answer["type"], "error", "no ack for a delivery that was never confirmed: {answer}");
+    assert_eq!(answer["data"]["code"], "unavailable", "{answer}");
+    assert_eq!(answer["data"]["message"], "delivery not confirmed", "{answer}");
+
+    // The same client_id once the cluster is whole again: one message, acknowledged.
+    cluster.wait_settled(3).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retried = loop {
+        let op_id = sender.send_request("chat.send", payload.clone()).await;
+        let reply = sender.reply(&op_id).await;
+        if reply["type"] == "ack" || Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(retried["type"], "ack", "{retried}");
+    let history = sender.request("room.history", json!({"room": room})).await;
+    let texts: Vec<&Value> =
+        history["data"]["messages"].as_array().unwrap().iter().filter(|m| m["text"] == "while frozen").collect();
+    assert_eq!(texts.len(), 1, "the retry applied once: {history}");
+    assert_eq!(texts[0]["id"], retried["data"]["id"]);
+}
