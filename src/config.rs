@@ -18,8 +18,10 @@ use crate::tls::Tls;
 mod file;
 mod flags;
 mod resolve;
+mod webhook;
 
 pub use flags::ServeArgs;
+pub use webhook::{parse_secret, HookSettings, WebhookSettings, EVENT_TYPES};
 
 /// The exit code of a bad configuration (`EX_USAGE` of sysexits.h).
 pub const EX_USAGE: i32 = 64;
@@ -75,6 +77,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// wss/https on the client and admin ports; `None` = plain.
     pub tls: Option<Arc<Tls>>,
+    /// Lifecycle webhooks; `None` = none.
+    pub webhooks: Option<WebhookSettings>,
+    /// Authorization hooks; `None` = none.
+    pub hooks: Option<HookSettings>,
 }
 
 /// How a node joins a cluster.

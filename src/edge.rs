@@ -61,6 +61,8 @@ pub struct Edge {
     /// The close every client gets when this node shuts down: 1012 (reconnect elsewhere) in
     /// a cluster, 1001 alone.
     pub shutdown_disconnect: Disconnect,
+    /// Where `connection.opened` and `connection.closed` are posted.
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 impl Edge {

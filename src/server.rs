@@ -116,6 +116,13 @@ pub async fn run(
     if !drained {
         tracing::warn!(timeout = ?node.config.drain_timeout, "graceful shutdown did not complete in time");
     }
+    // The webhook events still queued (the closes' `connection.closed` among them) get what
+    // is left of the drain timeout.
+    let webhooks = &node.edge.webhooks;
+    webhooks.flush(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+    if webhooks.queued() > 0 {
+        tracing::warn!(events = webhooks.queued(), "shutting down with webhook events undelivered");
+    }
     if let Some(cluster) = node.router.cluster() {
         cluster.shutdown().await;
     }

@@ -50,7 +50,18 @@ impl ServeArgs {
             max_connections,
             drain_timeout_secs,
             log_format,
-            dev
+            dev,
+            webhook_url,
+            webhook_secret,
+            webhook_events,
+            webhook_retry_secs,
+            webhook_timeout_ms,
+            webhook_queue_limit,
+            connect_hook_url,
+            join_hook_url,
+            join_hook_rooms,
+            hook_timeout_ms,
+            hook_failure
         );
         Ok(self)
     }

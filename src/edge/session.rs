@@ -33,6 +33,7 @@ use crate::ops::{OwnerOp, PresenceOp, RequestKind};
 use crate::protocol::{self, ErrorCode, ReplyError, Request};
 use crate::room::RoomKey;
 use crate::time;
+use crate::webhook::{EventType, Field};
 
 use super::dispatch::{apply_group_changes, request_type};
 
@@ -82,6 +83,10 @@ pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
     let ended = session.drive(&mut io).await;
     if let Some(disconnect) = ended {
         metrics::disconnect(disconnect.code);
+    }
+    if let Some(identity) = conn.identity() {
+        let (code, reason) = ended.map_or((1006, "connection lost"), |disconnect| (disconnect.code, disconnect.reason));
+        connection_event(&edge, &conn, &identity, EventType::ConnectionClosed, &[("code", code.into()), ("reason", reason.into())]);
     }
     drop(io);
     for room in edge.hub.unregister(&conn) {
@@ -393,6 +398,7 @@ impl Session {
             ping_interval_ms: self.edge.limits.ping_interval.as_millis(),
             server_time: now.clone(),
         };
+        connection_event(&self.edge, &self.conn, &identity, EventType::ConnectionOpened, &[]);
         let mut welcome = vec![frames::event("connected", connected, &now)];
         welcome.extend(ack);
         self.conn.hold_welcome(welcome);
@@ -466,6 +472,23 @@ impl Session {
             }
         }
     }
+}
+
+/// `connection.opened` or `connection.closed` of `conn`, posted by its edge, with `fields`
+/// besides its id.
+fn connection_event(
+    edge: &Edge,
+    conn: &Conn,
+    identity: &Identity,
+    kind: EventType,
+    fields: &[(&'static str, serde_json::Value)],
+) {
+    let key = RoomKey::user(&identity.tenant, &identity.user_id);
+    edge.webhooks.emit(kind, &key, false, &identity.user_id, || {
+        let mut all = vec![("conn_id", Field::Value(edge.conn_label(conn.id).into()))];
+        all.extend(fields.iter().map(|(name, value)| (*name, Field::Value(value.clone()))));
+        all
+    });
 }
 
 /// The close that answers a client's close frame (RFC 6455 §5.5.1, §7.4): 1000, but 1002 for a

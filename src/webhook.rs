@@ -1,0 +1,188 @@
+//! Lifecycle webhooks (PROTOCOL.md §12): the application's backend is told of connections,
+//! joins, leaves, messages, DMs and presence changes by signed HTTP POSTs.
+//!
+//! Every event is emitted by exactly one node: the owner of the key it is about (a room's
+//! for room and message events, a user's personal room's for DMs and presence), or the
+//! edge of the connection for connection events. [`Webhooks::emit`] only builds the event
+//! and queues it to each endpoint (`webhook/deliver.rs`): the owner's hot path never waits
+//! for a receiver. Each endpoint delivers in lanes by key, so a later event about a key is
+//! not posted before an earlier one that is still being retried; a lane retries with
+//! exponential backoff and jitter for `--webhook-retry-secs`, keeping the event's `id`.
+//! `webhook/post.rs` is the one signed POST (hyper-util's client), `webhook/sign.rs` the
+//! Standard Webhooks signature.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use metrics::Counter;
+
+use crate::config::{WebhookSettings, EVENT_TYPES};
+use crate::ids::IdGen;
+use crate::room::RoomKey;
+use crate::time;
+
+mod deliver;
+pub mod post;
+pub mod sign;
+
+/// The event types of PROTOCOL.md §12, in the order of [`EVENT_TYPES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    ConnectionOpened,
+    ConnectionClosed,
+    RoomJoined,
+    RoomLeft,
+    MessageCreated,
+    MessageEdited,
+    MessageDeleted,
+    DmSent,
+    PresenceChanged,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        EVENT_TYPES[self as usize]
+    }
+}
+
+/// A member of an event's `data` besides tenant, room, user and node.
+pub enum Field {
+    /// A client frame: its `data` (the message as clients see it), taken out when the
+    /// event is posted, not when it is emitted.
+    Frame(Bytes),
+    Value(serde_json::Value),
+}
+
+/// One event, as queued to every endpoint.
+pub struct Event {
+    pub kind: EventType,
+    /// Kept by every retry: receivers deduplicate by it.
+    pub id: String,
+    pub at_millis: u64,
+    /// What the event is about: the order key of its lane.
+    pub key: RoomKey,
+    /// False for events about a user (the key is its personal room): no `room` in `data`.
+    pub room_event: bool,
+    pub user: Arc<str>,
+    pub fields: Vec<(&'static str, Field)>,
+}
+
+impl Event {
+    /// `{"type","id","timestamp","data":{tenant, room, user, node, ...}}`.
+    pub fn body(&self, node: &str) -> Vec<u8> {
+        let mut data = serde_json::Map::new();
+        data.insert("tenant".into(), self.key.tenant().into());
+        if self.room_event {
+            data.insert("room".into(), self.key.room().into());
+        }
+        data.insert("user".into(), (*self.user).into());
+        data.insert("node".into(), node.into());
+        for (name, field) in &self.fields {
+            let value = match field {
+                Field::Value(value) => value.clone(),
+                Field::Frame(frame) => serde_json::from_slice::<serde_json::Value>(frame)
+                    .ok()
+                    .and_then(|mut frame| frame.get_mut("data").map(serde_json::Value::take))
+                    .unwrap_or_default(),
+            };
+            data.insert((*name).into(), value);
+        }
+        let body = serde_json::json!({
+            "type": self.kind.as_str(),
+            "id": self.id,
+            "timestamp": time::rfc3339_millis(self.at_millis),
+            "data": data,
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// A node's webhooks; cheap to clone, and does nothing when none are configured.
+#[derive(Clone, Default)]
+pub struct Webhooks(Option<Arc<Inner>>);
+
+struct Inner {
+    /// Bits of the posted event types, by their index in [`EVENT_TYPES`].
+    events: u16,
+    ids: IdGen,
+    /// `ringcast_webhook_events_emitted_total`, by type.
+    emitted: Vec<Counter>,
+    endpoints: Vec<deliver::Endpoint>,
+}
+
+impl Webhooks {
+    /// Starts a delivery task per lane of every endpoint (needs the runtime).
+    pub fn start(settings: &WebhookSettings, node_id: &str, generation: u64) -> Self {
+        let client = post::client();
+        let node: Arc<str> = node_id.into();
+        let endpoints = settings
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(index, uri)| deliver::Endpoint::start(index, uri.clone(), settings, node.clone(), client.clone()))
+            .collect();
+        Webhooks(Some(Arc::new(Inner {
+            events: settings.events,
+            ids: IdGen::new(node_id, generation),
+            emitted: EVENT_TYPES.iter().map(|kind| crate::metrics::webhook_emitted(kind)).collect(),
+            endpoints,
+        })))
+    }
+
+    /// Whether events of `kind` are posted.
+    pub fn wants(&self, kind: EventType) -> bool {
+        self.0.as_ref().is_some_and(|inner| inner.events & (1 << kind as u16) != 0)
+    }
+
+    /// Emits an event of `kind` about `key` by `user`, if such events are posted; `fields`
+    /// is called only then. Never waits: the event is queued to every endpoint (or counted
+    /// as dropped where a queue is full).
+    pub fn emit(
+        &self,
+        kind: EventType,
+        key: &RoomKey,
+        room_event: bool,
+        user: &str,
+        fields: impl FnOnce() -> Vec<(&'static str, Field)>,
+    ) {
+        let Some(inner) = self.0.as_ref().filter(|_| self.wants(kind)) else { return };
+        let now = time::now_millis();
+        let event = Arc::new(Event {
+            kind,
+            id: format!("evt_{}", inner.ids.message_id(now)),
+            at_millis: now,
+            key: key.clone(),
+            room_event,
+            user: user.into(),
+            fields: fields(),
+        });
+        inner.emitted[kind as usize].increment(1);
+        for endpoint in &inner.endpoints {
+            endpoint.push(event.clone());
+        }
+    }
+
+    /// Events waiting for delivery, over every endpoint.
+    pub fn queued(&self) -> usize {
+        self.0.as_ref().map_or(0, |inner| inner.endpoints.iter().map(deliver::Endpoint::queued).sum())
+    }
+
+    /// Waits until every queue is empty or `limit` has passed (a graceful shutdown's last
+    /// events, such as its connections' `connection.closed`).
+    pub async fn flush(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.queued() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// `data` serialized as the event's member `name`.
+pub fn value<T: serde::Serialize>(name: &'static str, data: &T) -> Vec<(&'static str, Field)> {
+    vec![(name, Field::Value(serde_json::to_value(data).unwrap_or_default()))]
+}
+
+/// A client frame as an event's `message`.
+pub fn message(frame: &Bytes) -> Vec<(&'static str, Field)> {
+    vec![("message", Field::Frame(frame.clone()))]
+}
