@@ -70,7 +70,8 @@ impl Node {
             }
         };
         let webhooks = match &config.webhooks {
-            Some(settings) => Webhooks::start(settings, id.as_str(), generation),
+            Some(settings) => Webhooks::start(settings, id.as_str(), generation, config.redis_url.as_deref())
+                .map_err(|err| ConfigError::new(format!("--redis-url is not usable: {err}")))?,
             None => Webhooks::default(),
         };
         let owner = Owner::with_inbox(

@@ -22,6 +22,7 @@ use crate::room::RoomKey;
 use crate::time;
 
 mod deliver;
+mod outbox;
 pub mod post;
 pub mod sign;
 
@@ -107,26 +108,40 @@ struct Inner {
     ids: IdGen,
     /// `ringcast_webhook_events_emitted_total`, by type.
     emitted: Vec<Counter>,
-    endpoints: Vec<deliver::Endpoint>,
+    endpoints: Arc<Vec<deliver::Endpoint>>,
+    /// The durable outbox (with `--redis-url`): events go through it to the endpoints.
+    outbox: Option<outbox::Outbox>,
 }
 
 impl Webhooks {
-    /// Starts a delivery task per lane of every endpoint (needs the runtime).
-    pub fn start(settings: &WebhookSettings, node_id: &str, generation: u64) -> Self {
+    /// Starts a delivery task per lane of every endpoint (needs the runtime), and with
+    /// `redis_url` the durable outbox's writer.
+    pub fn start(settings: &WebhookSettings, node_id: &str, generation: u64, redis_url: Option<&str>) -> Result<Self, String> {
         let client = post::client();
         let node: Arc<str> = node_id.into();
-        let endpoints = settings
-            .urls
-            .iter()
-            .enumerate()
-            .map(|(index, uri)| deliver::Endpoint::start(index, uri.clone(), settings, node.clone(), client.clone()))
-            .collect();
-        Webhooks(Some(Arc::new(Inner {
+        let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
+        let to_outbox = redis_url.map(|_| outbox_tx.clone());
+        let endpoints: Arc<Vec<_>> = Arc::new(
+            settings
+                .urls
+                .iter()
+                .enumerate()
+                .map(|(index, uri)| {
+                    deliver::Endpoint::start(index, uri.clone(), settings, node.clone(), client.clone(), to_outbox.clone())
+                })
+                .collect(),
+        );
+        let outbox = match redis_url {
+            None => None,
+            Some(url) => Some(outbox::Outbox::start(url, node.clone(), generation, outbox_tx, outbox_rx, endpoints.clone())?),
+        };
+        Ok(Webhooks(Some(Arc::new(Inner {
             events: settings.events,
             ids: IdGen::new(node_id, generation),
             emitted: EVENT_TYPES.iter().map(|kind| crate::metrics::webhook_emitted(kind)).collect(),
             endpoints,
-        })))
+            outbox,
+        }))))
     }
 
     /// Whether events of `kind` are posted.
@@ -157,14 +172,46 @@ impl Webhooks {
             fields: fields(),
         });
         inner.emitted[kind as usize].increment(1);
-        for endpoint in &inner.endpoints {
-            endpoint.push(event.clone());
+        match &inner.outbox {
+            Some(outbox) => {
+                outbox.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _ = outbox.tx.send(outbox::Cmd::Add(event));
+            }
+            None => {
+                for endpoint in inner.endpoints.iter() {
+                    endpoint.push(deliver::Job::new(&event));
+                }
+            }
         }
     }
 
     /// Events waiting for delivery, over every endpoint.
     pub fn queued(&self) -> usize {
-        self.0.as_ref().map_or(0, |inner| inner.endpoints.iter().map(deliver::Endpoint::queued).sum())
+        self.0.as_ref().map_or(0, |inner| {
+            let writing = inner.outbox.as_ref().map_or(0, |outbox| outbox.pending.load(std::sync::atomic::Ordering::Relaxed));
+            writing + inner.endpoints.iter().map(deliver::Endpoint::queued).sum::<usize>()
+        })
+    }
+
+    /// With a durable outbox: takes over the pending events of processes that are gone
+    /// (`live`: the `{node}:{generation}` of every live member) whose key `owns` says is
+    /// this node's now. Returns how many were taken.
+    pub async fn adopt(&self, live: &[String], owns: &(dyn Fn(&str) -> bool + Sync)) -> usize {
+        let Some((inner, outbox)) = self.0.as_ref().and_then(|inner| Some((inner, inner.outbox.as_ref()?))) else {
+            return 0;
+        };
+        match outbox.adopt(&inner.endpoints, live, owns).await {
+            Ok(adopted) => adopted,
+            Err(err) => {
+                tracing::warn!(error = %err, "webhook outbox: adoption failed");
+                0
+            }
+        }
+    }
+
+    /// Whether events go through a durable outbox.
+    pub fn durable(&self) -> bool {
+        self.0.as_ref().is_some_and(|inner| inner.outbox.is_some())
     }
 
     /// Waits until every queue is empty or `limit` has passed (a graceful shutdown's last

@@ -251,3 +251,39 @@ async fn a_receiver_that_was_down_gets_everything_in_order_per_key() {
     let texts: Vec<Value> = received.iter().map(|r| r.body["data"]["message"]["text"].clone()).collect();
     assert!(texts.contains(&json!("blue 14")));
 }
+
+#[tokio::test]
+async fn events_pending_on_a_killed_node_are_sent_by_the_new_owner() {
+    let redis = common::redis::RedisServer::start();
+    let receiver = Receiver::start().await;
+    receiver.stop();
+    let (url, secret, redis_url) = (receiver.url("/hooks"), secret_flag(), redis.url());
+    let args = ["--redis-url", &redis_url, "--webhook-url", &url, "--webhook-secret", &secret, "--webhook-events", "message.created"];
+    let mut cluster = TestCluster::start_with(&["ko-a", "ko-b", "ko-c"], &args).await;
+    // The room's owner, c, emits its events and keeps retrying them: the receiver is down.
+    let room = cluster.room_owned_by(2, "doomed");
+    let mut alice = cluster.node(0).client("alice").await;
+    alice.join(&room).await;
+    let mut ids = Vec::new();
+    for index in 0..10 {
+        ids.push(alice.say(&room, &format!("pending {index}")).await["id"].as_str().unwrap().to_string());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.nodes[2] = None; // SIGKILL
+    cluster.wait_settled(2).await;
+    receiver.restart().await;
+    let received = receiver
+        .wait_for("the 10 events of the killed owner", Duration::from_secs(20), |received| {
+            ids.iter().all(|id| received.iter().any(|r| r.body["data"]["message"]["id"] == id.as_str()))
+        })
+        .await;
+    for r in &received {
+        assert!(signature_valid(KEY, r));
+        assert_eq!(r.body["data"]["node"], "ko-c", "an adopted event keeps its body (and id)");
+    }
+    // Once each (by id): one adopter claimed each entry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = receiver.received();
+    let unique: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(unique.len(), 10, "{received:#?}");
+}

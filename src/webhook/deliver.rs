@@ -13,6 +13,7 @@ use hyper::{StatusCode, Uri};
 use tokio::sync::mpsc;
 
 use super::post::{self, Client};
+use super::outbox::Cmd;
 use super::Event;
 use crate::config::WebhookSettings;
 use crate::metrics::WebhookEndpointMetrics;
@@ -26,8 +27,39 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// One `--webhook-url`.
 pub(super) struct Endpoint {
-    lanes: Vec<mpsc::UnboundedSender<Arc<Event>>>,
+    lanes: Vec<mpsc::UnboundedSender<Job>>,
     shared: Arc<Shared>,
+}
+
+/// One event to post to one endpoint.
+pub(super) struct Job {
+    pub id: Arc<str>,
+    /// The order key: the lane.
+    pub key: Arc<str>,
+    pub payload: Payload,
+    /// Emitted at (ms since the epoch), for the latency to 2xx.
+    pub at_millis: u64,
+    /// Its entry in the durable outbox, deleted once done with.
+    pub entry: Option<String>,
+}
+
+pub(super) enum Payload {
+    /// Rendered by the lane, off the owner's path.
+    Event(Arc<Event>),
+    /// Rendered already (written to, or adopted from, the outbox).
+    Rendered(Bytes),
+}
+
+impl Job {
+    pub(super) fn new(event: &Arc<Event>) -> Self {
+        Job {
+            id: event.id.as_str().into(),
+            key: event.key.as_str().into(),
+            payload: Payload::Event(event.clone()),
+            at_millis: event.at_millis,
+            entry: None,
+        }
+    }
 }
 
 /// What an endpoint's lanes share.
@@ -40,13 +72,22 @@ struct Shared {
     timeout: Duration,
     retry_window: Duration,
     limit: usize,
+    /// The durable outbox's writer: told of entries done with.
+    outbox: Option<mpsc::UnboundedSender<Cmd>>,
     /// Events queued or in flight: bounded by `limit`.
     queued: AtomicUsize,
     metrics: WebhookEndpointMetrics,
 }
 
 impl Endpoint {
-    pub(super) fn start(index: usize, uri: Uri, settings: &WebhookSettings, node: Arc<str>, client: Client) -> Self {
+    pub(super) fn start(
+        index: usize,
+        uri: Uri,
+        settings: &WebhookSettings,
+        node: Arc<str>,
+        client: Client,
+        outbox: Option<mpsc::UnboundedSender<Cmd>>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             index,
             uri,
@@ -56,6 +97,7 @@ impl Endpoint {
             timeout: settings.timeout,
             retry_window: settings.retry_window,
             limit: settings.queue_limit,
+            outbox,
             queued: AtomicUsize::new(0),
             metrics: WebhookEndpointMetrics::new(index),
         });
@@ -69,14 +111,15 @@ impl Endpoint {
         Endpoint { lanes, shared }
     }
 
-    /// Queues `event` to its key's lane, or drops it (counted, logged) when the endpoint's
+    /// Queues `job` to its key's lane, or drops it (counted, logged) when the endpoint's
     /// queue is full. Never waits.
-    pub(super) fn push(&self, event: Arc<Event>) {
+    pub(super) fn push(&self, job: Job) {
         let shared = &self.shared;
         let before = shared.queued.fetch_add(1, Ordering::Relaxed);
         if before >= shared.limit {
             shared.queued.fetch_sub(1, Ordering::Relaxed);
             shared.metrics.overflow.increment(1);
+            shared.forget(job.entry);
             // Once per thousand, not once per event of a flood.
             static DROPPED: AtomicUsize = AtomicUsize::new(0);
             if DROPPED.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
@@ -86,10 +129,10 @@ impl Endpoint {
         }
         shared.metrics.queue.increment(1.0);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        event.key.as_str().hash(&mut hasher);
+        job.key.hash(&mut hasher);
         let lane = hasher.finish() as usize % self.lanes.len();
-        if self.lanes[lane].send(event).is_err() {
-            // The runtime is going away.
+        if self.lanes[lane].send(job).is_err() {
+            // The runtime is going away: the outbox keeps the entry for an adopter.
             shared.done();
         }
     }
@@ -104,11 +147,19 @@ impl Shared {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.metrics.queue.decrement(1.0);
     }
+
+    /// Deletes a finished event's outbox entry.
+    fn forget(&self, entry: Option<String>) {
+        if let (Some(outbox), Some(entry)) = (&self.outbox, entry) {
+            let _ = outbox.send(Cmd::Done { endpoint: self.index, entry });
+        }
+    }
 }
 
-async fn run_lane(mut events: mpsc::UnboundedReceiver<Arc<Event>>, shared: Arc<Shared>) {
-    while let Some(event) = events.recv().await {
-        deliver(&shared, &event).await;
+async fn run_lane(mut jobs: mpsc::UnboundedReceiver<Job>, shared: Arc<Shared>) {
+    while let Some(job) = jobs.recv().await {
+        deliver(&shared, &job).await;
+        shared.forget(job.entry);
         shared.done();
     }
 }
@@ -134,8 +185,11 @@ pub(super) fn verdict(status: StatusCode) -> Verdict {
 }
 
 /// Posts `event` until it is answered 2xx, rejected, or the retry window ran out.
-async fn deliver(shared: &Shared, event: &Event) {
-    let body = Bytes::from(event.body(&shared.node));
+async fn deliver(shared: &Shared, event: &Job) {
+    let body = match &event.payload {
+        Payload::Event(event) => Bytes::from(event.body(&shared.node)),
+        Payload::Rendered(body) => body.clone(),
+    };
     let started = tokio::time::Instant::now();
     let mut attempt: u32 = 0;
     loop {
