@@ -63,6 +63,8 @@ pub struct Edge {
     pub shutdown_disconnect: Disconnect,
     /// Where `connection.opened` and `connection.closed` are posted.
     pub webhooks: crate::webhook::Webhooks,
+    /// The connect and join hooks.
+    pub hooks: crate::webhook::hooks::Hooks,
 }
 
 impl Edge {

@@ -99,6 +99,7 @@ const CLOSE_CODES: &[(u16, &str)] = &[
     (4003, "4003"),
     (4008, "4008"),
     (4009, "4009"),
+    (4403, "4403"),
 ];
 
 /// Reasons of a refused upgrade.

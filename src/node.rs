@@ -21,6 +21,7 @@ use crate::route::{Awaiting, Router, StoreFeed};
 use crate::store::redis_store::{Limits, RedisStore};
 use crate::store::{MemoryStore, Store};
 use crate::time;
+use crate::webhook::hooks::Hooks;
 use crate::webhook::Webhooks;
 
 /// One ringcast process.
@@ -95,6 +96,10 @@ impl Node {
             close_all: CancellationToken::new(),
             shutdown_disconnect: if config.cluster.is_some() { Disconnect::RESTART } else { Disconnect::SHUTDOWN },
             webhooks,
+            hooks: match &config.hooks {
+                Some(settings) => Hooks::start(settings, id.as_str(), generation),
+                None => Hooks::default(),
+            },
         });
         Ok(Node {
             store_feed: parking_lot::Mutex::new(store_feed),

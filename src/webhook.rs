@@ -22,6 +22,7 @@ use crate::room::RoomKey;
 use crate::time;
 
 mod deliver;
+pub mod hooks;
 mod outbox;
 pub mod post;
 pub mod sign;

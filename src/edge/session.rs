@@ -33,6 +33,7 @@ use crate::ops::{OwnerOp, PresenceOp, RequestKind};
 use crate::protocol::{self, ErrorCode, ReplyError, Request};
 use crate::room::RoomKey;
 use crate::time;
+use crate::webhook::hooks::{ConnectVerdict, Connecting};
 use crate::webhook::{EventType, Field};
 
 use super::dispatch::{apply_group_changes, request_type};
@@ -233,6 +234,7 @@ impl Session {
                     if !self.conn.pending_groups.lock().is_empty() {
                         apply_group_changes(&self.edge, &self.conn);
                     }
+                    self.conn.run_deferred();
                 }
                 _ = &mut timer => {
                     let now = tokio::time::Instant::now();
@@ -341,6 +343,12 @@ impl Session {
             return Err(Disconnect::INVALID_UTF8);
         }
         if self.conn.identity().is_none() {
+            if self.conn.hooks.admitting.load(std::sync::atomic::Ordering::Relaxed) {
+                let op_id = protocol::parse(&mut payload).op_id;
+                let error = ReplyError::new(ErrorCode::Unavailable, "connection not accepted yet");
+                self.reply_error(op_id.as_deref(), error);
+                return Ok(());
+            }
             if opcode != wsframe::OPCODE_TEXT {
                 self.refuse_auth(None, "first frame must be auth");
                 return Ok(());
@@ -374,52 +382,13 @@ impl Session {
         self.conn.outbox.close(Disconnect::UNAUTHORIZED);
     }
 
-    /// The connection is authenticated: join the personal and group rooms, and say
-    /// `connected` (then `ack`, for an in-band `auth`) once the personal room holds the
-    /// connection, so that DMs, calls and presence reach it from the first frame on.
+    /// The connection is authenticated: accepted at once, or once the connect hook allowed
+    /// it (`webhook/hooks.rs`).
     fn authenticated(&mut self, identity: Identity, ack: Option<bytes::Bytes>) {
-        let identity = Arc::new(identity);
-        self.conn.set_identity(identity.clone());
-        #[derive(Serialize)]
-        struct Connected<'a> {
-            conn_id: String,
-            node_id: &'a str,
-            user_id: &'a str,
-            tenant: &'a str,
-            ping_interval_ms: u128,
-            server_time: String,
+        if self.edge.hooks.asks_connect() {
+            return ask_connect_hook(self.edge.clone(), self.conn.clone(), identity, ack);
         }
-        let now = time::rfc3339_millis(time::now_millis());
-        let connected = Connected {
-            conn_id: self.edge.conn_label(self.conn.id),
-            node_id: self.edge.node_id.as_str(),
-            user_id: &identity.user_id,
-            tenant: &identity.tenant,
-            ping_interval_ms: self.edge.limits.ping_interval.as_millis(),
-            server_time: now.clone(),
-        };
-        connection_event(&self.edge, &self.conn, &identity, EventType::ConnectionOpened, &[]);
-        let mut welcome = vec![frames::event("connected", connected, &now)];
-        welcome.extend(ack);
-        self.conn.hold_welcome(welcome);
-        self.join_quietly(&identity, &format!("user:{}", identity.user_id));
-        // The hub sends the welcome when the personal room's `Joined` arrives (at once, if
-        // the join could not be routed).
-        for group in &identity.groups {
-            self.join_quietly(&identity, &format!("group:{group}"));
-        }
-    }
-
-    /// An automatic join: no ack; `unavailable` owners are logged, not fatal.
-    fn join_quietly(&self, identity: &Identity, room: &str) {
-        let key = RoomKey::new(&identity.tenant, room);
-        self.conn.rooms.lock().rooms.insert(key.clone());
-        let sender = self.edge.sender(&self.conn, identity);
-        if let Err(err) = self.edge.owners.route(OwnerOp::request(key, sender, None, RequestKind::Join { since: None }))
-        {
-            tracing::warn!(room, error = %err.message, "automatic join failed");
-            self.conn.release_welcome();
-        }
+        welcome(&self.edge, &self.conn, Arc::new(identity), ack, Vec::new());
     }
 
     /// Applies the rate limit to one message; false when it must be dropped.
@@ -472,6 +441,103 @@ impl Session {
             }
         }
     }
+}
+
+/// The connection is accepted: join the personal and group rooms (and those the connect hook
+/// added), and say `connected` (then `ack`, for an in-band `auth`) once the personal room
+/// holds the connection, so that DMs, calls and presence reach it from the first frame on.
+fn welcome(edge: &Edge, conn: &Arc<Conn>, identity: Arc<Identity>, ack: Option<bytes::Bytes>, rooms: Vec<String>) {
+    conn.set_identity(identity.clone());
+    #[derive(Serialize)]
+    struct Connected<'a> {
+        conn_id: String,
+        node_id: &'a str,
+        user_id: &'a str,
+        tenant: &'a str,
+        ping_interval_ms: u128,
+        server_time: String,
+        /// What the connect hook added.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        meta: Option<&'a serde_json::Value>,
+    }
+    let now = time::rfc3339_millis(time::now_millis());
+    let connected = Connected {
+        conn_id: edge.conn_label(conn.id),
+        node_id: edge.node_id.as_str(),
+        user_id: &identity.user_id,
+        tenant: &identity.tenant,
+        ping_interval_ms: edge.limits.ping_interval.as_millis(),
+        server_time: now.clone(),
+        meta: conn.hooks.meta.get(),
+    };
+    let meta: Vec<_> = conn.hooks.meta.get().map(|meta| ("meta", meta.clone())).into_iter().collect();
+    connection_event(edge, conn, &identity, EventType::ConnectionOpened, &meta);
+    let mut welcome = vec![frames::event("connected", connected, &now)];
+    welcome.extend(ack);
+    conn.hold_welcome(welcome);
+    join_quietly(edge, conn, &identity, &format!("user:{}", identity.user_id));
+    // The hub sends the welcome when the personal room's `Joined` arrives (at once, if
+    // the join could not be routed).
+    for group in &identity.groups {
+        join_quietly(edge, conn, &identity, &format!("group:{group}"));
+    }
+    for room in rooms {
+        join_quietly(edge, conn, &identity, &room);
+    }
+}
+
+/// An automatic join: no ack; `unavailable` owners are logged, not fatal.
+fn join_quietly(edge: &Edge, conn: &Conn, identity: &Identity, room: &str) {
+    let key = RoomKey::new(&identity.tenant, room);
+    conn.rooms.lock().rooms.insert(key.clone());
+    let sender = edge.sender(conn, identity);
+    if let Err(err) = edge.owners.route(OwnerOp::request(key, sender, None, RequestKind::Join { since: None })) {
+        tracing::warn!(room, error = %err.message, "automatic join failed");
+        conn.release_welcome();
+    }
+}
+
+/// Asks the connect hook about `identity`'s connection; its answer is applied by the
+/// connection's task: accepted ([`welcome`]), or refused with the application's reason in an
+/// `error` and close 4403. Until then the connection's requests are answered `unavailable`.
+fn ask_connect_hook(edge: Arc<Edge>, conn: Arc<Conn>, identity: Identity, ack: Option<bytes::Bytes>) {
+    conn.hooks.admitting.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::spawn(async move {
+        let conn_id = edge.conn_label(conn.id);
+        let claims = serde_json::json!({
+            "sub": &*identity.user_id,
+            "tenant": &*identity.tenant,
+            "name": &*identity.name,
+            "roles": identity.roles,
+            "groups": identity.groups,
+            "exp": identity.expires_at,
+        });
+        let connection = serde_json::json!({
+            "remote_addr": conn.meta.remote_addr,
+            "user_agent": conn.meta.user_agent,
+            "origin": conn.meta.origin,
+        });
+        let who = Connecting { tenant: &identity.tenant, user: &identity.user_id, conn_id: &conn_id, claims, connection };
+        let verdict = edge.hooks.connect(who).await;
+        let task_edge = edge.clone();
+        conn.defer(Box::new(move |conn| {
+            conn.hooks.admitting.store(false, std::sync::atomic::Ordering::Relaxed);
+            match verdict {
+                ConnectVerdict::Allow { rooms, meta } => {
+                    if let Some(meta) = meta {
+                        let _ = conn.hooks.meta.set(meta);
+                    }
+                    welcome(&task_edge, conn, Arc::new(identity), ack, rooms);
+                }
+                ConnectVerdict::Deny { reason } => {
+                    let error = ReplyError::new(ErrorCode::Forbidden, reason);
+                    metrics::error_sent(error.code.as_str());
+                    conn.outbox.push_text(frames::error(None, &error));
+                    conn.outbox.close(Disconnect::HOOK_REFUSED);
+                }
+            }
+        }));
+    });
 }
 
 /// `connection.opened` or `connection.closed` of `conn`, posted by its edge, with `fields`
