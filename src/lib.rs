@@ -12,7 +12,7 @@
 //! - `ids`, `time`, `close`, [`metrics`], `procstat`: identifiers, clocks, close codes,
 //!   metric declarations, the process's own figures from `/proc/self`.
 //! - `room`: room names, keys and the join rules.
-//! - `webhook`: lifecycle events posted to the application, signed and retried; the
+//! - [`webhook`]: lifecycle events posted to the application, signed and retried; the
 //!   authorization hooks asked before a connection or a join.
 //! - `protocol`: the client envelope and typed requests, parsed in place with simd-json.
 //! - `frames`: server frames, rendered once into shared `Bytes`.
@@ -55,7 +55,7 @@ mod protocol;
 mod room;
 mod time;
 mod tls;
-mod webhook;
+pub mod webhook;
 
 mod edge;
 mod ops;

@@ -287,3 +287,37 @@ async fn events_pending_on_a_killed_node_are_sent_by_the_new_owner() {
     let unique: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(unique.len(), 10, "{received:#?}");
 }
+
+#[test]
+fn the_cli_prints_and_checks_signatures() {
+    let body = std::env::temp_dir().join(format!("ringcast-webhook-body-{}.json", std::process::id()));
+    std::fs::write(&body, br#"{"type":"dm.sent","id":"evt_1"}"#).unwrap();
+    let path = body.to_str().unwrap();
+    let secret = secret_flag();
+    let (code, out, err) =
+        run_ringcast(&["webhook-sign", "--secret", &secret, "--id", "evt_1", "--timestamp", "1700000000", path]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["webhook-id: evt_1", "webhook-timestamp: 1700000000"]);
+    let signature = lines[2].strip_prefix("webhook-signature: ").unwrap();
+    let received = Received {
+        path: String::new(),
+        id: "evt_1".into(),
+        timestamp: "1700000000".into(),
+        signature: signature.into(),
+        raw: std::fs::read(&body).unwrap(),
+        body: Value::Null,
+        attempt: 0,
+    };
+    assert!(signature_valid(KEY, &received), "the CLI signs as the receiver checks");
+    let verify = |timestamp: &str| {
+        run_ringcast(&["webhook-sign", "--secret", &secret, "--id", "evt_1", "--timestamp", timestamp, "--verify", signature, path])
+    };
+    assert_eq!(verify("1700000000").0, Some(0));
+    let (code, _, err) = verify("1700000001");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("invalid signature"), "{err}");
+    let (code, _, err) = run_ringcast(&["webhook-sign", "--secret", "whsec_???", path]);
+    assert_eq!(code, Some(64), "{err}");
+    std::fs::remove_file(&body).unwrap();
+}
