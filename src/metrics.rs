@@ -351,7 +351,11 @@ pub const WEBHOOK_DROP_REASONS: &[&str] = &["overflow", "rejected", "expired"];
 fn describe_webhooks() {
     describe_counter!(WEBHOOK_EMITTED, Unit::Count, "webhook events emitted by this node, by type");
     describe_counter!(WEBHOOK_DELIVERED, Unit::Count, "webhook events a receiver answered 2xx, by endpoint");
-    describe_counter!(WEBHOOK_RETRIED, Unit::Count, "webhook delivery attempts that failed and are retried, by endpoint");
+    describe_counter!(
+        WEBHOOK_RETRIED,
+        Unit::Count,
+        "webhook delivery attempts that failed and are retried, by endpoint"
+    );
     describe_counter!(WEBHOOK_DROPPED, Unit::Count, "webhook events given up, by endpoint and reason");
     describe_histogram!(WEBHOOK_SECONDS, Unit::Seconds, "webhook event emitted to its 2xx answer, by endpoint");
     describe_gauge!(WEBHOOK_QUEUE, Unit::Count, "webhook events waiting for delivery, by endpoint");
@@ -377,7 +381,8 @@ pub struct WebhookEndpointMetrics {
 impl WebhookEndpointMetrics {
     pub fn new(index: usize) -> Self {
         let endpoint = index.to_string();
-        let dropped = |reason: &'static str| counter!(WEBHOOK_DROPPED, "endpoint" => endpoint.clone(), "reason" => reason);
+        let dropped =
+            |reason: &'static str| counter!(WEBHOOK_DROPPED, "endpoint" => endpoint.clone(), "reason" => reason);
         let metrics = WebhookEndpointMetrics {
             delivered: counter!(WEBHOOK_DELIVERED, "endpoint" => endpoint.clone()),
             retried: counter!(WEBHOOK_RETRIED, "endpoint" => endpoint.clone()),

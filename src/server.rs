@@ -143,9 +143,12 @@ async fn adopt_webhook_events(node: std::sync::Weak<Node>) {
             continue;
         }
         let live: Vec<String> = match node.router.cluster() {
-            Some(cluster) => {
-                cluster.view().members.values().map(|member| format!("{}:{}", member.node_id, member.generation)).collect()
-            }
+            Some(cluster) => cluster
+                .view()
+                .members
+                .values()
+                .map(|member| format!("{}:{}", member.node_id, member.generation))
+                .collect(),
             None => vec![format!("{}:{}", node.id, node.generation)],
         };
         let ring = node.router.ring();

@@ -117,7 +117,12 @@ struct Inner {
 impl Webhooks {
     /// Starts a delivery task per lane of every endpoint (needs the runtime), and with
     /// `redis_url` the durable outbox's writer.
-    pub fn start(settings: &WebhookSettings, node_id: &str, generation: u64, redis_url: Option<&str>) -> Result<Self, String> {
+    pub fn start(
+        settings: &WebhookSettings,
+        node_id: &str,
+        generation: u64,
+        redis_url: Option<&str>,
+    ) -> Result<Self, String> {
         let client = post::client();
         let node: Arc<str> = node_id.into();
         let (outbox_tx, outbox_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -128,13 +133,22 @@ impl Webhooks {
                 .iter()
                 .enumerate()
                 .map(|(index, uri)| {
-                    deliver::Endpoint::start(index, uri.clone(), settings, node.clone(), client.clone(), to_outbox.clone())
+                    deliver::Endpoint::start(
+                        index,
+                        uri.clone(),
+                        settings,
+                        node.clone(),
+                        client.clone(),
+                        to_outbox.clone(),
+                    )
                 })
                 .collect(),
         );
         let outbox = match redis_url {
             None => None,
-            Some(url) => Some(outbox::Outbox::start(url, node.clone(), generation, outbox_tx, outbox_rx, endpoints.clone())?),
+            Some(url) => {
+                Some(outbox::Outbox::start(url, node.clone(), generation, outbox_tx, outbox_rx, endpoints.clone())?)
+            }
         };
         Ok(Webhooks(Some(Arc::new(Inner {
             events: settings.events,
@@ -189,7 +203,8 @@ impl Webhooks {
     /// Events waiting for delivery, over every endpoint.
     pub fn queued(&self) -> usize {
         self.0.as_ref().map_or(0, |inner| {
-            let writing = inner.outbox.as_ref().map_or(0, |outbox| outbox.pending.load(std::sync::atomic::Ordering::Relaxed));
+            let writing =
+                inner.outbox.as_ref().map_or(0, |outbox| outbox.pending.load(std::sync::atomic::Ordering::Relaxed));
             writing + inner.endpoints.iter().map(deliver::Endpoint::queued).sum::<usize>()
         })
     }

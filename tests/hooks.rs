@@ -108,8 +108,16 @@ async fn the_join_hook_allows_denies_and_caches() {
         _ => Answer::json(json!({"allow": false, "reason": "buy a ticket"})),
     });
     let url = receiver.url("/join");
-    let server =
-        Server::start_with(&["--join-hook-url", &url, "--join-hook-rooms", "paid-", "--hook-timeout-ms", "300", "--webhook-secret", KEY]);
+    let server = Server::start_with(&[
+        "--join-hook-url",
+        &url,
+        "--join-hook-rooms",
+        "paid-",
+        "--hook-timeout-ms",
+        "300",
+        "--webhook-secret",
+        KEY,
+    ]);
     let mut alice = server.client("alice").await;
     alice.join("paid-ok").await;
     let op_id = alice.send_request("room.join", json!({"room": "paid-no"})).await;
@@ -131,7 +139,10 @@ async fn the_join_hook_allows_denies_and_caches() {
     assert_eq!(asked, ["paid-ok", "paid-no", "paid-slow"]);
     for r in receiver.received() {
         assert_eq!(r.body["type"], "room.join");
-        assert_eq!((r.body["data"]["user"].as_str(), r.body["data"]["tenant"].as_str()), (Some("alice"), Some("default")));
+        assert_eq!(
+            (r.body["data"]["user"].as_str(), r.body["data"]["tenant"].as_str()),
+            (Some("alice"), Some("default"))
+        );
         assert!(signature_valid(KEY.as_bytes(), &r));
     }
 }

@@ -110,8 +110,7 @@ fn test_dashboards_and_alerts_use_metrics_and_nothing_else() {
         }
     }
     let rules = alert_rules();
-    for alert in
-        [
+    for alert in [
         "NodeDown",
         "NoReadyMembers",
         "PublishLatencyHigh",
@@ -119,8 +118,7 @@ fn test_dashboards_and_alerts_use_metrics_and_nothing_else() {
         "StoreErrors",
         "LinkReconnectStorm",
         "WebhookReceiverFailing",
-    ]
-    {
+    ] {
         assert!(rules.contains(&format!("alert: Ringcast{alert}")), "alert Ringcast{alert} is missing");
     }
     // The checker finds what is not there.

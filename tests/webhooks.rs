@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::cluster::TestCluster;
-use common::receiver::{signature_valid, Answer, Receiver, Received};
+use common::receiver::{signature_valid, Answer, Received, Receiver};
 use common::*;
 use serde_json::{json, Value};
 
@@ -112,7 +112,10 @@ async fn check_scenario(receiver: &Receiver, room: &str, message_id: &str, owner
     assert_eq!(one("message.deleted")["message"]["id"], message_id);
     assert_eq!(one("message.deleted")["message"]["mode"], "soft");
     let dm = one("dm.sent");
-    assert_eq!((dm["user"].as_str(), dm["to"].as_str(), dm["message"]["text"].as_str()), (Some("alice"), Some("bob"), Some("psst")));
+    assert_eq!(
+        (dm["user"].as_str(), dm["to"].as_str(), dm["message"]["text"].as_str()),
+        (Some("alice"), Some("bob"), Some("psst"))
+    );
     assert!(dm.get("room").is_none(), "a DM has no room");
     let closed = one("connection.closed");
     assert_eq!((closed["user"].as_str(), closed["code"].as_u64()), (Some("alice"), Some(1000)));
@@ -152,7 +155,8 @@ async fn every_event_type_arrives_signed_once_on_one_node() {
 async fn every_event_type_arrives_once_from_three_nodes() {
     let receiver = Receiver::start().await;
     let args = webhook_args(&receiver, &[]);
-    let cluster = TestCluster::start_with(&["wh-a", "wh-b", "wh-c"], &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let cluster =
+        TestCluster::start_with(&["wh-a", "wh-b", "wh-c"], &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     // alice on a, bob on b, the room owned by c.
     let room = cluster.room_owned_by(2, "lobby");
     let (id, _bob) = scenario(cluster.node(0), cluster.node(1), &room).await;
@@ -216,7 +220,14 @@ async fn a_receiver_that_was_down_gets_everything_in_order_per_key() {
     let receiver = Receiver::start().await;
     let secret = secret_flag();
     let url = receiver.url("/hooks");
-    let server = Server::start_with(&["--webhook-url", &url, "--webhook-secret", &secret, "--webhook-events", "message.created"]);
+    let server = Server::start_with(&[
+        "--webhook-url",
+        &url,
+        "--webhook-secret",
+        &secret,
+        "--webhook-events",
+        "message.created",
+    ]);
     let mut alice = server.client("alice").await;
     let rooms = ["red", "green", "blue"];
     for room in rooms {
@@ -258,7 +269,16 @@ async fn events_pending_on_a_killed_node_are_sent_by_the_new_owner() {
     let receiver = Receiver::start().await;
     receiver.stop();
     let (url, secret, redis_url) = (receiver.url("/hooks"), secret_flag(), redis.url());
-    let args = ["--redis-url", &redis_url, "--webhook-url", &url, "--webhook-secret", &secret, "--webhook-events", "message.created"];
+    let args = [
+        "--redis-url",
+        &redis_url,
+        "--webhook-url",
+        &url,
+        "--webhook-secret",
+        &secret,
+        "--webhook-events",
+        "message.created",
+    ];
     let mut cluster = TestCluster::start_with(&["ko-a", "ko-b", "ko-c"], &args).await;
     // The room's owner, c, emits its events and keeps retrying them: the receiver is down.
     let room = cluster.room_owned_by(2, "doomed");
@@ -311,7 +331,18 @@ fn the_cli_prints_and_checks_signatures() {
     };
     assert!(signature_valid(KEY, &received), "the CLI signs as the receiver checks");
     let verify = |timestamp: &str| {
-        run_ringcast(&["webhook-sign", "--secret", &secret, "--id", "evt_1", "--timestamp", timestamp, "--verify", signature, path])
+        run_ringcast(&[
+            "webhook-sign",
+            "--secret",
+            &secret,
+            "--id",
+            "evt_1",
+            "--timestamp",
+            timestamp,
+            "--verify",
+            signature,
+            path,
+        ])
     };
     assert_eq!(verify("1700000000").0, Some(0));
     let (code, _, err) = verify("1700000001");

@@ -75,7 +75,10 @@ impl ServeArgs {
                 let mut bits = 0u16;
                 for name in split_list(list) {
                     let index = EVENT_TYPES.iter().position(|known| *known == name).ok_or_else(|| {
-                        ConfigError::new(format!("--webhook-events: unknown event {name:?} (known: {})", EVENT_TYPES.join(", ")))
+                        ConfigError::new(format!(
+                            "--webhook-events: unknown event {name:?} (known: {})",
+                            EVENT_TYPES.join(", ")
+                        ))
                     })?;
                     bits |= 1 << index;
                 }
@@ -94,7 +97,8 @@ impl ServeArgs {
 
     /// The authorization hooks configured (`None` when neither is).
     pub(super) fn hooks(&self) -> Result<Option<HookSettings>, ConfigError> {
-        let connect_url = self.connect_hook_url.as_deref().map(|url| parse_url("--connect-hook-url", url)).transpose()?;
+        let connect_url =
+            self.connect_hook_url.as_deref().map(|url| parse_url("--connect-hook-url", url)).transpose()?;
         let join_url = self.join_hook_url.as_deref().map(|url| parse_url("--join-hook-url", url)).transpose()?;
         let join_rooms = self.join_hook_rooms.as_deref().map(split_list).unwrap_or_default();
         if join_url.is_some() && join_rooms.is_empty() {
@@ -112,7 +116,14 @@ impl ServeArgs {
         if connect_url.is_none() && join_url.is_none() {
             return Ok(None);
         }
-        Ok(Some(HookSettings { connect_url, join_url, join_rooms, timeout, allow_on_failure, secret: self.hook_secret()? }))
+        Ok(Some(HookSettings {
+            connect_url,
+            join_url,
+            join_rooms,
+            timeout,
+            allow_on_failure,
+            secret: self.hook_secret()?,
+        }))
     }
 
     fn hook_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
@@ -179,8 +190,11 @@ mod tests {
         assert_eq!(settings.events, 1 << 2 | 1 << 7);
         let bad = ServeArgs { webhook_url: Some("ftp://x".into()), ..Default::default() };
         assert!(bad.webhooks().unwrap_err().0.contains("--webhook-url"));
-        let unknown =
-            ServeArgs { webhook_url: Some("http://x/".into()), webhook_events: Some("nope".into()), ..Default::default() };
+        let unknown = ServeArgs {
+            webhook_url: Some("http://x/".into()),
+            webhook_events: Some("nope".into()),
+            ..Default::default()
+        };
         assert!(unknown.webhooks().unwrap_err().0.contains("nope"));
     }
 }

@@ -241,7 +241,14 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
 /// Asks the join hook whether the connection may join `key`; its answer is applied by the
 /// connection's task: the join `op` goes to the owner, or the request is answered
 /// `forbidden` with the application's reason.
-fn ask_join_hook(edge: Arc<Edge>, conn: Arc<Conn>, identity: &Identity, key: RoomKey, op: OwnerOp, op_id: Option<String>) {
+fn ask_join_hook(
+    edge: Arc<Edge>,
+    conn: Arc<Conn>,
+    identity: &Identity,
+    key: RoomKey,
+    op: OwnerOp,
+    op_id: Option<String>,
+) {
     let (tenant, user) = (identity.tenant.clone(), identity.user_id.clone());
     tokio::spawn(async move {
         let verdict = edge.hooks.join(&tenant, &user, key.room(), &edge.conn_label(conn.id)).await;

@@ -87,7 +87,13 @@ pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
     }
     if let Some(identity) = conn.identity() {
         let (code, reason) = ended.map_or((1006, "connection lost"), |disconnect| (disconnect.code, disconnect.reason));
-        connection_event(&edge, &conn, &identity, EventType::ConnectionClosed, &[("code", code.into()), ("reason", reason.into())]);
+        connection_event(
+            &edge,
+            &conn,
+            &identity,
+            EventType::ConnectionClosed,
+            &[("code", code.into()), ("reason", reason.into())],
+        );
     }
     drop(io);
     for room in edge.hub.unregister(&conn) {
@@ -517,7 +523,8 @@ fn ask_connect_hook(edge: Arc<Edge>, conn: Arc<Conn>, identity: Identity, ack: O
             "user_agent": conn.meta.user_agent,
             "origin": conn.meta.origin,
         });
-        let who = Connecting { tenant: &identity.tenant, user: &identity.user_id, conn_id: &conn_id, claims, connection };
+        let who =
+            Connecting { tenant: &identity.tenant, user: &identity.user_id, conn_id: &conn_id, claims, connection };
         let verdict = edge.hooks.connect(who).await;
         let task_edge = edge.clone();
         conn.defer(Box::new(move |conn| {

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use hyper::{StatusCode, Uri};
 use tokio::sync::mpsc;
 
-use super::post::{self, Client};
 use super::outbox::Cmd;
+use super::post::{self, Client};
 use super::Event;
 use crate::config::WebhookSettings;
 use crate::metrics::WebhookEndpointMetrics;
@@ -176,7 +176,9 @@ pub(super) enum Verdict {
 pub(super) fn verdict(status: StatusCode) -> Verdict {
     if status.is_success() {
         Verdict::Delivered
-    } else if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT && status != StatusCode::TOO_MANY_REQUESTS
+    } else if status.is_client_error()
+        && status != StatusCode::REQUEST_TIMEOUT
+        && status != StatusCode::TOO_MANY_REQUESTS
     {
         Verdict::Rejected
     } else {
@@ -193,7 +195,9 @@ async fn deliver(shared: &Shared, event: &Job) {
     let started = tokio::time::Instant::now();
     let mut attempt: u32 = 0;
     loop {
-        let outcome = post::post(&shared.client, &shared.uri, shared.key.as_deref(), &event.id, body.clone(), shared.timeout).await;
+        let outcome =
+            post::post(&shared.client, &shared.uri, shared.key.as_deref(), &event.id, body.clone(), shared.timeout)
+                .await;
         let failure = match outcome {
             Ok((status, _)) => match verdict(status) {
                 Verdict::Delivered => {

@@ -40,8 +40,13 @@ struct Inner {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectVerdict {
     /// Accepted, with rooms to join and `meta` to add to the connection.
-    Allow { rooms: Vec<String>, meta: Option<Value> },
-    Deny { reason: String },
+    Allow {
+        rooms: Vec<String>,
+        meta: Option<Value>,
+    },
+    Deny {
+        reason: String,
+    },
 }
 
 /// The join hook's answer.
@@ -92,7 +97,8 @@ impl Hooks {
     /// Whether a join of `room` is asked about.
     pub fn asks_join(&self, room: &str) -> bool {
         self.0.as_ref().is_some_and(|inner| {
-            inner.settings.join_url.is_some() && inner.settings.join_rooms.iter().any(|prefix| room.starts_with(prefix.as_str()))
+            inner.settings.join_url.is_some()
+                && inner.settings.join_rooms.iter().any(|prefix| room.starts_with(prefix.as_str()))
         })
     }
 
@@ -132,7 +138,8 @@ impl Hooks {
 
     /// Asks the join hook whether `user` may join `room` (or answers from its cache).
     pub async fn join(&self, tenant: &str, user: &str, room: &str, conn_id: &str) -> JoinVerdict {
-        let Some((inner, uri)) = self.0.as_ref().and_then(|inner| Some((inner, inner.settings.join_url.as_ref()?))) else {
+        let Some((inner, uri)) = self.0.as_ref().and_then(|inner| Some((inner, inner.settings.join_url.as_ref()?)))
+        else {
             return JoinVerdict::Allow;
         };
         let cache_key = (tenant.to_string(), user.to_string(), room.to_string());
@@ -181,8 +188,9 @@ impl Inner {
         let body = json!({"type": kind, "id": id, "timestamp": time::rfc3339_millis(now), "data": data});
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
         let key = self.settings.secret.as_deref();
-        let (status, answer) =
-            post::post(&self.client, uri, key, &id, body, self.settings.timeout).await.map_err(|err| err.to_string())?;
+        let (status, answer) = post::post(&self.client, uri, key, &id, body, self.settings.timeout)
+            .await
+            .map_err(|err| err.to_string())?;
         if !status.is_success() {
             return Err(format!("answered {status}"));
         }
