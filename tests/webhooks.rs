@@ -20,17 +20,16 @@ fn secret_flag() -> String {
     format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(KEY))
 }
 
+/// The flags of a node posting to `receiver` (signed), with `extra`.
 fn webhook_args(receiver: &Receiver, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--webhook-url".to_string(),
-        receiver.url("/hooks"),
-        "--webhook-secret".to_string(),
-        secret_flag(),
-        "--presence-grace-ms".to_string(),
-        "300".to_string(),
-    ];
+    let mut args =
+        vec!["--webhook-url".to_string(), receiver.url("/hooks"), "--webhook-secret".to_string(), secret_flag()];
     args.extend(extra.iter().map(|arg| arg.to_string()));
     args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 fn count(received: &[Received], kind: &str) -> usize {
@@ -145,8 +144,8 @@ async fn check_scenario(receiver: &Receiver, room: &str, message_id: &str, owner
 #[tokio::test]
 async fn every_event_type_arrives_signed_once_on_one_node() {
     let receiver = Receiver::start().await;
-    let args = webhook_args(&receiver, &[]);
-    let server = Server::start_with(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let args = webhook_args(&receiver, &["--presence-grace-ms", "300"]);
+    let server = Server::start_with(&strs(&args));
     let (id, _bob) = scenario(&server, &server, "lobby").await;
     check_scenario(&receiver, "lobby", &id, NODE_ID).await;
 }
@@ -154,9 +153,8 @@ async fn every_event_type_arrives_signed_once_on_one_node() {
 #[tokio::test]
 async fn every_event_type_arrives_once_from_three_nodes() {
     let receiver = Receiver::start().await;
-    let args = webhook_args(&receiver, &[]);
-    let cluster =
-        TestCluster::start_with(&["wh-a", "wh-b", "wh-c"], &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let args = webhook_args(&receiver, &["--presence-grace-ms", "300"]);
+    let cluster = TestCluster::start_with(&["wh-a", "wh-b", "wh-c"], &strs(&args)).await;
     // alice on a, bob on b, the room owned by c.
     let room = cluster.room_owned_by(2, "lobby");
     let (id, _bob) = scenario(cluster.node(0), cluster.node(1), &room).await;
@@ -218,16 +216,7 @@ async fn a_failed_delivery_is_retried_with_its_id_and_a_4xx_is_not() {
 #[tokio::test]
 async fn a_receiver_that_was_down_gets_everything_in_order_per_key() {
     let receiver = Receiver::start().await;
-    let secret = secret_flag();
-    let url = receiver.url("/hooks");
-    let server = Server::start_with(&[
-        "--webhook-url",
-        &url,
-        "--webhook-secret",
-        &secret,
-        "--webhook-events",
-        "message.created",
-    ]);
+    let server = Server::start_with(&strs(&webhook_args(&receiver, &["--webhook-events", "message.created"])));
     let mut alice = server.client("alice").await;
     let rooms = ["red", "green", "blue"];
     for room in rooms {
@@ -268,18 +257,9 @@ async fn events_pending_on_a_killed_node_are_sent_by_the_new_owner() {
     let redis = common::redis::RedisServer::start();
     let receiver = Receiver::start().await;
     receiver.stop();
-    let (url, secret, redis_url) = (receiver.url("/hooks"), secret_flag(), redis.url());
-    let args = [
-        "--redis-url",
-        &redis_url,
-        "--webhook-url",
-        &url,
-        "--webhook-secret",
-        &secret,
-        "--webhook-events",
-        "message.created",
-    ];
-    let mut cluster = TestCluster::start_with(&["ko-a", "ko-b", "ko-c"], &args).await;
+    let redis_url = redis.url();
+    let args = webhook_args(&receiver, &["--redis-url", &redis_url, "--webhook-events", "message.created"]);
+    let mut cluster = TestCluster::start_with(&["ko-a", "ko-b", "ko-c"], &strs(&args)).await;
     // The room's owner, c, emits its events and keeps retrying them: the receiver is down.
     let room = cluster.room_owned_by(2, "doomed");
     let mut alice = cluster.node(0).client("alice").await;

@@ -161,7 +161,7 @@ fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| ConfigError::new(format!("{flag} {value:?} is not a host:port address")))
 }
 
-fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
+pub(super) fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
     flag: &str,
     value: Option<T>,
     default: T,

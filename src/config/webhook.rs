@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use super::resolve::positive;
 use super::{split_list, ConfigError, ServeArgs};
 
 /// Every event type, in the order of PROTOCOL.md §12.
@@ -152,18 +153,6 @@ fn parse_url(flag: &str, url: &str) -> Result<hyper::Uri, ConfigError> {
         (Some("https"), _) => Err(ConfigError::new(format!("{flag} {url:?}: https is not supported, use http"))),
         _ => Err(ConfigError::new(format!("{flag} {url:?} must be http://host[:port]/path"))),
     }
-}
-
-fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
-    flag: &str,
-    value: Option<T>,
-    default: T,
-) -> Result<T, ConfigError> {
-    let value = value.unwrap_or(default);
-    if value <= T::default() {
-        return Err(ConfigError::new(format!("{flag} must be greater than 0, got {value}")));
-    }
-    Ok(value)
 }
 
 #[cfg(test)]
