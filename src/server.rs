@@ -120,9 +120,14 @@ pub async fn run(
         tracing::warn!(timeout = ?node.config.drain_timeout, "graceful shutdown did not complete in time");
     }
     // The webhook events still queued (the closes' `connection.closed` among them) get what
-    // is left of the drain timeout.
+    // is left of the drain timeout; with a durable outbox, 2 s at most: what is left there is
+    // adopted by the keys' owners once this node is gone.
     let webhooks = &node.edge.webhooks;
-    webhooks.flush(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+    let mut flush = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if webhooks.durable() {
+        flush = flush.min(Duration::from_secs(2));
+    }
+    webhooks.flush(flush).await;
     if webhooks.queued() > 0 {
         tracing::warn!(events = webhooks.queued(), "shutting down with webhook events undelivered");
     }

@@ -189,7 +189,13 @@ impl Webhooks {
         inner.emitted[kind as usize].increment(1);
         match &inner.outbox {
             Some(outbox) => {
-                outbox.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Bounded like the endpoints' queues while the writer waits for Redis.
+                let limit = inner.endpoints.first().map_or(0, deliver::Endpoint::limit);
+                if outbox.pending.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= limit {
+                    outbox.pending.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    inner.endpoints.iter().for_each(deliver::Endpoint::overflowed);
+                    return;
+                }
                 let _ = outbox.tx.send(outbox::Cmd::Add(event));
             }
             None => {

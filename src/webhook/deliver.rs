@@ -118,14 +118,8 @@ impl Endpoint {
         let before = shared.queued.fetch_add(1, Ordering::Relaxed);
         if before >= shared.limit {
             shared.queued.fetch_sub(1, Ordering::Relaxed);
-            shared.metrics.overflow.increment(1);
             shared.forget(job.entry);
-            // Once per thousand, not once per event of a flood.
-            static DROPPED: AtomicUsize = AtomicUsize::new(0);
-            if DROPPED.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
-                tracing::warn!(endpoint = %shared.uri, limit = shared.limit, "webhook queue full: event dropped");
-            }
-            return;
+            return self.overflowed();
         }
         shared.metrics.queue.increment(1.0);
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -139,6 +133,22 @@ impl Endpoint {
 
     pub(super) fn queued(&self) -> usize {
         self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// An event for this endpoint was dropped: its queue (or the outbox's) is full.
+    pub(super) fn overflowed(&self) {
+        let shared = &self.shared;
+        shared.metrics.overflow.increment(1);
+        // Once per thousand, not once per event of a flood.
+        static DROPPED: AtomicUsize = AtomicUsize::new(0);
+        if DROPPED.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+            tracing::warn!(endpoint = %shared.uri, limit = shared.limit, "webhook queue full: event dropped");
+        }
+    }
+
+    /// The endpoint's queue limit.
+    pub(super) fn limit(&self) -> usize {
+        self.shared.limit
     }
 }
 

@@ -92,47 +92,56 @@ impl Outbox {
                 continue;
             }
             let Some(target) = endpoints.get(endpoint) else { continue };
-            let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = read_range(&mut conn, &name).await?;
-            if entries.is_empty() {
-                redis::pipe().del(&name).srem(STREAMS, &name).query_async::<()>(&mut conn).await?;
-                continue;
-            }
             let mine = stream(&self.me, endpoint);
-            for (entry, fields) in entries {
-                let field = |name: &str| fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
-                let (Some(key), Some(id), Some(body)) = (field("key"), field("id"), field("body")) else { continue };
-                let key = String::from_utf8_lossy(&key).into_owned();
-                if !owns(&key) {
-                    continue;
+            // Page by page: entries of keys this node does not own stay for their owners.
+            let mut after = "-".to_string();
+            loop {
+                let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = read_range(&mut conn, &name, &after).await?;
+                if entries.is_empty() {
+                    if after == "-" {
+                        redis::pipe().del(&name).srem(STREAMS, &name).query_async::<()>(&mut conn).await?;
+                    }
+                    break;
                 }
-                let id = String::from_utf8_lossy(&id).into_owned();
-                // Ours first, then the claim: a node killed in between leaves a copy, not a gap.
-                let (copy, claimed): (String, u64) = redis::pipe()
-                    .sadd(STREAMS, &mine)
-                    .ignore()
-                    .cmd("XADD")
-                    .arg(&mine)
-                    .arg("*")
-                    .arg("key")
-                    .arg(&key)
-                    .arg("id")
-                    .arg(&id)
-                    .arg("body")
-                    .arg(&body)
-                    .cmd("XDEL")
-                    .arg(&name)
-                    .arg(&entry)
-                    .query_async(&mut conn)
-                    .await?;
-                if claimed == 0 {
-                    // Another node claimed it first.
-                    let _: () = redis::cmd("XDEL").arg(&mine).arg(&copy).query_async(&mut conn).await?;
-                    continue;
+                after = format!("({}", entries[entries.len() - 1].0);
+                for (entry, fields) in entries {
+                    let field = |name: &str| fields.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+                    let (Some(key), Some(id), Some(body)) = (field("key"), field("id"), field("body")) else {
+                        continue;
+                    };
+                    let key = String::from_utf8_lossy(&key).into_owned();
+                    if !owns(&key) {
+                        continue;
+                    }
+                    let id = String::from_utf8_lossy(&id).into_owned();
+                    // Ours first, then the claim: a node killed in between leaves a copy, not a gap.
+                    let (copy, claimed): (String, u64) = redis::pipe()
+                        .sadd(STREAMS, &mine)
+                        .ignore()
+                        .cmd("XADD")
+                        .arg(&mine)
+                        .arg("*")
+                        .arg("key")
+                        .arg(&key)
+                        .arg("id")
+                        .arg(&id)
+                        .arg("body")
+                        .arg(&body)
+                        .cmd("XDEL")
+                        .arg(&name)
+                        .arg(&entry)
+                        .query_async(&mut conn)
+                        .await?;
+                    if claimed == 0 {
+                        // Another node claimed it first.
+                        let _: () = redis::cmd("XDEL").arg(&mine).arg(&copy).query_async(&mut conn).await?;
+                        continue;
+                    }
+                    adopted += 1;
+                    let payload = Payload::Rendered(Bytes::from(body));
+                    let at_millis = crate::time::now_millis();
+                    target.push(Job { id: id.into(), key: key.into(), payload, at_millis, entry: Some(copy) });
                 }
-                adopted += 1;
-                let payload = Payload::Rendered(Bytes::from(body));
-                let at_millis = crate::time::now_millis();
-                target.push(Job { id: id.into(), key: key.into(), payload, at_millis, entry: Some(copy) });
             }
         }
         if adopted > 0 {
@@ -149,11 +158,13 @@ fn parse_stream(name: &str) -> Option<(&str, usize)> {
     Some((process, endpoint.parse().ok()?))
 }
 
+/// Up to 1000 entries of stream `name` from `start` (`-`, or `(id` for after `id`).
 async fn read_range(
     conn: &mut ConnectionManager,
     name: &str,
+    start: &str,
 ) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>, redis::RedisError> {
-    redis::cmd("XRANGE").arg(name).arg("-").arg("+").arg("COUNT").arg(1000).query_async(conn).await
+    redis::cmd("XRANGE").arg(name).arg(start).arg("+").arg("COUNT").arg(1000).query_async(conn).await
 }
 
 /// Writes batches of commands; hands each added event to the endpoints with its entry id.
