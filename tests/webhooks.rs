@@ -252,40 +252,67 @@ async fn a_receiver_that_was_down_gets_everything_in_order_per_key() {
     assert!(texts.contains(&json!("blue 14")));
 }
 
-#[tokio::test]
-async fn events_pending_on_a_killed_node_are_sent_by_the_new_owner() {
+/// How the owner of the events goes away.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    Kill,
+    Drain,
+}
+
+/// The owner of a room emits 10 events while the receiver is down, then goes; the receiver
+/// comes back and gets all 10 from the room's new owner (over the Redis outbox).
+async fn pending_events_outlive_their_node(stop: Stop, prefix: &str) {
     let redis = common::redis::RedisServer::start();
     let receiver = Receiver::start().await;
     receiver.stop();
     let redis_url = redis.url();
     let args = webhook_args(&receiver, &["--redis-url", &redis_url, "--webhook-events", "message.created"]);
-    let mut cluster = TestCluster::start_with(&["ko-a", "ko-b", "ko-c"], &strs(&args)).await;
+    let ids: Vec<String> = ["a", "b", "c"].iter().map(|id| format!("{prefix}-{id}")).collect();
+    let mut cluster = TestCluster::start_with(&strs(&ids), &strs(&args)).await;
     // The room's owner, c, emits its events and keeps retrying them: the receiver is down.
     let room = cluster.room_owned_by(2, "doomed");
     let mut alice = cluster.node(0).client("alice").await;
     alice.join(&room).await;
-    let mut ids = Vec::new();
+    let mut sent = Vec::new();
     for index in 0..10 {
-        ids.push(alice.say(&room, &format!("pending {index}")).await["id"].as_str().unwrap().to_string());
+        sent.push(alice.say(&room, &format!("pending {index}")).await["id"].as_str().unwrap().to_string());
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.nodes[2] = None; // SIGKILL
+    match stop {
+        Stop::Kill => cluster.nodes[2] = None,
+        Stop::Drain => {
+            let node = cluster.nodes[2].as_mut().unwrap();
+            node.terminate();
+            assert!(node.wait_exit(Duration::from_secs(15)).is_some_and(|status| status.success()));
+            cluster.nodes[2] = None;
+        }
+    }
     cluster.wait_settled(2).await;
     receiver.restart().await;
     let received = receiver
-        .wait_for("the 10 events of the killed owner", Duration::from_secs(20), |received| {
-            ids.iter().all(|id| received.iter().any(|r| r.body["data"]["message"]["id"] == id.as_str()))
+        .wait_for("the 10 events of the gone owner", Duration::from_secs(20), |received| {
+            sent.iter().all(|id| received.iter().any(|r| r.body["data"]["message"]["id"] == id.as_str()))
         })
         .await;
     for r in &received {
         assert!(signature_valid(KEY, r));
-        assert_eq!(r.body["data"]["node"], "ko-c", "an adopted event keeps its body (and id)");
+        assert_eq!(r.body["data"]["node"], ids[2].as_str(), "an adopted event keeps its body (and id)");
     }
     // Once each (by id): one adopter claimed each entry.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let received = receiver.received();
     let unique: std::collections::HashSet<&str> = received.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(unique.len(), 10, "{received:#?}");
+}
+
+#[tokio::test]
+async fn events_pending_on_a_killed_node_are_sent_by_the_new_owner() {
+    pending_events_outlive_their_node(Stop::Kill, "ko").await;
+}
+
+#[tokio::test]
+async fn events_pending_on_a_drained_node_are_handed_over() {
+    pending_events_outlive_their_node(Stop::Drain, "dr").await;
 }
 
 #[test]
