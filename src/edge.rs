@@ -23,6 +23,7 @@ use crate::ops::{OwnerOp, Sender};
 use crate::protocol::ReplyError;
 use crate::room::RoomKey;
 
+mod admission;
 pub mod conn;
 pub mod dispatch;
 pub mod hub;

@@ -1,59 +1,10 @@
-//! The settings of webhooks and of the authorization hooks (PROTOCOL.md §12): where events
-//! are posted, with which key they are signed, which events, and how long a delivery is
-//! retried; where connections and joins are asked about.
+//! The flags of webhooks and of the authorization hooks (PROTOCOL.md §12) checked into
+//! [`WebhookSettings`] and [`HookSettings`].
 
 use std::time::Duration;
 
-use base64::Engine as _;
-
 use super::resolve::positive;
-use super::{split_list, ConfigError, ServeArgs};
-
-/// Every event type, in the order of PROTOCOL.md §12.
-pub const EVENT_TYPES: [&str; 9] = [
-    "connection.opened",
-    "connection.closed",
-    "room.joined",
-    "room.left",
-    "message.created",
-    "message.edited",
-    "message.deleted",
-    "dm.sent",
-    "presence.changed",
-];
-
-/// Where and how events are posted.
-#[derive(Debug, Clone)]
-pub struct WebhookSettings {
-    /// The endpoints (`http://host:port/path`); every event goes to each.
-    pub urls: Vec<hyper::Uri>,
-    /// The HMAC key of the signature; `None` = events are not signed.
-    pub secret: Option<Vec<u8>>,
-    /// The event types posted, as bits by their index in [`EVENT_TYPES`].
-    pub events: u16,
-    /// How long a failing delivery is retried before it is dropped.
-    pub retry_window: Duration,
-    /// How long one attempt may take.
-    pub timeout: Duration,
-    /// Events waiting per endpoint at most; more are dropped and counted.
-    pub queue_limit: usize,
-}
-
-/// The synchronous authorization hooks.
-#[derive(Debug, Clone)]
-pub struct HookSettings {
-    /// Asked before `connected`.
-    pub connect_url: Option<hyper::Uri>,
-    /// Asked before a join of a room whose name starts with one of `join_rooms`.
-    pub join_url: Option<hyper::Uri>,
-    pub join_rooms: Vec<String>,
-    /// How long a hook may take to answer.
-    pub timeout: Duration,
-    /// What a hook that fails (times out, errs, answers garbage) means: allow when true.
-    pub allow_on_failure: bool,
-    /// The HMAC key of the signature (the webhooks' secret); `None` = not signed.
-    pub secret: Option<Vec<u8>>,
-}
+use super::{parse_secret, split_list, ConfigError, HookSettings, ServeArgs, WebhookSettings, EVENT_TYPES};
 
 impl ServeArgs {
     /// The webhooks configured, if any.
@@ -129,20 +80,6 @@ impl ServeArgs {
 
     fn hook_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
         self.webhook_secret.as_deref().filter(|secret| !secret.is_empty()).map(parse_secret).transpose()
-    }
-}
-
-/// The key bytes of a secret: a `whsec_` prefix means base64 bytes follow (Standard
-/// Webhooks); anything else is used as it is.
-pub fn parse_secret(secret: &str) -> Result<Vec<u8>, ConfigError> {
-    match secret.strip_prefix("whsec_") {
-        Some(encoded) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok()
-            .filter(|key| !key.is_empty())
-            .ok_or_else(|| ConfigError::new("--webhook-secret: whsec_ must be followed by base64")),
-        None if secret.len() < 8 => Err(ConfigError::new("--webhook-secret must be at least 8 characters")),
-        None => Ok(secret.as_bytes().to_vec()),
     }
 }
 

@@ -12,9 +12,8 @@ use bytes::Bytes;
 use hyper::{StatusCode, Uri};
 use tokio::sync::mpsc;
 
-use super::outbox::Cmd;
+use super::event::Event;
 use super::post::{self, Client};
-use super::Event;
 use crate::config::WebhookSettings;
 use crate::metrics::WebhookEndpointMetrics;
 use crate::time;
@@ -24,6 +23,14 @@ const LANES: usize = 16;
 /// The first retry's delay; each next one doubles, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What the writer is asked to do.
+pub(super) enum Cmd {
+    /// Add an event to every endpoint's stream, then queue it for delivery.
+    Add(Arc<Event>),
+    /// An entry of `endpoint`'s stream is done with (delivered or given up).
+    Done { endpoint: usize, entry: String },
+}
 
 /// One `--webhook-url`.
 pub(super) struct Endpoint {

@@ -20,21 +20,12 @@ use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
-use super::deliver::{Endpoint, Job, Payload};
-use super::Event;
+use super::deliver::{Cmd, Endpoint, Job, Payload};
 
 /// The set naming every outbox stream.
 const STREAMS: &str = "ringcast:webhooks:streams";
 /// Commands per pipeline at most.
 const BATCH: usize = 256;
-
-/// What the writer is asked to do.
-pub(super) enum Cmd {
-    /// Add an event to every endpoint's stream, then queue it for delivery.
-    Add(Arc<Event>),
-    /// An entry of `endpoint`'s stream is done with (delivered or given up).
-    Done { endpoint: usize, entry: String },
-}
 
 /// The writer's side of a node's outbox.
 pub(super) struct Outbox {
