@@ -30,9 +30,13 @@ async fn refused(server: &Server, sub: &str) -> (Vec<serde_json::Value>, Option<
 async fn the_connect_hook_adds_rooms_and_meta() {
     let receiver = Receiver::start().await;
     receiver.respond_with(|_| Answer::json(json!({"allow": true, "rooms": ["vip"], "meta": {"plan": "gold"}})));
-    let server = start(&receiver, &[]);
+    let server = start(&receiver, &["--admin-key", common::admin::ADMIN_KEY]);
     let mut alice = server.client("alice").await;
     assert_eq!(alice.connected["meta"], json!({"plan": "gold"}));
+    let conn_id = alice.connected["conn_id"].as_str().unwrap().to_string();
+    let listed = common::admin::admin(&server, "GET", &format!("/v1/connections/{conn_id}"), None).await;
+    assert_eq!(listed["meta"], json!({"plan": "gold"}), "{listed}");
+    assert!(listed["rooms"].as_array().unwrap().contains(&json!("vip")), "{listed}");
     let asked = receiver.received();
     assert_eq!(asked.len(), 1);
     let data = &asked[0].body["data"];

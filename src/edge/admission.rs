@@ -52,8 +52,7 @@ pub(super) fn welcome(
         server_time: now.clone(),
         meta: conn.hooks.meta.get(),
     };
-    let meta: Vec<_> = conn.hooks.meta.get().map(|meta| ("meta", meta.clone())).into_iter().collect();
-    connection_event(edge, conn, &identity, EventType::ConnectionOpened, &meta);
+    connection_event(edge, conn, &identity, EventType::ConnectionOpened, &[]);
     let mut welcome = vec![frames::event("connected", connected, &now)];
     welcome.extend(ack);
     conn.hold_welcome(welcome);
@@ -124,7 +123,7 @@ pub(super) fn ask_connect_hook(edge: Arc<Edge>, conn: Arc<Conn>, identity: Ident
 }
 
 /// `connection.opened` or `connection.closed` of `conn`, posted by its edge, with `fields`
-/// besides its id.
+/// besides its id (and the connect hook's `meta`, if any).
 pub(super) fn connection_event(
     edge: &Edge,
     conn: &Conn,
@@ -136,6 +135,7 @@ pub(super) fn connection_event(
     edge.webhooks.emit(kind, &key, false, &identity.user_id, || {
         let mut all = vec![("conn_id", Field::Value(edge.conn_label(conn.id).into()))];
         all.extend(fields.iter().map(|(name, value)| (*name, Field::Value(value.clone()))));
+        all.extend(conn.hooks.meta.get().map(|meta| ("meta", Field::Value(meta.clone()))));
         all
     });
 }
