@@ -158,6 +158,7 @@ fn bad_hook_settings_exit_64() {
         (vec!["--join-hook-rooms", "paid-"], "--join-hook-rooms needs --join-hook-url"),
         (vec!["--connect-hook-url", "https://example.com/"], "https is not supported"),
         (vec!["--connect-hook-url", "http://x/", "--hook-failure", "maybe"], "must be deny or allow"),
+        (vec!["--connect-hook-url", "http://x/", "--hook-timeout-ms", "10000"], "must be below --auth-timeout-secs"),
         (vec!["--webhook-url", "http://x/", "--webhook-events", "message.sent"], "unknown event"),
         (vec!["--webhook-url", "http://x/", "--webhook-secret", "whsec_%%"], "whsec_ must be followed by base64"),
     ] {

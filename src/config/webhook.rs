@@ -65,6 +65,10 @@ impl ServeArgs {
             Some(other) => return Err(ConfigError::new(format!("--hook-failure {other:?} must be deny or allow"))),
         };
         let timeout = Duration::from_millis(positive("--hook-timeout-ms", self.hook_timeout_ms, 2000)?);
+        // A connection waiting for the connect hook is still within its auth timeout.
+        if connect_url.is_some() && timeout.as_secs_f64() >= self.auth_timeout_secs.unwrap_or(10.0) {
+            return Err(ConfigError::new("--hook-timeout-ms must be below --auth-timeout-secs"));
+        }
         if connect_url.is_none() && join_url.is_none() {
             return Ok(None);
         }
