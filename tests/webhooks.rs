@@ -133,7 +133,7 @@ async fn check_scenario(receiver: &Receiver, room: &str, message_id: &str, owner
         assert!(presence.contains(&(expected.0.to_string(), expected.1.to_string())), "{expected:?} in {presence:?}");
     }
     // Per key in order: alice's away before her offline, her opened before her closed.
-    let position = |pred: &dyn Fn(&Received) -> bool| received.iter().position(|r| pred(r)).unwrap();
+    let position = |pred: &dyn Fn(&Received) -> bool| received.iter().position(pred).unwrap();
     let away = position(&|r| r.kind() == "presence.changed" && r.body["data"]["presence"]["status"] == "away");
     let offline = position(&|r| r.kind() == "presence.changed" && r.body["data"]["presence"]["status"] == "offline");
     assert!(away < offline);

@@ -33,8 +33,11 @@ struct Inner {
     node: String,
     ids: IdGen,
     /// Join answers with a cache time: (tenant, user, room) → (answer, until).
-    cache: Mutex<HashMap<(String, String, String), (JoinVerdict, Instant)>>,
+    cache: Mutex<HashMap<JoinKey, (JoinVerdict, Instant)>>,
 }
+
+/// (tenant, user, room) of a join.
+type JoinKey = (String, String, String);
 
 /// The connect hook's answer.
 #[derive(Debug, Clone, PartialEq)]

@@ -87,7 +87,7 @@ impl Outbox {
             // Page by page: entries of keys this node does not own stay for their owners.
             let mut after = "-".to_string();
             loop {
-                let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = read_range(&mut conn, &name, &after).await?;
+                let entries = read_range(&mut conn, &name, &after).await?;
                 if entries.is_empty() {
                     if after == "-" {
                         redis::pipe().del(&name).srem(STREAMS, &name).query_async::<()>(&mut conn).await?;
@@ -149,12 +149,11 @@ fn parse_stream(name: &str) -> Option<(&str, usize)> {
     Some((process, endpoint.parse().ok()?))
 }
 
+/// A stream entry: its id and its fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
 /// Up to 1000 entries of stream `name` from `start` (`-`, or `(id` for after `id`).
-async fn read_range(
-    conn: &mut ConnectionManager,
-    name: &str,
-    start: &str,
-) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>, redis::RedisError> {
+async fn read_range(conn: &mut ConnectionManager, name: &str, start: &str) -> Result<Vec<Entry>, redis::RedisError> {
     redis::cmd("XRANGE").arg(name).arg(start).arg("+").arg("COUNT").arg(1000).query_async(conn).await
 }
 
