@@ -26,4 +26,6 @@ impl Disconnect {
     pub const TOKEN_EXPIRED: Disconnect = Disconnect { code: 4003, reason: "token expired" };
     pub const RATE_LIMITED: Disconnect = Disconnect { code: 4008, reason: "rate limit exceeded" };
     pub const SLOW_CONSUMER: Disconnect = Disconnect { code: 4009, reason: "slow consumer" };
+    /// The connect hook refused the connection (its reason goes in the `error` before).
+    pub const HOOK_REFUSED: Disconnect = Disconnect { code: 4403, reason: "refused by the application" };
 }

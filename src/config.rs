@@ -12,12 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+
 use crate::auth::{KeyConfig, KeyError};
 use crate::tls::Tls;
 
 mod file;
 mod flags;
 mod resolve;
+mod webhook;
 
 pub use flags::ServeArgs;
 
@@ -77,6 +80,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// wss/https on the client and admin ports; `None` = plain.
     pub tls: Option<Arc<Tls>>,
+    /// Lifecycle webhooks; `None` = none.
+    pub webhooks: Option<WebhookSettings>,
+    /// Authorization hooks; `None` = none.
+    pub hooks: Option<HookSettings>,
 }
 
 /// How a node joins a cluster.
@@ -120,6 +127,66 @@ impl Default for Limits {
             error_limit: 50,
             error_window: Duration::from_secs(60),
         }
+    }
+}
+
+/// Every event type, in the order of PROTOCOL.md §12.
+pub const EVENT_TYPES: [&str; 9] = [
+    "connection.opened",
+    "connection.closed",
+    "room.joined",
+    "room.left",
+    "message.created",
+    "message.edited",
+    "message.deleted",
+    "dm.sent",
+    "presence.changed",
+];
+
+/// Where and how events are posted.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The endpoints (`http://host:port/path`); every event goes to each.
+    pub urls: Vec<hyper::Uri>,
+    /// The HMAC key of the signature; `None` = events are not signed.
+    pub secret: Option<Vec<u8>>,
+    /// The event types posted, as bits by their index in [`EVENT_TYPES`].
+    pub events: u16,
+    /// How long a failing delivery is retried before it is dropped.
+    pub retry_window: Duration,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// Events waiting per endpoint at most; more are dropped and counted.
+    pub queue_limit: usize,
+}
+
+/// The synchronous authorization hooks.
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    /// Asked before `connected`.
+    pub connect_url: Option<hyper::Uri>,
+    /// Asked before a join of a room whose name starts with one of `join_rooms`.
+    pub join_url: Option<hyper::Uri>,
+    pub join_rooms: Vec<String>,
+    /// How long a hook may take to answer.
+    pub timeout: Duration,
+    /// What a hook that fails (times out, errs, answers garbage) means: allow when true.
+    pub allow_on_failure: bool,
+    /// The HMAC key of the signature (the webhooks' secret); `None` = not signed.
+    pub secret: Option<Vec<u8>>,
+}
+
+/// The key bytes of a secret: a `whsec_` prefix means base64 bytes follow (Standard
+/// Webhooks); anything else is used as it is.
+pub fn parse_secret(secret: &str) -> Result<Vec<u8>, ConfigError> {
+    match secret.strip_prefix("whsec_") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| ConfigError::new("--webhook-secret: whsec_ must be followed by base64")),
+        None if secret.len() < 8 => Err(ConfigError::new("--webhook-secret must be at least 8 characters")),
+        None => Ok(secret.as_bytes().to_vec()),
     }
 }
 

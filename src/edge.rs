@@ -23,6 +23,7 @@ use crate::ops::{OwnerOp, Sender};
 use crate::protocol::ReplyError;
 use crate::room::RoomKey;
 
+mod admission;
 pub mod conn;
 pub mod dispatch;
 pub mod hub;
@@ -61,6 +62,10 @@ pub struct Edge {
     /// The close every client gets when this node shuts down: 1012 (reconnect elsewhere) in
     /// a cluster, 1001 alone.
     pub shutdown_disconnect: Disconnect,
+    /// Where `connection.opened` and `connection.closed` are posted.
+    pub webhooks: crate::webhook::Webhooks,
+    /// The connect and join hooks.
+    pub hooks: crate::webhook::hooks::Hooks,
 }
 
 impl Edge {

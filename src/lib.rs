@@ -12,6 +12,8 @@
 //! - `ids`, `time`, `close`, [`metrics`], `procstat`: identifiers, clocks, close codes,
 //!   metric declarations, the process's own figures from `/proc/self`.
 //! - `room`: room names, keys and the join rules.
+//! - [`webhook`]: lifecycle events posted to the application, signed and retried; the
+//!   authorization hooks asked before a connection or a join.
 //! - `protocol`: the client envelope and typed requests, parsed in place with simd-json.
 //! - `frames`: server frames, rendered once into shared `Bytes`.
 //! - `codec`: the byte reader and writer of peer payloads, and `Encode`/`Decode`.
@@ -54,6 +56,7 @@ mod protocol;
 mod room;
 mod time;
 mod tls;
+pub mod webhook;
 
 mod edge;
 mod ops;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use ringcast::auth::{self, Claims, KeyConfig};
 use ringcast::config::{self, ConfigError, ServeArgs, EX_USAGE};
+use ringcast::webhook::sign;
 use ringcast::{Config, Node};
 
 #[derive(Parser)]
@@ -31,6 +32,27 @@ enum Command {
     Token(TokenArgs),
     /// Run an N-node cluster on loopback for development (Ctrl-C stops it)
     DevCluster(DevClusterArgs),
+    /// Print the webhook headers of a body (stdin or a file), or check a signature
+    WebhookSign(WebhookSignArgs),
+}
+
+#[derive(Args)]
+struct WebhookSignArgs {
+    /// the webhook secret (whsec_ + base64, or the key itself)
+    #[arg(long, env = "RINGCAST_WEBHOOK_SECRET", hide_env_values = true)]
+    secret: String,
+    /// the webhook-id header
+    #[arg(long, default_value = "evt_test")]
+    id: String,
+    /// the webhook-timestamp header, unix seconds [default: now]
+    #[arg(long)]
+    timestamp: Option<u64>,
+    /// check this webhook-signature header instead of printing one (exit 1 when it does not match)
+    #[arg(long)]
+    verify: Option<String>,
+    /// file holding the body exactly as sent; - for stdin
+    #[arg(default_value = "-")]
+    body: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -98,6 +120,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Token(args)) => token(args),
         Some(Command::DevCluster(args)) => dev_cluster(args),
+        Some(Command::WebhookSign(args)) => webhook_sign(args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -143,6 +166,40 @@ fn token(args: TokenArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => usage_error(&err),
+    }
+}
+
+fn webhook_sign(args: WebhookSignArgs) -> ExitCode {
+    use std::io::Read as _;
+    let key = match config::parse_secret(&args.secret) {
+        Ok(key) => key,
+        Err(err) => return usage_error(&err),
+    };
+    let mut body = Vec::new();
+    let read = if args.body.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut body).map(|_| ())
+    } else {
+        std::fs::read(&args.body).map(|bytes| body = bytes)
+    };
+    if let Err(err) = read {
+        return usage_error(&ConfigError::new(format!("cannot read {}: {err}", args.body.display())));
+    }
+    let timestamp = args.timestamp.unwrap_or_else(auth::now_secs);
+    match args.verify {
+        Some(header) if sign::verify(&key, &args.id, timestamp, &body, &header) => {
+            println!("valid");
+            ExitCode::SUCCESS
+        }
+        Some(_) => {
+            eprintln!("ringcast: invalid signature for id {} and timestamp {timestamp}", args.id);
+            ExitCode::FAILURE
+        }
+        None => {
+            println!("webhook-id: {}", args.id);
+            println!("webhook-timestamp: {timestamp}");
+            println!("webhook-signature: {}", sign::signature(&key, &args.id, timestamp, &body));
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -100,6 +100,7 @@ const CLOSE_CODES: &[(u16, &str)] = &[
     (4003, "4003"),
     (4008, "4008"),
     (4009, "4009"),
+    (4403, "4403"),
 ];
 
 /// Reasons of a refused upgrade.
@@ -207,6 +208,7 @@ pub fn describe() {
     // The memory store is always up; a Redis store reports its own state from then on.
     store_up(true);
     sample(0, 0, 0);
+    describe_webhooks();
 }
 
 /// Handles of the metrics touched on every message, made once: `counter!` looks the
@@ -338,4 +340,86 @@ pub fn sample(rooms_subscribed: usize, queued_frames: usize, deepest_queue: usiz
     counter!(PROCESS_CPU).absolute(stats.cpu_seconds);
     gauge!(PROCESS_OPEN_FDS).set(stats.open_fds as f64);
     gauge!(PROCESS_MAX_FDS).set(stats.max_fds as f64);
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks and authorization hooks (`src/webhook.rs`). The `endpoint` label is the index of
+// the endpoint in `--webhook-url` ("0", "1", ...): a set closed by the configuration.
+// ---------------------------------------------------------------------------------------
+
+pub const WEBHOOK_EMITTED: &str = "ringcast_webhook_events_emitted_total";
+pub const WEBHOOK_DELIVERED: &str = "ringcast_webhook_deliveries_total";
+pub const WEBHOOK_RETRIED: &str = "ringcast_webhook_retries_total";
+pub const WEBHOOK_DROPPED: &str = "ringcast_webhook_dropped_total";
+pub const WEBHOOK_SECONDS: &str = "ringcast_webhook_delivery_seconds";
+pub const WEBHOOK_QUEUE: &str = "ringcast_webhook_queue_depth";
+pub const HOOK_CALLS: &str = "ringcast_hook_calls_total";
+
+/// Why an event was given up: the endpoint's queue was full, the receiver answered a 4xx
+/// that is not retried, or the retry window ran out.
+pub const WEBHOOK_DROP_REASONS: &[&str] = &["overflow", "rejected", "expired"];
+
+fn describe_webhooks() {
+    describe_counter!(WEBHOOK_EMITTED, Unit::Count, "webhook events emitted by this node, by type");
+    describe_counter!(WEBHOOK_DELIVERED, Unit::Count, "webhook events a receiver answered 2xx, by endpoint");
+    describe_counter!(
+        WEBHOOK_RETRIED,
+        Unit::Count,
+        "webhook delivery attempts that failed and are retried, by endpoint"
+    );
+    describe_counter!(WEBHOOK_DROPPED, Unit::Count, "webhook events given up, by endpoint and reason");
+    describe_histogram!(WEBHOOK_SECONDS, Unit::Seconds, "webhook event emitted to its 2xx answer, by endpoint");
+    describe_gauge!(WEBHOOK_QUEUE, Unit::Count, "webhook events waiting for delivery, by endpoint");
+    describe_counter!(HOOK_CALLS, Unit::Count, "authorization hook calls, by hook (connect, join) and outcome");
+    for hook in ["connect", "join"] {
+        for outcome in ["allow", "deny", "failed"] {
+            counter!(HOOK_CALLS, "hook" => hook, "outcome" => outcome).increment(0);
+        }
+    }
+}
+
+/// Pre-made handles of one webhook endpoint, registered at zero.
+pub struct WebhookEndpointMetrics {
+    pub delivered: Counter,
+    pub retried: Counter,
+    pub overflow: Counter,
+    pub rejected: Counter,
+    pub expired: Counter,
+    pub seconds: Histogram,
+    pub queue: metrics::Gauge,
+}
+
+impl WebhookEndpointMetrics {
+    pub fn new(index: usize) -> Self {
+        let endpoint = index.to_string();
+        let dropped =
+            |reason: &'static str| counter!(WEBHOOK_DROPPED, "endpoint" => endpoint.clone(), "reason" => reason);
+        let metrics = WebhookEndpointMetrics {
+            delivered: counter!(WEBHOOK_DELIVERED, "endpoint" => endpoint.clone()),
+            retried: counter!(WEBHOOK_RETRIED, "endpoint" => endpoint.clone()),
+            overflow: dropped("overflow"),
+            rejected: dropped("rejected"),
+            expired: dropped("expired"),
+            seconds: histogram!(WEBHOOK_SECONDS, "endpoint" => endpoint.clone()),
+            queue: gauge!(WEBHOOK_QUEUE, "endpoint" => endpoint),
+        };
+        for counter in [&metrics.delivered, &metrics.retried, &metrics.overflow, &metrics.rejected, &metrics.expired] {
+            counter.increment(0);
+        }
+        metrics.queue.set(0.0);
+        metrics
+    }
+}
+
+/// The counter of emitted events of `kind` (one of PROTOCOL.md §12's types), registered at
+/// zero; made once per type by the webhooks.
+pub fn webhook_emitted(kind: &'static str) -> Counter {
+    let counter = counter!(WEBHOOK_EMITTED, "type" => kind);
+    counter.increment(0);
+    counter
+}
+
+/// `hook` is `connect` or `join`; `outcome` `allow`, `deny` or `failed`.
+pub fn hook_called(hook: &'static str, outcome: &'static str) {
+    counter!(HOOK_CALLS, "hook" => hook, "outcome" => outcome).increment(1);
 }

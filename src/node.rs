@@ -21,6 +21,8 @@ use crate::route::{Awaiting, Router, StoreFeed};
 use crate::store::redis_store::{Limits, RedisStore};
 use crate::store::{MemoryStore, Store};
 use crate::time;
+use crate::webhook::hooks::Hooks;
+use crate::webhook::Webhooks;
 
 /// One ringcast process.
 pub struct Node {
@@ -68,6 +70,11 @@ impl Node {
                 (store, Some(StoreFeed { loads, completions }))
             }
         };
+        let webhooks = match &config.webhooks {
+            Some(settings) => Webhooks::start(settings, id.as_str(), generation, config.redis_url.as_deref())
+                .map_err(|err| ConfigError::new(format!("--redis-url is not usable: {err}")))?,
+            None => Webhooks::default(),
+        };
         let owner = Owner::with_inbox(
             IdGen::new(id.as_str(), generation),
             config.history_size,
@@ -76,7 +83,8 @@ impl Node {
             config.inbox_ttl,
         )
         .with_presence_grace(config.presence_grace)
-        .with_store(store, loads_tx);
+        .with_store(store, loads_tx)
+        .with_webhooks(webhooks.clone());
         let hub = Arc::new(Hub::new(config.limits.error_limit, config.limits.error_window));
         let router = Arc::new(Router::new(id.clone(), owner, hub.clone()));
         let edge = Arc::new(Edge {
@@ -87,6 +95,11 @@ impl Node {
             owners: router.clone(),
             close_all: CancellationToken::new(),
             shutdown_disconnect: if config.cluster.is_some() { Disconnect::RESTART } else { Disconnect::SHUTDOWN },
+            webhooks,
+            hooks: match &config.hooks {
+                Some(settings) => Hooks::start(settings, id.as_str(), generation),
+                None => Hooks::default(),
+            },
         });
         Ok(Node {
             store_feed: parking_lot::Mutex::new(store_feed),

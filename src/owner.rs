@@ -18,6 +18,7 @@ use crate::ids::IdGen;
 use crate::ops::{ConnRef, EdgeMsg, OwnerOp, Request, RequestKind, Sender};
 use crate::room::RoomKey;
 use crate::store::{MemoryStore, Store};
+use crate::webhook::Webhooks;
 
 const NUM_SHARDS: usize = 64;
 
@@ -57,6 +58,8 @@ pub struct Owner {
     /// ends a `Loading` early. The loader takes each key at once and loads it in a task of its
     /// own. A bound would have to drop a load, and strand the room's waiting ops.
     loads: tokio::sync::mpsc::UnboundedSender<RoomKey>,
+    /// Where the events of the keys this node owns are posted (none by default).
+    webhooks: Webhooks,
 }
 
 /// What the owner of a user's personal room keeps for it while it may be offline.
@@ -155,7 +158,14 @@ impl Owner {
             store: Arc::new(MemoryStore),
             // Without a durable store nothing is loaded: no loader reads this channel.
             loads: tokio::sync::mpsc::unbounded_channel().0,
+            webhooks: Webhooks::default(),
         }
+    }
+
+    /// Posts the events of the keys this node owns to `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Webhooks) -> Self {
+        self.webhooks = webhooks;
+        self
     }
 
     /// Writes durable state through `store`; rooms to load are sent to `loads`.
@@ -247,7 +257,7 @@ impl Owner {
         if let Some(room) = shard.get_mut(&key) {
             self.reset_if_due(room, sink, &key);
         }
-        let ctx = OpCtx { sink, key: &key, sender: &sender, op_id: op_id.as_deref() };
+        let ctx = OpCtx { sink, key: &key, sender: &sender, op_id: op_id.as_deref(), webhooks: &self.webhooks };
         match kind {
             RequestKind::UserGroups { added, removed } => {
                 // Every connection of a user is in its personal room.

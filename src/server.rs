@@ -55,6 +55,9 @@ pub async fn run(
             }
         });
     }
+    if node.edge.webhooks.durable() {
+        tokio::spawn(adopt_webhook_events(Arc::downgrade(&node)));
+    }
     tokio::spawn(node.router.clone().run_deferred());
     if let Some(feed) = node.take_store_feed() {
         tokio::spawn(node.router.clone().run_store(feed));
@@ -116,10 +119,47 @@ pub async fn run(
     if !drained {
         tracing::warn!(timeout = ?node.config.drain_timeout, "graceful shutdown did not complete in time");
     }
+    // The webhook events still queued (the closes' `connection.closed` among them) get what
+    // is left of the drain timeout; with a durable outbox, 2 s at most: what is left there is
+    // adopted by the keys' owners once this node is gone.
+    let webhooks = &node.edge.webhooks;
+    let mut flush = deadline.saturating_duration_since(tokio::time::Instant::now());
+    if webhooks.durable() {
+        flush = flush.min(Duration::from_secs(2));
+    }
+    webhooks.flush(flush).await;
+    if webhooks.queued() > 0 {
+        tracing::warn!(events = webhooks.queued(), "shutting down with webhook events undelivered");
+    }
     if let Some(cluster) = node.router.cluster() {
         cluster.shutdown().await;
     }
     drained
+}
+
+/// Every second while ready: the webhook events pending in the durable outbox of processes
+/// that are gone are taken over for the keys this node owns (`webhook/outbox.rs`).
+async fn adopt_webhook_events(node: std::sync::Weak<Node>) {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        let Some(node) = node.upgrade() else { break };
+        if !node.is_ready() {
+            continue;
+        }
+        let live: Vec<String> = match node.router.cluster() {
+            Some(cluster) => cluster
+                .view()
+                .members
+                .values()
+                .map(|member| format!("{}:{}", member.node_id, member.generation))
+                .collect(),
+            None => vec![format!("{}:{}", node.id, node.generation)],
+        };
+        let ring = node.router.ring();
+        let owns = |key: &str| ring.owner(key) == Some(&node.id);
+        node.edge.webhooks.adopt(&live, &owns).await;
+    }
 }
 
 /// Tells every client to reconnect elsewhere (`reason`: `drain`, `no_quorum`) and closes it

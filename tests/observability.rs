@@ -102,7 +102,7 @@ fn value(body: &str, series: &str) -> f64 {
 fn test_dashboards_and_alerts_use_metrics_and_nothing_else() {
     let dashboards = dashboard_exprs();
     let names: Vec<&str> = dashboards.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names, ["cluster.json", "overview.json", "store.json"]);
+    assert_eq!(names, ["cluster.json", "overview.json", "store.json", "webhooks.json"]);
     for (file, exprs) in &dashboards {
         assert!(exprs.len() >= 4, "{file} has {} expressions", exprs.len());
         for expr in exprs {
@@ -110,9 +110,15 @@ fn test_dashboards_and_alerts_use_metrics_and_nothing_else() {
         }
     }
     let rules = alert_rules();
-    for alert in
-        ["NodeDown", "NoReadyMembers", "PublishLatencyHigh", "SlowConsumerSpike", "StoreErrors", "LinkReconnectStorm"]
-    {
+    for alert in [
+        "NodeDown",
+        "NoReadyMembers",
+        "PublishLatencyHigh",
+        "SlowConsumerSpike",
+        "StoreErrors",
+        "LinkReconnectStorm",
+        "WebhookReceiverFailing",
+    ] {
         assert!(rules.contains(&format!("alert: Ringcast{alert}")), "alert Ringcast{alert} is missing");
     }
     // The checker finds what is not there.
@@ -123,8 +129,9 @@ fn test_dashboards_and_alerts_use_metrics_and_nothing_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_every_metric_of_dashboards_and_alerts_is_exported_by_a_fresh_node() {
-    // A cluster of one, as the chart runs it: the cluster metrics exist too.
-    let cluster = TestCluster::start(&["obs1"]).await;
+    // A cluster of one, as the chart runs it: the cluster metrics exist too; with a webhook
+    // endpoint, whose series exist from the start.
+    let cluster = TestCluster::start_with(&["obs1"], &["--webhook-url", "http://127.0.0.1:9/hooks"]).await;
     let response = cluster.node(0).get("/metrics").await;
     assert_eq!(response.status, 200);
     let exported = exported(&response.body);

@@ -51,7 +51,18 @@ impl ServeArgs {
             drain_timeout_secs,
             log_format,
             dev,
-            demo
+            demo,
+            webhook_url,
+            webhook_secret,
+            webhook_events,
+            webhook_retry_secs,
+            webhook_timeout_ms,
+            webhook_queue_limit,
+            connect_hook_url,
+            join_hook_url,
+            join_hook_rooms,
+            hook_timeout_ms,
+            hook_failure
         );
         Ok(self)
     }

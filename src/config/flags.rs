@@ -132,4 +132,37 @@ pub struct ServeArgs {
     /// serve the demo chat page at /demo [default: true in development mode]
     #[arg(long, env = "RINGCAST_DEMO")]
     pub demo: Option<bool>,
+    /// comma-separated http URLs every event is posted to (PROTOCOL.md §12)
+    #[arg(long, env = "RINGCAST_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// HMAC key of the webhook and hook signatures (whsec_ + base64, or the key itself)
+    #[arg(long, env = "RINGCAST_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// comma-separated event types to post [default: all]
+    #[arg(long, env = "RINGCAST_WEBHOOK_EVENTS")]
+    pub webhook_events: Option<String>,
+    /// how long a failing delivery is retried, in seconds [default: 3600]
+    #[arg(long, env = "RINGCAST_WEBHOOK_RETRY_SECS")]
+    pub webhook_retry_secs: Option<u64>,
+    /// time allowed for one delivery attempt, in milliseconds [default: 5000]
+    #[arg(long, env = "RINGCAST_WEBHOOK_TIMEOUT_MS")]
+    pub webhook_timeout_ms: Option<u64>,
+    /// events waiting per endpoint at most; more are dropped [default: 10000]
+    #[arg(long, env = "RINGCAST_WEBHOOK_QUEUE_LIMIT")]
+    pub webhook_queue_limit: Option<usize>,
+    /// http URL asked before a connection is accepted
+    #[arg(long, env = "RINGCAST_CONNECT_HOOK_URL")]
+    pub connect_hook_url: Option<String>,
+    /// http URL asked before a join of a room named by --join-hook-rooms
+    #[arg(long, env = "RINGCAST_JOIN_HOOK_URL")]
+    pub join_hook_url: Option<String>,
+    /// comma-separated room name prefixes whose joins ask --join-hook-url
+    #[arg(long, env = "RINGCAST_JOIN_HOOK_ROOMS")]
+    pub join_hook_rooms: Option<String>,
+    /// time allowed for a hook's answer, in milliseconds [default: 2000]
+    #[arg(long, env = "RINGCAST_HOOK_TIMEOUT_MS")]
+    pub hook_timeout_ms: Option<u64>,
+    /// what a failed hook means: deny | allow [default: deny]
+    #[arg(long, env = "RINGCAST_HOOK_FAILURE")]
+    pub hook_failure: Option<String>,
 }

@@ -13,6 +13,7 @@ impl ServeArgs {
     /// Applies defaults and checks every value.
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let this = self.merge_file()?;
+        let (webhooks, hooks) = (this.webhooks()?, this.hooks()?);
         let listen = parse_addr("--listen", this.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let admin_listen = this.admin_listen.as_deref().map(|addr| parse_addr("--admin-listen", addr)).transpose()?;
         let redis_url = match this.redis_url.filter(|url| !url.is_empty()) {
@@ -119,6 +120,8 @@ impl ServeArgs {
             Some(other) => return Err(ConfigError::new(format!("--log-format {other:?} must be text or json"))),
         };
         Ok(Config {
+            webhooks,
+            hooks,
             listen,
             admin_listen,
             node_id,
@@ -159,7 +162,7 @@ fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| ConfigError::new(format!("{flag} {value:?} is not a host:port address")))
 }
 
-fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
+pub(super) fn positive<T: PartialOrd + Default + Copy + std::fmt::Display>(
     flag: &str,
     value: Option<T>,
     default: T,

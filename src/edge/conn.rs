@@ -210,6 +210,37 @@ pub struct ConnMeta {
     pub connected_at_ms: u64,
 }
 
+/// Work left to the connection's own task once a hook answered.
+pub type Deferred = Box<dyn FnOnce(&Arc<Conn>) + Send>;
+
+/// A connection's side of the authorization hooks (`webhook/hooks.rs`).
+#[derive(Default)]
+pub struct ConnHooks {
+    /// Run by the connection's task when woken: a hook's answer is applied there, in order
+    /// with the connection's own requests and never after the task ended.
+    deferred: Mutex<Vec<Deferred>>,
+    /// The connect hook is being asked: the connection is not accepted yet.
+    pub admitting: std::sync::atomic::AtomicBool,
+    /// The `meta` the connect hook added.
+    pub meta: std::sync::OnceLock<serde_json::Value>,
+}
+
+impl Conn {
+    /// Leaves `work` to the connection's task (and wakes it).
+    pub fn defer(&self, work: Deferred) {
+        self.hooks.deferred.lock().push(work);
+        self.outbox.signal();
+    }
+
+    /// Runs the work left to the connection's task (called by the task).
+    pub fn run_deferred(self: &Arc<Self>) {
+        let work = std::mem::take(&mut *self.hooks.deferred.lock());
+        for work in work {
+            work(self);
+        }
+    }
+}
+
 /// Room membership of a connection as its edge sees it.
 pub struct ConnRooms {
     /// Rooms joined or being joined. A join is added before it is sent to the owner, so
@@ -237,6 +268,8 @@ pub struct Conn {
     /// Users whose presence this connection subscribed to (unsubscribed when it closes).
     pub presence_subscriptions: Mutex<Vec<String>>,
     pub meta: ConnMeta,
+    /// What the authorization hooks left to do and added.
+    pub hooks: ConnHooks,
     /// Client messages received after authentication (the admin API's `messages_in`).
     pub received: AtomicU64,
 }
@@ -255,6 +288,7 @@ impl Conn {
             presence_subscriptions: Mutex::new(Vec::new()),
             welcome: Mutex::new(None),
             meta,
+            hooks: ConnHooks::default(),
             received: AtomicU64::new(0),
         }
     }

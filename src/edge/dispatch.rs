@@ -14,6 +14,7 @@ use crate::ops::{OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
 use crate::protocol::{CallSignal, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
 use crate::time;
+use crate::webhook::hooks::JoinVerdict;
 
 impl Session {
     pub(super) fn dispatch(&mut self, op_id: Option<&str>, request: Request) -> Result<(), ReplyError> {
@@ -27,6 +28,11 @@ impl Session {
             Request::RoomJoin { room, since } => {
                 room::check_join(&identity, &room)?;
                 let key = RoomKey::new(&identity.tenant, &room);
+                if self.edge.hooks.asks_join(&room) {
+                    let op = OwnerOp::request(key.clone(), sender, op_id_owned.clone(), RequestKind::Join { since });
+                    ask_join_hook(self.edge.clone(), self.conn.clone(), &identity, key, op, op_id_owned);
+                    return Ok(());
+                }
                 self.conn.rooms.lock().rooms.insert(key.clone());
                 self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Join { since }))
             }
@@ -230,6 +236,36 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
             }
         }
     }
+}
+
+/// Asks the join hook whether the connection may join `key`; its answer is applied by the
+/// connection's task: the join `op` goes to the owner, or the request is answered
+/// `forbidden` with the application's reason.
+fn ask_join_hook(
+    edge: Arc<Edge>,
+    conn: Arc<Conn>,
+    identity: &Identity,
+    key: RoomKey,
+    op: OwnerOp,
+    op_id: Option<String>,
+) {
+    let (tenant, user) = (identity.tenant.clone(), identity.user_id.clone());
+    tokio::spawn(async move {
+        let verdict = edge.hooks.join(&tenant, &user, key.room(), &edge.conn_label(conn.id)).await;
+        conn.defer(Box::new(move |conn| {
+            let result = match verdict {
+                JoinVerdict::Allow => {
+                    conn.rooms.lock().rooms.insert(key);
+                    edge.owners.route(op)
+                }
+                JoinVerdict::Deny { reason } => Err(ReplyError::new(ErrorCode::Forbidden, reason)),
+            };
+            if let Err(error) = result {
+                crate::metrics::error_sent(error.code.as_str());
+                conn.outbox.push_text(frames::error(op_id.as_deref(), &error));
+            }
+        }));
+    });
 }
 
 pub(super) fn request_type(request: &Request) -> &'static str {

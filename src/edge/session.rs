@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use fastwebsockets::upgrade::UpgradeFut;
-use serde::Serialize;
 use tokio::io::Interest;
 
 use super::conn::{Conn, Outgoing};
@@ -32,8 +31,9 @@ use crate::metrics;
 use crate::ops::{OwnerOp, PresenceOp, RequestKind};
 use crate::protocol::{self, ErrorCode, ReplyError, Request};
 use crate::room::RoomKey;
-use crate::time;
+use crate::webhook::EventType;
 
+use super::admission::{ask_connect_hook, connection_event, welcome};
 use super::dispatch::{apply_group_changes, request_type};
 
 /// How long a closing connection may take to write its last frames and the close frame.
@@ -82,6 +82,16 @@ pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
     let ended = session.drive(&mut io).await;
     if let Some(disconnect) = ended {
         metrics::disconnect(disconnect.code);
+    }
+    if let Some(identity) = conn.identity() {
+        let (code, reason) = ended.map_or((1006, "connection lost"), |disconnect| (disconnect.code, disconnect.reason));
+        connection_event(
+            &edge,
+            &conn,
+            &identity,
+            EventType::ConnectionClosed,
+            &[("code", code.into()), ("reason", reason.into())],
+        );
     }
     drop(io);
     for room in edge.hub.unregister(&conn) {
@@ -228,6 +238,7 @@ impl Session {
                     if !self.conn.pending_groups.lock().is_empty() {
                         apply_group_changes(&self.edge, &self.conn);
                     }
+                    self.conn.run_deferred();
                 }
                 _ = &mut timer => {
                     let now = tokio::time::Instant::now();
@@ -336,6 +347,12 @@ impl Session {
             return Err(Disconnect::INVALID_UTF8);
         }
         if self.conn.identity().is_none() {
+            if self.conn.hooks.admitting.load(std::sync::atomic::Ordering::Relaxed) {
+                let op_id = protocol::parse(&mut payload).op_id;
+                let error = ReplyError::new(ErrorCode::Unavailable, "connection not accepted yet");
+                self.reply_error(op_id.as_deref(), error);
+                return Ok(());
+            }
             if opcode != wsframe::OPCODE_TEXT {
                 self.refuse_auth(None, "first frame must be auth");
                 return Ok(());
@@ -369,51 +386,13 @@ impl Session {
         self.conn.outbox.close(Disconnect::UNAUTHORIZED);
     }
 
-    /// The connection is authenticated: join the personal and group rooms, and say
-    /// `connected` (then `ack`, for an in-band `auth`) once the personal room holds the
-    /// connection, so that DMs, calls and presence reach it from the first frame on.
+    /// The connection is authenticated: accepted at once, or once the connect hook allowed
+    /// it (`webhook/hooks.rs`).
     fn authenticated(&mut self, identity: Identity, ack: Option<bytes::Bytes>) {
-        let identity = Arc::new(identity);
-        self.conn.set_identity(identity.clone());
-        #[derive(Serialize)]
-        struct Connected<'a> {
-            conn_id: String,
-            node_id: &'a str,
-            user_id: &'a str,
-            tenant: &'a str,
-            ping_interval_ms: u128,
-            server_time: String,
+        if self.edge.hooks.asks_connect() {
+            return ask_connect_hook(self.edge.clone(), self.conn.clone(), identity, ack);
         }
-        let now = time::rfc3339_millis(time::now_millis());
-        let connected = Connected {
-            conn_id: self.edge.conn_label(self.conn.id),
-            node_id: self.edge.node_id.as_str(),
-            user_id: &identity.user_id,
-            tenant: &identity.tenant,
-            ping_interval_ms: self.edge.limits.ping_interval.as_millis(),
-            server_time: now.clone(),
-        };
-        let mut welcome = vec![frames::event("connected", connected, &now)];
-        welcome.extend(ack);
-        self.conn.hold_welcome(welcome);
-        self.join_quietly(&identity, &format!("user:{}", identity.user_id));
-        // The hub sends the welcome when the personal room's `Joined` arrives (at once, if
-        // the join could not be routed).
-        for group in &identity.groups {
-            self.join_quietly(&identity, &format!("group:{group}"));
-        }
-    }
-
-    /// An automatic join: no ack; `unavailable` owners are logged, not fatal.
-    fn join_quietly(&self, identity: &Identity, room: &str) {
-        let key = RoomKey::new(&identity.tenant, room);
-        self.conn.rooms.lock().rooms.insert(key.clone());
-        let sender = self.edge.sender(&self.conn, identity);
-        if let Err(err) = self.edge.owners.route(OwnerOp::request(key, sender, None, RequestKind::Join { since: None }))
-        {
-            tracing::warn!(room, error = %err.message, "automatic join failed");
-            self.conn.release_welcome();
-        }
+        welcome(&self.edge, &self.conn, Arc::new(identity), ack, Vec::new());
     }
 
     /// Applies the rate limit to one message; false when it must be dropped.

@@ -13,6 +13,7 @@ use crate::ops::{ConnRef, EdgeMsg, Sender};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::time;
+use crate::webhook::{EventType, Field, Webhooks};
 
 /// One request as its owner serves it, made once per request in `Owner::apply`. It only
 /// borrows the request, so passing it on costs nothing.
@@ -23,6 +24,8 @@ pub(super) struct OpCtx<'a> {
     pub sender: &'a Sender,
     /// `None`: the client wants no `ack`.
     pub op_id: Option<&'a str>,
+    /// Where the owner's events are posted.
+    pub webhooks: &'a Webhooks,
 }
 
 impl<'a> OpCtx<'a> {
@@ -79,6 +82,12 @@ impl<'a> OpCtx<'a> {
         let room = self.key.clone();
         let msg = EdgeMsg::Left { room, conn_id: conn.conn_id, request_id: self.sender.request_id, frames };
         self.sink.send_to_edge(&conn.node, msg);
+    }
+
+    /// Posts event `kind` about the request's room, by its sender; `fields` is called only
+    /// when such events are posted.
+    pub fn room_event(&self, kind: EventType, fields: impl FnOnce() -> Vec<(&'static str, Field)>) {
+        self.webhooks.emit(kind, self.key, true, &self.sender.user_id, fields);
     }
 
     /// Sends `frame` to everyone in `room` but the asking connection.

@@ -14,6 +14,7 @@ use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::store::{journal, Write};
 use crate::time;
+use crate::webhook::{self, EventType, Field};
 
 impl Owner {
     pub(super) fn to_user(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, delivery: UserDelivery) {
@@ -54,6 +55,11 @@ impl Owner {
                     });
                     user_box.sent.insert(sent_key, first);
                 }
+                self.webhooks.emit(EventType::DmSent, key, false, &sender.user_id, || {
+                    let mut fields = webhook::message(&frame);
+                    fields.push(("to", Field::Value(user_of(key).into())));
+                    fields
+                });
                 match online {
                     Some(room) => room.fan_out(sink, key, None, frame.clone()),
                     None => {

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use ringcast_cluster::NodeId;
 
-use super::membership::member_left_frame;
+use super::membership::{member_left_frame, membership_event};
 use super::{EdgeSink, Owner, Removed, Room, RoomMeta, SentAck, StoredMessage};
 use crate::metrics;
 use crate::ops::ConnRef;
 use crate::room::RoomKey;
+use crate::webhook::EventType;
 
 /// A room's whole state, handed from its old owner to its new one (drain, node join).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +136,7 @@ impl Owner {
                 for (user_id, conn) in gone {
                     if room.remove_conn(&user_id, &conn) == Removed::LastOfUser {
                         room.fan_out(sink, key, None, member_left_frame(key, &user_id));
+                        membership_event(&self.webhooks, EventType::RoomLeft, key, &user_id);
                     }
                     if key.room().starts_with("user:") {
                         self.user_conn_gone(Some(&*room), sink, key, &conn);

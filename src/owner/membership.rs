@@ -14,6 +14,7 @@ use crate::metrics;
 use crate::ops::{EdgeMsg, Sender};
 use crate::protocol::{ErrorCode, ReplyError, Since};
 use crate::room::RoomKey;
+use crate::webhook::{EventType, Webhooks};
 
 impl Owner {
     /// The connections of an edge whose owner for `key` changed (the room was theirs before
@@ -86,6 +87,7 @@ impl Owner {
         }
         if added == Added::FirstOfUser {
             ctx.fan_out(room, member_joined_frame(key, &sender.user_id, &sender.name));
+            membership_event(ctx.webhooks, EventType::RoomJoined, key, &sender.user_id);
         }
     }
 }
@@ -107,6 +109,7 @@ pub(super) fn leave(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) -> Remo
     ctx.left(frames);
     if removed == Removed::LastOfUser {
         room.fan_out(ctx.sink, ctx.key, None, member_left_frame(ctx.key, &ctx.sender.user_id));
+        membership_event(ctx.webhooks, EventType::RoomLeft, ctx.key, &ctx.sender.user_id);
     }
     if room.can_forget() {
         // Empty rooms are forgotten; without persistence their history goes with them and
@@ -138,6 +141,14 @@ pub(super) fn members(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) {
         .collect();
     members.sort_by(|a, b| a.user_id.cmp(b.user_id));
     ctx.ack(MembersAck { room: ctx.room(), members });
+}
+
+/// `room.joined` or `room.left` (a user's first connection in, its last one out) of a room
+/// that is not a personal room (connection events tell of those).
+pub(super) fn membership_event(webhooks: &Webhooks, kind: EventType, key: &RoomKey, user_id: &str) {
+    if !key.room().starts_with("user:") {
+        webhooks.emit(kind, key, true, user_id, Vec::new);
+    }
 }
 
 /// `member.joined` of `user_id`, to the room's other members.

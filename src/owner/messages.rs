@@ -17,6 +17,7 @@ use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::store::{journal, Write};
 use crate::time;
+use crate::webhook::{self, EventType};
 
 impl Owner {
     pub(super) fn act(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, action: RoomAction) {
@@ -223,6 +224,7 @@ fn edit(room: &mut Room, ctx: &OpCtx<'_>, id: &str, text: String) -> Result<(), 
     let by = &ctx.sender.user_id;
     let data = Edited { room: ctx.room(), id, text: &message.text, version, edited_at: &edited_at, by };
     let frame = frames::event("chat.edited", data, &edited_at);
+    ctx.room_event(EventType::MessageEdited, || webhook::message(&frame));
     ctx.fan_out(room, frame);
     #[derive(Serialize)]
     struct EditAck<'a> {
@@ -288,7 +290,9 @@ fn delete(room: &mut Room, ctx: &OpCtx<'_>, id: &str, hard: bool) -> Result<(), 
         by: &'a str,
     }
     let mode = if hard { "hard" } else { "soft" };
-    ctx.announce(room, "chat.deleted", Deleted { room: ctx.room(), id, mode, by: &ctx.sender.user_id });
+    let data = Deleted { room: ctx.room(), id, mode, by: &ctx.sender.user_id };
+    ctx.room_event(EventType::MessageDeleted, || webhook::value("message", &data));
+    ctx.announce(room, "chat.deleted", data);
     Ok(())
 }
 
@@ -307,6 +311,8 @@ fn redact(room: &mut Room, ctx: &OpCtx<'_>, id: &str, reason: Option<String>) ->
         by: &'a str,
     }
     let data = Redacted { room: ctx.room(), id, reason: reason.as_deref(), by: &ctx.sender.user_id };
+    // A redaction deletes the text for everyone: told as a deletion, its data being chat.redacted's.
+    ctx.room_event(EventType::MessageDeleted, || webhook::value("message", &data));
     ctx.announce(room, "chat.redacted", data);
     Ok(())
 }

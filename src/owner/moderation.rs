@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::context::{event_now, push};
-use super::membership::member_left_frame;
+use super::membership::{member_left_frame, membership_event};
 use super::{Added, OpCtx, Owner, Removed, Room, RoomMeta};
 use crate::frames;
 use crate::ops::{EdgeMsg, Sender};
@@ -17,6 +17,7 @@ use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::store::{journal, Write};
 use crate::time;
+use crate::webhook::EventType;
 
 #[derive(Serialize)]
 struct Requested<'a> {
@@ -112,6 +113,7 @@ impl Owner {
                     &ts,
                 );
                 room.fan_out(sink, key, Some(&requester.conn), frame);
+                membership_event(&self.webhooks, EventType::RoomJoined, key, &requester.user_id);
             }
         } else {
             push(sink, &requester.conn, frames::event("request.join.denied", decision, &ts));
@@ -172,6 +174,7 @@ impl Owner {
         }
         if last == Removed::LastOfUser {
             room.fan_out(sink, key, None, member_left_frame(key, user_id));
+            membership_event(&self.webhooks, EventType::RoomLeft, key, user_id);
         }
         #[derive(Serialize)]
         struct RemovalAck<'a> {

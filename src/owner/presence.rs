@@ -16,6 +16,7 @@ use crate::ops::{ConnRef, EdgeMsg, PresenceOp};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::time;
+use crate::webhook::{self, EventType};
 
 #[derive(Serialize)]
 struct PresenceData<'a> {
@@ -39,8 +40,11 @@ impl Owner {
         let device = Device { user_id, conn_id: format!("{}-{}", conn.node, conn.conn_id) };
         room.fan_out(sink, key, Some(conn), frames::event("device.online", device, &ts));
         let mut inboxes = self.inbox_shard(key).lock();
+        let was_in_grace = inboxes.get_mut(key).is_some_and(|user_box| user_box.offline_at.take().is_some());
+        if first && !was_in_grace {
+            self.presence_event(inboxes.get(key), key, devices_of(room));
+        }
         let Some(user_box) = inboxes.get_mut(key) else { return };
-        let was_in_grace = user_box.offline_at.take().is_some();
         // Back within the grace: still online, nothing to tell.
         if !(first && was_in_grace) {
             notify(sink, user_box, key, devices_of(room));
@@ -83,6 +87,7 @@ impl Owner {
                     user_box.offline_at = None;
                     if !online {
                         notify(sink, user_box, &key, 0);
+                        self.presence_event(Some(user_box), &key, 0);
                     }
                 }
                 Some(_) => continue,
@@ -93,6 +98,15 @@ impl Owner {
                 inboxes.remove(&key);
             }
         }
+    }
+
+    /// `presence.changed`: the user of personal room `key` turned online or offline, or set
+    /// its status; `presence` is what `presence.update` tells.
+    fn presence_event(&self, user_box: Option<&UserBox>, key: &RoomKey, devices: usize) {
+        self.webhooks.emit(EventType::PresenceChanged, key, false, user_of(key), || {
+            let idle = UserBox::default();
+            webhook::value("presence", &data(user_box.unwrap_or(&idle), key, devices))
+        });
     }
 
     pub(super) fn presence_op(&self, shard: &HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, op: PresenceOp) {
@@ -109,6 +123,7 @@ impl Owner {
                 user_box.status = (status != "online").then_some(status);
                 user_box.message = message;
                 notify(sink, user_box, key, devices);
+                self.presence_event(Some(user_box), key, devices);
                 let entry = entry(user_box, key, devices);
                 drop(inboxes);
                 // The ack's data is the entry itself.

@@ -12,6 +12,7 @@ use crate::protocol::ChatSend;
 use crate::room::RoomKey;
 use crate::store::{journal, Write};
 use crate::time;
+use crate::webhook::{self, EventType};
 
 #[derive(Serialize)]
 struct SendAck<'a> {
@@ -60,6 +61,7 @@ impl Owner {
         if let Some(sent_key) = sent_key {
             room.sent.insert(sent_key, SentAck { id: stored.id.clone(), seq: stored.seq, ts: stored.ts.clone() });
         }
+        ctx.room_event(EventType::MessageCreated, || webhook::message(&frame));
         // Deliveries first: the ack waits for their receipts (see `route/receipts.rs`).
         ctx.fan_out(room, frame);
         ctx.ack(SendAck { room: ctx.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts });

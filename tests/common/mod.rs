@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod client;
 pub mod cluster;
+pub mod receiver;
 pub mod redis;
 pub mod tls;
 
