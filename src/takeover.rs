@@ -81,6 +81,8 @@ struct State {
     held: VecDeque<Held>,
     /// Set while held ops are being applied: later ops for gained keys queue behind them.
     releasing: bool,
+    /// The change dropped a member: every key this node owns is held, not only gained ones.
+    all: bool,
     /// The ring each member said last it is done with: a completion may arrive before this
     /// node has seen the ring change itself. Only the latest counts (a member goes through
     /// the same ring again after a failure and a return: its old completion is not one).
@@ -114,7 +116,16 @@ impl Takeover {
             Some((_, _, base)) if !state.waiting.is_empty() => base.clone(),
             _ => (!previous.members().is_empty()).then(|| previous.clone()),
         };
-        let gains = previous.as_ref().is_none_or(|previous| gains_keys(me, previous, &ring));
+        // A member that left the ring may be alive behind a partition, with connections
+        // still subscribed to this node's rooms (dropped from them by now): until every
+        // member of the new ring says it sees that ring too, this node may be the one that is
+        // cut off without knowing it yet, and must not acknowledge anything. So every key it
+        // owns waits, as gained ones do.
+        let lost = previous.as_ref().is_some_and(|previous| {
+            previous.members().iter().any(|member| member != me && !ring.members().contains(member))
+        });
+        let gains = lost || previous.as_ref().is_none_or(|previous| gains_keys(me, previous, &ring));
+        state.all = lost || (state.all && !state.waiting.is_empty());
         let waiting: BTreeSet<NodeId> = if gains {
             let others_done = |member: &&NodeId| *member != me && state.latest.get(*member) == Some(&hash);
             ring.members().iter().filter(|member| !others_done(member)).cloned().collect()
@@ -148,7 +159,9 @@ impl Takeover {
         let mut state = self.state.lock();
         let key = held.room();
         let gained = match &state.ring {
-            Some((ring, _, previous)) => is_gained(me, ring, previous.as_deref(), key),
+            Some((ring, _, previous)) => {
+                is_gained(me, ring, previous.as_deref(), key) || (state.all && ring.owner(key.as_str()) == Some(me))
+            }
             None => false,
         };
         let holding = gained && (!state.waiting.is_empty() || state.releasing);
@@ -339,6 +352,30 @@ mod tests {
         assert_eq!(released.len(), 1);
         let more = Arc::new(Ring::new([a.clone(), b.clone(), c.clone(), d.clone(), id("e")]));
         assert!(matches!(takeover.begin(&c, &whole, more), Begin::Idle));
+    }
+
+    #[test]
+    fn test_when_a_member_leaves_every_owned_key_waits_for_the_others_to_see_it_too() {
+        // b is gone from c's view: c may be the one cut off, so even the keys c owned before
+        // wait until a (the rest of the new ring) says it sees the same ring.
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let three = Arc::new(Ring::new([a.clone(), b.clone(), c.clone()]));
+        let two = Arc::new(Ring::new([a.clone(), c.clone()]));
+        let takeover = Takeover::default();
+        assert!(matches!(takeover.begin(&c, &three, two.clone()), Begin::Wait(_)));
+        let kept = rooms_of(&c, &two, 8).into_iter().find(|room| three.owner(&format!("default/{room}")) == Some(&c));
+        let kept = kept.expect("a room c owned before and after");
+        assert!(takeover.hold(&c, op(&kept)).is_none(), "an owned key waits too");
+        let theirs = rooms_of(&a, &two, 1).remove(0);
+        assert!(takeover.hold(&c, op(&theirs)).is_some(), "another node's key is forwarded");
+        assert!(!takeover.done(&c, ring_hash(&two)));
+        assert!(takeover.done(&a, ring_hash(&two)));
+        let mut released = Vec::new();
+        takeover.release(|held| released.push(held));
+        assert_eq!(released.len(), 1);
+        // A member joining drops nobody: c holds nothing.
+        assert!(matches!(takeover.begin(&c, &two, three.clone()), Begin::Idle));
+        assert!(takeover.hold(&c, op(&kept)).is_some());
     }
 
     #[test]
