@@ -187,7 +187,7 @@ fn authorize(node: &Node, headers: &HeaderMap) -> Result<Scope, Failure> {
             return Ok(None);
         }
     }
-    match node.edge.auth.authenticate(token) {
+    match node.edge.authenticate(token) {
         Ok(identity) if identity.is_admin() => Ok(Some(identity.tenant)),
         Ok(_) => Err(Failure::new(StatusCode::FORBIDDEN, "forbidden", "admin role required")),
         Err(_) => Err(unauthorized("invalid admin credentials")),

@@ -12,11 +12,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::auth::{KeyConfig, KeyError};
+use crate::auth::{JwtSettings, KeyConfig, KeyError};
 use crate::tls::Tls;
 
 mod file;
 mod flags;
+mod jwt;
 mod resolve;
 
 pub use flags::ServeArgs;
@@ -49,6 +50,8 @@ pub struct Config {
     pub node_id: String,
     /// How client tokens are checked.
     pub key: KeyConfig,
+    /// Audience, issuer, leeway, rotation, JWKS and claim paths of client tokens.
+    pub jwt: JwtSettings,
     /// True when the key was made up at start (`--dev`, or no key configured).
     pub dev: bool,
     /// `None` = any origin.

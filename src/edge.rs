@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ringcast_cluster::NodeId;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Authenticator, Identity};
 use crate::close::Disconnect;
 use crate::config::Limits;
 use crate::ids::ConnId;
@@ -69,8 +69,25 @@ impl Edge {
         format!("{}-{}", self.node_id, conn_id)
     }
 
+    /// Checks a token, counting and logging a refusal by its reason (a client sees only 401
+    /// or 4001). A `kid` the JWKS does not know is fetched in the background.
+    pub fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        self.auth.authenticate(token).inspect_err(auth_failed)
+    }
+
+    /// [`Edge::authenticate`] that waits for the JWKS to be fetched again when the `kid` is
+    /// unknown (the upgrade's token).
+    pub async fn authenticate_fetching(&self, token: &str) -> Result<Identity, AuthError> {
+        self.auth.authenticate_fetching(token).await.inspect_err(auth_failed)
+    }
+
     /// Connection `conn`, asking as `identity`.
     pub fn sender(&self, conn: &conn::Conn, identity: &crate::auth::Identity) -> Sender {
         Sender::new(self.node_id.clone(), conn.id, identity)
     }
+}
+
+fn auth_failed(err: &AuthError) {
+    tracing::debug!(reason = err.reason(), %err, "token refused");
+    crate::metrics::auth_failed(err.reason());
 }

@@ -56,14 +56,14 @@ pub async fn handle(
                 .unwrap_or_default(),
             None => error(StatusCode::NOT_FOUND, "metrics are not enabled"),
         },
-        (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req),
+        (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req).await,
         (method, path) => admin::no_route(method, path),
     };
     Ok(response)
 }
 
 /// Checks the upgrade request and hands the connection to a session task.
-fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {
+async fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(req) {
         metrics::connection_rejected("bad_request");
         return error(StatusCode::BAD_REQUEST, "websocket upgrade required");
@@ -90,7 +90,7 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
     }
     let identity = match token_of(req) {
         None => None,
-        Some(token) => match node.edge.auth.authenticate(&token) {
+        Some(token) => match node.edge.authenticate_fetching(&token).await {
             Ok(identity) => Some(identity),
             Err(err) => {
                 metrics::connection_rejected("unauthorized");

@@ -42,6 +42,7 @@ pub const PROCESS_RSS: &str = "ringcast_process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "ringcast_process_cpu_seconds_total";
 pub const PROCESS_OPEN_FDS: &str = "ringcast_process_open_fds";
 pub const PROCESS_MAX_FDS: &str = "ringcast_process_max_fds";
+pub const AUTH_FAILURES: &str = "ringcast_auth_failures_total";
 
 /// Histogram buckets of every `_seconds` metric.
 pub const SECONDS_BUCKETS: &[f64] =
@@ -171,6 +172,7 @@ pub fn describe() {
     describe_gauge!(PROCESS_OPEN_FDS, Unit::Count, "open file descriptors (sampled every 5 s)");
     describe_gauge!(PROCESS_MAX_FDS, Unit::Count, "file descriptor limit of the process");
 
+    describe_auth();
     hot();
     gauge!(CONNECTIONS).increment(0.0);
     counter!(CONNECTIONS_ACCEPTED).increment(0);
@@ -240,6 +242,20 @@ pub fn connection_opened() {
 
 pub fn connection_closed() {
     gauge!(CONNECTIONS).decrement(1.0);
+}
+
+// === token checks ===
+
+fn describe_auth() {
+    describe_counter!(AUTH_FAILURES, Unit::Count, "client and admin tokens refused, by reason");
+    for reason in crate::auth::AuthError::REASONS {
+        counter!(AUTH_FAILURES, "reason" => reason).increment(0);
+    }
+}
+
+/// A token was refused for `reason` (an [`crate::auth::AuthError::reason`]).
+pub fn auth_failed(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }
 
 /// `reason` is one of [`REJECT_REASONS`].

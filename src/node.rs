@@ -82,7 +82,7 @@ impl Node {
         let edge = Arc::new(Edge {
             node_id: id.clone(),
             limits: config.limits.clone(),
-            auth: Authenticator::new(&config.key)?,
+            auth: Authenticator::new(&config.key, &config.jwt)?,
             hub,
             owners: router.clone(),
             close_all: CancellationToken::new(),

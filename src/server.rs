@@ -56,6 +56,9 @@ pub async fn run(
         });
     }
     tokio::spawn(node.router.clone().run_deferred());
+    if let Some(jwks) = node.edge.auth.jwks() {
+        tokio::spawn(jwks.clone().run(node.shutdown.clone()));
+    }
     if let Some(feed) = node.take_store_feed() {
         tokio::spawn(node.router.clone().run_store(feed));
     }

@@ -75,7 +75,7 @@ async fn bad_inputs_are_refused(clustered: bool) {
         "/v1/rooms/user:",
         "/v1/rooms/a%2Fb",
         "/v1/connections?room=bad%20room",
-        "/v1/connections?user_id=a%20b",
+        "/v1/connections?user_id=a%0Ab",
         "/v1/rooms?prefix=a%20b",
         "/v1/stats?tenant=a:b",
         "/v1/stats?tenant=",
@@ -116,7 +116,7 @@ async fn bad_inputs_are_refused(clustered: bool) {
             "{body}"
         );
     }
-    for path in ["/v1/users/bad%20user/messages", "/v1/rooms/bad%20room/messages"] {
+    for path in ["/v1/users/bad%0Auser/messages", "/v1/rooms/bad%20room/messages"] {
         assert_eq!(refused(asked, "POST", path, key, Some(r#"{"type":"x"}"#), 400).await, "bad_request", "{path}");
     }
     let huge = format!(r#"{{"type":"x","data":{{"text":"{}"}}}}"#, "a".repeat(70 * 1024));

@@ -199,10 +199,10 @@ fn valid_room(room: &str) -> Result<String, Failure> {
 }
 
 fn valid_user(user_id: &str) -> Result<String, Failure> {
-    if is_valid_id(user_id) {
+    if crate::auth::is_valid_user_id(user_id) {
         Ok(user_id.to_string())
     } else {
-        Err(Failure::bad_request("user id must be 1-128 chars of [A-Za-z0-9_.:@-]"))
+        Err(Failure::bad_request("user id must be 1-256 bytes of UTF-8 without control characters"))
     }
 }
 

@@ -13,6 +13,7 @@ impl ServeArgs {
     /// Applies defaults and checks every value.
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let this = self.merge_file()?;
+        let jwt = this.jwt_settings(this.jwt_secret.is_some() || this.jwt_public_key.is_some())?;
         let listen = parse_addr("--listen", this.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let admin_listen = this.admin_listen.as_deref().map(|addr| parse_addr("--admin-listen", addr)).transpose()?;
         let redis_url = match this.redis_url.filter(|url| !url.is_empty()) {
@@ -90,7 +91,8 @@ impl ServeArgs {
         )?;
         let (key, dev) = match key_opt {
             Some(key) => (key, false),
-            None => (KeyConfig::Hs256(crate::auth::random_secret()), true),
+            // With only a JWKS, the made-up key verifies nothing (`jwt.static_key` is false).
+            None => (KeyConfig::Hs256(crate::auth::random_secret()), jwt.jwks.is_none()),
         };
         if dev_flag && !dev {
             tracing::warn!("--dev given with a configured key: using the configured key");
@@ -123,6 +125,7 @@ impl ServeArgs {
             admin_listen,
             node_id,
             key,
+            jwt,
             dev,
             allowed_origins,
             limits,

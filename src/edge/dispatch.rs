@@ -155,7 +155,6 @@ impl Session {
     fn refresh(&mut self, op_id: Option<&str>, current: &Arc<Identity>, token: &str) -> Result<(), ReplyError> {
         let identity = self
             .edge
-            .auth
             .authenticate(token)
             .map_err(|err: AuthError| ReplyError::new(ErrorCode::Unauthorized, err.to_string()))?;
         if identity.user_id != current.user_id || identity.tenant != current.tenant {

@@ -342,7 +342,7 @@ impl Session {
             }
             let parsed = protocol::parse(&mut payload);
             match parsed.request {
-                Ok(Request::Auth { token }) => match self.edge.auth.authenticate(&token) {
+                Ok(Request::Auth { token }) => match self.edge.authenticate(&token) {
                     Ok(identity) => {
                         metrics::message_in("auth");
                         let ack = frames::ack(parsed.op_id.as_deref(), serde_json::json!({}));
@@ -396,7 +396,7 @@ impl Session {
         let mut welcome = vec![frames::event("connected", connected, &now)];
         welcome.extend(ack);
         self.conn.hold_welcome(welcome);
-        self.join_quietly(&identity, &format!("user:{}", identity.user_id));
+        self.join_quietly(&identity, &crate::room::personal_room(&identity.user_id));
         // The hub sends the welcome when the personal room's `Joined` arrives (at once, if
         // the join could not be routed).
         for group in &identity.groups {

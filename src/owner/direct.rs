@@ -35,7 +35,7 @@ impl Owner {
                     to: &'a str,
                     call_id: &'a str,
                 }
-                ctx.ack(CallAck { to: user_of(key), call_id: &call_id });
+                ctx.ack(CallAck { to: &user_of(key), call_id: &call_id });
             }
             UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
                 let mut inboxes = self.inbox_shard(key).lock();

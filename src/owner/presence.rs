@@ -19,7 +19,7 @@ use crate::time;
 
 #[derive(Serialize)]
 struct PresenceData<'a> {
-    user_id: &'a str,
+    user_id: std::borrow::Cow<'a, str>,
     status: &'a str,
     message: Option<&'a str>,
     devices: usize,
@@ -34,7 +34,7 @@ struct Device<'a> {
 impl Owner {
     /// A connection joined its user's personal room.
     pub(super) fn user_conn_added(&self, room: &Room, sink: &dyn EdgeSink, key: &RoomKey, conn: &ConnRef, first: bool) {
-        let user_id = user_of(key);
+        let user_id = &*user_of(key);
         let ts = time::rfc3339_millis(time::now_millis());
         let device = Device { user_id, conn_id: format!("{}-{}", conn.node, conn.conn_id) };
         room.fan_out(sink, key, Some(conn), frames::event("device.online", device, &ts));
@@ -49,7 +49,7 @@ impl Owner {
 
     /// A connection left its user's personal room (`room` is what remains of it, if anything).
     pub(super) fn user_conn_gone(&self, room: Option<&Room>, sink: &dyn EdgeSink, key: &RoomKey, conn: &ConnRef) {
-        let user_id = user_of(key);
+        let user_id = &*user_of(key);
         let devices = room.map(devices_of).unwrap_or(0);
         if let Some(room) = room.filter(|_| devices > 0) {
             let ts = time::rfc3339_millis(time::now_millis());
@@ -101,7 +101,7 @@ impl Owner {
         let mut inboxes = self.inbox_shard(key).lock();
         match op {
             PresenceOp::Set { status, message } => {
-                if user_of(key) != &*sender.user_id {
+                if *user_of(key) != *sender.user_id {
                     drop(inboxes);
                     return ctx.error(ReplyError::new(ErrorCode::Forbidden, "presence is set by its user"));
                 }
@@ -143,8 +143,8 @@ impl Owner {
 }
 
 /// The user of personal room `key`.
-pub(super) fn user_of(key: &RoomKey) -> &str {
-    key.room().strip_prefix("user:").unwrap_or(key.room())
+pub(super) fn user_of(key: &RoomKey) -> std::borrow::Cow<'_, str> {
+    crate::auth::unescape_user_id(key.room().strip_prefix("user:").unwrap_or(key.room()))
 }
 
 fn devices_of(room: &Room) -> usize {

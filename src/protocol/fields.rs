@@ -64,7 +64,7 @@ impl<'v, 'a> Data<'v, 'a> {
         }
         let mut users: Vec<String> = Vec::with_capacity(items.len());
         for item in items {
-            let user = item.as_str().filter(|user| crate::auth::is_valid_id(user)).ok_or_else(bad)?;
+            let user = item.as_str().filter(|user| crate::auth::is_valid_user_id(user)).ok_or_else(bad)?;
             if !users.iter().any(|known| known == user) {
                 users.push(user.to_string());
             }
@@ -74,7 +74,7 @@ impl<'v, 'a> Data<'v, 'a> {
 
     pub(super) fn user_id(&self, field: &'static str) -> Result<String, ReplyError> {
         let user_id = self.string(field)?;
-        if !crate::auth::is_valid_id(&user_id) {
+        if !crate::auth::is_valid_user_id(&user_id) {
             return Err(ReplyError::invalid(format!("data.{field} is not a valid user id")));
         }
         Ok(user_id)

@@ -61,11 +61,14 @@ impl Server {
     }
 
     /// A server with extra `serve` flags. Unless the flags set them, the rate limit is
-    /// raised to 10000/s (burst 10000) and the node id is [`NODE_ID`].
+    /// raised to 10000/s (burst 10000), the node id is [`NODE_ID`] and tokens are checked
+    /// with [`SECRET`].
     pub fn start_with(extra: &[&str]) -> Server {
-        let mut args: Vec<String> =
-            ["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET].iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
         let has = |flag: &str| extra.iter().any(|arg| *arg == flag || arg.starts_with(&format!("{flag}=")));
+        if !has("--jwt-secret") && !has("--jwt-public-key") && !has("--jwt-jwks-url") {
+            args.extend(["--jwt-secret".to_string(), SECRET.to_string()]);
+        }
         if !has("--rate-per-second") {
             args.extend(["--rate-per-second".to_string(), "10000".to_string()]);
         }
@@ -341,7 +344,8 @@ pub fn bad_tokens() -> Vec<(&'static str, String)> {
         ("HS512 with the right secret", Token::new("mallory").sign_with(SECRET, jsonwebtoken::Algorithm::HS512)),
         ("no exp", Token::new("mallory").without("exp").sign()),
         ("no sub", Token::new("mallory").without("sub").sign()),
-        ("sub with a space", Token::new("mal lory").sign()),
+        ("sub with a control character", Token::new("mal\nlory").sign()),
+        ("sub over 256 bytes", Token::new(&"x".repeat(257)).sign()),
     ]
 }
 
