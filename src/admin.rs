@@ -8,6 +8,7 @@
 mod cluster;
 pub mod query;
 mod routes;
+mod server_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,10 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/rooms/{room}", &["GET"]),
     ("/v1/rooms/{room}/messages", &["POST"]),
     ("/v1/rooms/{room}/disconnect", &["POST"]),
+    ("/v1/rooms/{room}/publish", &["POST"]),
+    ("/v1/rooms/{room}/history", &["GET"]),
+    ("/v1/connections/{id}/messages", &["POST"]),
+    ("/v1/users/{id}/rooms/{room}", &["POST", "DELETE"]),
     ("/v1/users/{id}/messages", &["POST"]),
     ("/v1/users/{id}/disconnect", &["POST"]),
     ("/v1/users/{id}/groups", &["POST"]),

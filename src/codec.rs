@@ -97,6 +97,12 @@ impl Reader {
         T::decode(self)
     }
 
+    /// Nothing left to read: a field added at the end of a value is absent from the frames
+    /// of older builds.
+    pub fn is_empty(&self) -> bool {
+        !self.buf.has_remaining()
+    }
+
     fn need(&self, len: usize) -> Result<(), DecodeError> {
         if self.buf.remaining() < len {
             return Err(DecodeError);

@@ -27,6 +27,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod hub;
 pub mod ratelimit;
+pub mod service;
 pub mod session;
 pub mod transport;
 pub mod writer;

@@ -73,6 +73,9 @@ pub struct UserBox {
     pub offline_at: Option<u64>,
     /// Connections subscribed to this user's presence.
     pub subscribers: Vec<ConnRef>,
+    /// The user's server-side room subscriptions (`ops::subscription_entry`): every new
+    /// connection of the user joins them.
+    pub rooms: Vec<String>,
 }
 
 impl UserBox {
@@ -84,6 +87,7 @@ impl UserBox {
             && self.message.is_none()
             && self.offline_at.is_none()
             && self.subscribers.is_empty()
+            && self.rooms.is_empty()
     }
 }
 
@@ -96,6 +100,7 @@ pub struct InboxSnapshot {
     pub status: Option<String>,
     pub message: Option<String>,
     pub subscribers: Vec<ConnRef>,
+    pub rooms: Vec<String>,
 }
 
 /// Moderation state of a room key: outlives the room's members.
@@ -250,6 +255,7 @@ impl Owner {
         let ctx = OpCtx { sink, key: &key, sender: &sender, op_id: op_id.as_deref() };
         match kind {
             RequestKind::UserGroups { added, removed } => {
+                self.remember_subscriptions(&key, &added, &removed);
                 // Every connection of a user is in its personal room.
                 if let Some(room) = shard.get(&key) {
                     for user in room.users.values() {

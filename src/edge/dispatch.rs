@@ -10,7 +10,7 @@ use super::session::Session;
 use super::Edge;
 use crate::auth::{AuthError, Identity};
 use crate::frames;
-use crate::ops::{OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
+use crate::ops::{subscribed_room, OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
 use crate::protocol::{CallSignal, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
 use crate::time;
@@ -185,8 +185,8 @@ impl Session {
 }
 
 /// Applies the group changes queued for `conn` (see [`crate::ops::EdgeMsg::Groups`]):
-/// its identity takes the new groups, it joins and leaves the `group:` rooms, and it is told
-/// with `room.update`. Runs on the connection's writer task, outside every lock.
+/// its identity takes the new groups, it joins and leaves the `group:` rooms (and the rooms
+/// of server-side subscriptions, [`subscribed_room`]), and it is told with `room.update`. Runs on the connection's writer task, outside every lock.
 pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
     let changes: Vec<(Vec<String>, Vec<String>)> = std::mem::take(&mut *conn.pending_groups.lock());
     let Some(mut identity) = conn.identity() else { return };
@@ -199,7 +199,7 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
     for (added, removed) in changes {
         let mut updated = (*identity).clone();
         updated.groups.retain(|group| !removed.contains(group));
-        for group in &added {
+        for group in added.iter().filter(|entry| subscribed_room(entry).is_none()) {
             if !updated.groups.contains(group) {
                 updated.groups.push(group.clone());
             }
@@ -210,7 +210,11 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
         let sender = edge.sender(conn, &identity);
         for (groups, status) in [(&added, "joined"), (&removed, "left")] {
             for group in groups {
-                let room = format!("group:{group}");
+                // A server-side subscription names its room; a group its `group:` room.
+                let (room, reason) = match subscribed_room(group) {
+                    Some(room) => (room.to_string(), "server"),
+                    None => (format!("group:{group}"), "groups"),
+                };
                 let key = RoomKey::new(&identity.tenant, &room);
                 let op = if status == "joined" {
                     conn.rooms.lock().rooms.insert(key.clone());
@@ -221,11 +225,7 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
                 if let Err(err) = edge.owners.route(op) {
                     tracing::warn!(room, error = %err.message, "group room change failed");
                 }
-                conn.outbox.push_text(frames::event(
-                    "room.update",
-                    RoomUpdate { room: &room, status, reason: "groups" },
-                    &ts,
-                ));
+                conn.outbox.push_text(frames::event("room.update", RoomUpdate { room: &room, status, reason }, &ts));
             }
         }
     }

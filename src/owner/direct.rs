@@ -119,6 +119,7 @@ impl Owner {
                         status: user_box.status,
                         message: user_box.message,
                         subscribers: user_box.subscribers,
+                        rooms: user_box.rooms,
                     });
                 }
             }
@@ -147,6 +148,31 @@ impl Owner {
             if !user_box.subscribers.contains(&subscriber) {
                 user_box.subscribers.push(subscriber);
             }
+        }
+        for room in snapshot.rooms {
+            if !user_box.rooms.contains(&room) {
+                user_box.rooms.push(room);
+            }
+        }
+    }
+
+    /// Keeps the server-side room subscriptions among `added` and `removed` (the groups of a
+    /// `UserGroups` op on personal room `key`) for the user's connections to come.
+    pub(super) fn remember_subscriptions(&self, key: &RoomKey, added: &[String], removed: &[String]) {
+        let is_subscription = |entry: &&String| crate::ops::subscribed_room(entry).is_some();
+        if !added.iter().chain(removed).any(|entry| is_subscription(&entry)) {
+            return;
+        }
+        let mut inboxes = self.inbox_shard(key).lock();
+        let user_box = inboxes.entry(key.clone()).or_default();
+        user_box.rooms.retain(|room| !removed.contains(room));
+        for entry in added.iter().filter(is_subscription) {
+            if !user_box.rooms.contains(entry) {
+                user_box.rooms.push(entry.clone());
+            }
+        }
+        if user_box.is_idle() {
+            inboxes.remove(key);
         }
     }
 

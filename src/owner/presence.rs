@@ -40,6 +40,11 @@ impl Owner {
         room.fan_out(sink, key, Some(conn), frames::event("device.online", device, &ts));
         let mut inboxes = self.inbox_shard(key).lock();
         let Some(user_box) = inboxes.get_mut(key) else { return };
+        if !user_box.rooms.is_empty() {
+            // The user's server-side subscriptions: the new connection joins them too.
+            let msg = EdgeMsg::Groups { conn_id: conn.conn_id, added: user_box.rooms.clone(), removed: Vec::new() };
+            sink.send_to_edge(&conn.node, msg);
+        }
         let was_in_grace = user_box.offline_at.take().is_some();
         // Back within the grace: still online, nothing to tell.
         if !(first && was_in_grace) {

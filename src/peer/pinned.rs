@@ -14,6 +14,7 @@ use super::{
 };
 use crate::codec::DecodeError;
 use crate::ops::{ConnRef, EdgeMsg, OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
+use crate::owner::InboxSnapshot;
 use crate::protocol::{Attachment, ChatSend, Since};
 use crate::room::RoomKey;
 
@@ -233,7 +234,7 @@ fn pinned() -> Vec<(PeerFrame, &'static str)> {
             concat!(
                 "14/0 0a000000742f757365723a626f6201000000050000000000000002000000646d01000000050",
                 "00000616c69636502000000633101000000690000000000000000010000007401040000006177617",
-                "90001000000020000006e330800000000000000"
+                "90001000000020000006e3308000000000000000100000006000000236c6f626279"
             ),
         ),
         (encode_admin(8, false, b"{}"), "16/0 0800000000000000020000007b7d"),
@@ -293,7 +294,24 @@ fn test_every_cut_of_a_pinned_frame_is_an_error() {
     // A frame's tail is the rest of its payload (a client frame): any length of it is one.
     for (frame, pinned) in pinned() {
         for cut in 0..frame.payload.len() {
+            // The inbox without its last field (`rooms`: 4 + 4 + 6 bytes here) is an inbox
+            // of an older build, which decodes (see below).
+            if frame.kind == KIND_INBOX && cut == frame.payload.len() - 14 {
+                continue;
+            }
             assert!(reencode(&frame, frame.payload.slice(..cut)).is_err(), "{pinned} cut at {cut}");
         }
     }
+}
+
+#[test]
+fn test_an_inbox_of_an_older_build_decodes_without_subscriptions() {
+    let old = concat!(
+        "0a000000742f757365723a626f6201000000050000000000000002000000646d0100000005000000616c69636502000000",
+        "633101000000690000000000000000010000007401040000006177617900010000000200000",
+        "06e330800000000000000"
+    );
+    let bytes: Vec<u8> = (0..old.len()).step_by(2).map(|i| u8::from_str_radix(&old[i..i + 2], 16).unwrap()).collect();
+    let decoded = decode_inbox(Bytes::from(bytes)).unwrap();
+    assert_eq!(decoded, InboxSnapshot { rooms: Vec::new(), ..inbox() });
 }

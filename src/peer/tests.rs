@@ -70,6 +70,7 @@ pub(super) fn inbox() -> InboxSnapshot {
         status: Some("away".into()),
         message: None,
         subscribers: vec![ConnRef { node: NodeId::new("n3"), conn_id: 8 }],
+        rooms: vec!["#lobby".into()],
     }
 }
 
