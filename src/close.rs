@@ -26,4 +26,7 @@ impl Disconnect {
     pub const TOKEN_EXPIRED: Disconnect = Disconnect { code: 4003, reason: "token expired" };
     pub const RATE_LIMITED: Disconnect = Disconnect { code: 4008, reason: "rate limit exceeded" };
     pub const SLOW_CONSUMER: Disconnect = Disconnect { code: 4009, reason: "slow consumer" };
+    /// The user has `--max-connections-per-user` connections already (counted cluster-wide
+    /// by the owner of its personal room).
+    pub const USER_CONNECTIONS: Disconnect = Disconnect { code: 4029, reason: "too many connections for this user" };
 }

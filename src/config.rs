@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::admission::TrustedProxies;
 use crate::auth::{JwtSettings, KeyConfig, KeyError};
 use crate::tls::Tls;
 
@@ -60,6 +61,8 @@ pub struct Config {
     pub history_size: usize,
     pub inbox_size: usize,
     pub max_connections: usize,
+    /// `--max-connections-per-user`, `--connect-rate-per-ip`, `--trusted-proxies`.
+    pub admission: Admission,
     pub drain_timeout: Duration,
     pub log_json: bool,
     /// `None` = a single node.
@@ -78,6 +81,17 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// wss/https on the client and admin ports; `None` = plain.
     pub tls: Option<Arc<Tls>>,
+}
+
+/// Per-user and per-IP limits on new connections.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// A user's connections across the cluster at most; `None` = no limit.
+    pub max_connections_per_user: Option<usize>,
+    /// New connections per second per client IP; `None` = no limit.
+    pub connect_rate_per_ip: Option<f64>,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// How a node joins a cluster.

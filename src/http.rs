@@ -88,6 +88,13 @@ async fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incomin
         metrics::connection_rejected("capacity");
         return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
     }
+    let forwarded: Vec<&str> =
+        req.headers().get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect();
+    let client_ip = node.config.admission.trusted_proxies.client_ip(remote.ip(), &forwarded);
+    if node.connect_limiter.as_ref().is_some_and(|limiter| !limiter.admit(client_ip)) {
+        metrics::connection_rejected("connect_rate");
+        return error(StatusCode::TOO_MANY_REQUESTS, "too many new connections from this address");
+    }
     let identity = match token_of(req) {
         None => None,
         Some(token) => match node.edge.authenticate_fetching(&token).await {
@@ -99,7 +106,8 @@ async fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incomin
         },
     };
     let meta = ConnMeta {
-        remote_addr: remote.to_string(),
+        // The client's address: behind a trusted proxy, the one it forwarded.
+        remote_addr: if client_ip == remote.ip() { remote.to_string() } else { client_ip.to_string() },
         user_agent: header_str(req.headers(), header::USER_AGENT),
         origin,
         connected_at_ms: time::now_millis(),

@@ -100,10 +100,12 @@ const CLOSE_CODES: &[(u16, &str)] = &[
     (4003, "4003"),
     (4008, "4008"),
     (4009, "4009"),
+    (4029, "4029"),
 ];
 
 /// Reasons of a refused upgrade.
-const REJECT_REASONS: &[&str] = &["unauthorized", "origin", "capacity", "bad_request", "shutdown", "no_quorum"];
+const REJECT_REASONS: &[&str] =
+    &["unauthorized", "origin", "capacity", "bad_request", "shutdown", "no_quorum", "connect_rate"];
 
 /// Operations of the store (the `op` label), registered at zero so a fresh node exports them.
 const STORE_OPS: &[&str] = &["load", "write", "ping"];

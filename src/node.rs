@@ -43,6 +43,8 @@ pub struct Node {
     pub fenced: AtomicBool,
     /// Admin API requests in flight to other nodes.
     pub admin: Awaiting,
+    /// `--connect-rate-per-ip`: new connections per client address.
+    pub connect_limiter: Option<crate::admission::ConnectLimiter>,
     /// A durable store's feed, taken by [`Node::take_store_feed`] when the router starts
     /// serving it.
     store_feed: parking_lot::Mutex<Option<StoreFeed>>,
@@ -76,6 +78,7 @@ impl Node {
             config.inbox_ttl,
         )
         .with_presence_grace(config.presence_grace)
+        .with_user_connection_limit(config.admission.max_connections_per_user)
         .with_store(store, loads_tx);
         let hub = Arc::new(Hub::new(config.limits.error_limit, config.limits.error_window));
         let router = Arc::new(Router::new(id.clone(), owner, hub.clone()));
@@ -88,6 +91,7 @@ impl Node {
             close_all: CancellationToken::new(),
             shutdown_disconnect: if config.cluster.is_some() { Disconnect::RESTART } else { Disconnect::SHUTDOWN },
         });
+        let connect_limiter = config.admission.connect_rate_per_ip.map(crate::admission::ConnectLimiter::new);
         Ok(Node {
             store_feed: parking_lot::Mutex::new(store_feed),
             edge,
@@ -102,6 +106,7 @@ impl Node {
             ready: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             admin: Awaiting::default(),
+            connect_limiter,
         })
     }
 

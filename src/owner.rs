@@ -46,6 +46,8 @@ pub struct Owner {
     meta: Box<[Mutex<HashMap<RoomKey, RoomMeta>>]>,
     /// How long a user stays online after its last connection closed.
     presence_grace: std::time::Duration,
+    /// `--max-connections-per-user`: a user's connections in its personal room at most.
+    max_user_connections: Option<usize>,
     /// Personal rooms whose grace runs: the only ones the presence sweep looks at.
     presence_pending: Mutex<std::collections::HashSet<RoomKey>>,
     /// Where durable state is written through (memory by default).
@@ -148,6 +150,7 @@ impl Owner {
             inboxes: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             meta: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             presence_grace: std::time::Duration::from_secs(5),
+            max_user_connections: None,
             presence_pending: Mutex::new(std::collections::HashSet::new()),
             inbox_size,
             inbox_ttl,
@@ -175,6 +178,13 @@ impl Owner {
     }
 
     /// Sets the presence grace (default 5 s).
+    /// Refuses a user's connection over `limit` (its personal room's join; the edge closes it
+    /// with `Disconnect::USER_CONNECTIONS`).
+    pub fn with_user_connection_limit(mut self, limit: Option<usize>) -> Self {
+        self.max_user_connections = limit;
+        self
+    }
+
     pub fn with_presence_grace(mut self, grace: std::time::Duration) -> Self {
         self.presence_grace = grace;
         self

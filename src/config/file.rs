@@ -59,6 +59,9 @@ impl ServeArgs {
             history_size,
             inbox_size,
             max_connections,
+            max_connections_per_user,
+            connect_rate_per_ip,
+            trusted_proxies,
             drain_timeout_secs,
             log_format,
             dev

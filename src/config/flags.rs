@@ -138,6 +138,15 @@ pub struct ServeArgs {
     /// offline direct messages kept per user [default: 1000]
     #[arg(long, env = "RINGCAST_INBOX_SIZE")]
     pub inbox_size: Option<usize>,
+    /// most connections of one user across the cluster; unset = no limit
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+    /// new connections per second per client IP; unset = no limit
+    #[arg(long, env = "RINGCAST_CONNECT_RATE_PER_IP")]
+    pub connect_rate_per_ip: Option<f64>,
+    /// comma-separated proxies (IPs, CIDRs) whose X-Forwarded-For names the client IP
+    #[arg(long, env = "RINGCAST_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// most connections this node accepts [default: 100000]
     #[arg(long, env = "RINGCAST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,

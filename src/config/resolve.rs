@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{split_list, ClusterSettings, Config, ConfigError, Limits, ServeArgs};
+use super::{split_list, Admission, ClusterSettings, Config, ConfigError, Limits, ServeArgs, TrustedProxies};
 use crate::auth::KeyConfig;
 use crate::tls::Tls;
 
@@ -132,6 +132,21 @@ impl ServeArgs {
             history_size: positive("--history-size", this.history_size, 100)?,
             inbox_size: positive("--inbox-size", this.inbox_size, 1000)?,
             max_connections: positive("--max-connections", this.max_connections, 100_000)?,
+            admission: Admission {
+                max_connections_per_user: match this.max_connections_per_user {
+                    None => None,
+                    Some(limit) => Some(positive("--max-connections-per-user", Some(limit), 1)?),
+                },
+                connect_rate_per_ip: match this.connect_rate_per_ip {
+                    None => None,
+                    Some(rate) => Some(positive_f64("--connect-rate-per-ip", Some(rate), 1.0)?),
+                },
+                trusted_proxies: match &this.trusted_proxies {
+                    None => TrustedProxies::default(),
+                    Some(list) => TrustedProxies::parse(list)
+                        .map_err(|err| ConfigError::new(format!("--trusted-proxies: {err}")))?,
+                },
+            },
             drain_timeout: seconds("--drain-timeout-secs", this.drain_timeout_secs, Duration::from_secs(30))?,
             log_json,
             cluster,

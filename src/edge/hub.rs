@@ -205,6 +205,10 @@ impl Hub {
                 conn.rooms.lock().rooms.remove(&room);
                 self.remove_from_room(&room, conn_id);
                 if room.room().starts_with("user:") {
+                    if frames.first() == Some(&crate::frames::user_connections_refused()) {
+                        // Its user has as many connections as it may: never welcomed.
+                        return conn.outbox.close(Disconnect::USER_CONNECTIONS);
+                    }
                     // Refused its personal room: the connection is still told it is connected.
                     conn.release_welcome();
                 }
