@@ -46,7 +46,7 @@ impl Session {
                 let key = RoomKey::new(&identity.tenant, &room);
                 self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Act(action)))
             }
-            Request::Dm { to, text, attachments, client_id } => {
+            Request::Dm { to, text, attachments, client_id, meta } => {
                 if to == *identity.user_id {
                     return Err(ReplyError::invalid("cannot send a direct message to yourself"));
                 }
@@ -62,6 +62,8 @@ impl Session {
                     text: &'a str,
                     attachments: &'a [crate::protocol::Attachment],
                     ts: &'a str,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    meta: Option<&'a serde_json::Value>,
                     #[serde(skip_serializing_if = "std::ops::Not::not")]
                     offline: bool,
                 }
@@ -73,6 +75,7 @@ impl Session {
                     text: &text,
                     attachments: &attachments,
                     ts: &ts,
+                    meta: meta.as_deref(),
                     offline: false,
                 };
                 let frame = frames::event("dm.message", &message, &ts);

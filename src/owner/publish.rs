@@ -55,6 +55,7 @@ impl Owner {
             attachments: message.attachments,
             reply_to: message.reply_to,
             thread_root,
+            meta: message.meta,
             extra: None,
         });
         let frame = stored.render(ctx.room(), false);

@@ -5,7 +5,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use super::error::ReplyError;
-use super::request::{Attachment, Since, MAX_ATTACHMENTS, MAX_PRESENCE_USERS};
+use super::request::{Attachment, Meta, Since, MAX_ATTACHMENTS, MAX_META_BYTES, MAX_PRESENCE_USERS};
 
 /// Typed access to the `data` object with errors that name the field.
 #[derive(Clone, Copy)]
@@ -70,6 +70,23 @@ impl<'v, 'a> Data<'v, 'a> {
             }
         }
         Ok(users)
+    }
+
+    /// `data.meta`: a JSON object of at most [`MAX_META_BYTES`] serialized.
+    pub(super) fn meta(&self) -> Result<Option<Meta>, ReplyError> {
+        let Some(value) = self.get("meta") else {
+            return Ok(None);
+        };
+        if !value.is_object() {
+            return Err(ReplyError::invalid("data.meta must be a json object"));
+        }
+        let text = value.encode();
+        if text.len() > MAX_META_BYTES {
+            let message = format!("data.meta is over {MAX_META_BYTES} bytes");
+            return Err(ReplyError::new(super::error::ErrorCode::TooLarge, message));
+        }
+        let meta = serde_json::from_str(&text).map_err(|_| ReplyError::invalid("data.meta must be a json object"))?;
+        Ok(Some(std::sync::Arc::new(meta)))
     }
 
     pub(super) fn user_id(&self, field: &'static str) -> Result<String, ReplyError> {
