@@ -45,6 +45,10 @@ pub trait Owners: Send + Sync {
 
     /// A fresh message id (a DM's, given by the sender's edge).
     fn message_id(&self, now_millis: u64) -> String;
+
+    /// `room.members` of `sender`'s connection (in `room`, as the edge checked): the owner's
+    /// member list with each member's presence status, answered to the connection.
+    fn members(self: Arc<Self>, sender: Sender, op_id: Option<String>, room: RoomKey);
 }
 
 /// What every connection of this node shares.

@@ -36,7 +36,12 @@ impl Session {
             }
             Request::RoomMembers { room } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Members))
+                // The owner lists the members to this node, which adds their presence.
+                if !self.conn.rooms.lock().rooms.contains(&key) {
+                    return Err(ReplyError::new(ErrorCode::Forbidden, "not in room"));
+                }
+                self.edge.owners.clone().members(sender, op_id_owned, key);
+                Ok(())
             }
             Request::ChatSend(message) => {
                 let key = RoomKey::new(&identity.tenant, &message.room);
