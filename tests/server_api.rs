@@ -222,3 +222,32 @@ async fn test_bad_input_one_node() {
 async fn test_bad_input_three_nodes() {
     bad_input(&setup(true).await).await;
 }
+
+/// With Redis, a subscription outlives a restart of every node: the user's next connection
+/// after it joins the room. Its meta-data messages come back too.
+#[tokio::test]
+async fn test_subscriptions_survive_a_restart_with_redis() {
+    let redis = common::redis::RedisServer::start();
+    let url = redis.url();
+    let flags = ["--redis-url", url.as_str(), "--admin-key", ADMIN_KEY];
+    let server = Server::start_with(&flags);
+    admin(&server, "POST", "/v1/users/zed/rooms/briefing", None).await;
+    admin(&server, "POST", "/v1/users/yan/rooms/briefing", None).await;
+    admin(&server, "DELETE", "/v1/users/yan/rooms/briefing", None).await;
+    // Acknowledged once written: the store's one writer wrote the subscriptions before it.
+    admin(&server, "POST", "/v1/rooms/briefing/publish", Some(json!({"text": "kept", "meta": {"k": 1}}))).await;
+    drop(server);
+    let server = Server::start_with(&flags);
+    let mut zed = server.client("zed").await;
+    let update = zed.recv_type("room.update").await;
+    assert_eq!(update["data"], json!({"room": "briefing", "status": "joined", "reason": "server"}));
+    let history = zed.ack("room.history", json!({"room": "briefing"})).await;
+    assert_eq!(
+        (history["messages"][0]["text"].clone(), history["messages"][0]["meta"].clone()),
+        (json!("kept"), json!({"k": 1}))
+    );
+    // The one that ended stays ended.
+    let mut yan = server.client("yan").await;
+    yan.ping().await;
+    assert!(yan.take_pending().iter().all(|frame| frame["type"] != "room.update"));
+}

@@ -165,11 +165,15 @@ impl Owner {
         }
         let mut inboxes = self.inbox_shard(key).lock();
         let user_box = inboxes.entry(key.clone()).or_default();
+        let before = user_box.rooms.clone();
         user_box.rooms.retain(|room| !removed.contains(room));
         for entry in added.iter().filter(is_subscription) {
             if !user_box.rooms.contains(entry) {
                 user_box.rooms.push(entry.clone());
             }
+        }
+        if user_box.rooms != before {
+            journal::record_with(|| Write::Subscriptions(user_box.rooms.clone()));
         }
         if user_box.is_idle() {
             inboxes.remove(key);

@@ -113,6 +113,15 @@ pub fn decode_bans(text: &[u8]) -> Vec<(Arc<str>, Option<u64>)> {
     list.into_iter().map(|(user, until)| (Arc::from(user), until)).collect()
 }
 
+/// A user's server-side room subscriptions, as a JSON list.
+pub fn encode_rooms(rooms: &[String]) -> String {
+    serde_json::to_string(rooms).unwrap_or_default()
+}
+
+pub fn decode_rooms(text: &[u8]) -> Vec<String> {
+    serde_json::from_slice(text).unwrap_or_default()
+}
+
 /// An inbox entry: the expiry as 16 hex digits, then the frame as sent.
 pub fn encode_inbox(expires: u64, frame: &[u8]) -> Vec<u8> {
     let mut entry = format!("{expires:016x}").into_bytes();
