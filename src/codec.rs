@@ -97,10 +97,14 @@ impl Reader {
         T::decode(self)
     }
 
-    /// Nothing left to read: a field added at the end of a value is absent from the frames
-    /// of older builds.
-    pub fn is_empty(&self) -> bool {
-        !self.buf.has_remaining()
+    /// A field added at the end of a value: absent (its default) from the frames of older
+    /// builds, which end before it.
+    pub fn get_added<T: Decode + Default>(&mut self) -> Result<T, DecodeError> {
+        if self.buf.has_remaining() {
+            self.get()
+        } else {
+            Ok(T::default())
+        }
     }
 
     fn need(&self, len: usize) -> Result<(), DecodeError> {

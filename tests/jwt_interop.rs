@@ -488,14 +488,7 @@ fn test_bad_jwt_options_exit_64_with_one_line() {
         (vec!["--jwt-previous-public-key", "/nonexistent.pem"], "--jwt-previous-public-key"),
         (vec!["--jwt-alg", "HS384"], "--jwt-alg"),
     ];
-    for (flags, word) in cases {
-        let mut args = vec!["serve", "--jwt-secret", "s", "--listen", "127.0.0.1:0", "--node-id", "n"];
-        args.extend(flags.iter().copied());
-        let (code, _, stderr) = run_ringcast(&args);
-        assert_eq!(code, Some(64), "{flags:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{flags:?}: one line: {stderr:?}");
-        assert!(stderr.contains(word), "{flags:?} names {word:?}: {stderr:?}");
-    }
+    assert_config_errors(&cases);
 }
 
 #[tokio::test]

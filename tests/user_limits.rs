@@ -111,18 +111,11 @@ async fn test_connect_rate_per_forwarded_ip_behind_trusted_proxies() {
 
 #[test]
 fn test_bad_limit_options_exit_64() {
-    for (flags, word) in [
+    assert_config_errors(&[
         (vec!["--max-connections-per-user", "0"], "--max-connections-per-user"),
         (vec!["--connect-rate-per-ip", "0"], "--connect-rate-per-ip"),
         (vec!["--connect-rate-per-ip", "fast"], "connect-rate-per-ip"),
         (vec!["--trusted-proxies", "10.0.0.0/99"], "--trusted-proxies"),
         (vec!["--trusted-proxies", "proxy.local"], "--trusted-proxies"),
-    ] {
-        let mut args = vec!["serve", "--jwt-secret", "s", "--listen", "127.0.0.1:0", "--node-id", "n"];
-        args.extend(flags.iter().copied());
-        let (code, _, stderr) = run_ringcast(&args);
-        assert_eq!(code, Some(64), "{flags:?}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{flags:?}: {stderr}");
-        assert!(stderr.contains(word), "{flags:?}: {stderr}");
-    }
+    ]);
 }

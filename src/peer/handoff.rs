@@ -63,7 +63,7 @@ impl Decode for RoomSnapshot {
             users: reader.get()?,
             sent: reader.get()?,
         };
-        let metas: Vec<(u64, String)> = if reader.is_empty() { Vec::new() } else { reader.get()? };
+        let metas: Vec<(u64, String)> = reader.get_added()?;
         for (seq, meta) in &metas {
             let message = snapshot.history.iter_mut().find(|message| message.seq == *seq).ok_or(DecodeError)?;
             message.meta = super::ops::decode_meta(Some(meta.clone()))?;
@@ -94,7 +94,7 @@ impl Decode for InboxSnapshot {
             status: reader.get()?,
             message: reader.get()?,
             subscribers: reader.get()?,
-            rooms: if reader.is_empty() { Vec::new() } else { reader.get()? },
+            rooms: reader.get_added()?,
         })
     }
 }

@@ -87,7 +87,7 @@ impl Decode for ChatSend {
             attachments: reader.get()?,
             reply_to: reader.get()?,
             client_id: reader.get()?,
-            meta: if reader.is_empty() { None } else { decode_meta(reader.get()?)? },
+            meta: decode_meta(reader.get_added()?)?,
         })
     }
 }

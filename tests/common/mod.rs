@@ -219,6 +219,19 @@ impl Drop for Server {
     }
 }
 
+/// `ringcast serve` with each set of bad `flags` exits 64 with one line that names `word`.
+pub fn assert_config_errors(cases: &[(Vec<&str>, &str)]) {
+    for (flags, word) in cases {
+        let mut args = vec!["serve", "--jwt-secret", "s", "--listen", "127.0.0.1:0", "--node-id", "n"];
+        args.extend(flags.iter().copied());
+        let (code, _, stderr) = run_ringcast(&args);
+        assert_eq!(code, Some(64), "{flags:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{flags:?}: one line: {stderr:?}");
+        assert!(stderr.starts_with("ringcast: "), "{flags:?}: {stderr:?}");
+        assert!(stderr.contains(word), "{flags:?} names {word:?}: {stderr:?}");
+    }
+}
+
 /// Runs `ringcast` with `args` to completion (killed after 10 s): exit code, stdout, stderr.
 pub fn run_ringcast(args: &[&str]) -> (Option<i32>, String, String) {
     use std::io::Read;
