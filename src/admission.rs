@@ -106,26 +106,34 @@ impl TrustedProxies {
 pub struct ConnectLimiter {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
 }
 
-/// Addresses kept before idle buckets (full again) are dropped.
+/// The addresses seen, each with its tokens and when they were counted.
+struct Buckets {
+    by_ip: HashMap<IpAddr, (f64, Instant)>,
+    pruned_at: Instant,
+}
+
+/// Addresses kept before the buckets that are full again are dropped (at most once a second).
 const PRUNE_AT: usize = 10_000;
 
 impl ConnectLimiter {
     pub fn new(rate: f64) -> ConnectLimiter {
-        ConnectLimiter { rate, burst: rate.ceil().max(1.0), buckets: Mutex::new(HashMap::new()) }
+        let buckets = Buckets { by_ip: HashMap::new(), pruned_at: Instant::now() };
+        ConnectLimiter { rate, burst: rate.ceil().max(1.0), buckets: Mutex::new(buckets) }
     }
 
     /// Takes a token of `ip`'s bucket: false when it has none (the upgrade is refused, 429).
     pub fn admit(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
-        if buckets.len() >= PRUNE_AT {
+        if buckets.by_ip.len() >= PRUNE_AT && now.duration_since(buckets.pruned_at).as_secs() >= 1 {
             let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            buckets.by_ip.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+            buckets.pruned_at = now;
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        let (tokens, at) = buckets.by_ip.entry(ip).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {

@@ -180,6 +180,9 @@ impl Jwks {
 
     /// An unknown `kid` seen where nothing can wait: fetch in the background.
     pub fn refresh_soon(self: &Arc<Self>) {
+        if self.last_attempt.lock().is_some_and(|at| at.elapsed() < self.settings.min_interval) {
+            return;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let jwks = self.clone();
             runtime.spawn(async move { jwks.refresh(false).await });
