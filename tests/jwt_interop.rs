@@ -506,3 +506,24 @@ async fn test_jwt_options_from_the_config_file() {
     assert_eq!(Client::connect(&server, &tenant).await.connected["tenant"], "acme");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn test_jwt_options_have_env_twins() {
+    for (name, value, word) in [
+        ("RINGCAST_JWT_LEEWAY_SECS", "100000", "--jwt-leeway-secs"),
+        ("RINGCAST_JWT_AUDIENCE", ",", "--jwt-audience"),
+        ("RINGCAST_JWT_JWKS_URL", "ftp://x/jwks", "--jwt-jwks-url"),
+        ("RINGCAST_JWT_GROUPS_CLAIM", "a..b", "--jwt-groups-claim"),
+        ("RINGCAST_TRUSTED_PROXIES", "nope", "--trusted-proxies"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .args(["serve", "--jwt-secret", "s", "--listen", "127.0.0.1:0", "--node-id", "n"])
+            .env_remove("RINGCAST_CONFIG")
+            .env(name, value)
+            .output()
+            .expect("run ringcast");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{name}={value}: {stderr}");
+        assert!(stderr.contains(word), "{name}={value}: {stderr}");
+    }
+}
