@@ -43,6 +43,8 @@ pub const PROCESS_CPU: &str = "ringcast_process_cpu_seconds_total";
 pub const PROCESS_OPEN_FDS: &str = "ringcast_process_open_fds";
 pub const PROCESS_MAX_FDS: &str = "ringcast_process_max_fds";
 pub const AUTH_FAILURES: &str = "ringcast_auth_failures_total";
+pub const JWKS_FETCHES: &str = "ringcast_jwks_fetches_total";
+pub const JWKS_KEYS: &str = "ringcast_jwks_keys";
 
 /// Histogram buckets of every `_seconds` metric.
 pub const SECONDS_BUCKETS: &[f64] =
@@ -253,6 +255,15 @@ fn describe_auth() {
     for reason in crate::auth::AuthError::REASONS {
         counter!(AUTH_FAILURES, "reason" => reason).increment(0);
     }
+    describe_counter!(JWKS_FETCHES, Unit::Count, "fetches of --jwt-jwks-url, by result (ok or error)");
+    describe_gauge!(JWKS_KEYS, Unit::Count, "signature keys of the JWKS in use (the last good fetch's)");
+}
+
+/// The JWKS cache's figures (sampled every 5 s): fetches that succeeded and failed, keys in use.
+pub fn jwks(ok: u64, failed: u64, keys: usize) {
+    counter!(JWKS_FETCHES, "result" => "ok").absolute(ok);
+    counter!(JWKS_FETCHES, "result" => "error").absolute(failed);
+    gauge!(JWKS_KEYS).set(keys as f64);
 }
 
 /// A token was refused for `reason` (an [`crate::auth::AuthError::reason`]).

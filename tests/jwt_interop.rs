@@ -89,14 +89,17 @@ async fn status(server: &Server, token: &str) -> u16 {
     upgrade_status(server.bearer_request(token)).await
 }
 
+/// The value of `series` (name and labels) on `server`'s `/metrics`.
+async fn metric(server: &Server, series: &str) -> Option<u64> {
+    let body = http_get(server.addr, "/metrics").await.body;
+    let prefix = format!("{series} ");
+    body.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|value| value.trim().parse().ok())
+}
+
 /// The value of `ringcast_auth_failures_total{reason}` on `server`.
 async fn failures(server: &Server, reason: &str) -> u64 {
-    let body = http_get(server.addr, "/metrics").await.body;
-    let prefix = format!("ringcast_auth_failures_total{{reason=\"{reason}\"}} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in /metrics"))
+    let series = format!("ringcast_auth_failures_total{{reason=\"{reason}\"}}");
+    metric(server, &series).await.unwrap_or_else(|| panic!("no {series} in /metrics"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -349,6 +352,20 @@ async fn test_jwks_endpoint_down_at_start_then_up() {
     jwks.failing.store(0, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(status(&server, &key.sign(&token, Some("k1"))).await, 101, "fetched on the unknown kid");
+    // The metrics tell (sampled every 5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    loop {
+        let sampled = (
+            metric(&server, "ringcast_jwks_fetches_total{result=\"error\"}").await.unwrap_or(0),
+            metric(&server, "ringcast_jwks_fetches_total{result=\"ok\"}").await.unwrap_or(0),
+            metric(&server, "ringcast_jwks_keys").await.unwrap_or(0),
+        );
+        if sampled.0 >= 1 && sampled.1 >= 1 && sampled.2 == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "jwks metrics (error, ok, keys): {sampled:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------

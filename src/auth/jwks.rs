@@ -126,6 +126,8 @@ pub struct Jwks {
     fetching: tokio::sync::Mutex<()>,
     /// Successful fetches so far: a caller that waited for another's fetch sees it changed.
     fetched: AtomicU64,
+    /// Failed fetches so far (the metrics sample them).
+    failed: AtomicU64,
 }
 
 impl Jwks {
@@ -142,11 +144,17 @@ impl Jwks {
             last_attempt: parking_lot::Mutex::new(None),
             fetching: tokio::sync::Mutex::new(()),
             fetched: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         })
     }
 
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.read().clone()
+    }
+
+    /// Fetches that succeeded and failed so far, and the keys in use.
+    pub fn stats(&self) -> (u64, u64, usize) {
+        (self.fetched.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed), self.keys().all.len())
     }
 
     /// Fetches the set again, unless one was fetched within `min_interval` (`forced`: the
@@ -172,6 +180,7 @@ impl Jwks {
                 true
             }
             Err(err) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(url = %self.settings.url, %err, "jwks fetch failed; keeping the last good keys");
                 false
             }
