@@ -97,7 +97,7 @@ impl Decode for ChatSend {
 pub(crate) fn decode_meta(text: Option<String>) -> Result<Option<crate::protocol::Meta>, DecodeError> {
     let Some(text) = text else { return Ok(None) };
     let meta: serde_json::Value = serde_json::from_str(&text).map_err(|_| DecodeError)?;
-    if !meta.is_object() || meta.to_string() != text {
+    if !meta.is_object() || serde_json::to_string(&meta).ok().as_deref() != Some(text.as_str()) {
         return Err(DecodeError);
     }
     Ok(Some(std::sync::Arc::new(meta)))
