@@ -337,6 +337,14 @@ async fn test_jwks_keys_by_kid_rotation_and_failure() {
     jwks.set(vec![third.jwk("ec-3")]);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(status(&server, &third.sign(&token, Some("ec-3"))).await, 101);
+    // In band too: an `auth` frame with a kid the set does not know yet waits for its fetch.
+    let fourth = TestKey::new(Algorithm::EdDSA);
+    jwks.set(vec![fourth.jwk("ed-4")]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut in_band = Client::connect_anonymous(&server).await;
+    in_band.send_json(&json!({"type": "auth", "op_id": "a1", "data": {"token": fourth.sign(&token, Some("ed-4"))}})).await;
+    assert_eq!(in_band.expect_connected().await["user_id"], "alice");
+    assert_eq!(in_band.reply("a1").await["type"], "ack");
     // The live connection was never disturbed.
     assert_eq!(client.ack("presence.query", json!({"users": ["alice"]})).await["users"][0]["status"], "online");
 }
