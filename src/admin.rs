@@ -8,6 +8,7 @@
 mod cluster;
 pub mod query;
 mod routes;
+mod server_api;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,6 +44,10 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/rooms/{room}", &["GET"]),
     ("/v1/rooms/{room}/messages", &["POST"]),
     ("/v1/rooms/{room}/disconnect", &["POST"]),
+    ("/v1/rooms/{room}/publish", &["POST"]),
+    ("/v1/rooms/{room}/history", &["GET"]),
+    ("/v1/connections/{id}/messages", &["POST"]),
+    ("/v1/users/{id}/rooms/{room}", &["POST", "DELETE"]),
     ("/v1/users/{id}/messages", &["POST"]),
     ("/v1/users/{id}/disconnect", &["POST"]),
     ("/v1/users/{id}/groups", &["POST"]),
@@ -189,7 +194,7 @@ fn authorize(node: &Node, headers: &HeaderMap) -> Result<Scope, Failure> {
             return Ok(None);
         }
     }
-    match node.edge.auth.authenticate(token) {
+    match node.edge.authenticate(token) {
         Ok(identity) if identity.is_admin() => Ok(Some(identity.tenant)),
         Ok(_) => Err(Failure::new(StatusCode::FORBIDDEN, "forbidden", "admin role required")),
         Err(_) => Err(unauthorized("invalid admin credentials")),

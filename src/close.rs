@@ -28,4 +28,7 @@ impl Disconnect {
     pub const SLOW_CONSUMER: Disconnect = Disconnect { code: 4009, reason: "slow consumer" };
     /// The connect hook refused the connection (its reason goes in the `error` before).
     pub const HOOK_REFUSED: Disconnect = Disconnect { code: 4403, reason: "refused by the application" };
+    /// The user has `--max-connections-per-user` connections already (counted cluster-wide
+    /// by the owner of its personal room).
+    pub const USER_CONNECTIONS: Disconnect = Disconnect { code: 4029, reason: "too many connections for this user" };
 }

@@ -97,6 +97,16 @@ impl Reader {
         T::decode(self)
     }
 
+    /// A field added at the end of a value: absent (its default) from the frames of older
+    /// builds, which end before it.
+    pub fn get_added<T: Decode + Default>(&mut self) -> Result<T, DecodeError> {
+        if self.buf.has_remaining() {
+            self.get()
+        } else {
+            Ok(T::default())
+        }
+    }
+
     fn need(&self, len: usize) -> Result<(), DecodeError> {
         if self.buf.remaining() < len {
             return Err(DecodeError);

@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::auth::{KeyConfig, KeyError};
+pub use crate::admission::TrustedProxies;
+use crate::auth::{JwtSettings, KeyConfig, KeyError};
 use crate::tls::Tls;
 
 mod file;
 mod flags;
+mod jwt;
 mod resolve;
 mod webhook;
 
@@ -52,6 +54,8 @@ pub struct Config {
     pub node_id: String,
     /// How client tokens are checked.
     pub key: KeyConfig,
+    /// Audience, issuer, leeway, rotation, JWKS and claim paths of client tokens.
+    pub jwt: JwtSettings,
     /// True when the key was made up at start (`--dev`, or no key configured).
     pub dev: bool,
     /// Serve the demo chat at `/demo` (`--demo`; default: in development mode).
@@ -62,6 +66,8 @@ pub struct Config {
     pub history_size: usize,
     pub inbox_size: usize,
     pub max_connections: usize,
+    /// `--max-connections-per-user`, `--connect-rate-per-ip`, `--trusted-proxies`.
+    pub admission: Admission,
     pub drain_timeout: Duration,
     pub log_json: bool,
     /// `None` = a single node.
@@ -84,6 +90,17 @@ pub struct Config {
     pub webhooks: Option<WebhookSettings>,
     /// Authorization hooks; `None` = none.
     pub hooks: Option<HookSettings>,
+}
+
+/// Per-user and per-IP limits on new connections.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// A user's connections across the cluster at most; `None` = no limit.
+    pub max_connections_per_user: Option<usize>,
+    /// New connections per second per client IP; `None` = no limit.
+    pub connect_rate_per_ip: Option<f64>,
+    /// The proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// How a node joins a cluster.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use ringcast_cluster::NodeId;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Authenticator, Identity};
 use crate::close::Disconnect;
 use crate::config::Limits;
 use crate::ids::ConnId;
@@ -28,6 +28,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod hub;
 pub mod ratelimit;
+pub mod service;
 pub mod session;
 pub mod transport;
 pub mod writer;
@@ -45,6 +46,10 @@ pub trait Owners: Send + Sync {
 
     /// A fresh message id (a DM's, given by the sender's edge).
     fn message_id(&self, now_millis: u64) -> String;
+
+    /// `room.members` of `sender`'s connection (in `room`, as the edge checked): the owner's
+    /// member list with each member's presence status, answered to the connection.
+    fn members(self: Arc<Self>, sender: Sender, op_id: Option<String>, room: RoomKey);
 }
 
 /// What every connection of this node shares.
@@ -74,8 +79,25 @@ impl Edge {
         format!("{}-{}", self.node_id, conn_id)
     }
 
+    /// Checks a token, counting and logging a refusal by its reason (a client sees only 401
+    /// or 4001). A `kid` the JWKS does not know is fetched in the background.
+    pub fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        self.auth.authenticate(token).inspect_err(auth_failed)
+    }
+
+    /// [`Edge::authenticate`] that waits for the JWKS to be fetched again when the `kid` is
+    /// unknown (the upgrade's token).
+    pub async fn authenticate_fetching(&self, token: &str) -> Result<Identity, AuthError> {
+        self.auth.authenticate_fetching(token).await.inspect_err(auth_failed)
+    }
+
     /// Connection `conn`, asking as `identity`.
     pub fn sender(&self, conn: &conn::Conn, identity: &crate::auth::Identity) -> Sender {
         Sender::new(self.node_id.clone(), conn.id, identity)
     }
+}
+
+fn auth_failed(err: &AuthError) {
+    tracing::debug!(reason = err.reason(), %err, "token refused");
+    crate::metrics::auth_failed(err.reason());
 }

@@ -55,6 +55,14 @@ pub fn error(op_id: Option<&str>, error: &ReplyError) -> Bytes {
     render("error", op_id, ErrorData { code: error.code.as_str(), message: &error.message }, None)
 }
 
+/// The refusal of a connection's personal room when its user has `--max-connections-per-user`
+/// already: the owner answers the join with it (`EdgeMsg::Left`), and the edge that finds
+/// exactly these bytes there closes the connection with 4029 instead of welcoming it.
+pub fn user_connections_refused() -> Bytes {
+    let error = ReplyError::new(crate::protocol::ErrorCode::Forbidden, "too many connections for this user");
+    render("error", None, ErrorData { code: error.code.as_str(), message: &error.message }, None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,7 +57,7 @@ pub async fn handle(
                 .unwrap_or_default(),
             None => error(StatusCode::NOT_FOUND, "metrics are not enabled"),
         },
-        (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req),
+        (_, "/v1/ws" | "/ws") if role == Role::Client => upgrade(&node, remote, &mut req).await,
         (&Method::GET, path) if role == Role::Client && (path == "/demo" || path.starts_with("/demo/")) => {
             demo::serve(node.config.demo, path)
         }
@@ -67,7 +67,7 @@ pub async fn handle(
 }
 
 /// Checks the upgrade request and hands the connection to a session task.
-fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {
+async fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET || !fastwebsockets::upgrade::is_upgrade_request(req) {
         metrics::connection_rejected("bad_request");
         return error(StatusCode::BAD_REQUEST, "websocket upgrade required");
@@ -92,9 +92,16 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
         metrics::connection_rejected("capacity");
         return error(StatusCode::SERVICE_UNAVAILABLE, "connection limit reached");
     }
+    let forwarded: Vec<&str> =
+        req.headers().get_all("x-forwarded-for").iter().filter_map(|value| value.to_str().ok()).collect();
+    let client_ip = node.config.admission.trusted_proxies.client_ip(remote.ip(), &forwarded);
+    if node.connect_limiter.as_ref().is_some_and(|limiter| !limiter.admit(client_ip)) {
+        metrics::connection_rejected("connect_rate");
+        return error(StatusCode::TOO_MANY_REQUESTS, "too many new connections from this address");
+    }
     let identity = match token_of(req) {
         None => None,
-        Some(token) => match node.edge.auth.authenticate(&token) {
+        Some(token) => match node.edge.authenticate_fetching(&token).await {
             Ok(identity) => Some(identity),
             Err(err) => {
                 metrics::connection_rejected("unauthorized");
@@ -103,7 +110,8 @@ fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incoming>) ->
         },
     };
     let meta = ConnMeta {
-        remote_addr: remote.to_string(),
+        // The client's address: behind a trusted proxy, the one it forwarded.
+        remote_addr: if client_ip == remote.ip() { remote.to_string() } else { client_ip.to_string() },
         user_agent: header_str(req.headers(), header::USER_AGENT),
         origin,
         connected_at_ms: time::now_millis(),

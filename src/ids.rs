@@ -6,6 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The node-local number of a connection; the cluster-wide id is `{node_id}-{ConnId}`.
 pub type ConnId = u64;
 
+/// Set in the [`ConnId`] of a server-side request (the admin API's publish, history and
+/// subscriptions): no connection has it, its answers go to the request waiting for them
+/// (`edge::service`), and the owner does not ask it to be a member of the room.
+pub const SERVICE_CONN_BIT: ConnId = 1 << 62;
+
+pub fn is_service_conn(conn_id: ConnId) -> bool {
+    conn_id & SERVICE_CONN_BIT != 0
+}
+
 /// Makes ids from the time, a per-node tag and a counter.
 pub struct IdGen {
     node_tag: u32,

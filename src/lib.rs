@@ -8,6 +8,7 @@
 //! Names, rules and settings:
 //! - [`config`]: flags, env twins and TOML file merged into a validated [`Config`].
 //! - `tls`: the certificate and key of wss, reloaded on SIGHUP.
+//! - `admission`: the client IP behind trusted proxies; new connections per IP.
 //! - [`auth`]: JWT validation with a pinned algorithm; token minting.
 //! - `ids`, `time`, `close`, [`metrics`], `procstat`: identifiers, clocks, close codes,
 //!   metric declarations, the process's own figures from `/proc/self`.
@@ -44,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod admission;
 pub mod auth;
 mod close;
 mod codec;

@@ -143,8 +143,8 @@ fn token(args: TokenArgs) -> ExitCode {
         let key =
             KeyConfig::from_options(secret.as_deref(), None, args.jwt_alg.as_deref(), args.jwt_private_key.as_deref())?
                 .ok_or_else(|| ConfigError::new("token needs --jwt-secret or --jwt-private-key"))?;
-        if !auth::is_valid_id(&args.sub) {
-            return Err(ConfigError::new("--sub must be 1-128 chars of [A-Za-z0-9_.:@-]"));
+        if !auth::is_valid_user_id(&args.sub) {
+            return Err(ConfigError::new("--sub must be 1-256 bytes of UTF-8 without control characters"));
         }
         let ttl = config::parse_duration(&args.ttl)?;
         let now = auth::now_secs();

@@ -43,6 +43,9 @@ pub const PROCESS_RSS: &str = "ringcast_process_resident_memory_bytes";
 pub const PROCESS_CPU: &str = "ringcast_process_cpu_seconds_total";
 pub const PROCESS_OPEN_FDS: &str = "ringcast_process_open_fds";
 pub const PROCESS_MAX_FDS: &str = "ringcast_process_max_fds";
+pub const AUTH_FAILURES: &str = "ringcast_auth_failures_total";
+pub const JWKS_FETCHES: &str = "ringcast_jwks_fetches_total";
+pub const JWKS_KEYS: &str = "ringcast_jwks_keys";
 
 /// Histogram buckets of every `_seconds` metric.
 pub const SECONDS_BUCKETS: &[f64] =
@@ -101,10 +104,12 @@ const CLOSE_CODES: &[(u16, &str)] = &[
     (4008, "4008"),
     (4009, "4009"),
     (4403, "4403"),
+    (4029, "4029"),
 ];
 
 /// Reasons of a refused upgrade.
-const REJECT_REASONS: &[&str] = &["unauthorized", "origin", "capacity", "bad_request", "shutdown", "no_quorum"];
+const REJECT_REASONS: &[&str] =
+    &["unauthorized", "origin", "capacity", "bad_request", "shutdown", "no_quorum", "connect_rate"];
 
 /// Operations of the store (the `op` label), registered at zero so a fresh node exports them.
 const STORE_OPS: &[&str] = &["load", "write", "ping"];
@@ -178,6 +183,7 @@ pub fn describe() {
     describe_gauge!(PROCESS_OPEN_FDS, Unit::Count, "open file descriptors (sampled every 5 s)");
     describe_gauge!(PROCESS_MAX_FDS, Unit::Count, "file descriptor limit of the process");
 
+    describe_auth();
     hot();
     gauge!(CONNECTIONS).increment(0.0);
     counter!(CONNECTIONS_ACCEPTED).increment(0);
@@ -249,6 +255,29 @@ pub fn connection_opened() {
 
 pub fn connection_closed() {
     gauge!(CONNECTIONS).decrement(1.0);
+}
+
+// === token checks ===
+
+fn describe_auth() {
+    describe_counter!(AUTH_FAILURES, Unit::Count, "client and admin tokens refused, by reason");
+    for reason in crate::auth::AuthError::REASONS {
+        counter!(AUTH_FAILURES, "reason" => reason).increment(0);
+    }
+    describe_counter!(JWKS_FETCHES, Unit::Count, "fetches of --jwt-jwks-url, by result (ok or error)");
+    describe_gauge!(JWKS_KEYS, Unit::Count, "signature keys of the JWKS in use (the last good fetch's)");
+}
+
+/// The JWKS cache's figures (sampled every 5 s): fetches that succeeded and failed, keys in use.
+pub fn jwks(ok: u64, failed: u64, keys: usize) {
+    counter!(JWKS_FETCHES, "result" => "ok").absolute(ok);
+    counter!(JWKS_FETCHES, "result" => "error").absolute(failed);
+    gauge!(JWKS_KEYS).set(keys as f64);
+}
+
+/// A token was refused for `reason` (an [`crate::auth::AuthError::reason`]).
+pub fn auth_failed(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }
 
 /// `reason` is one of [`REJECT_REASONS`].

@@ -45,6 +45,8 @@ pub struct Node {
     pub fenced: AtomicBool,
     /// Admin API requests in flight to other nodes.
     pub admin: Awaiting,
+    /// `--connect-rate-per-ip`: new connections per client address.
+    pub connect_limiter: Option<crate::admission::ConnectLimiter>,
     /// A durable store's feed, taken by [`Node::take_store_feed`] when the router starts
     /// serving it.
     store_feed: parking_lot::Mutex<Option<StoreFeed>>,
@@ -83,6 +85,7 @@ impl Node {
             config.inbox_ttl,
         )
         .with_presence_grace(config.presence_grace)
+        .with_user_connection_limit(config.admission.max_connections_per_user)
         .with_store(store, loads_tx)
         .with_webhooks(webhooks.clone());
         let hub = Arc::new(Hub::new(config.limits.error_limit, config.limits.error_window));
@@ -90,7 +93,7 @@ impl Node {
         let edge = Arc::new(Edge {
             node_id: id.clone(),
             limits: config.limits.clone(),
-            auth: Authenticator::new(&config.key)?,
+            auth: Authenticator::new(&config.key, &config.jwt)?,
             hub,
             owners: router.clone(),
             close_all: CancellationToken::new(),
@@ -101,6 +104,7 @@ impl Node {
                 None => Hooks::default(),
             },
         });
+        let connect_limiter = config.admission.connect_rate_per_ip.map(crate::admission::ConnectLimiter::new);
         Ok(Node {
             store_feed: parking_lot::Mutex::new(store_feed),
             edge,
@@ -115,6 +119,7 @@ impl Node {
             ready: AtomicBool::new(false),
             fenced: AtomicBool::new(false),
             admin: Awaiting::default(),
+            connect_limiter,
         })
     }
 

@@ -47,6 +47,29 @@ impl Sender {
             request_id: 0,
         }
     }
+
+    /// A server-side request (`ids::SERVICE_CONN_BIT` in `conn_id`) from the service `name`,
+    /// which is its `user_id` and its name.
+    pub fn service(node: NodeId, conn_id: ConnId, name: &str) -> Self {
+        let name: Arc<str> = Arc::from(name);
+        Sender { conn: ConnRef { node, conn_id }, user_id: name.clone(), name, is_moderator: true, request_id: 0 }
+    }
+
+    pub fn is_service(&self) -> bool {
+        crate::ids::is_service_conn(self.conn.conn_id)
+    }
+}
+
+/// A server-side room subscription of a user (`POST /v1/users/{id}/rooms/{room}`) travels
+/// with its groups, in `RequestKind::UserGroups` and `EdgeMsg::Groups`, as `#` and the room
+/// name: no group id has a `#`.
+pub fn subscription_entry(room: &str) -> String {
+    format!("#{room}")
+}
+
+/// The room of a subscription entry (`None` for a group).
+pub fn subscribed_room(entry: &str) -> Option<&str> {
+    entry.strip_prefix('#')
 }
 
 /// An operation for the owner of a room key.

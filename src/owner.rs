@@ -47,6 +47,8 @@ pub struct Owner {
     meta: Box<[Mutex<HashMap<RoomKey, RoomMeta>>]>,
     /// How long a user stays online after its last connection closed.
     presence_grace: std::time::Duration,
+    /// `--max-connections-per-user`: a user's connections in its personal room at most.
+    max_user_connections: Option<usize>,
     /// Personal rooms whose grace runs: the only ones the presence sweep looks at.
     presence_pending: Mutex<std::collections::HashSet<RoomKey>>,
     /// Where durable state is written through (memory by default).
@@ -76,6 +78,9 @@ pub struct UserBox {
     pub offline_at: Option<u64>,
     /// Connections subscribed to this user's presence.
     pub subscribers: Vec<ConnRef>,
+    /// The user's server-side room subscriptions (`ops::subscription_entry`): every new
+    /// connection of the user joins them.
+    pub rooms: Vec<String>,
 }
 
 impl UserBox {
@@ -87,6 +92,7 @@ impl UserBox {
             && self.message.is_none()
             && self.offline_at.is_none()
             && self.subscribers.is_empty()
+            && self.rooms.is_empty()
     }
 }
 
@@ -99,6 +105,7 @@ pub struct InboxSnapshot {
     pub status: Option<String>,
     pub message: Option<String>,
     pub subscribers: Vec<ConnRef>,
+    pub rooms: Vec<String>,
 }
 
 /// Moderation state of a room key: outlives the room's members.
@@ -146,6 +153,7 @@ impl Owner {
             inboxes: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             meta: (0..NUM_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             presence_grace: std::time::Duration::from_secs(5),
+            max_user_connections: None,
             presence_pending: Mutex::new(std::collections::HashSet::new()),
             inbox_size,
             inbox_ttl,
@@ -180,6 +188,13 @@ impl Owner {
     }
 
     /// Sets the presence grace (default 5 s).
+    /// Refuses a user's connection over `limit` (its personal room's join; the edge closes it
+    /// with `Disconnect::USER_CONNECTIONS`).
+    pub fn with_user_connection_limit(mut self, limit: Option<usize>) -> Self {
+        self.max_user_connections = limit;
+        self
+    }
+
     pub fn with_presence_grace(mut self, grace: std::time::Duration) -> Self {
         self.presence_grace = grace;
         self
@@ -260,6 +275,7 @@ impl Owner {
         let ctx = OpCtx { sink, key: &key, sender: &sender, op_id: op_id.as_deref(), webhooks: &self.webhooks };
         match kind {
             RequestKind::UserGroups { added, removed } => {
+                self.remember_subscriptions(&key, &added, &removed);
                 // Every connection of a user is in its personal room.
                 if let Some(room) = shard.get(&key) {
                     for user in room.users.values() {

@@ -15,4 +15,4 @@ mod request;
 pub use envelope::parse;
 pub use error::{ErrorCode, ReplyError};
 pub use fields::is_valid_room_name;
-pub use request::{Attachment, CallSignal, ChatSend, Request, RoomAction, Since};
+pub use request::{Attachment, CallSignal, ChatSend, Meta, Request, RoomAction, Since};

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::auth::Identity;
+use crate::auth::{escape_user_id, Identity};
 pub use crate::protocol::is_valid_room_name;
 use crate::protocol::{ErrorCode, ReplyError};
 
@@ -18,9 +18,10 @@ impl RoomKey {
         RoomKey(Arc::from(format!("{tenant}/{room}")))
     }
 
-    /// The key of a user's personal room.
+    /// The key of a user's personal room: the id escaped ([`escape_user_id`]), so that any
+    /// two users have two keys and a key holds no `/`, `{`, `}` or control character.
     pub fn user(tenant: &str, user_id: &str) -> Self {
-        RoomKey(Arc::from(format!("{tenant}/user:{user_id}")))
+        RoomKey(Arc::from(format!("{tenant}/{}", personal_room(user_id))))
     }
 
     pub fn as_str(&self) -> &str {
@@ -49,11 +50,16 @@ impl fmt::Display for RoomKey {
     }
 }
 
+/// The name of `user_id`'s personal room: `user:` and the escaped id.
+pub fn personal_room(user_id: &str) -> String {
+    format!("user:{}", escape_user_id(user_id))
+}
+
 /// Checks that `identity` may join `room` directly. The owner checks the rules that depend
 /// on room state (bans, approvals); the ones here depend only on the token.
 pub fn check_join(identity: &Identity, room: &str) -> Result<(), ReplyError> {
     if let Some(user_id) = room.strip_prefix("user:") {
-        if user_id != &*identity.user_id {
+        if user_id != escape_user_id(&identity.user_id) {
             return Err(ReplyError::new(ErrorCode::Forbidden, "user: rooms are personal"));
         }
     } else if let Some(group) = room.strip_prefix("group:") {
@@ -77,5 +83,17 @@ mod tests {
         assert_eq!(key.room(), "lobby");
         assert_eq!(key.tenant(), "acme");
         assert_ne!(RoomKey::new("a", "lobby"), RoomKey::new("b", "lobby"));
+    }
+
+    #[test]
+    fn test_personal_keys_never_collide() {
+        let users = ["auth0|x", "auth0%7Cx", "auth0%7cx", "a/b", "a%2Fb", "x}y", "é", "%C3%A9", "alice"];
+        let keys: Vec<RoomKey> = users.iter().map(|user| RoomKey::user("t", user)).collect();
+        for (index, key) in keys.iter().enumerate() {
+            assert_eq!(key.tenant(), "t");
+            assert!(!key.room().contains(['/', '{', '}']), "{key}");
+            assert!(keys[index + 1..].iter().all(|other| other != key), "{key}");
+        }
+        assert_eq!(RoomKey::user("t", "alice").room(), "user:alice");
     }
 }

@@ -25,6 +25,7 @@ use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::takeover::{Held, Takeover};
 
+mod members;
 mod pending;
 mod presence;
 mod receipts;
@@ -374,6 +375,10 @@ impl Router {
 impl Owners for Router {
     fn route(&self, op: OwnerOp) -> Result<(), ReplyError> {
         Router::route(self, op)
+    }
+
+    fn members(self: Arc<Self>, sender: Sender, op_id: Option<String>, room: RoomKey) {
+        self.members_with_presence(sender, op_id, room)
     }
 
     fn presence_query(&self, sender: Sender, op_id: Option<&str>, users: Vec<RoomKey>) -> Result<(), ReplyError> {

@@ -50,6 +50,10 @@ pub async fn run(
                 let Some(node) = weak.upgrade() else { break };
                 let (queued, deepest) = node.edge.hub.queued_frames();
                 crate::metrics::sample(node.edge.hub.num_rooms(), queued, deepest);
+                if let Some(jwks) = node.edge.auth.jwks() {
+                    let (ok, failed, keys) = jwks.stats();
+                    crate::metrics::jwks(ok, failed, keys);
+                }
                 drop(node);
                 handle.run_upkeep();
             }
@@ -59,6 +63,9 @@ pub async fn run(
         tokio::spawn(adopt_webhook_events(Arc::downgrade(&node)));
     }
     tokio::spawn(node.router.clone().run_deferred());
+    if let Some(jwks) = node.edge.auth.jwks() {
+        tokio::spawn(jwks.clone().run(node.shutdown.clone()));
+    }
     if let Some(feed) = node.take_store_feed() {
         tokio::spawn(node.router.clone().run_store(feed));
     }

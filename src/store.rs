@@ -52,6 +52,8 @@ pub enum Write {
     InboxClear,
     /// A DM sent with a `client_id` to this user: (sender, client_id) and its first ack.
     DmSent { from: Arc<str>, client_id: String, ack: SentAck },
+    /// The user's server-side room subscriptions, whole (`ops::subscription_entry`).
+    Subscriptions(Vec<String>),
 }
 
 /// A key's durable state as the store gave it back.
@@ -68,6 +70,8 @@ pub struct Loaded {
     pub inbox: Vec<(u64, Bytes)>,
     /// Personal rooms only: DM idempotency keys.
     pub dm_sent: Vec<(Arc<str>, String, SentAck)>,
+    /// Personal rooms only: the user's server-side room subscriptions.
+    pub rooms: Vec<String>,
 }
 
 /// The writes of one op and the answers that wait for them.

@@ -60,7 +60,7 @@ async fn dms_reach_every_connection_or_wait_in_the_inbox(clustered: bool) {
 
     // Bad inputs, each answered, the connection unharmed.
     assert_eq!(alice.error("dm.send", json!({"to": "alice", "text": "me"})).await, "invalid_message");
-    assert_eq!(alice.error("dm.send", json!({"to": "no spaces", "text": "x"})).await, "invalid_message");
+    assert_eq!(alice.error("dm.send", json!({"to": "no\ncontrol characters", "text": "x"})).await, "invalid_message");
     assert_eq!(alice.error("dm.send", json!({"to": "bob"})).await, "invalid_message");
     assert_eq!(alice.error("dm.send", json!({"to": 5, "text": "x"})).await, "invalid_message");
     alice.ping().await;

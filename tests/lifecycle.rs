@@ -187,7 +187,7 @@ async fn test_token_command_mints_accepted_tokens() {
     let (code, _, stderr) = run_ringcast(&["token", "--sub", "x"]);
     assert_eq!(code, Some(64), "no secret: {stderr}");
     assert!(stderr.starts_with("ringcast: "));
-    let (code, _, _) = run_ringcast(&["token", "--sub", "bad sub", "--jwt-secret", "s"]);
+    let (code, _, _) = run_ringcast(&["token", "--sub", "bad\tsub", "--jwt-secret", "s"]);
     assert_eq!(code, Some(64));
     let (code, _, _) = run_ringcast(&["token", "--sub", "x", "--ttl", "1w", "--jwt-secret", "s"]);
     assert_eq!(code, Some(64));

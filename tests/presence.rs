@@ -141,7 +141,7 @@ async fn status_and_queries(clustered: bool) {
     assert_eq!(watcher.error("presence.query", json!({"users": []})).await, "invalid_message");
     let many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
     assert_eq!(watcher.error("presence.query", json!({"users": many})).await, "invalid_message");
-    assert_eq!(watcher.error("presence.subscribe", json!({"users": ["bad id"]})).await, "invalid_message");
+    assert_eq!(watcher.error("presence.subscribe", json!({"users": ["bad\u{7}id"]})).await, "invalid_message");
     watcher.ping().await;
 }
 

@@ -104,6 +104,14 @@ pub async fn serve(node: &Arc<Node>, req: AdminRequest) -> Result<Value, Failure
             let filter = Filter { room: Some(req.room()?), ..req.filter() };
             counted(ask(node, To::All, &Query::Close { filter }).await, "closed", "no connection in this room")
         }
+        ("/v1/rooms/{room}/publish", _) => super::server_api::publish(node, &req, req.room()?).await,
+        ("/v1/rooms/{room}/history", _) => super::server_api::history(node, &req, req.room()?).await,
+        ("/v1/connections/{id}/messages", _) => {
+            let (target, filter) = connection(node, &req)?;
+            let frame = message_frame(&req.body, None)?;
+            counted(ask(node, To::One(target), &Query::Send { filter, frame }).await, "delivered", "unknown connection")
+        }
+        ("/v1/users/{id}/rooms/{room}", method) => super::server_api::subscribe(node, &req, method == "POST").await,
         ("/v1/users/{id}/messages", _) => {
             let filter = Filter { user_id: Some(req.user_id()?), ..req.filter() };
             let frame = message_frame(&req.body, None)?;
@@ -199,10 +207,10 @@ fn valid_room(room: &str) -> Result<String, Failure> {
 }
 
 fn valid_user(user_id: &str) -> Result<String, Failure> {
-    if is_valid_id(user_id) {
+    if crate::auth::is_valid_user_id(user_id) {
         Ok(user_id.to_string())
     } else {
-        Err(Failure::bad_request("user id must be 1-128 chars of [A-Za-z0-9_.:@-]"))
+        Err(Failure::bad_request("user id must be 1-256 bytes of UTF-8 without control characters"))
     }
 }
 

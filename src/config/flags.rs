@@ -51,9 +51,42 @@ pub struct ServeArgs {
     /// PEM public key of client tokens (with --jwt-alg)
     #[arg(long, env = "RINGCAST_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
-    /// HS256 | RS256 | ES256 | EdDSA [default: HS256, or RS256 with a public key]
+    /// HS256 | RS256 | RS384 | RS512 | PS256 | ES256 | ES384 | EdDSA [default: HS256, or RS256 with a public key]
     #[arg(long, env = "RINGCAST_JWT_ALG")]
     pub jwt_alg: Option<String>,
+    /// previous HS256 key, still accepted while a rotation lasts
+    #[arg(long, env = "RINGCAST_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+    /// previous PEM public key (of --jwt-alg), still accepted while a rotation lasts
+    #[arg(long, env = "RINGCAST_JWT_PREVIOUS_PUBLIC_KEY")]
+    pub jwt_previous_public_key: Option<PathBuf>,
+    /// comma-separated accepted `aud` values; unset = aud not checked
+    #[arg(long, env = "RINGCAST_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// comma-separated accepted `iss` values; unset = iss not checked
+    #[arg(long, env = "RINGCAST_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// clock skew allowed on exp, nbf and iat, in seconds [default: 30]
+    #[arg(long, env = "RINGCAST_JWT_LEEWAY_SECS")]
+    pub jwt_leeway_secs: Option<u64>,
+    /// URL of a JWKS whose keys (by kid) verify tokens
+    #[arg(long, env = "RINGCAST_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// seconds between fetches of the JWKS [default: 300]
+    #[arg(long, env = "RINGCAST_JWT_JWKS_REFRESH_SECS")]
+    pub jwt_jwks_refresh_secs: Option<f64>,
+    /// an unknown kid fetches the JWKS at most this often, in seconds [default: 10]
+    #[arg(long, env = "RINGCAST_JWT_JWKS_MIN_INTERVAL_SECS")]
+    pub jwt_jwks_min_interval_secs: Option<f64>,
+    /// claim (or dotted path) holding the roles [default: roles]
+    #[arg(long, env = "RINGCAST_JWT_ROLES_CLAIM")]
+    pub jwt_roles_claim: Option<String>,
+    /// claim (or dotted path) holding the groups [default: groups]
+    #[arg(long, env = "RINGCAST_JWT_GROUPS_CLAIM")]
+    pub jwt_groups_claim: Option<String>,
+    /// claim (or dotted path) holding the tenant [default: tenant]
+    #[arg(long, env = "RINGCAST_JWT_TENANT_CLAIM")]
+    pub jwt_tenant_claim: Option<String>,
     /// bearer key of the admin API
     #[arg(long, env = "RINGCAST_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -105,6 +138,15 @@ pub struct ServeArgs {
     /// offline direct messages kept per user [default: 1000]
     #[arg(long, env = "RINGCAST_INBOX_SIZE")]
     pub inbox_size: Option<usize>,
+    /// most connections of one user across the cluster; unset = no limit
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS_PER_USER")]
+    pub max_connections_per_user: Option<usize>,
+    /// new connections per second per client IP; unset = no limit
+    #[arg(long, env = "RINGCAST_CONNECT_RATE_PER_IP")]
+    pub connect_rate_per_ip: Option<f64>,
+    /// comma-separated proxies (IPs, CIDRs) whose X-Forwarded-For names the client IP
+    #[arg(long, env = "RINGCAST_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// most connections this node accepts [default: 100000]
     #[arg(long, env = "RINGCAST_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{split_list, ClusterSettings, Config, ConfigError, Limits, ServeArgs};
+use super::{split_list, Admission, ClusterSettings, Config, ConfigError, Limits, ServeArgs, TrustedProxies};
 use crate::auth::KeyConfig;
 use crate::tls::Tls;
 
@@ -14,6 +14,7 @@ impl ServeArgs {
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let this = self.merge_file()?;
         let (webhooks, hooks) = (this.webhooks()?, this.hooks()?);
+        let jwt = this.jwt_settings(this.jwt_secret.is_some() || this.jwt_public_key.is_some())?;
         let listen = parse_addr("--listen", this.listen.as_deref().unwrap_or("127.0.0.1:8080"))?;
         let admin_listen = this.admin_listen.as_deref().map(|addr| parse_addr("--admin-listen", addr)).transpose()?;
         let redis_url = match this.redis_url.filter(|url| !url.is_empty()) {
@@ -91,7 +92,8 @@ impl ServeArgs {
         )?;
         let (key, dev) = match key_opt {
             Some(key) => (key, false),
-            None => (KeyConfig::Hs256(crate::auth::random_secret()), true),
+            // With only a JWKS, the made-up key verifies nothing (`jwt.static_key` is false).
+            None => (KeyConfig::Hs256(crate::auth::random_secret()), jwt.jwks.is_none()),
         };
         if dev_flag && !dev {
             tracing::warn!("--dev given with a configured key: using the configured key");
@@ -126,6 +128,7 @@ impl ServeArgs {
             admin_listen,
             node_id,
             key,
+            jwt,
             dev,
             demo: this.demo.unwrap_or(dev),
             allowed_origins,
@@ -133,6 +136,21 @@ impl ServeArgs {
             history_size: positive("--history-size", this.history_size, 100)?,
             inbox_size: positive("--inbox-size", this.inbox_size, 1000)?,
             max_connections: positive("--max-connections", this.max_connections, 100_000)?,
+            admission: Admission {
+                max_connections_per_user: match this.max_connections_per_user {
+                    None => None,
+                    Some(limit) => Some(positive("--max-connections-per-user", Some(limit), 1)?),
+                },
+                connect_rate_per_ip: match this.connect_rate_per_ip {
+                    None => None,
+                    Some(rate) => Some(positive_f64("--connect-rate-per-ip", Some(rate), 1.0)?),
+                },
+                trusted_proxies: match &this.trusted_proxies {
+                    None => TrustedProxies::default(),
+                    Some(list) => TrustedProxies::parse(list)
+                        .map_err(|err| ConfigError::new(format!("--trusted-proxies: {err}")))?,
+                },
+            },
             drain_timeout: seconds("--drain-timeout-secs", this.drain_timeout_secs, Duration::from_secs(30))?,
             log_json,
             cluster,

@@ -56,7 +56,7 @@ pub(super) fn welcome(
     let mut welcome = vec![frames::event("connected", connected, &now)];
     welcome.extend(ack);
     conn.hold_welcome(welcome);
-    join_quietly(edge, conn, &identity, &format!("user:{}", identity.user_id));
+    join_quietly(edge, conn, &identity, &crate::room::personal_room(&identity.user_id));
     // The hub sends the welcome when the personal room's `Joined` arrives (at once, if
     // the join could not be routed).
     for group in &identity.groups {

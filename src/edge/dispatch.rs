@@ -10,7 +10,7 @@ use super::session::Session;
 use super::Edge;
 use crate::auth::{AuthError, Identity};
 use crate::frames;
-use crate::ops::{OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
+use crate::ops::{subscribed_room, OwnerOp, PresenceOp, RequestKind, RoomAction, UserDelivery};
 use crate::protocol::{CallSignal, ErrorCode, ReplyError, Request};
 use crate::room::{self, RoomKey};
 use crate::time;
@@ -42,7 +42,12 @@ impl Session {
             }
             Request::RoomMembers { room } => {
                 let key = RoomKey::new(&identity.tenant, &room);
-                self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Members))
+                // The owner lists the members to this node, which adds their presence.
+                if !self.conn.rooms.lock().rooms.contains(&key) {
+                    return Err(ReplyError::new(ErrorCode::Forbidden, "not in room"));
+                }
+                self.edge.owners.clone().members(sender, op_id_owned, key);
+                Ok(())
             }
             Request::ChatSend(message) => {
                 let key = RoomKey::new(&identity.tenant, &message.room);
@@ -52,7 +57,7 @@ impl Session {
                 let key = RoomKey::new(&identity.tenant, &room);
                 self.edge.owners.route(OwnerOp::request(key, sender, op_id_owned, RequestKind::Act(action)))
             }
-            Request::Dm { to, text, attachments, client_id } => {
+            Request::Dm { to, text, attachments, client_id, meta } => {
                 if to == *identity.user_id {
                     return Err(ReplyError::invalid("cannot send a direct message to yourself"));
                 }
@@ -68,6 +73,8 @@ impl Session {
                     text: &'a str,
                     attachments: &'a [crate::protocol::Attachment],
                     ts: &'a str,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    meta: Option<&'a serde_json::Value>,
                     #[serde(skip_serializing_if = "std::ops::Not::not")]
                     offline: bool,
                 }
@@ -79,6 +86,7 @@ impl Session {
                     text: &text,
                     attachments: &attachments,
                     ts: &ts,
+                    meta: meta.as_deref(),
                     offline: false,
                 };
                 let frame = frames::event("dm.message", &message, &ts);
@@ -161,7 +169,6 @@ impl Session {
     fn refresh(&mut self, op_id: Option<&str>, current: &Arc<Identity>, token: &str) -> Result<(), ReplyError> {
         let identity = self
             .edge
-            .auth
             .authenticate(token)
             .map_err(|err: AuthError| ReplyError::new(ErrorCode::Unauthorized, err.to_string()))?;
         if identity.user_id != current.user_id || identity.tenant != current.tenant {
@@ -192,8 +199,8 @@ impl Session {
 }
 
 /// Applies the group changes queued for `conn` (see [`crate::ops::EdgeMsg::Groups`]):
-/// its identity takes the new groups, it joins and leaves the `group:` rooms, and it is told
-/// with `room.update`. Runs on the connection's writer task, outside every lock.
+/// its identity takes the new groups, it joins and leaves the `group:` rooms (and the rooms
+/// of server-side subscriptions, [`subscribed_room`]), and it is told with `room.update`. Runs on the connection's writer task, outside every lock.
 pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
     let changes: Vec<(Vec<String>, Vec<String>)> = std::mem::take(&mut *conn.pending_groups.lock());
     let Some(mut identity) = conn.identity() else { return };
@@ -206,7 +213,7 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
     for (added, removed) in changes {
         let mut updated = (*identity).clone();
         updated.groups.retain(|group| !removed.contains(group));
-        for group in &added {
+        for group in added.iter().filter(|entry| subscribed_room(entry).is_none()) {
             if !updated.groups.contains(group) {
                 updated.groups.push(group.clone());
             }
@@ -217,7 +224,11 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
         let sender = edge.sender(conn, &identity);
         for (groups, status) in [(&added, "joined"), (&removed, "left")] {
             for group in groups {
-                let room = format!("group:{group}");
+                // A server-side subscription names its room; a group its `group:` room.
+                let (room, reason) = match subscribed_room(group) {
+                    Some(room) => (room.to_string(), "server"),
+                    None => (format!("group:{group}"), "groups"),
+                };
                 let key = RoomKey::new(&identity.tenant, &room);
                 let op = if status == "joined" {
                     conn.rooms.lock().rooms.insert(key.clone());
@@ -228,11 +239,7 @@ pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
                 if let Err(err) = edge.owners.route(op) {
                     tracing::warn!(room, error = %err.message, "group room change failed");
                 }
-                conn.outbox.push_text(frames::event(
-                    "room.update",
-                    RoomUpdate { room: &room, status, reason: "groups" },
-                    &ts,
-                ));
+                conn.outbox.push_text(frames::event("room.update", RoomUpdate { room: &room, status, reason }, &ts));
             }
         }
     }

@@ -26,6 +26,8 @@ pub struct Hub {
     error_window: std::time::Duration,
     /// Messages in and out of the connections that closed, by tenant (the admin stats).
     closed_counts: Mutex<HashMap<Arc<str>, (u64, u64)>>,
+    /// Server-side requests of this node waiting for their answers.
+    pub service: super::service::ServiceReplies,
 }
 
 impl Hub {
@@ -37,6 +39,7 @@ impl Hub {
             error_limit,
             error_window,
             closed_counts: Mutex::new(HashMap::new()),
+            service: Default::default(),
         }
     }
 
@@ -151,6 +154,9 @@ impl Hub {
             }
             EdgeMsg::Reply { conn_id, frame, is_error, .. } => {
                 let Some(conn) = self.get(conn_id) else {
+                    if !self.service.answer(conn_id, frame) {
+                        tracing::debug!(conn_id, "reply to a connection gone");
+                    }
                     return;
                 };
                 conn.outbox.push_text(frame);
@@ -199,6 +205,10 @@ impl Hub {
                 conn.rooms.lock().rooms.remove(&room);
                 self.remove_from_room(&room, conn_id);
                 if room.room().starts_with("user:") {
+                    if frames.first() == Some(&crate::frames::user_connections_refused()) {
+                        // Its user has as many connections as it may: never welcomed.
+                        return conn.outbox.close(Disconnect::USER_CONNECTIONS);
+                    }
                     // Refused its personal room: the connection is still told it is connected.
                     conn.release_welcome();
                 }

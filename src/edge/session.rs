@@ -24,7 +24,7 @@ use super::transport::Transport;
 use super::writer::WriteQueue;
 use super::wsframe::{self, ClientFrame, FrameError};
 use super::Edge;
-use crate::auth::{now_secs, Identity};
+use crate::auth::{now_secs, AuthError, Identity};
 use crate::close::Disconnect;
 use crate::frames;
 use crate::metrics;
@@ -65,6 +65,7 @@ pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         conn: conn.clone(),
         rate: RateLimiter::new(edge.limits.rate_per_second, edge.limits.rate_burst),
         fragments: None,
+        pending_auth: None,
     };
     if let Some(identity) = identity {
         session.authenticated(*identity, None);
@@ -136,6 +137,17 @@ pub(super) struct Session {
     /// A fragmented message being reassembled: its opcode and bytes so far (boxed: most
     /// connections never fragment, and this keeps idle ones small).
     fragments: Option<Box<(u8, BytesMut)>>,
+    /// An in-band `auth` whose `kid` the JWKS did not know, checked again once the set was
+    /// fetched (boxed: rare).
+    pending_auth: Option<Box<PendingAuth>>,
+}
+
+/// An in-band `auth` waiting for a fetch of the JWKS.
+struct PendingAuth {
+    token: String,
+    op_id: Option<String>,
+    /// Set (and the connection woken) when the fetch is over, whatever its result.
+    fetched: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Session {
@@ -239,6 +251,9 @@ impl Session {
                         apply_group_changes(&self.edge, &self.conn);
                     }
                     self.conn.run_deferred();
+                    if self.pending_auth.as_ref().is_some_and(|pending| pending.fetched.load(std::sync::atomic::Ordering::Acquire)) {
+                        self.finish_pending_auth();
+                    }
                 }
                 _ = &mut timer => {
                     let now = tokio::time::Instant::now();
@@ -365,7 +380,13 @@ impl Session {
                         let ack = frames::ack(parsed.op_id.as_deref(), serde_json::json!({}));
                         self.authenticated(identity, ack);
                     }
-                    Err(err) => self.refuse_auth(parsed.op_id.as_deref(), &err.to_string()),
+                    Err(AuthError::UnknownKey) if self.pending_auth.is_none() && self.edge.auth.jwks().is_some() => {
+                        self.wait_for_jwks(token, parsed.op_id);
+                    }
+                    Err(err) => {
+                        super::auth_failed(&err);
+                        self.refuse_auth(parsed.op_id.as_deref(), &err.to_string());
+                    }
                 },
                 _ => self.refuse_auth(parsed.op_id.as_deref(), "first frame must be auth"),
             }
@@ -377,6 +398,33 @@ impl Session {
             self.reply_error(None, ReplyError::new(ErrorCode::Unsupported, "binary frames are not supported in v1"));
         }
         Ok(())
+    }
+
+    /// Fetches the JWKS again (at most once per interval) for an in-band `auth` with an
+    /// unknown `kid`; the connection's task checks the token again when it is over.
+    fn wait_for_jwks(&mut self, token: String, op_id: Option<String>) {
+        let fetched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(jwks) = self.edge.auth.jwks().cloned() {
+            let (conn, done) = (self.conn.clone(), fetched.clone());
+            tokio::spawn(async move {
+                jwks.refresh(false).await;
+                done.store(true, std::sync::atomic::Ordering::Release);
+                conn.outbox.signal();
+            });
+        }
+        self.pending_auth = Some(Box::new(PendingAuth { token, op_id, fetched }));
+    }
+
+    fn finish_pending_auth(&mut self) {
+        let Some(pending) = self.pending_auth.take() else { return };
+        match self.edge.authenticate(&pending.token) {
+            Ok(identity) => {
+                metrics::message_in("auth");
+                let ack = frames::ack(pending.op_id.as_deref(), serde_json::json!({}));
+                self.authenticated(identity, ack);
+            }
+            Err(err) => self.refuse_auth(pending.op_id.as_deref(), &err.to_string()),
+        }
     }
 
     fn refuse_auth(&self, op_id: Option<&str>, message: &str) {

@@ -36,7 +36,7 @@ impl Owner {
                     to: &'a str,
                     call_id: &'a str,
                 }
-                ctx.ack(CallAck { to: user_of(key), call_id: &call_id });
+                ctx.ack(CallAck { to: &user_of(key), call_id: &call_id });
             }
             UserDelivery::Dm { id, ts, frame, offline_frame, client_id } => {
                 let mut inboxes = self.inbox_shard(key).lock();
@@ -125,6 +125,7 @@ impl Owner {
                         status: user_box.status,
                         message: user_box.message,
                         subscribers: user_box.subscribers,
+                        rooms: user_box.rooms,
                     });
                 }
             }
@@ -153,6 +154,35 @@ impl Owner {
             if !user_box.subscribers.contains(&subscriber) {
                 user_box.subscribers.push(subscriber);
             }
+        }
+        for room in snapshot.rooms {
+            if !user_box.rooms.contains(&room) {
+                user_box.rooms.push(room);
+            }
+        }
+    }
+
+    /// Keeps the server-side room subscriptions among `added` and `removed` (the groups of a
+    /// `UserGroups` op on personal room `key`) for the user's connections to come.
+    pub(super) fn remember_subscriptions(&self, key: &RoomKey, added: &[String], removed: &[String]) {
+        let is_subscription = |entry: &&String| crate::ops::subscribed_room(entry).is_some();
+        if !added.iter().chain(removed).any(|entry| is_subscription(&entry)) {
+            return;
+        }
+        let mut inboxes = self.inbox_shard(key).lock();
+        let user_box = inboxes.entry(key.clone()).or_default();
+        let before = user_box.rooms.clone();
+        user_box.rooms.retain(|room| !removed.contains(room));
+        for entry in added.iter().filter(is_subscription) {
+            if !user_box.rooms.contains(entry) {
+                user_box.rooms.push(entry.clone());
+            }
+        }
+        if user_box.rooms != before {
+            journal::record_with(|| Write::Subscriptions(user_box.rooms.clone()));
+        }
+        if user_box.is_idle() {
+            inboxes.remove(key);
         }
     }
 

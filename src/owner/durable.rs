@@ -52,7 +52,12 @@ fn needs_store(op: &OwnerOp) -> bool {
         RequestKind::Act(action) => {
             !matches!(action, RoomAction::Typing { .. } | RoomAction::Receipt { .. } | RoomAction::Upload { .. })
         }
-        RequestKind::Leave | RequestKind::Members | RequestKind::Presence(_) | RequestKind::UserGroups { .. } => false,
+        // A change of the user's server-side subscriptions writes them whole: the stored ones
+        // first.
+        RequestKind::UserGroups { added, removed } => {
+            added.iter().chain(removed).any(|entry| crate::ops::subscribed_room(entry).is_some())
+        }
+        RequestKind::Leave | RequestKind::Members | RequestKind::Presence(_) => false,
     }
 }
 
@@ -237,6 +242,11 @@ impl Owner {
             user_box.messages = loaded.inbox.into_iter().collect();
             for (from, client_id, ack) in loaded.dm_sent {
                 user_box.sent.insert((from, client_id), ack);
+            }
+            for room in loaded.rooms {
+                if !user_box.rooms.contains(&room) {
+                    user_box.rooms.push(room);
+                }
             }
             if user_box.is_idle() {
                 inboxes.remove(key);

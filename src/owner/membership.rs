@@ -61,6 +61,16 @@ impl Owner {
             return ctx.left(vec![ctx.error_frame(&error)]);
         }
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
+        if let (Some(limit), true) = (self.max_user_connections, key.room().starts_with("user:")) {
+            let conns = room.users.get(&sender.user_id).map(|user| user.conns.as_slice()).unwrap_or_default();
+            if conns.len() >= limit && !conns.contains(&sender.conn) {
+                ctx.left(vec![frames::user_connections_refused()]);
+                if room.can_forget() {
+                    shard.remove(key);
+                }
+                return;
+            }
+        }
         let added = room.add_conn(&sender.user_id, &sender.name, sender.is_moderator, &sender.conn);
         let mut frames = if key.room().starts_with("user:") { self.take_inbox(key) } else { Vec::new() };
         let recovered = since.map(|since| {

@@ -20,7 +20,7 @@ use crate::webhook::{self, EventType};
 
 #[derive(Serialize)]
 struct PresenceData<'a> {
-    user_id: &'a str,
+    user_id: std::borrow::Cow<'a, str>,
     status: &'a str,
     message: Option<&'a str>,
     devices: usize,
@@ -35,7 +35,7 @@ struct Device<'a> {
 impl Owner {
     /// A connection joined its user's personal room.
     pub(super) fn user_conn_added(&self, room: &Room, sink: &dyn EdgeSink, key: &RoomKey, conn: &ConnRef, first: bool) {
-        let user_id = user_of(key);
+        let user_id = &*user_of(key);
         let ts = time::rfc3339_millis(time::now_millis());
         let device = Device { user_id, conn_id: format!("{}-{}", conn.node, conn.conn_id) };
         room.fan_out(sink, key, Some(conn), frames::event("device.online", device, &ts));
@@ -45,6 +45,11 @@ impl Owner {
             self.presence_event(inboxes.get(key), key, devices_of(room));
         }
         let Some(user_box) = inboxes.get_mut(key) else { return };
+        if !user_box.rooms.is_empty() {
+            // The user's server-side subscriptions: the new connection joins them too.
+            let msg = EdgeMsg::Groups { conn_id: conn.conn_id, added: user_box.rooms.clone(), removed: Vec::new() };
+            sink.send_to_edge(&conn.node, msg);
+        }
         // Back within the grace: still online, nothing to tell.
         if !(first && was_in_grace) {
             notify(sink, user_box, key, devices_of(room));
@@ -53,7 +58,7 @@ impl Owner {
 
     /// A connection left its user's personal room (`room` is what remains of it, if anything).
     pub(super) fn user_conn_gone(&self, room: Option<&Room>, sink: &dyn EdgeSink, key: &RoomKey, conn: &ConnRef) {
-        let user_id = user_of(key);
+        let user_id = &*user_of(key);
         let devices = room.map(devices_of).unwrap_or(0);
         if let Some(room) = room.filter(|_| devices > 0) {
             let ts = time::rfc3339_millis(time::now_millis());
@@ -103,7 +108,7 @@ impl Owner {
     /// `presence.changed`: the user of personal room `key` turned online or offline, or set
     /// its status; `presence` is what `presence.update` tells.
     fn presence_event(&self, user_box: Option<&UserBox>, key: &RoomKey, devices: usize) {
-        self.webhooks.emit(EventType::PresenceChanged, key, false, user_of(key), || {
+        self.webhooks.emit(EventType::PresenceChanged, key, false, &user_of(key), || {
             let idle = UserBox::default();
             webhook::value("presence", &data(user_box.unwrap_or(&idle), key, devices))
         });
@@ -115,7 +120,7 @@ impl Owner {
         let mut inboxes = self.inbox_shard(key).lock();
         match op {
             PresenceOp::Set { status, message } => {
-                if user_of(key) != &*sender.user_id {
+                if *user_of(key) != *sender.user_id {
                     drop(inboxes);
                     return ctx.error(ReplyError::new(ErrorCode::Forbidden, "presence is set by its user"));
                 }
@@ -158,8 +163,8 @@ impl Owner {
 }
 
 /// The user of personal room `key`.
-pub(super) fn user_of(key: &RoomKey) -> &str {
-    key.room().strip_prefix("user:").unwrap_or(key.room())
+pub(super) fn user_of(key: &RoomKey) -> std::borrow::Cow<'_, str> {
+    crate::auth::unescape_user_id(key.room().strip_prefix("user:").unwrap_or(key.room()))
 }
 
 fn devices_of(room: &Room) -> usize {

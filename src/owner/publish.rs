@@ -20,15 +20,21 @@ struct SendAck<'a> {
     id: &'a str,
     seq: u64,
     ts: &'a str,
+    epoch: &'a str,
 }
 
 impl Owner {
     pub(super) fn publish(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, message: ChatSend) {
+        if ctx.sender.is_service() {
+            // The backend publishes to a room whether or not anyone is in it.
+            shard.entry(ctx.key.clone()).or_insert_with(|| self.new_room());
+        }
         let Some(room) = ctx.in_room(shard) else { return };
         let sent_key = message.client_id.clone().map(|client_id| (ctx.sender.user_id.clone(), client_id));
         if let Some(first) = sent_key.as_ref().and_then(|sent_key| room.sent.acks.get(sent_key)) {
             // A retry: the first ack again, nothing stored or sent twice.
-            return ctx.ack(SendAck { room: ctx.room(), id: &first.id, seq: first.seq, ts: &first.ts });
+            let ack = SendAck { room: ctx.room(), id: &first.id, seq: first.seq, ts: &first.ts, epoch: &room.epoch };
+            return ctx.ack(ack);
         }
         let thread_root = match &message.reply_to {
             None => None,
@@ -50,6 +56,7 @@ impl Owner {
             attachments: message.attachments,
             reply_to: message.reply_to,
             thread_root,
+            meta: message.meta,
             extra: None,
         });
         let frame = stored.render(ctx.room(), false);
@@ -64,6 +71,10 @@ impl Owner {
         ctx.room_event(EventType::MessageCreated, || webhook::message(&frame));
         // Deliveries first: the ack waits for their receipts (see `route/receipts.rs`).
         ctx.fan_out(room, frame);
-        ctx.ack(SendAck { room: ctx.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts });
+        ctx.ack(SendAck { room: ctx.room(), id: &stored.id, seq: stored.seq, ts: &stored.ts, epoch: &room.epoch });
+        if !self.store.durable() && room.can_forget() {
+            // A service's message to a room nobody is in: in memory, an empty room is forgotten.
+            shard.remove(ctx.key);
+        }
     }
 }

@@ -25,6 +25,8 @@ pub(super) struct ChatMessageData<'a> {
     attachments: &'a [Attachment],
     reply_to: Option<&'a str>,
     thread_root: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a serde_json::Value>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     recovered: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +56,7 @@ impl StoredMessage {
             attachments: &self.attachments,
             reply_to: self.reply_to.as_deref(),
             thread_root: self.thread_root.as_deref(),
+            meta: self.meta.as_deref(),
             recovered,
             version: extra.map(|extra| extra.version).filter(|version| *version > 1),
             edited_at: extra.and_then(|extra| extra.edited_at.as_deref()),

@@ -68,7 +68,39 @@ fields! {
     Sender { conn, user_id, name, is_moderator, request_id }
     Since { seq, epoch }
     Attachment { url, name, size, mime }
-    ChatSend { room, text, attachments, reply_to, client_id }
+}
+
+// `meta` came later, at the end of the op's frame: an older build ignores it, and the frames
+// of an older build, which end before it, decode without one.
+impl Encode for ChatSend {
+    fn encode(&self, writer: &mut Writer) {
+        writer.put(&self.room).put(&self.text).put(&self.attachments).put(&self.reply_to).put(&self.client_id);
+        writer.put(&self.meta.as_deref().map(|meta| meta.to_string()));
+    }
+}
+
+impl Decode for ChatSend {
+    fn decode(reader: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(ChatSend {
+            room: reader.get()?,
+            text: reader.get()?,
+            attachments: reader.get()?,
+            reply_to: reader.get()?,
+            client_id: reader.get()?,
+            meta: decode_meta(reader.get_added()?)?,
+        })
+    }
+}
+
+/// A `meta` on the wire: its JSON text, as serde_json writes it (anything else does not come
+/// from a node, and would not encode back to its bytes).
+pub(crate) fn decode_meta(text: Option<String>) -> Result<Option<crate::protocol::Meta>, DecodeError> {
+    let Some(text) = text else { return Ok(None) };
+    let meta: serde_json::Value = serde_json::from_str(&text).map_err(|_| DecodeError)?;
+    if !meta.is_object() || serde_json::to_string(&meta).ok().as_deref() != Some(text.as_str()) {
+        return Err(DecodeError);
+    }
+    Ok(Some(std::sync::Arc::new(meta)))
 }
 
 impl Encode for RoomAction {

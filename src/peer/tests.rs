@@ -39,6 +39,7 @@ pub(super) fn snapshot() -> RoomSnapshot {
             attachments: vec![],
             reply_to: Some("p".into()),
             thread_root: Some("p".into()),
+            meta: Some(Arc::new(serde_json::json!({"order": 42, "tags": ["a"]}))),
             extra: Some(Box::new(MessageExtra {
                 version: 2,
                 edited_at: Some("t2".into()),
@@ -70,6 +71,7 @@ pub(super) fn inbox() -> InboxSnapshot {
         status: Some("away".into()),
         message: None,
         subscribers: vec![ConnRef { node: NodeId::new("n3"), conn_id: 8 }],
+        rooms: vec!["#lobby".into()],
     }
 }
 
@@ -100,6 +102,7 @@ fn test_ops_round_trip() {
                 }],
                 reply_to: Some("r".into()),
                 client_id: None,
+                meta: Some(Arc::new(serde_json::json!({"k": "v"}))),
             }),
         ),
         OwnerOp::Resubscribe { room: room.clone(), members: vec![sender(), sender()] },

@@ -87,6 +87,7 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
                 attachments,
                 reply_to: data.optional_string("reply_to")?,
                 client_id: data.bounded_string("client_id", MAX_CLIENT_ID_CHARS)?,
+                meta: data.meta()?,
             }))
         }
         "presence.ping" => Ok(Request::PresencePing),
@@ -137,6 +138,7 @@ fn parse_request(kind: &str, data: Data<'_, '_>) -> Result<Request, ReplyError> 
                 text,
                 attachments,
                 client_id: data.bounded_string("client_id", MAX_CLIENT_ID_CHARS)?,
+                meta: data.meta()?,
             })
         }
         "call.offer" | "call.answer" | "call.ice" | "call.hangup" => {

@@ -34,6 +34,11 @@ impl ErrorCode {
         ErrorCode::Internal,
     ];
 
+    /// The code named `text`.
+    pub fn parse(text: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidMessage => "invalid_message",

@@ -5,7 +5,7 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use super::error::ReplyError;
-use super::request::{Attachment, Since, MAX_ATTACHMENTS, MAX_PRESENCE_USERS};
+use super::request::{Attachment, Meta, Since, MAX_ATTACHMENTS, MAX_META_BYTES, MAX_PRESENCE_USERS};
 
 /// Typed access to the `data` object with errors that name the field.
 #[derive(Clone, Copy)]
@@ -64,7 +64,7 @@ impl<'v, 'a> Data<'v, 'a> {
         }
         let mut users: Vec<String> = Vec::with_capacity(items.len());
         for item in items {
-            let user = item.as_str().filter(|user| crate::auth::is_valid_id(user)).ok_or_else(bad)?;
+            let user = item.as_str().filter(|user| crate::auth::is_valid_user_id(user)).ok_or_else(bad)?;
             if !users.iter().any(|known| known == user) {
                 users.push(user.to_string());
             }
@@ -72,9 +72,26 @@ impl<'v, 'a> Data<'v, 'a> {
         Ok(users)
     }
 
+    /// `data.meta`: a JSON object of at most [`MAX_META_BYTES`] serialized.
+    pub(super) fn meta(&self) -> Result<Option<Meta>, ReplyError> {
+        let Some(value) = self.get("meta") else {
+            return Ok(None);
+        };
+        if !value.is_object() {
+            return Err(ReplyError::invalid("data.meta must be a json object"));
+        }
+        let text = value.encode();
+        if text.len() > MAX_META_BYTES {
+            let message = format!("data.meta is over {MAX_META_BYTES} bytes");
+            return Err(ReplyError::new(super::error::ErrorCode::TooLarge, message));
+        }
+        let meta = serde_json::from_str(&text).map_err(|_| ReplyError::invalid("data.meta must be a json object"))?;
+        Ok(Some(std::sync::Arc::new(meta)))
+    }
+
     pub(super) fn user_id(&self, field: &'static str) -> Result<String, ReplyError> {
         let user_id = self.string(field)?;
-        if !crate::auth::is_valid_id(&user_id) {
+        if !crate::auth::is_valid_user_id(&user_id) {
             return Err(ReplyError::invalid(format!("data.{field} is not a valid user id")));
         }
         Ok(user_id)

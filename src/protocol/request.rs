@@ -3,6 +3,12 @@
 
 /// The most attachments one message may carry.
 pub const MAX_ATTACHMENTS: usize = 10;
+
+/// The largest `meta` of a message, serialized.
+pub const MAX_META_BYTES: usize = 4096;
+
+/// A message's `meta`: a JSON object of the sender's, relayed and stored as it is.
+pub type Meta = std::sync::Arc<serde_json::Value>;
 /// The longest `client_id` (idempotency key).
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 
@@ -30,6 +36,7 @@ pub struct ChatSend {
     pub attachments: Vec<Attachment>,
     pub reply_to: Option<String>,
     pub client_id: Option<String>,
+    pub meta: Option<Meta>,
 }
 
 /// A typed client request.
@@ -63,6 +70,7 @@ pub enum Request {
         text: String,
         attachments: Vec<Attachment>,
         client_id: Option<String>,
+        meta: Option<Meta>,
     },
     /// `call.offer` / `call.answer` / `call.ice` / `call.hangup`: relayed to `to`.
     Call {

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 use super::pending::PENDING_TIMEOUT;
 use super::Router;
@@ -17,7 +18,7 @@ use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
 
 /// Users per query id: a part's id is `query_id * QUERY_PARTS + index`.
-const QUERY_PARTS: u64 = 128;
+pub(super) const QUERY_PARTS: u64 = 128;
 
 /// A `presence.query` being answered by the owners of its users.
 struct PresenceQuery {
@@ -25,6 +26,8 @@ struct PresenceQuery {
     op_id: Option<String>,
     entries: Vec<Option<Bytes>>,
     started: Instant,
+    /// Where the entries go instead of an ack to the connection (`room.members`).
+    done: Option<oneshot::Sender<Vec<Bytes>>>,
 }
 
 /// The queries waiting for their parts, by query id.
@@ -35,12 +38,34 @@ impl Router {
     /// `presence.query` of `sender`'s connection about the users of personal rooms `users`:
     /// asks the owner of each, answers once all have.
     pub fn presence_query(&self, sender: Sender, op_id: Option<&str>, users: Vec<RoomKey>) -> Result<(), ReplyError> {
+        self.ask_presence(sender, op_id, users, None)
+    }
+
+    /// The presence entries of the users of personal rooms `users` (at most [`QUERY_PARTS`]),
+    /// sent to `done` once all are in.
+    pub(super) fn presence_parts(
+        &self,
+        sender: Sender,
+        users: Vec<RoomKey>,
+        done: oneshot::Sender<Vec<Bytes>>,
+    ) -> Result<(), ReplyError> {
+        self.ask_presence(sender, None, users, Some(done))
+    }
+
+    fn ask_presence(
+        &self,
+        sender: Sender,
+        op_id: Option<&str>,
+        users: Vec<RoomKey>,
+        done: Option<oneshot::Sender<Vec<Bytes>>>,
+    ) -> Result<(), ReplyError> {
         let query_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let query = PresenceQuery {
             conn_id: sender.conn.conn_id,
             op_id: op_id.map(str::to_string),
             entries: vec![None; users.len()],
             started: Instant::now(),
+            done,
         };
         self.queries.0.lock().insert(query_id, query);
         for (index, room) in users.into_iter().enumerate() {
@@ -69,6 +94,10 @@ impl Router {
             }
         };
         let Some(query) = complete else { return };
+        if let Some(done) = query.done {
+            let _ = done.send(query.entries.into_iter().flatten().collect());
+            return;
+        }
         let Some(op_id) = query.op_id else { return };
         let mut frame =
             format!(r#"{{"type":"ack","op_id":{},"data":{{"users":["#, serde_json::Value::from(op_id)).into_bytes();

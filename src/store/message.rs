@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::protocol::Attachment;
+use crate::protocol::{Attachment, Meta};
 
 /// A message as the room's history keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct StoredMessage {
     pub attachments: Vec<Attachment>,
     pub reply_to: Option<String>,
     pub thread_root: Option<String>,
+    /// The sender's `meta` object, as sent.
+    pub meta: Option<Meta>,
     /// Edits, moderation and reactions (most messages have none: boxed to keep history small).
     pub extra: Option<Box<MessageExtra>>,
 }
@@ -67,6 +69,7 @@ impl StoredMessage {
     pub fn erase_text(&mut self) -> &mut MessageExtra {
         self.text.clear();
         self.attachments.clear();
+        self.meta = None;
         let extra = self.extra_mut();
         for (_, text, _) in &mut extra.versions {
             text.clear();

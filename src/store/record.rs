@@ -26,6 +26,8 @@ struct MessageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    meta: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     extra: Option<ExtraRecord>,
 }
 
@@ -52,6 +54,7 @@ pub fn encode_message(message: &StoredMessage, client_id: Option<&str>) -> Strin
         reply_to: message.reply_to.clone(),
         thread_root: message.thread_root.clone(),
         client_id: client_id.map(str::to_string),
+        meta: message.meta.as_deref().cloned(),
         extra: message.extra.as_deref().map(|extra| ExtraRecord {
             version: extra.version,
             edited_at: extra.edited_at.clone(),
@@ -81,6 +84,7 @@ pub fn decode_message(text: &[u8]) -> Option<(StoredMessage, Option<String>)> {
         attachments: record.attachments,
         reply_to: record.reply_to,
         thread_root: record.thread_root,
+        meta: record.meta.map(Arc::new),
         extra: record.extra.map(|extra| {
             Box::new(MessageExtra {
                 version: extra.version,
@@ -107,6 +111,15 @@ pub fn encode_bans(bans: &[(Arc<str>, Option<u64>)]) -> String {
 pub fn decode_bans(text: &[u8]) -> Vec<(Arc<str>, Option<u64>)> {
     let list: Vec<(String, Option<u64>)> = serde_json::from_slice(text).unwrap_or_default();
     list.into_iter().map(|(user, until)| (Arc::from(user), until)).collect()
+}
+
+/// A user's server-side room subscriptions, as a JSON list.
+pub fn encode_rooms(rooms: &[String]) -> String {
+    serde_json::to_string(rooms).unwrap_or_default()
+}
+
+pub fn decode_rooms(text: &[u8]) -> Vec<String> {
+    serde_json::from_slice(text).unwrap_or_default()
 }
 
 /// An inbox entry: the expiry as 16 hex digits, then the frame as sent.
@@ -159,6 +172,7 @@ mod tests {
             }],
             reply_to: Some("m0".into()),
             thread_root: Some("m0".into()),
+            meta: Some(Arc::new(serde_json::json!({"kind": "invoice", "amount": 12}))),
             extra: Some(Box::new(MessageExtra {
                 version: 2,
                 edited_at: Some("t".into()),

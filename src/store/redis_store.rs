@@ -11,6 +11,7 @@
 //! | `rc:{T/R}:bans`              | string | the room's bans as JSON                                |
 //! | `rc:{T/user:U}:inbox`        | list   | offline DMs, capped at the inbox size, `PEXPIRE` = inbox TTL |
 //! | `rc:{T/user:U}:dmsent`       | hash   | DM idempotency keys, `PEXPIRE` = inbox TTL             |
+//! | `rc:{T/user:U}:rooms`        | string | the user's server-side room subscriptions as JSON      |
 //!
 //! The stream's explicit ids make Redis refuse a seq that is not above the last one stored,
 //! so two owners of one room (a partition) cannot both write the same seq. A deleted or
@@ -110,7 +111,8 @@ impl Store for RedisStore {
                 .arg("WITHSCORES")
                 .get(&keys.bans)
                 .lrange(&keys.inbox, 0, -1)
-                .hgetall(&keys.dm_sent);
+                .hgetall(&keys.dm_sent)
+                .get(&keys.rooms);
             type Reply = (
                 Option<String>,
                 StreamRangeReply,
@@ -118,6 +120,7 @@ impl Store for RedisStore {
                 Option<Vec<u8>>,
                 Vec<Vec<u8>>,
                 HashMap<Vec<u8>, Vec<u8>>,
+                Option<Vec<u8>>,
             );
             let started = Instant::now();
             let reply = tokio::time::timeout(TIMEOUT, pipe.query_async::<Reply>(&mut conn)).await;
@@ -127,7 +130,9 @@ impl Store for RedisStore {
                 Err(_) => return Err(failed("load", started, &up, "redis timed out".to_string())),
             };
             metrics::store_operation("load", true, started.elapsed().as_secs_f64());
-            Ok(assemble(reply.0, reply.1, reply.2, reply.3, reply.4, reply.5, history_size))
+            let mut loaded = assemble(reply.0, reply.1, reply.2, reply.3, reply.4, reply.5, history_size);
+            loaded.rooms = reply.6.map(|text| record::decode_rooms(&text)).unwrap_or_default();
+            Ok(loaded)
         })
     }
 
@@ -155,6 +160,7 @@ struct Keys {
     bans: String,
     inbox: String,
     dm_sent: String,
+    rooms: String,
 }
 
 impl Keys {
@@ -166,6 +172,7 @@ impl Keys {
             bans: room_key(key, "bans"),
             inbox: room_key(key, "inbox"),
             dm_sent: room_key(key, "dmsent"),
+            rooms: room_key(key, "rooms"),
         }
     }
 }
@@ -222,6 +229,7 @@ fn assemble(
             .filter(|(expires, _)| *expires > now)
             .collect(),
         dm_sent: dm_sent.iter().filter_map(|(field, value)| record::decode_dm_sent(field, value)).collect(),
+        rooms: Vec::new(),
     }
 }
 
@@ -271,6 +279,12 @@ fn encode(pipe: &mut redis::Pipeline, room: &RoomKey, write: &Write, limits: &Li
         }
         Write::InboxClear => {
             pipe.del(key("inbox")).ignore();
+        }
+        Write::Subscriptions(rooms) if rooms.is_empty() => {
+            pipe.del(key("rooms")).ignore();
+        }
+        Write::Subscriptions(rooms) => {
+            pipe.set(key("rooms"), record::encode_rooms(rooms)).ignore();
         }
         Write::DmSent { from, client_id, ack } => {
             pipe.hset(key("dmsent"), record::dm_sent_field(from, client_id), record::encode_sent_ack(ack)).ignore();

@@ -62,11 +62,14 @@ impl Server {
     }
 
     /// A server with extra `serve` flags. Unless the flags set them, the rate limit is
-    /// raised to 10000/s (burst 10000) and the node id is [`NODE_ID`].
+    /// raised to 10000/s (burst 10000), the node id is [`NODE_ID`] and tokens are checked
+    /// with [`SECRET`].
     pub fn start_with(extra: &[&str]) -> Server {
-        let mut args: Vec<String> =
-            ["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET].iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
         let has = |flag: &str| extra.iter().any(|arg| *arg == flag || arg.starts_with(&format!("{flag}=")));
+        if !has("--jwt-secret") && !has("--jwt-public-key") && !has("--jwt-jwks-url") {
+            args.extend(["--jwt-secret".to_string(), SECRET.to_string()]);
+        }
         if !has("--rate-per-second") {
             args.extend(["--rate-per-second".to_string(), "10000".to_string()]);
         }
@@ -217,6 +220,19 @@ impl Drop for Server {
     }
 }
 
+/// `ringcast serve` with each set of bad `flags` exits 64 with one line that names `word`.
+pub fn assert_config_errors(cases: &[(Vec<&str>, &str)]) {
+    for (flags, word) in cases {
+        let mut args = vec!["serve", "--jwt-secret", "s", "--listen", "127.0.0.1:0", "--node-id", "n"];
+        args.extend(flags.iter().copied());
+        let (code, _, stderr) = run_ringcast(&args);
+        assert_eq!(code, Some(64), "{flags:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{flags:?}: one line: {stderr:?}");
+        assert!(stderr.starts_with("ringcast: "), "{flags:?}: {stderr:?}");
+        assert!(stderr.contains(word), "{flags:?} names {word:?}: {stderr:?}");
+    }
+}
+
 /// Runs `ringcast` with `args` to completion (killed after 10 s): exit code, stdout, stderr.
 pub fn run_ringcast(args: &[&str]) -> (Option<i32>, String, String) {
     use std::io::Read;
@@ -342,7 +358,8 @@ pub fn bad_tokens() -> Vec<(&'static str, String)> {
         ("HS512 with the right secret", Token::new("mallory").sign_with(SECRET, jsonwebtoken::Algorithm::HS512)),
         ("no exp", Token::new("mallory").without("exp").sign()),
         ("no sub", Token::new("mallory").without("sub").sign()),
-        ("sub with a space", Token::new("mal lory").sign()),
+        ("sub with a control character", Token::new("mal\nlory").sign()),
+        ("sub over 256 bytes", Token::new(&"x".repeat(257)).sign()),
     ]
 }
 
