@@ -12,6 +12,9 @@ use serde_json::Value;
 mod claims;
 mod jwks;
 
+/// The sender id prefix of the server API's messages (`service:{name}`), refused in tokens.
+pub const SERVICE_PREFIX: &str = "service:";
+
 pub use claims::{check_claim_path, escape_user_id, is_valid_user_id, unescape_user_id, ClaimPaths, MAX_USER_ID_BYTES};
 pub use jwks::{Jwks, JwksSettings};
 
@@ -444,6 +447,10 @@ impl Authenticator {
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
         if !is_valid_user_id(sub) {
             return Err(AuthError::BadClaims("sub must be 1-256 bytes of UTF-8 without control characters"));
+        }
+        if sub.starts_with(SERVICE_PREFIX) {
+            // The server API's messages come from `service:{name}`: no user may pass for one.
+            return Err(AuthError::BadClaims("sub must not start with service:"));
         }
         let exp = claims.get("exp").and_then(Value::as_f64).filter(|exp| *exp >= 0.0);
         let exp = exp.ok_or(AuthError::BadClaims("exp must be a number"))? as u64;

@@ -442,9 +442,13 @@ async fn test_any_utf8_sub_connects() {
         assert_eq!(users["users"][0]["user_id"], sub.as_str());
         assert_eq!(users["users"][0]["status"], "online", "{sub}");
     }
-    for (label, sub) in
-        [("257 bytes", format!("{}x", "é".repeat(128))), ("control", "a\u{1}b".into()), ("empty", String::new())]
-    {
+    for (label, sub) in [
+        ("257 bytes", format!("{}x", "é".repeat(128))),
+        ("control", "a\u{1}b".into()),
+        ("empty", String::new()),
+        // The server API's messages come from `service:{name}`: reserved.
+        ("service prefix", "service:billing".into()),
+    ] {
         assert_eq!(status(&server, &Token::new(&sub).sign()).await, 401, "{label}");
     }
 }

@@ -58,6 +58,10 @@ export interface ChatMessage {
     };
     /** replayed by a join with `since` */
     recovered?: boolean;
+    /** the sender's `meta` (a JSON object of at most 4 KiB), relayed and stored as sent */
+    meta?: {
+        [key: string]: unknown;
+    };
 }
 /** `chat.reaction`, and the ack of `chat.react` */
 export interface ChatReaction {
@@ -163,6 +167,10 @@ export interface DmSendRequest {
     text?: string;
     attachments?: Attachment[];
     client_id?: string;
+    /** application data; ringcast v1 ignores it (unknown fields are ignored) */
+    meta?: {
+        [key: string]: unknown;
+    };
 }
 export type PresencePingRequest = Record<string, never> | null;
 export interface PresenceSetRequest {
@@ -282,6 +290,8 @@ export interface ChatSendAck {
     id: string;
     seq: number;
     ts: Timestamp;
+    /** the room's epoch the seq belongs to */
+    epoch: string;
 }
 export interface ChatEditAck {
     room: RoomName;
@@ -473,6 +483,10 @@ export interface DmMessage {
     attachments: Attachment[];
     ts: Timestamp;
     offline?: boolean;
+    /** the sender's `meta` (a JSON object of at most 4 KiB), relayed and stored as sent */
+    meta?: {
+        [key: string]: unknown;
+    };
 }
 export interface PresenceUpdate {
     user_id: UserId;

@@ -70,6 +70,8 @@ export interface ChatMessage {
   reactions?: { [key: string]: number };
   /** replayed by a join with `since` */
   recovered?: boolean;
+  /** the sender's `meta` (a JSON object of at most 4 KiB), relayed and stored as sent */
+  meta?: { [key: string]: unknown };
 }
 
 /** `chat.reaction`, and the ack of `chat.react` */
@@ -193,6 +195,8 @@ export interface DmSendRequest {
   text?: string;
   attachments?: Attachment[];
   client_id?: string;
+  /** application data; ringcast v1 ignores it (unknown fields are ignored) */
+  meta?: { [key: string]: unknown };
 }
 
 export type PresencePingRequest = Record<string, never> | null;
@@ -332,6 +336,8 @@ export interface ChatSendAck {
   id: string;
   seq: number;
   ts: Timestamp;
+  /** the room's epoch the seq belongs to */
+  epoch: string;
 }
 
 export interface ChatEditAck {
@@ -555,6 +561,8 @@ export interface DmMessage {
   attachments: Attachment[];
   ts: Timestamp;
   offline?: boolean;
+  /** the sender's `meta` (a JSON object of at most 4 KiB), relayed and stored as sent */
+  meta?: { [key: string]: unknown };
 }
 
 export interface PresenceUpdate {
