@@ -219,15 +219,7 @@ fn signal(pid: u32, signal: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_an_ack_waits_until_the_subscribers_node_has_the_message() {
     let cluster = TestCluster::start(&["h1", "h2", "h3"]).await;
-    let room = cluster.room_owned_by(1, "receipt");
-    let mut sender = cluster.node(0).client("x").await;
-    let mut watcher = cluster.node(2).client("y").await;
-    sender.join(&room).await;
-    watcher.join(&room).await;
-    // Warm the links: the first receipts have arrived.
-    sender.say(&room, "warm").await;
-    assert_eq!(watcher.recv_message(&room).await["text"], "warm");
-
+    let (room, mut sender, mut watcher) = sender_and_watcher(&cluster, 1, "receipt").await;
     let frozen = cluster.node(2).pid();
     signal(frozen, "-STOP");
     let op_id = sender.send_request("chat.send", json!({"room": room, "text": "while frozen"})).await;
@@ -246,14 +238,7 @@ async fn test_an_ack_waits_until_the_subscribers_node_has_the_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_an_ack_whose_delivery_cannot_be_confirmed_is_unavailable() {
     let cluster = TestCluster::start(&["u1", "u2", "u3"]).await;
-    let room = cluster.room_owned_by(0, "unconfirmed");
-    let mut sender = cluster.node(0).client("x").await;
-    let mut watcher = cluster.node(2).client("y").await;
-    sender.join(&room).await;
-    watcher.join(&room).await;
-    sender.say(&room, "warm").await;
-    assert_eq!(watcher.recv_message(&room).await["text"], "warm");
-
+    let (room, mut sender, _watcher) = sender_and_watcher(&cluster, 0, "unconfirmed").await;
     let frozen = cluster.node(2).pid();
     signal(frozen, "-STOP");
     let payload = json!({"room": room, "text": "while frozen", "client_id": "c-1"});
@@ -281,4 +266,17 @@ async fn test_an_ack_whose_delivery_cannot_be_confirmed_is_unavailable() {
         history["data"]["messages"].as_array().unwrap().iter().filter(|m| m["text"] == "while frozen").collect();
     assert_eq!(texts.len(), 1, "the retry applied once: {history}");
     assert_eq!(texts[0]["id"], retried["data"]["id"]);
+}
+
+/// A room owned by node `owner`, a sender on node 0 and a watcher on node 2 in it, and the
+/// links warm (the first receipts have arrived).
+async fn sender_and_watcher(cluster: &TestCluster, owner: usize, prefix: &str) -> (String, Client, Client) {
+    let room = cluster.room_owned_by(owner, prefix);
+    let mut sender = cluster.node(0).client("x").await;
+    let mut watcher = cluster.node(2).client("y").await;
+    sender.join(&room).await;
+    watcher.join(&room).await;
+    sender.say(&room, "warm").await;
+    assert_eq!(watcher.recv_message(&room).await["text"], "warm");
+    (room, sender, watcher)
 }
