@@ -133,7 +133,10 @@ impl RunFigures {
             put("server_rss_peak_bytes", f(&["server", "rss_peak_bytes"]));
         } else {
             put("deliveries_per_sec", f(&["run", "deliveries_per_sec"]));
-            put("acked_per_sec", f(&["run", "publishes_acked_per_sec"]));
+            if variant.mode != "raw" {
+                // raw-broadcast sends no acks
+                put("acked_per_sec", f(&["run", "publishes_acked_per_sec"]));
+            }
             if f(&["latency_ms", "count"]).unwrap_or(0.0) > 0.0 {
                 put("p50_ms", f(&["latency_ms", "p50"]));
                 put("p99_ms", f(&["latency_ms", "p99"]));
