@@ -33,6 +33,9 @@ pub enum Command {
     /// Fan-out traffic through a spawned cluster while nodes are killed, drained, restarted or
     /// partitioned; checks every acknowledged publish reached every connection that stayed
     Chaos(ChaosArgs),
+    /// The standard benchmark scenarios, repeated and interleaved; writes a record
+    /// (bench/results/<date>.json + .html) and compares it with the previous one
+    Suite(SuiteArgs),
     /// (internal) run one worker share; the plan comes on stdin
     #[command(hide = true)]
     Worker,
@@ -46,7 +49,7 @@ impl Command {
             Command::Chat(a) => Some(&a.common),
             Command::Churn(a) => Some(&a.common),
             Command::Chaos(a) => Some(&a.common),
-            Command::Worker => None,
+            Command::Suite(_) | Command::Worker => None,
         }
     }
 }
@@ -364,6 +367,28 @@ pub struct ChaosArgs {
     /// redis-server binary for --spawn-redis
     #[arg(long, default_value = "redis-server")]
     pub redis_bin: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SuiteArgs {
+    /// tiny sizes, one run each (a smoke of under a minute)
+    #[arg(long)]
+    pub quick: bool,
+    /// the record to write [default: bench/results/<YYYY-MM-DD>.json]; the HTML page goes beside it
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// compare with this record [default: the newest older record in the directory of --out]
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// exit 1 when a figure regressed beyond the measured noise
+    #[arg(long)]
+    pub fail_on_regression: bool,
+    /// ringcast binary [default: `ringcast` beside this binary]
+    #[arg(long)]
+    pub server_bin: Option<PathBuf>,
+    /// raw-broadcast binary [default: `raw-broadcast` beside this binary]
+    #[arg(long)]
+    pub raw_bin: Option<PathBuf>,
 }
 
 #[cfg(test)]

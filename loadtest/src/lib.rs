@@ -25,6 +25,7 @@ pub mod scenario;
 pub mod seqcheck;
 pub mod spawn;
 pub mod stats;
+pub mod suite;
 pub mod tls;
 pub mod urls;
 pub mod worker;

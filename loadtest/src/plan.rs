@@ -275,7 +275,7 @@ impl Plan {
                     nodes: a.nodes,
                 }
             }
-            Command::Worker => bail!("no scenario"),
+            Command::Suite(_) | Command::Worker => bail!("no scenario"),
         };
         Plan::with_common(scenario, common)
     }

@@ -273,3 +273,60 @@ pub fn serve_args(listen: &str, jwt_secret: &str) -> Vec<String> {
     .map(|arg| arg.to_string())
     .collect()
 }
+
+/// A Redis server started for a run (chaos `--spawn-redis`, the suite's Redis scenarios).
+pub struct Redis {
+    child: Child,
+    pub url: String,
+}
+
+/// Starts `redis-server` without persistence on a free port of `bind` and waits for its PONG.
+pub async fn spawn_redis(bin: &Path, bind: &str) -> Result<Redis> {
+    let port = free_cluster_addrs(1)?
+        .first()
+        .and_then(|a| a.rsplit(':').next().map(str::to_string))
+        .context("no free port for redis")?;
+    let child = Command::new(bin)
+        .args(["--port", &port, "--bind", bind, "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {} (install redis-server or give --redis-url)", bin.display()))?;
+    let host = format!("{bind}:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(&host).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 16];
+            if stream.write_all(b"PING\r\n").await.is_ok()
+                && matches!(tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await, Ok(Ok(n)) if buf[..n].starts_with(b"+PONG"))
+            {
+                break;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("redis-server on {host} did not answer within 10 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Redis { child, url: format!("redis://{host}/") })
+}
+
+impl Redis {
+    /// SIGTERM, then SIGKILL after 5 s; returns a note when it had to kill.
+    pub async fn stop(mut self) -> Option<String> {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on a pid this process started and has not reaped yet.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+            return Some("redis-server did not stop within 5 s of sigterm: killed".into());
+        }
+        None
+    }
+}

@@ -321,3 +321,55 @@ fn smoke_chaos(name: &str, faults_args: &[&str], kinds: &[&str]) {
         report["chaos"]["owed"]
     );
 }
+
+#[test]
+fn smoke_suite_quick_writes_a_record() {
+    let Some(bin) = ringcast_bin() else { return };
+    let dir = std::env::temp_dir().join(format!("ringcast-loadtest-smoke-suite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("2026-12-02.json");
+    // An earlier (empty) record of the same kind, for the comparison to find.
+    let earlier = serde_json::json!({
+        "format": "ringcast-bench-suite/1", "date": "2026-12-01", "started_at_unix_ms": 1, "quick": true,
+        "elapsed_secs": 1.0, "machine": {"cores": 2, "kernel": "k", "cpu_model": "c"}, "version": "0",
+        "noise_rule": "", "scenarios": []
+    });
+    std::fs::write(dir.join("2026-12-01.json"), earlier.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringcast-loadtest"))
+        .args(["suite", "--quick", "--server-bin", bin.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .output()
+        .expect("run the suite");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "suite failed ({}):\n{stdout}\n{stderr}", output.status);
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(std::fs::read_to_string(out.with_extension("html")).unwrap().contains("benchmark suite"));
+    assert_eq!(record["format"], "ringcast-bench-suite/1");
+    assert!(record["machine"]["cores"].as_u64().unwrap() > 0);
+    let scenarios = record["scenarios"].as_array().unwrap();
+    let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    for prefix in ["idle_density", "fanout_1x", "fanout_4x", "light_latency", "cluster3_3x2_memory", "cluster3_6x2_redis"] {
+        assert!(names.iter().any(|n| n.starts_with(prefix)), "no {prefix} in {names:?}");
+    }
+    for s in scenarios {
+        match s["status"].as_str().unwrap() {
+            "measured" => {
+                let figures = s["figures"].as_object().unwrap();
+                assert!(figures.values().all(|f| f["median"].is_number()), "{s}");
+                let throughput = figures.get("ringcast.deliveries_per_sec").or_else(|| figures.get("ringcast.rss_per_connection_bytes"));
+                assert!(throughput.is_some_and(|f| f["median"].as_f64().unwrap() > 0.0), "{s}");
+                assert!(figures.contains_key("ringcast.harness_cpu_seconds"), "{s}");
+                assert_eq!(figures["ringcast.violations"]["max"], 0.0, "{s}");
+            }
+            "not available" => assert!(s["reason"].as_str().unwrap().starts_with("not available"), "{s}"),
+            other => panic!("scenario {} {other}: {s}", s["name"]),
+        }
+    }
+    assert!(scenarios.iter().any(|s| s["figures"].get("ratio.deliveries_per_sec").is_some()));
+
+    // The earlier record in the directory was found and compared with.
+    assert!(stdout.contains("compared with") && stdout.contains("regression(s) beyond the noise"), "{stdout}");
+    assert!(record["baseline"].as_str().unwrap().ends_with("2026-12-01.json"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -5,7 +5,6 @@
 //! events with what the worker's ledger found into the report's chaos section.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,45 +117,6 @@ fn signal(pid: u32, sig: libc::c_int) {
     }
 }
 
-/// A Redis server started for the run.
-struct Redis {
-    child: tokio::process::Child,
-    url: String,
-}
-
-async fn spawn_redis(bin: &std::path::Path, bind: &str) -> Result<Redis> {
-    let port = spawn::free_cluster_addrs(1)?
-        .first()
-        .and_then(|a| a.rsplit(':').next().map(str::to_string))
-        .context("no free port for redis")?;
-    let child = tokio::process::Command::new(bin)
-        .args(["--port", &port, "--bind", bind, "--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {} (install redis-server or give --redis-url)", bin.display()))?;
-    let host = format!("{bind}:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(&host).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut buf = [0u8; 16];
-            if stream.write_all(b"PING\r\n").await.is_ok()
-                && matches!(tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await, Ok(Ok(n)) if buf[..n].starts_with(b"+PONG"))
-            {
-                break;
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!("redis-server on {host} did not answer within 10 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(Redis { child, url: format!("redis://{host}/") })
-}
-
 /// Runs the chaos scenario end to end; returns the exit code.
 pub async fn run(args: &ChaosArgs, mut plan: Plan) -> Result<i32> {
     let common = &args.common;
@@ -188,7 +148,7 @@ pub async fn run(args: &ChaosArgs, mut plan: Plan) -> Result<i32> {
         (Some(url), _) => Some(url.clone()),
         (None, true) => {
             let bind = lab.as_ref().map(|l| l.hub_ip()).unwrap_or_else(|| "127.0.0.1".into());
-            let started = spawn_redis(&args.redis_bin, &bind).await?;
+            let started = spawn::spawn_redis(&args.redis_bin, &bind).await?;
             let url = started.url.clone();
             redis = Some(started);
             Some(url)
@@ -200,14 +160,8 @@ pub async fn run(args: &ChaosArgs, mut plan: Plan) -> Result<i32> {
     let outcome = run_with_cluster(args, plan, &mut cluster, faults, skipped, redis_url.clone()).await;
     // Whatever happened: stop every node, then Redis, then the network.
     let mut notes = cluster.stop(Duration::from_secs(40)).await;
-    if let Some(mut redis) = redis.take() {
-        if let Some(pid) = redis.child.id() {
-            signal(pid, libc::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(5), redis.child.wait()).await.is_err() {
-            let _ = redis.child.kill().await;
-            notes.push("redis-server did not stop within 5 s of sigterm: killed".into());
-        }
+    if let Some(redis) = redis.take() {
+        notes.extend(redis.stop().await);
     }
     drop(cluster.lab.take());
     let mut report = outcome?;
