@@ -237,7 +237,10 @@ async fn test_an_ack_waits_until_the_subscribers_node_has_the_message() {
 /// acknowledged, and may send again with the same `client_id`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_an_ack_whose_delivery_cannot_be_confirmed_is_unavailable() {
-    let cluster = TestCluster::start(&["u1", "u2", "u3"]).await;
+    // The link timeout (3 s) must end the wait, not the failure detector: with the default
+    // 1.5 s, a loaded machine can be slow enough to publish after the frozen node was declared
+    // dead, when its subscribers are rightly no longer waited for.
+    let cluster = TestCluster::start_with(&["u1", "u2", "u3"], &["--failure-timeout-ms", "20000"]).await;
     let (room, mut sender, _watcher) = sender_and_watcher(&cluster, 0, "unconfirmed").await;
     let frozen = cluster.node(2).pid();
     signal(frozen, "-STOP");
