@@ -107,9 +107,9 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
         }
     }
 
-    fn on_receipt(&self, _node_id: &NodeId) {
+    fn on_receipt(&self, node_id: &NodeId) {
         if let Some(node) = self.node.upgrade() {
-            node.router.on_receipt();
+            node.router.on_receipt(node_id);
         }
     }
 }

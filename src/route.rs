@@ -293,18 +293,19 @@ impl Router {
             self.takeover.forget(node);
         }
         self.fail_requests(|pending| &pending.node == node, "owner unreachable");
-        self.release_answers();
+        self.on_receipt(node);
     }
 
-    /// A peer handled more of what this node sent it: answers waiting for that go out.
-    pub fn on_receipt(&self) {
-        self.release_answers();
-    }
-
-    /// Sends the owners' answers whose deliveries were all handled (see `receipts.rs`).
-    fn release_answers(&self) {
+    /// `node` handled more of what this node sent it (or its link broke): answers waiting
+    /// for that go out (see `receipts.rs`).
+    pub fn on_receipt(&self, node: &NodeId) {
         let Some(cluster) = self.cluster.get() else { return };
-        self.receipts.release(cluster, |node, msg| self.send_now(node, msg));
+        self.receipts.on_peer(|peer, link| cluster.handled(peer, link), node, |node, msg| self.send_now(node, msg));
+    }
+
+    /// Owners' answers whose receipts ran out of time go out as `unavailable`.
+    fn expire_answers(&self) {
+        self.receipts.expire(std::time::Instant::now(), |node, msg| self.send_now(node, msg));
     }
 
     /// Answers `unavailable` to the requests in flight that `filter` picks.
@@ -324,16 +325,15 @@ impl Router {
 impl EdgeSink for Router {
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
         if matches!(msg, EdgeMsg::Reply { .. }) {
-            if let Some(marks) = receipts::pending() {
+            if let (Some(marks), Some(cluster)) = (receipts::pending(), self.cluster.get()) {
                 // An answer after deliveries over links: it waits for their receipts (which
                 // may all be in already: a peer can answer before this op is done).
-                self.receipts.defer(marks, node.clone(), msg);
-                self.release_answers();
-                return;
+                let handled = |peer: &NodeId, link| cluster.handled(peer, link);
+                return self.receipts.defer(handled, marks, node, msg, |node, msg| self.send_now(node, msg));
             }
             // Nothing to wait for, but an earlier answer to the same connection may wait.
             match self.receipts.queue_behind(node, msg) {
-                Ok(()) => return self.release_answers(),
+                Ok(()) => return,
                 Err(msg) => return self.send_now(node, msg),
             }
         }

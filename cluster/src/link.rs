@@ -42,7 +42,7 @@ pub trait FrameHandler: Send + Sync + 'static {
 }
 
 /// Where a frame stands in its link's stream: the link, and the frame's number on it (from
-/// 1). The peer handled the frame once its link's [`Receipts`] reach it.
+/// 1). The peer handled the frame once its receipts on that link reach `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     pub link_id: u64,
@@ -52,32 +52,6 @@ pub struct Mark {
 impl Mark {
     /// A frame that was never queued (no link, or a full queue): never handled.
     pub const NOT_SENT: Mark = Mark { link_id: u64::MAX, seq: u64::MAX };
-}
-
-/// The receipts of every link at one moment: (link id, frames handled) by peer.
-pub struct Receipts(HashMap<NodeId, (u64, u64)>);
-
-impl Receipts {
-    /// Whether `node` handled the frame at `mark`.
-    pub fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
-        match self.0.get(node) {
-            Some(&(link_id, handled)) if link_id == mark.link_id => match handled {
-                NO_RECEIPT_YET => Handled::NotYet,
-                handled if handled >= mark.seq => Handled::Yes,
-                _ => Handled::NotYet,
-            },
-            _ => Handled::Unknown,
-        }
-    }
-}
-
-/// Whether the peer handled a marked frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handled {
-    Yes,
-    NotYet,
-    /// The link is gone or replaced, or the frame was never sent: never known.
-    Unknown,
 }
 
 /// Why a frame could not be queued for a peer.
@@ -155,15 +129,15 @@ impl Links {
         Ok(Mark { link_id: link.link_id, seq: link.sent })
     }
 
-    /// What every peer has handled so far, read at one moment.
-    pub(crate) fn receipts(&self) -> Receipts {
+    /// How many frames `node` has handled of link `link_id` (0 before its first receipt);
+    /// `None` when that link is gone or replaced (what it sent is never known).
+    pub(crate) fn handled(&self, node: &NodeId, link_id: u64) -> Option<u64> {
         let links = self.links.lock();
-        Receipts(
-            links
-                .iter()
-                .map(|(node, link)| (node.clone(), (link.link_id, link.handled.load(Ordering::Acquire))))
-                .collect(),
-        )
+        let link = links.get(node).filter(|link| link.link_id == link_id)?;
+        match link.handled.load(Ordering::Acquire) {
+            NO_RECEIPT_YET => Some(0),
+            handled => Some(handled),
+        }
     }
 
     pub(crate) fn is_connected(&self, node: &NodeId) -> bool {
