@@ -208,11 +208,6 @@ async fn test_a_client_rejoining_after_the_owner_died_learns_whether_it_missed_m
     }
 }
 
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
 /// A publisher is acknowledged only once the nodes its message was fanned out to have
 /// handled it: with the watcher's node frozen (SIGSTOP, shorter than the failure timeout),
 /// the ack waits; once it runs again, the watcher gets the message and the publisher its ack.
