@@ -323,6 +323,10 @@ impl Router {
 }
 
 impl EdgeSink for Router {
+    fn congested(&self, node: &NodeId) -> bool {
+        node != &self.id && self.cluster.get().is_some_and(|cluster| cluster.congested(node))
+    }
+
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
         if matches!(msg, EdgeMsg::Reply { .. }) {
             if let (Some(marks), Some(cluster)) = (receipts::pending(), self.cluster.get()) {

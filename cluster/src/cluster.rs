@@ -267,6 +267,12 @@ impl Cluster {
         self.links.handled(node, link_id)
     }
 
+    /// Whether the link to `node` has less than an eighth of its queue free (frames sent now
+    /// may find it full: see [`SendError::QueueFull`]).
+    pub fn congested(&self, node: &NodeId) -> bool {
+        self.links.congested(node)
+    }
+
     pub fn is_connected(&self, node: &NodeId) -> bool {
         self.links.is_connected(node)
     }

@@ -140,6 +140,10 @@ impl Links {
         }
     }
 
+    pub(crate) fn congested(&self, node: &NodeId) -> bool {
+        self.links.lock().get(node).is_some_and(|link| link.tx.capacity() < self.queue_frames / 8)
+    }
+
     pub(crate) fn is_connected(&self, node: &NodeId) -> bool {
         self.links.lock().contains_key(node)
     }
