@@ -411,16 +411,20 @@ impl Links {
     }
 }
 
+/// The most frames one write carries (each takes up to 3 of the 1,024 slices of a vectored
+/// write).
+const BATCH_FRAMES: usize = 256;
+
 /// Writes queued frames, many per syscall, and a keepalive when idle.
 async fn write_loop(
     mut write_half: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<PeerFrame>,
     cancel: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(BATCH_FRAMES);
     loop {
         let received = tokio::select! {
-            received = rx.recv_many(&mut batch, 256) => received,
+            received = rx.recv_many(&mut batch, BATCH_FRAMES) => received,
             _ = tokio::time::sleep(KEEPALIVE_INTERVAL) => {
                 batch.push(PeerFrame::new(KIND_PING, Bytes::new()));
                 1
@@ -429,6 +433,18 @@ async fn write_loop(
         };
         if received == 0 {
             return;
+        }
+        if batch.len() < BATCH_FRAMES {
+            // Let the tasks that are ready run first (the reads that came with these frames
+            // often queue more for this link): one write then carries them all, instead of
+            // a system call, and a wake-up of the peer, per frame or two.
+            tokio::task::yield_now().await;
+            while batch.len() < BATCH_FRAMES {
+                match rx.try_recv() {
+                    Ok(frame) => batch.push(frame),
+                    Err(_) => break,
+                }
+            }
         }
         let written = tokio::select! {
             written = write_frames(&mut write_half, &batch) => written,

@@ -34,6 +34,31 @@ pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
+/// Write system calls (write, writev: what sockets are written with here) a process made
+/// so far (`syscw` of /proc/PID/io; socket reads use recv, which it does not count).
+pub fn write_syscalls(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    parse_field(&io, "syscw:")
+}
+
+/// Context switches (voluntary and not) of all threads of a process so far: how often its
+/// threads slept and were woken.
+pub fn context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        total += parse_field(&status, "voluntary_ctxt_switches:").unwrap_or(0);
+        total += parse_field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
+    }
+    Some(total)
+}
+
+fn parse_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].trim().parse().ok()
+}
+
 /// Raises the soft open-files limit to the hard one.
 pub fn raise_nofile_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -65,5 +90,13 @@ mod tests {
         assert!(cpu > 0.0);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
         assert!(cpu_seconds(None).is_some());
+        let io = "rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\n";
+        assert_eq!(parse_field(io, "syscw:"), Some(4));
+        assert_eq!(
+            parse_field("voluntary_ctxt_switches:\t7\nnonvoluntary_ctxt_switches:\t2\n", "nonvoluntary_ctxt_switches:"),
+            Some(2)
+        );
+        assert!(write_syscalls(std::process::id()).is_some());
+        assert!(context_switches(std::process::id()).unwrap() > 0);
     }
 }

@@ -103,6 +103,12 @@ pub struct ServerSummary {
     pub cpu_avg_cores: f64,
     /// Server CPU per delivered message, in microseconds (run and drain).
     pub cpu_us_per_delivery: Option<f64>,
+    /// The servers' write system calls (write, writev) per delivered message.
+    #[serde(default)]
+    pub write_syscalls_per_delivery: Option<f64>,
+    /// The servers' context switches (all threads) per delivered message: wake-ups.
+    #[serde(default)]
+    pub context_switches_per_delivery: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
