@@ -23,7 +23,11 @@ use crate::owner::{EdgeSink, Owner};
 use crate::peer;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
+use crate::stall::StallGuard;
 use crate::takeover::{Held, Takeover};
+
+/// The answer to an op that reaches a node right after it stood still (see `stall.rs`).
+const STALLED: &str = "node stalled, retry";
 
 mod members;
 mod pending;
@@ -58,6 +62,8 @@ pub struct Router {
     owner_ring: parking_lot::RwLock<Arc<Ring>>,
     /// Ops for keys gained in a ring change, held until the hand-offs are in.
     pub takeover: Takeover,
+    /// Whether this node may serve as an owner now (not after a stall: see `stall.rs`).
+    pub stall: Arc<StallGuard>,
     /// Requests in flight to remote owners, by request id.
     requests: Requests,
     next_request_id: AtomicU64,
@@ -80,6 +86,7 @@ impl Router {
             hub,
             cluster: OnceLock::new(),
             takeover: Takeover::default(),
+            stall: Arc::default(),
             requests: Requests::default(),
             next_request_id: AtomicU64::new(1),
             queries: Queries::default(),
@@ -159,6 +166,9 @@ impl Router {
     }
 
     fn route_now(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
+        if !self.stall.serving() {
+            return Err(ReplyError::new(ErrorCode::Unavailable, STALLED));
+        }
         let publish = op.is_publish().then(Instant::now);
         match receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), false)) {
             Ok(()) => {
@@ -224,13 +234,18 @@ impl Router {
         let ring = self.ring();
         // A resubscription is sent to the node the sender's ring names; take it even if our
         // own view lags behind (the views converge within a few gossip rounds).
-        let Err(op) = receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), true)) else {
-            return;
-        };
-        let result = if hops == 0 {
-            self.forward(op.clone(), &ring, 1)
+        let (op, result) = if self.stall.serving() {
+            let Err(op) = receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), true)) else {
+                return;
+            };
+            let result = if hops == 0 {
+                self.forward(op.clone(), &ring, 1)
+            } else {
+                Err(ReplyError::new(ErrorCode::Unavailable, "room is moving, retry"))
+            };
+            (op, result)
         } else {
-            Err(ReplyError::new(ErrorCode::Unavailable, "room is moving, retry"))
+            (op, Err(ReplyError::new(ErrorCode::Unavailable, STALLED)))
         };
         if let Err(error) = result {
             match (op.sender(), op.op_id()) {
