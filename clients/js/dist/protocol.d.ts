@@ -551,7 +551,7 @@ export interface CallEnded {
     by: UserId;
 }
 export interface Reconnect {
-    reason: "drain" | "no_quorum";
+    reason: "drain" | "no_quorum" | "stalled";
     after_ms: number;
 }
 /** an admin broadcast (`POST /v1/broadcast`): any object */

@@ -639,7 +639,7 @@ export interface CallEnded {
 }
 
 export interface Reconnect {
-  reason: "drain" | "no_quorum";
+  reason: "drain" | "no_quorum" | "stalled";
   after_ms: number;
 }
 
