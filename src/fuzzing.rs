@@ -16,7 +16,7 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// reads them, and the close code a close frame would be answered with.
 pub fn client_frames(data: &[u8]) {
     let mut buf = BytesMut::from(data);
-    while let Ok(Some(frame)) = wsframe::decode(&mut buf, MAX_PAYLOAD) {
+    while let Ok(Some(frame)) = wsframe::decode(&mut buf, MAX_PAYLOAD, data.first().is_some_and(|b| b & 1 == 1)) {
         assert!(frame.payload.len() <= MAX_PAYLOAD);
         if frame.opcode == wsframe::OPCODE_CLOSE {
             let _ = crate::edge::session::close_reply(&frame.payload);

@@ -270,7 +270,8 @@ pub async fn run(args: SuiteArgs) -> Result<i32> {
     record.baseline = baseline.as_ref().map(|(path, _)| path.display().to_string());
     record.regressions = rows.iter().filter(|r| r.regression).map(|r| format!("{} {}", r.scenario, r.figure)).collect();
 
-    std::fs::write(&out, serde_json::to_string_pretty(&record)?).with_context(|| format!("cannot write {}", out.display()))?;
+    std::fs::write(&out, serde_json::to_string_pretty(&record)?)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     let html = out.with_extension("html");
     std::fs::write(&html, page::render(&record, &rows)).with_context(|| format!("cannot write {}", html.display()))?;
     print!("{}", record.table());
@@ -320,9 +321,8 @@ async fn run_variant(here: &Path, variant: &Variant, json: &Path, repeat: usize)
         Ok(Err(err)) => return RunFigures::failed(variant, repeat, format!("cannot run the harness: {err}")),
         Ok(Ok(output)) => output,
     };
-    let report = std::fs::read_to_string(json)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let report =
+        std::fs::read_to_string(json).ok().and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
     let _ = std::fs::remove_file(json);
     match report {
         Some(report) => {
@@ -335,7 +335,11 @@ async fn run_variant(here: &Path, variant: &Variant, json: &Path, repeat: usize)
         None => {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let last = stderr.lines().last().unwrap_or("").trim().to_string();
-            RunFigures::failed(variant, repeat, format!("no report (exit {}): {last}", output.status.code().unwrap_or(-1)))
+            RunFigures::failed(
+                variant,
+                repeat,
+                format!("no report (exit {}): {last}", output.status.code().unwrap_or(-1)),
+            )
         }
     }
 }

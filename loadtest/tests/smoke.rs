@@ -349,7 +349,9 @@ fn smoke_suite_quick_writes_a_record() {
     assert!(record["machine"]["cores"].as_u64().unwrap() > 0);
     let scenarios = record["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    for prefix in ["idle_density", "fanout_1x", "fanout_4x", "light_latency", "cluster3_3x2_memory", "cluster3_6x2_redis"] {
+    for prefix in
+        ["idle_density", "fanout_1x", "fanout_4x", "light_latency", "cluster3_3x2_memory", "cluster3_6x2_redis"]
+    {
         assert!(names.iter().any(|n| n.starts_with(prefix)), "no {prefix} in {names:?}");
     }
     for s in scenarios {
@@ -357,7 +359,9 @@ fn smoke_suite_quick_writes_a_record() {
             "measured" => {
                 let figures = s["figures"].as_object().unwrap();
                 assert!(figures.values().all(|f| f["median"].is_number()), "{s}");
-                let throughput = figures.get("ringcast.deliveries_per_sec").or_else(|| figures.get("ringcast.rss_per_connection_bytes"));
+                let throughput = figures
+                    .get("ringcast.deliveries_per_sec")
+                    .or_else(|| figures.get("ringcast.rss_per_connection_bytes"));
                 assert!(throughput.is_some_and(|f| f["median"].as_f64().unwrap() > 0.0), "{s}");
                 assert!(figures.contains_key("ringcast.harness_cpu_seconds"), "{s}");
                 assert_eq!(figures["ringcast.violations"]["max"], 0.0, "{s}");

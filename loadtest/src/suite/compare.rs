@@ -76,7 +76,9 @@ pub fn compare(base: &Record, cur: &Record) -> Vec<Row> {
             continue;
         }
         for (figure, now) in &scenario.figures {
-            let (Some(higher_better), Some(then)) = (higher_is_better(figure), before.figures.get(figure)) else { continue };
+            let (Some(higher_better), Some(then)) = (higher_is_better(figure), before.figures.get(figure)) else {
+                continue;
+            };
             let tol = noise(then, now);
             let regression = regressed(then, now, higher_better);
             let change = (then.median != 0.0).then(|| (now.median - then.median) / then.median.abs());
@@ -89,7 +91,14 @@ pub fn compare(base: &Record, cur: &Record) -> Vec<Row> {
                 change,
                 noise: Some(tol),
                 regression,
-                verdict: if regression { "REGRESSION" } else if better { "better" } else { "within noise" }.into(),
+                verdict: if regression {
+                    "REGRESSION"
+                } else if better {
+                    "better"
+                } else {
+                    "within noise"
+                }
+                .into(),
             });
         }
     }
@@ -134,7 +143,8 @@ mod tests {
     }
 
     fn record(quick: bool, figures: &[(&str, &[f64])], status: &str) -> Record {
-        let mut r = Record::new(1, "2026-12-02", quick, Machine { cores: 2, kernel: "k".into(), cpu_model: "c".into() });
+        let mut r =
+            Record::new(1, "2026-12-02", quick, Machine { cores: 2, kernel: "k".into(), cpu_model: "c".into() });
         r.scenarios.push(ScenarioRecord {
             name: "s".into(),
             description: "d".into(),
@@ -170,8 +180,16 @@ mod tests {
 
     #[test]
     fn test_compare_rows() {
-        let base = record(false, &[("ringcast.p99_ms", &[1.0, 1.02, 0.98]), ("ringcast.harness_cpu_cores", &[0.5, 0.5])], "measured");
-        let cur = record(false, &[("ringcast.p99_ms", &[2.0, 2.0, 2.02]), ("ringcast.harness_cpu_cores", &[1.5, 1.5])], "measured");
+        let base = record(
+            false,
+            &[("ringcast.p99_ms", &[1.0, 1.02, 0.98]), ("ringcast.harness_cpu_cores", &[0.5, 0.5])],
+            "measured",
+        );
+        let cur = record(
+            false,
+            &[("ringcast.p99_ms", &[2.0, 2.0, 2.02]), ("ringcast.harness_cpu_cores", &[1.5, 1.5])],
+            "measured",
+        );
         let rows = compare(&base, &cur);
         assert_eq!(rows.len(), 1, "information-only figures are not compared");
         assert!(rows[0].regression);

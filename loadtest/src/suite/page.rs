@@ -50,12 +50,15 @@ pub fn render(record: &Record, rows: &[Row]) -> String {
         None => out.push_str("<p>No earlier record to compare with.</p>"),
     }
     for s in &record.scenarios {
-        let _ = write!(out, "<h2>{}</h2><p>{} <b>[{}]</b></p>", escape(&s.name), escape(&s.description), escape(&s.status));
+        let _ =
+            write!(out, "<h2>{}</h2><p>{} <b>[{}]</b></p>", escape(&s.name), escape(&s.description), escape(&s.status));
         if let Some(reason) = &s.reason {
             let _ = write!(out, "<p class=\"na\">{}</p>", escape(reason));
         }
         if !s.figures.is_empty() {
-            out.push_str("<table><tr><th>figure</th><th>min</th><th>median</th><th>max</th><th>spread</th><th>n</th></tr>");
+            out.push_str(
+                "<table><tr><th>figure</th><th>min</th><th>median</th><th>max</th><th>spread</th><th>n</th></tr>",
+            );
             for (name, v) in &s.figures {
                 let _ = write!(
                     out,

@@ -203,7 +203,8 @@ impl ScenarioRecord {
         let mut ratios = Vec::new();
         for run in self.runs.iter().filter(|r| r.mode == "ringcast") {
             let raw = self.runs.iter().find(|r| r.mode == "raw" && r.repeat == run.repeat);
-            let pair = raw.and_then(|raw| Some((run.figures.get("deliveries_per_sec")?, raw.figures.get("deliveries_per_sec")?)));
+            let pair = raw
+                .and_then(|raw| Some((run.figures.get("deliveries_per_sec")?, raw.figures.get("deliveries_per_sec")?)));
             if let Some((rc, raw)) = pair.filter(|(_, raw)| **raw > 0.0) {
                 ratios.push(rc / raw);
             }
@@ -257,7 +258,8 @@ impl Record {
 
     pub fn load(path: &Path) -> Result<Record> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let record: Record = serde_json::from_str(&text).with_context(|| format!("{} is no suite record", path.display()))?;
+        let record: Record =
+            serde_json::from_str(&text).with_context(|| format!("{} is no suite record", path.display()))?;
         Ok(record)
     }
 
@@ -416,7 +418,8 @@ mod tests {
         assert_eq!(r.figures["cpu_us_per_delivery"], 3.0);
         assert_eq!(r.notes, vec!["errors: unavailable=7".to_string()]);
         let mut record = Record::new(1, "2026-12-02", true, Machine::read());
-        let scenario = Scenario { name: "x".into(), description: "d".into(), unavailable: None, variants: vec![], repeats: 1 };
+        let scenario =
+            Scenario { name: "x".into(), description: "d".into(), unavailable: None, variants: vec![], repeats: 1 };
         let mut s = ScenarioRecord::new(&scenario);
         s.runs.push(r);
         s.summarize();
