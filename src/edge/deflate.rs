@@ -70,7 +70,7 @@ impl Negotiated {
 /// header values, if any (RFC 7692 §5, §7.1). An offer with an unknown, repeated or invalid
 /// parameter is refused and the next one is tried.
 pub fn negotiate<'a>(header_values: impl IntoIterator<Item = &'a str>) -> Option<Negotiated> {
-    header_values.into_iter().flat_map(|value| split_outside_quotes(value, ',')).find_map(|offer| accept(offer))
+    header_values.into_iter().flat_map(|value| split_outside_quotes(value, ',')).find_map(accept)
 }
 
 /// One offer: `permessage-deflate; param[=value]; ...`.
