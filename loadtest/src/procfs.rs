@@ -34,6 +34,16 @@ pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
+/// Bytes a process passed to write calls so far, sockets included (`wchar` of /proc/PID/io).
+pub fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    parse_wchar(&io)
+}
+
+pub fn parse_wchar(io: &str) -> Option<u64> {
+    io.lines().find_map(|line| line.strip_prefix("wchar:"))?.trim().parse().ok()
+}
+
 /// Raises the soft open-files limit to the hard one.
 pub fn raise_nofile_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -65,5 +75,7 @@ mod tests {
         assert!(cpu > 0.0);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
         assert!(cpu_seconds(None).is_some());
+        assert_eq!(parse_wchar("rchar: 10\nwchar: 2048\nsyscr: 3\n"), Some(2048));
+        assert_eq!(parse_wchar("rchar: 10\n"), None);
     }
 }

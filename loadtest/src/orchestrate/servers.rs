@@ -21,6 +21,8 @@ pub struct ServerWatch {
     open_at_stop: i64,
     cpu_go: f64,
     cpu_stop: f64,
+    written_go: u64,
+    written_stop: u64,
     t_go: Option<Instant>,
     t_stop: Option<Instant>,
     pub samples: BTreeMap<u32, (u64, Option<f64>)>,
@@ -34,6 +36,10 @@ impl ServerWatch {
 
     fn rss(&self) -> u64 {
         self.pids.iter().filter_map(|&pid| procfs::rss_bytes(pid)).sum()
+    }
+
+    fn written(&self) -> u64 {
+        self.pids.iter().filter_map(|&pid| procfs::written_bytes(pid)).sum()
     }
 
     fn cpu(&self) -> f64 {
@@ -57,6 +63,7 @@ impl ServerWatch {
     pub fn at_go(&mut self) {
         self.rss_before = self.rss();
         self.cpu_go = self.cpu();
+        self.written_go = self.written();
         self.t_go = Some(Instant::now());
     }
 
@@ -65,6 +72,7 @@ impl ServerWatch {
         self.rss_after = self.rss();
         self.rss_peak = self.rss_peak.max(self.rss_after);
         self.cpu_stop = self.cpu();
+        self.written_stop = self.written();
         self.t_stop = Some(Instant::now());
         self.open_at_stop = open_total;
     }
@@ -89,6 +97,10 @@ impl ServerWatch {
             cpu_avg_cores: if secs > 0.0 { cpu / secs } else { 0.0 },
             cpu_us_per_delivery: (report.run.delivered > 0)
                 .then(|| cpu * 1e6 / (report.counts.delivered.max(report.run.delivered)) as f64),
+            written_bytes_per_delivery: (report.run.delivered > 0 && self.written_stop > 0).then(|| {
+                self.written_stop.saturating_sub(self.written_go) as f64
+                    / (report.counts.delivered.max(report.run.delivered)) as f64
+            }),
         }
     }
 }
