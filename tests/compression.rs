@@ -508,6 +508,30 @@ async fn test_room_message_is_compressed_once_for_every_subscriber() {
 }
 
 #[tokio::test]
+async fn test_admin_broadcast_is_compressed_once() {
+    let server = compression_server(&["--admin-key", common::admin::ADMIN_KEY]);
+    let mut clients = Vec::new();
+    for index in 0..4 {
+        clients.push(RawClient::connect(&server, &format!("user{index}"), Some("permessage-deflate")).await);
+    }
+    let mut plain = RawClient::connect(&server, "plain", None).await;
+    let before = metric(&server, "ringcast_frames_compressed_total").await;
+    let text = compressible(2000);
+    let notice = json!({"type": "system.notice", "data": {"text": text}});
+    let sent = common::admin::admin(&server, "POST", "/v1/broadcast", Some(notice)).await;
+    assert_eq!(sent["delivered"], 5, "{sent}");
+    for client in &mut clients {
+        let (compressed, frame) = client.recv_type("system.notice").await;
+        assert!(compressed);
+        assert_eq!(frame["data"]["text"], text.as_str());
+    }
+    let (compressed, frame) = plain.recv_type("system.notice").await;
+    assert!(!compressed);
+    assert_eq!(frame["data"]["text"], text.as_str());
+    assert_eq!(metric(&server, "ringcast_frames_compressed_total").await - before, 1);
+}
+
+#[tokio::test]
 async fn test_large_replies_to_one_connection_are_compressed() {
     let server = compression_server(&[]);
     let mut client = RawClient::connect(&server, "alice", Some("permessage-deflate")).await;

@@ -14,6 +14,7 @@
 //! confirms).
 
 use std::cell::RefCell;
+use std::num::NonZeroU8;
 use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
@@ -222,22 +223,27 @@ impl SharedText {
     }
 }
 
-/// What a connection's writer compresses.
+/// What a connection's writer compresses (8 bytes, as `Option` too: it lives in every
+/// connection's task).
 #[derive(Debug, Clone, Copy)]
 pub struct DeflateOut {
-    /// Messages shorter than this go uncompressed (`--compression-min-bytes`).
-    pub min_bytes: usize,
-    /// Messages longer than this go uncompressed ([`Negotiated::max_compressed_len`]).
-    pub max_bytes: usize,
+    /// Messages shorter than this go uncompressed (`--compression-min-bytes`, saturated).
+    min_bytes: u32,
+    /// The client's window: longer messages go uncompressed ([`Negotiated::max_compressed_len`]).
+    window_bits: NonZeroU8,
 }
 
 impl DeflateOut {
     pub fn new(negotiated: &Negotiated, min_bytes: usize) -> Self {
-        DeflateOut { min_bytes, max_bytes: negotiated.max_compressed_len() }
+        DeflateOut {
+            min_bytes: u32::try_from(min_bytes).unwrap_or(u32::MAX),
+            window_bits: NonZeroU8::new(negotiated.server_window_bits).unwrap_or(NonZeroU8::MAX),
+        }
     }
 
     pub fn wants(&self, len: usize) -> bool {
-        len >= self.min_bytes && len <= self.max_bytes
+        let negotiated = Negotiated { server_window_bits: self.window_bits.get(), client_no_context_takeover: false };
+        len >= self.min_bytes as usize && len <= negotiated.max_compressed_len()
     }
 }
 
@@ -433,6 +439,16 @@ mod tests {
         assert_eq!(offer(several).unwrap().server_window_bits, 9);
         let lines = negotiate(["foo, permessage-deflate; bar", "permessage-deflate; client_no_context_takeover"]);
         assert!(lines.unwrap().client_no_context_takeover);
+    }
+
+    #[test]
+    fn test_writer_settings_are_small() {
+        assert_eq!(std::mem::size_of::<Option<DeflateOut>>(), 8);
+        let negotiated = offer("permessage-deflate; server_max_window_bits=9").unwrap();
+        let out = DeflateOut::new(&negotiated, 100);
+        assert!(!out.wants(99) && out.wants(100) && out.wants(512) && !out.wants(513));
+        let out = DeflateOut::new(&offer("permessage-deflate").unwrap(), usize::MAX);
+        assert!(!out.wants(1 << 20));
     }
 
     #[test]
