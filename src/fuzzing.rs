@@ -25,7 +25,7 @@ pub fn client_frames(data: &[u8]) {
     while let Ok(Some(frame)) = wsframe::decode(&mut buf, MAX_PAYLOAD, data.first().is_some_and(|b| b & 1 == 1)) {
         assert!(frame.payload.len() <= MAX_PAYLOAD);
         if frame.compressed {
-            if let Ok(inflated) = inflater.inflate(&frame.payload, MAX_PAYLOAD, true, 15) {
+            if let Ok(inflated) = inflater.inflate(&frame.payload, MAX_PAYLOAD, true) {
                 assert!(inflated.len() <= MAX_PAYLOAD, "inflated past the cap");
             }
         }

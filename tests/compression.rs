@@ -80,15 +80,13 @@ impl RawClient {
             })
             .map(|(_, value)| value.trim().to_string());
         buf.drain(..head_end);
-        // The window the server answered (client_max_window_bits=N), else 15.
-        let window = extensions
-            .as_deref()
-            .and_then(|value| value.split("client_max_window_bits=").nth(1))
-            .and_then(|bits| bits.split(';').next()?.trim().parse::<u8>().ok())
-            .unwrap_or(15)
-            .max(9);
-        let compressor = Compress::new_with_window_bits(Compression::default(), false, window);
-        RawClient { stream, buf, extensions, compressor, pending: Vec::new() }
+        RawClient {
+            stream,
+            buf,
+            extensions,
+            compressor: Compress::new(Compression::default(), false),
+            pending: Vec::new(),
+        }
     }
 
     /// Writes one masked frame; `first` is the first header byte (FIN, RSV bits, opcode).
@@ -300,12 +298,9 @@ async fn test_negotiation_of_offers() {
     let plain = "permessage-deflate; server_no_context_takeover";
     let cases: Vec<(String, Option<String>)> = vec![
         ("permessage-deflate".into(), Some(plain.into())),
-        ("permessage-deflate; client_max_window_bits".into(), Some(format!("{plain}; client_max_window_bits=11"))),
-        ("permessage-deflate; client_max_window_bits=10".into(), Some(format!("{plain}; client_max_window_bits=10"))),
-        (
-            "permessage-deflate; client_max_window_bits=\"12\"".into(),
-            Some(format!("{plain}; client_max_window_bits=11")),
-        ),
+        ("permessage-deflate; client_max_window_bits".into(), Some(plain.into())),
+        ("permessage-deflate; client_max_window_bits=10".into(), Some(plain.into())),
+        ("permessage-deflate; client_max_window_bits=\"12\"".into(), Some(plain.into())),
         ("permessage-deflate; server_no_context_takeover".into(), Some(plain.into())),
         ("permessage-deflate; client_no_context_takeover".into(), Some(format!("{plain}; client_no_context_takeover"))),
         ("permessage-deflate; server_max_window_bits=15".into(), Some(plain.into())),
@@ -323,7 +318,7 @@ async fn test_negotiation_of_offers() {
     for bits in 8..15 {
         cases.push((
             format!("permessage-deflate; server_max_window_bits={bits}; client_max_window_bits"),
-            Some(format!("{plain}; server_max_window_bits={bits}; client_max_window_bits=11")),
+            Some(format!("{plain}; server_max_window_bits={bits}")),
         ));
     }
     for (offer, expected) in cases {
@@ -383,9 +378,7 @@ async fn test_sizes_around_min_bytes_and_window_bits() {
 async fn test_fragmented_and_context_sharing_client_messages() {
     let server = compression_server(&[]);
     let mut observer = with_observer(&server).await;
-    // Told client_max_window_bits=11: the 2 KiB window of the client's kept context.
-    let mut sender = RawClient::connect(&server, "alice", Some("permessage-deflate; client_max_window_bits")).await;
-    assert!(sender.extensions.as_deref().unwrap().ends_with("client_max_window_bits=11"));
+    let mut sender = RawClient::connect(&server, "alice", Some("permessage-deflate")).await;
     sender.join("lobby").await;
     for (index, fragments) in [1, 2, 3, 7, 1, 1].into_iter().enumerate() {
         // The same text again and again: later messages refer back into earlier ones.

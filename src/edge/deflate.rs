@@ -29,12 +29,6 @@ pub const EXTENSION: &str = "permessage-deflate";
 /// before inflating (RFC 7692 §7.2.1, §7.2.2).
 const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
-/// The LZ77 window (bits) the server asks of a client that lets it choose
-/// (`client_max_window_bits` in its offer): 2 KiB instead of 32 KiB. A client that keeps its
-/// context makes the server keep an inflate context as long as the connection lives; its
-/// window is most of it, and a chat message refers back mostly into the previous one or two.
-pub const CLIENT_WINDOW_BITS: u8 = 11;
-
 /// What a connection negotiated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
@@ -44,9 +38,6 @@ pub struct Negotiated {
     /// The client offered `client_no_context_takeover`: it compresses each message on its
     /// own, so the server drops its inflate context after each message.
     pub client_no_context_takeover: bool,
-    /// The `client_max_window_bits` answered (only to a client that offered the parameter):
-    /// the smaller of its value and [`CLIENT_WINDOW_BITS`]. `None`: the client may use 15.
-    pub client_window_bits: Option<u8>,
 }
 
 impl Negotiated {
@@ -59,16 +50,7 @@ impl Negotiated {
         if self.server_window_bits < 15 {
             response.push_str(&format!("; server_max_window_bits={}", self.server_window_bits));
         }
-        if let Some(bits) = self.client_window_bits {
-            response.push_str(&format!("; client_max_window_bits={bits}"));
-        }
         response
-    }
-
-    /// The window of the server's inflater: the client's, at least 9 bits (zlib's raw
-    /// inflate takes no less; a larger window reads any smaller one's stream).
-    pub fn inflate_window_bits(&self) -> u8 {
-        self.client_window_bits.unwrap_or(15).max(9)
     }
 
     /// The longest message whose compressed form this client can inflate.
@@ -99,8 +81,7 @@ fn accept(offer: &str) -> Option<Negotiated> {
     if !name.eq_ignore_ascii_case(EXTENSION) {
         return None;
     }
-    let mut negotiated =
-        Negotiated { server_window_bits: 15, client_no_context_takeover: false, client_window_bits: None };
+    let mut negotiated = Negotiated { server_window_bits: 15, client_no_context_takeover: false };
     let mut seen = [false; 4];
     for param in parts {
         let (key, value) = match param.split_once('=') {
@@ -118,11 +99,9 @@ fn accept(offer: &str) -> Option<Negotiated> {
                 2
             }
             "client_max_window_bits" => {
-                let offered = match &value {
-                    Some(value) => window_bits(value)?,
-                    None => 15,
-                };
-                negotiated.client_window_bits = Some(offered.min(CLIENT_WINDOW_BITS));
+                if let Some(value) = &value {
+                    window_bits(value)?;
+                }
                 3
             }
             _ => return None,
@@ -263,11 +242,7 @@ impl DeflateOut {
     }
 
     pub fn wants(&self, len: usize) -> bool {
-        let negotiated = Negotiated {
-            server_window_bits: self.window_bits.get(),
-            client_no_context_takeover: false,
-            client_window_bits: None,
-        };
+        let negotiated = Negotiated { server_window_bits: self.window_bits.get(), client_no_context_takeover: false };
         len >= self.min_bytes as usize && len <= negotiated.max_compressed_len()
     }
 }
@@ -297,18 +272,9 @@ impl Inflater {
     }
 
     /// Inflates one whole message (its frames' payloads joined) into at most `max` bytes.
-    /// `keep_context`: the client takes its context over to the next message; `window_bits`
-    /// (9..=15): the window of a context made now.
-    pub fn inflate(
-        &mut self,
-        compressed: &[u8],
-        max: usize,
-        keep_context: bool,
-        window_bits: u8,
-    ) -> Result<BytesMut, InflateError> {
-        let window_bits = window_bits.clamp(9, 15);
-        let context =
-            self.context.get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, window_bits)));
+    /// `keep_context`: the client takes its context over to the next message.
+    pub fn inflate(&mut self, compressed: &[u8], max: usize, keep_context: bool) -> Result<BytesMut, InflateError> {
+        let context = self.context.get_or_insert_with(|| Box::new(Decompress::new(false)));
         let result = inflate_into(context, compressed, max);
         if result.is_err() || !keep_context {
             self.context = None;
@@ -377,12 +343,12 @@ mod tests {
         // §7.2.3.1: "Hello" with no compression context.
         let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         let mut inflater = Inflater::default();
-        assert_eq!(&inflater.inflate(&hello, 100, true, 15).unwrap()[..], b"Hello");
+        assert_eq!(&inflater.inflate(&hello, 100, true).unwrap()[..], b"Hello");
         // What the server sends for "Hello" inflates back (its bytes depend on the level).
         let ours = compress(b"Hello Hello Hello Hello Hello Hello").unwrap();
         assert!(!ours.ends_with(&SYNC_TAIL));
         assert_eq!(
-            &Inflater::default().inflate(&ours, 100, false, 15).unwrap()[..],
+            &Inflater::default().inflate(&ours, 100, false).unwrap()[..],
             b"Hello Hello Hello Hello Hello Hello"
         );
     }
@@ -393,26 +359,23 @@ mod tests {
         let mut inflater = Inflater::default();
         let first = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         let second = [0xf2, 0x00, 0x11, 0x00, 0x00];
-        assert_eq!(&inflater.inflate(&first, 100, true, 15).unwrap()[..], b"Hello");
+        assert_eq!(&inflater.inflate(&first, 100, true).unwrap()[..], b"Hello");
         assert!(inflater.has_context());
-        assert_eq!(&inflater.inflate(&second, 100, true, 15).unwrap()[..], b"Hello");
+        assert_eq!(&inflater.inflate(&second, 100, true).unwrap()[..], b"Hello");
         // Without the context the back-reference is invalid.
-        assert_eq!(Inflater::default().inflate(&second, 100, true, 15), Err(InflateError::Corrupt));
+        assert_eq!(Inflater::default().inflate(&second, 100, true), Err(InflateError::Corrupt));
     }
 
     #[test]
     fn test_rfc7692_no_compression_block() {
         // §7.2.3.3: "Hello" in a stored block.
         let stored = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
-        assert_eq!(&Inflater::default().inflate(&stored, 100, true, 15).unwrap()[..], b"Hello");
+        assert_eq!(&Inflater::default().inflate(&stored, 100, true).unwrap()[..], b"Hello");
         // §7.2.3.4: with BFINAL set; the context starts again afterwards.
         let final_block = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
         let mut inflater = Inflater::default();
-        assert_eq!(&inflater.inflate(&final_block, 100, true, 15).unwrap()[..], b"Hello");
-        assert_eq!(
-            &inflater.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, true, 15).unwrap()[..],
-            b"Hello"
-        );
+        assert_eq!(&inflater.inflate(&final_block, 100, true).unwrap()[..], b"Hello");
+        assert_eq!(&inflater.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, true).unwrap()[..], b"Hello");
     }
 
     #[test]
@@ -420,30 +383,16 @@ mod tests {
         let zeros = vec![0u8; 1 << 20];
         let bomb = compress(&zeros).unwrap();
         assert!(bomb.len() < 16 * 1024, "{}", bomb.len());
-        assert_eq!(Inflater::default().inflate(&bomb, 64 * 1024, true, 15), Err(InflateError::TooLarge));
-        assert_eq!(Inflater::default().inflate(&bomb, 1 << 20, true, 15).unwrap().len(), 1 << 20);
-        assert_eq!(Inflater::default().inflate(&[0xff, 0xff, 0xff], 100, true, 15), Err(InflateError::Corrupt));
-    }
-
-    #[test]
-    fn test_small_client_window() {
-        // A client told client_max_window_bits=9 refers back at most 512 bytes.
-        let mut compressor = Compress::new_with_window_bits(Compression::default(), false, 9);
-        let mut inflater = Inflater::default();
-        let text = "a chat message that repeats itself, a chat message that repeats itself ".repeat(4);
-        for _ in 0..3 {
-            let mut out = Vec::with_capacity(1024);
-            compressor.compress_vec(text.as_bytes(), &mut out, FlushCompress::Sync).unwrap();
-            out.truncate(out.len() - 4);
-            assert_eq!(&inflater.inflate(&out, 1000, true, 9).unwrap()[..], text.as_bytes());
-        }
+        assert_eq!(Inflater::default().inflate(&bomb, 64 * 1024, true), Err(InflateError::TooLarge));
+        assert_eq!(Inflater::default().inflate(&bomb, 1 << 20, true).unwrap().len(), 1 << 20);
+        assert_eq!(Inflater::default().inflate(&[0xff, 0xff, 0xff], 100, true), Err(InflateError::Corrupt));
     }
 
     #[test]
     fn test_context_is_made_lazily_and_dropped_without_takeover() {
         let mut inflater = Inflater::default();
         assert!(!inflater.has_context());
-        inflater.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, false, 15).unwrap();
+        inflater.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 100, false).unwrap();
         assert!(!inflater.has_context());
         assert!(std::mem::size_of::<Inflater>() <= 8);
     }
@@ -453,20 +402,17 @@ mod tests {
         let text = br#"{"type":"chat.message","data":{"room":"lobby","text":"hello hello hello hello"}}"#;
         let compressed = compress(text).unwrap();
         assert!(compressed.len() < text.len());
-        assert_eq!(&Inflater::default().inflate(&compressed, 1000, false, 15).unwrap()[..], &text[..]);
+        assert_eq!(&Inflater::default().inflate(&compressed, 1000, false).unwrap()[..], &text[..]);
         assert_eq!(compress(b"ab"), None, "not worth it");
     }
 
     #[test]
     fn test_negotiation() {
-        let plain = Negotiated { server_window_bits: 15, client_no_context_takeover: false, client_window_bits: None };
+        let plain = Negotiated { server_window_bits: 15, client_no_context_takeover: false };
         assert_eq!(offer("permessage-deflate"), Some(plain));
-        let window = |bits| Some(Negotiated { client_window_bits: Some(bits), ..plain });
-        assert_eq!(offer("permessage-deflate; client_max_window_bits"), window(CLIENT_WINDOW_BITS));
-        assert_eq!(offer("permessage-deflate; client_max_window_bits=10"), window(10));
-        assert_eq!(offer("permessage-deflate; client_max_window_bits=\"8\""), window(8));
-        assert_eq!(offer("permessage-deflate; client_max_window_bits=15"), window(CLIENT_WINDOW_BITS));
-        assert_eq!(offer("permessage-deflate; client_max_window_bits=8").unwrap().inflate_window_bits(), 9);
+        assert_eq!(offer("permessage-deflate; client_max_window_bits"), Some(plain));
+        assert_eq!(offer("permessage-deflate; client_max_window_bits=10"), Some(plain));
+        assert_eq!(offer("permessage-deflate; client_max_window_bits=\"10\""), Some(plain));
         assert_eq!(offer("Permessage-Deflate; Server_No_Context_Takeover"), Some(plain));
         for bits in 8..=15 {
             let value = format!("permessage-deflate; server_max_window_bits={bits}");
@@ -514,9 +460,5 @@ mod tests {
         );
         assert_eq!(negotiated.max_compressed_len(), 1024);
         assert_eq!(offer("permessage-deflate").unwrap().response(), "permessage-deflate; server_no_context_takeover");
-        assert_eq!(
-            offer("permessage-deflate; client_max_window_bits").unwrap().response(),
-            "permessage-deflate; server_no_context_takeover; client_max_window_bits=11"
-        );
     }
 }

@@ -382,9 +382,8 @@ impl Session {
 
     /// A whole compressed message, inflated within the message size limit.
     fn inflate(&mut self, compressed: &[u8]) -> Result<BytesMut, Disconnect> {
-        let Some(negotiated) = self.deflate else { return Err(Disconnect::PROTOCOL_ERROR) };
-        let (keep_context, window_bits) = (!negotiated.client_no_context_takeover, negotiated.inflate_window_bits());
-        match self.inflater.inflate(compressed, self.edge.limits.max_message_bytes, keep_context, window_bits) {
+        let keep_context = self.deflate.is_some_and(|negotiated| !negotiated.client_no_context_takeover);
+        match self.inflater.inflate(compressed, self.edge.limits.max_message_bytes, keep_context) {
             Ok(payload) => Ok(payload),
             Err(InflateError::TooLarge) => Err(Disconnect::TOO_LARGE),
             Err(InflateError::Corrupt) => Err(Disconnect::BAD_COMPRESSED_DATA),

@@ -193,8 +193,7 @@ mod tests {
         assert_eq!(frame_header(OPCODE_TEXT | RSV1, 5, &mut header), 2);
         assert_eq!(&header[..2], &[0xC1, 5]);
         let text = Bytes::from(r#"{"type":"chat.message","text":"hello hello hello hello hello"}"#.repeat(8));
-        let negotiated =
-            deflate::Negotiated { server_window_bits: 15, client_no_context_takeover: false, client_window_bits: None };
+        let negotiated = deflate::Negotiated { server_window_bits: 15, client_no_context_takeover: false };
         let mut queue = WriteQueue::new(Some(DeflateOut::new(&negotiated, 256)));
         let shared = Arc::new(deflate::SharedText::new(text.clone()));
         queue.extend([
