@@ -75,32 +75,32 @@ impl Inflating {
             if first & 0x80 == 0 {
                 return Err(io::Error::other("fragmented compressed server message"));
             }
-            let text = self.inflate(&self.raw[header_len..total].to_vec())?;
+            let text = inflate(&mut self.context, &self.raw[header_len..total])?;
             write_header(&mut self.out, first & !0x40, text.len());
             self.out.extend_from_slice(&text);
         }
         self.raw.drain(..total);
         Ok(true)
     }
+}
 
-    fn inflate(&mut self, compressed: &[u8]) -> io::Result<Vec<u8>> {
-        self.context.reset(false);
-        let mut input = Vec::with_capacity(compressed.len() + SYNC_TAIL.len());
-        input.extend_from_slice(compressed);
-        input.extend_from_slice(&SYNC_TAIL);
-        let mut out = Vec::with_capacity(compressed.len() * 4 + 64);
-        loop {
-            let consumed = self.context.total_in() as usize;
-            let status = self
-                .context
-                .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
-                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-            let done = self.context.total_in() as usize == input.len() || status == Status::StreamEnd;
-            if done && out.len() < out.capacity() {
-                return Ok(out);
-            }
-            out.reserve(out.capacity().max(1024));
+/// One server message, deflated on its own (`server_no_context_takeover`).
+fn inflate(context: &mut Decompress, compressed: &[u8]) -> io::Result<Vec<u8>> {
+    context.reset(false);
+    let mut input = Vec::with_capacity(compressed.len() + SYNC_TAIL.len());
+    input.extend_from_slice(compressed);
+    input.extend_from_slice(&SYNC_TAIL);
+    let mut out = Vec::with_capacity(compressed.len() * 4 + 64);
+    loop {
+        let consumed = context.total_in() as usize;
+        let status = context
+            .decompress_vec(&input[consumed..], &mut out, FlushDecompress::Sync)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+        let done = context.total_in() as usize == input.len() || status == Status::StreamEnd;
+        if done && out.len() < out.capacity() {
+            return Ok(out);
         }
+        out.reserve(out.capacity().max(1024));
     }
 }
 
