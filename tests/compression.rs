@@ -553,4 +553,13 @@ fn test_bad_compression_flags_exit_64() {
         (vec!["--compression", "yes"], "--compression"),
         (vec!["--compression", "ON"], "off or on"),
     ]);
+    // The environment twin, too.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["serve", "--jwt-secret", "s", "--listen", "127.0.0.1:0", "--node-id", "n"])
+        .env_remove("RINGCAST_CONFIG")
+        .env("RINGCAST_COMPRESSION", "maybe")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert_eq!(String::from_utf8_lossy(&output.stderr).trim(), r#"ringcast: --compression "maybe" must be off or on"#);
 }
