@@ -56,6 +56,7 @@ pub mod metrics;
 mod procstat;
 mod protocol;
 mod room;
+mod stall;
 mod time;
 mod tls;
 pub mod webhook;

@@ -33,7 +33,9 @@ pub const ROOMS_HANDED_OFF: &str = "ringcast_rooms_handed_off_total";
 pub const TAKEOVER_EXPIRED: &str = "ringcast_takeover_expired_total";
 pub const ROOMS_RESET: &str = "ringcast_rooms_reset_total";
 pub const QUORUM_LOST: &str = "ringcast_quorum_lost_total";
+pub const STALLS: &str = "ringcast_stalls_total";
 pub const ANSWERS_UNCONFIRMED: &str = "ringcast_answers_unconfirmed_total";
+pub const PUBLISH_CONGESTED: &str = "ringcast_publish_congested_total";
 pub const OUTBOX_FRAMES: &str = "ringcast_outbox_frames";
 pub const OUTBOX_FRAMES_MAX: &str = "ringcast_outbox_frames_max";
 pub const PEER_FORWARDS: &str = "ringcast_peer_forwards_total";
@@ -163,6 +165,16 @@ pub fn describe() {
         Unit::Count,
         "acks turned into unavailable: a delivery's receipt never came (link broken, not sent, 5 s)"
     );
+    describe_counter!(
+        PUBLISH_CONGESTED,
+        Unit::Count,
+        "publishes refused unavailable before they took a seq: a subscribed node's link queue was nearly full"
+    );
+    describe_counter!(
+        STALLS,
+        Unit::Count,
+        "times this node stood still for half the failure timeout and fenced itself"
+    );
     describe_counter!(QUORUM_LOST, Unit::Count, "times this node was cut off from its cluster's majority and fenced");
     describe_counter!(ROOMS_RESET, Unit::Count, "rooms restarted under a new epoch with subscribers (room.reset sent)");
     describe_gauge!(OUTBOX_FRAMES, Unit::Count, "frames queued to all local connections (sampled every 5 s)");
@@ -213,7 +225,9 @@ pub fn describe() {
     counter!(TAKEOVER_EXPIRED).increment(0);
     counter!(ROOMS_RESET).increment(0);
     counter!(QUORUM_LOST).increment(0);
+    counter!(STALLS).increment(0);
     counter!(ANSWERS_UNCONFIRMED).increment(0);
+    counter!(PUBLISH_CONGESTED).increment(0);
     counter!(PEER_SEND_FAILURES).increment(0);
     counter!(PEER_REQUESTS_FAILED).increment(0);
     let _ = histogram!(PEER_REQUEST_SECONDS);
@@ -367,8 +381,16 @@ pub fn takeover_expired() {
     counter!(TAKEOVER_EXPIRED).increment(1);
 }
 
+pub fn publish_congested() {
+    counter!(PUBLISH_CONGESTED).increment(1);
+}
+
 pub fn answer_unconfirmed() {
     counter!(ANSWERS_UNCONFIRMED).increment(1);
+}
+
+pub fn stalled() {
+    counter!(STALLS).increment(1);
 }
 
 pub fn quorum_lost() {

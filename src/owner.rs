@@ -26,6 +26,12 @@ const NUM_SHARDS: usize = 64;
 /// [`crate::node::Node`].
 pub trait EdgeSink {
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg);
+    /// Whether the way to `node` is so backed up that a delivery may not be queued: an op
+    /// that would take a `seq` is then refused before it is applied, instead of leaving a
+    /// hole in that node's subscribers' stream.
+    fn congested(&self, _node: &NodeId) -> bool {
+        false
+    }
 }
 
 /// The rooms this node owns.

@@ -35,7 +35,9 @@ pub async fn join(node: &Arc<Node>) -> Result<(), ClusterError> {
     let cluster = Arc::new(Cluster::start(cluster_config, handler).await?);
     node.router.set_cluster(cluster.clone());
     tokio::spawn(crate::rebalance::run(Arc::downgrade(node), cluster.watch()));
-    tokio::spawn(crate::quorum::run(Arc::downgrade(node), cluster.watch()));
+    // A stall of half the failure timeout may have had this node declared dead (see `stall.rs`).
+    let stalls = node.router.stall.start(settings.failure_timeout / 2);
+    tokio::spawn(crate::quorum::run(Arc::downgrade(node), cluster.watch(), stalls));
     tokio::spawn(Router::run_sweep(Arc::downgrade(&node.router)));
     if !settings.seeds.is_empty() {
         // A seed that is not up yet (the first node of a cluster) does not stop us.
@@ -107,9 +109,9 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
         }
     }
 
-    fn on_receipt(&self, _node_id: &NodeId) {
+    fn on_receipt(&self, node_id: &NodeId) {
         if let Some(node) = self.node.upgrade() {
-            node.router.on_receipt();
+            node.router.on_receipt(node_id);
         }
     }
 }

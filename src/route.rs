@@ -23,7 +23,11 @@ use crate::owner::{EdgeSink, Owner};
 use crate::peer;
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
+use crate::stall::StallGuard;
 use crate::takeover::{Held, Takeover};
+
+/// The answer to an op that reaches a node right after it stood still (see `stall.rs`).
+const STALLED: &str = "node stalled, retry";
 
 mod members;
 mod pending;
@@ -58,6 +62,8 @@ pub struct Router {
     owner_ring: parking_lot::RwLock<Arc<Ring>>,
     /// Ops for keys gained in a ring change, held until the hand-offs are in.
     pub takeover: Takeover,
+    /// Whether this node may serve as an owner now (not after a stall: see `stall.rs`).
+    pub stall: Arc<StallGuard>,
     /// Requests in flight to remote owners, by request id.
     requests: Requests,
     next_request_id: AtomicU64,
@@ -80,6 +86,7 @@ impl Router {
             hub,
             cluster: OnceLock::new(),
             takeover: Takeover::default(),
+            stall: Arc::default(),
             requests: Requests::default(),
             next_request_id: AtomicU64::new(1),
             queries: Queries::default(),
@@ -159,6 +166,9 @@ impl Router {
     }
 
     fn route_now(&self, op: OwnerOp, ring: &Ring) -> Result<(), ReplyError> {
+        if !self.stall.serving() {
+            return Err(ReplyError::new(ErrorCode::Unavailable, STALLED));
+        }
         let publish = op.is_publish().then(Instant::now);
         match receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), false)) {
             Ok(()) => {
@@ -224,13 +234,18 @@ impl Router {
         let ring = self.ring();
         // A resubscription is sent to the node the sender's ring names; take it even if our
         // own view lags behind (the views converge within a few gossip rounds).
-        let Err(op) = receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), true)) else {
-            return;
-        };
-        let result = if hops == 0 {
-            self.forward(op.clone(), &ring, 1)
+        let (op, result) = if self.stall.serving() {
+            let Err(op) = receipts::scoped(|| self.owner.handle(self, op, |key| self.owns(key), true)) else {
+                return;
+            };
+            let result = if hops == 0 {
+                self.forward(op.clone(), &ring, 1)
+            } else {
+                Err(ReplyError::new(ErrorCode::Unavailable, "room is moving, retry"))
+            };
+            (op, result)
         } else {
-            Err(ReplyError::new(ErrorCode::Unavailable, "room is moving, retry"))
+            (op, Err(ReplyError::new(ErrorCode::Unavailable, STALLED)))
         };
         if let Err(error) = result {
             match (op.sender(), op.op_id()) {
@@ -293,18 +308,19 @@ impl Router {
             self.takeover.forget(node);
         }
         self.fail_requests(|pending| &pending.node == node, "owner unreachable");
-        self.release_answers();
+        self.on_receipt(node);
     }
 
-    /// A peer handled more of what this node sent it: answers waiting for that go out.
-    pub fn on_receipt(&self) {
-        self.release_answers();
-    }
-
-    /// Sends the owners' answers whose deliveries were all handled (see `receipts.rs`).
-    fn release_answers(&self) {
+    /// `node` handled more of what this node sent it (or its link broke): answers waiting
+    /// for that go out (see `receipts.rs`).
+    pub fn on_receipt(&self, node: &NodeId) {
         let Some(cluster) = self.cluster.get() else { return };
-        self.receipts.release(cluster, |node, msg| self.send_now(node, msg));
+        self.receipts.on_peer(|peer, link| cluster.handled(peer, link), node, |node, msg| self.send_now(node, msg));
+    }
+
+    /// Owners' answers whose receipts ran out of time go out as `unavailable`.
+    fn expire_answers(&self) {
+        self.receipts.expire(std::time::Instant::now(), |node, msg| self.send_now(node, msg));
     }
 
     /// Answers `unavailable` to the requests in flight that `filter` picks.
@@ -322,18 +338,21 @@ impl Router {
 }
 
 impl EdgeSink for Router {
+    fn congested(&self, node: &NodeId) -> bool {
+        node != &self.id && self.cluster.get().is_some_and(|cluster| cluster.congested(node))
+    }
+
     fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
         if matches!(msg, EdgeMsg::Reply { .. }) {
-            if let Some(marks) = receipts::pending() {
+            if let (Some(marks), Some(cluster)) = (receipts::pending(), self.cluster.get()) {
                 // An answer after deliveries over links: it waits for their receipts (which
                 // may all be in already: a peer can answer before this op is done).
-                self.receipts.defer(marks, node.clone(), msg);
-                self.release_answers();
-                return;
+                let handled = |peer: &NodeId, link| cluster.handled(peer, link);
+                return self.receipts.defer(handled, marks, node, msg, |node, msg| self.send_now(node, msg));
             }
             // Nothing to wait for, but an earlier answer to the same connection may wait.
             match self.receipts.queue_behind(node, msg) {
-                Ok(()) => return self.release_answers(),
+                Ok(()) => return,
                 Err(msg) => return self.send_now(node, msg),
             }
         }

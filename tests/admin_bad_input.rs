@@ -231,13 +231,13 @@ async fn test_missing_node_is_reported_not_waited_for() {
     assert_eq!((stats["nodes"].as_u64(), stats["connections"].as_u64()), (Some(3), Some(2)), "{stats}");
     // SIGSTOP: the process stays a member for a while but answers nothing.
     let pid = cluster.node(2).pid();
-    assert!(std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
+    signal(pid, "-STOP");
     // Answered (the HTTP helper gives up after 5 s), from the two nodes that answer.
     let stats = admin(cluster.node(1), "GET", "/v1/stats", None).await;
     // A lookup on the silent node: 503 naming it (404 once the cluster dropped it).
     let lookup =
         call(cluster.node(1), "GET", &format!("/v1/connections/{}", conn_id(&bob)), Some(ADMIN_KEY), None).await;
-    let _ = std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status();
+    signal(pid, "-CONT");
     assert!(matches!(lookup.status, 503 | 404), "{lookup:?}");
     if lookup.status == 503 {
         assert_eq!(lookup.json()["error"], json!({"code": "unavailable", "message": "no answer from s3"}));

@@ -208,11 +208,6 @@ async fn test_a_client_rejoining_after_the_owner_died_learns_whether_it_missed_m
     }
 }
 
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
-    assert!(status.success(), "kill {signal} {pid}");
-}
-
 /// A publisher is acknowledged only once the nodes its message was fanned out to have
 /// handled it: with the watcher's node frozen (SIGSTOP, shorter than the failure timeout),
 /// the ack waits; once it runs again, the watcher gets the message and the publisher its ack.
@@ -282,4 +277,87 @@ async fn sender_and_watcher(cluster: &TestCluster, owner: usize, prefix: &str) -
     sender.say(&room, "warm").await;
     assert_eq!(watcher.recv_message(&room).await["text"], "warm");
     (room, sender, watcher)
+}
+
+/// An owner that stood still (SIGSTOP) past the failure timeout was declared dead and its
+/// rooms served elsewhere, but its links outlived the pause: when it runs again it must not
+/// answer as the owner (its acks would come from a second copy of the room), and its clients
+/// are sent elsewhere to resume. The watcher on a third node sees one unbroken stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_an_owner_that_stood_still_does_not_answer_as_owner_when_it_runs_again() {
+    let cluster = TestCluster::start(&["w1", "w2", "w3"]).await;
+    let room = cluster.room_owned_by(1, "stood-still");
+    let mut sender = cluster.node(0).client("x").await;
+    let mut stalled_side = cluster.node(1).client("s").await;
+    let mut watcher = cluster.node(2).client("y").await;
+    for client in [&mut sender, &mut stalled_side, &mut watcher] {
+        client.join(&room).await;
+    }
+    sender.say(&room, "warm").await;
+    assert_eq!(watcher.recv_message(&room).await["text"], "warm");
+    assert_eq!(stalled_side.recv_message(&room).await["text"], "warm");
+
+    let paused = cluster.node(1).pid();
+    signal(paused, "-STOP");
+    // Past the failure timeout (1.5 s), short of the links' read timeout (3 s).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    signal(paused, "-CONT");
+    // A request that was waiting in the paused owner's socket, and one sent right after.
+    let op_id = stalled_side
+        .send_request("chat.send", json!({"room": room, "text": "from the stalled node", "client_id": "s-1"}))
+        .await;
+    let (frames, code) = stalled_side.frames_until_close(Duration::from_secs(10)).await;
+    assert!(
+        !frames.iter().any(|frame| frame["op_id"] == op_id.as_str() && frame["type"] == "ack"),
+        "the stalled node answered as the owner: {frames:?}"
+    );
+    assert_eq!(code, Some(1012), "{frames:?}");
+    let reconnect = frames.iter().find(|frame| frame["type"] == "reconnect").expect("a reconnect frame");
+    assert_eq!(reconnect["data"]["reason"], "stalled", "{reconnect}");
+
+    // The room goes on at its new owner; every acknowledged message reaches the watcher, in
+    // order (a restarted room announces itself with room.reset first).
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let text = format!("after {i}");
+        let payload = json!({"room": room, "text": text, "client_id": format!("a-{i}")});
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let reply = sender.request("chat.send", payload.clone()).await;
+            if reply["type"] == "ack" {
+                acked.push(text);
+                break;
+            }
+            assert_eq!(reply["data"]["code"], "unavailable", "{reply}");
+            assert!(Instant::now() < deadline, "no ack for {text}: {reply}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let mut last: Option<(String, u64)> = None;
+    let mut seen = Vec::new();
+    while seen.len() < acked.len() {
+        let frame = watcher
+            .recv_where("a message or a reset", Duration::from_secs(10), |v| {
+                (v["type"] == "chat.message" || v["type"] == "room.reset") && v["data"]["room"] == room
+            })
+            .await;
+        let data = &frame["data"];
+        let epoch = data["epoch"].as_str().map(str::to_string);
+        let seq = data["seq"].as_u64().expect("seq");
+        if frame["type"] == "room.reset" {
+            last = Some((epoch.expect("a reset's epoch"), seq));
+            continue;
+        }
+        if let Some((_, last_seq)) = &last {
+            assert_eq!(seq, last_seq + 1, "the watcher's stream broke at {frame}");
+        }
+        let epoch = last.as_ref().map(|(epoch, _)| epoch.clone()).unwrap_or_default();
+        last = Some((epoch, seq));
+        let text = data["text"].as_str().unwrap().to_string();
+        assert_ne!(text, "from the stalled node", "a message the stalled owner applied reached the watcher");
+        if text != "warm" {
+            seen.push(text);
+        }
+    }
+    assert_eq!(seen, acked);
 }

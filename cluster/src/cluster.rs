@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::change::{compute_changes, members_by_id, ClusterChange};
-use crate::link::{FrameHandler, Links, Mark, Receipts, SendError};
+use crate::link::{FrameHandler, Links, Mark, SendError};
 use crate::member::{ClusterMember, MemberState, PEER_ADDR_KEY, STATE_KEY};
 use crate::metrics;
 use crate::node::{NodeId, NodeIdentity};
@@ -261,10 +261,16 @@ impl Cluster {
         self.links.send(node, frame)
     }
 
-    /// What every peer has handled of the frames sent to it, read at one moment (peers send
-    /// receipts as they read; see [`Mark`]).
-    pub fn receipts(&self) -> Receipts {
-        self.links.receipts()
+    /// How many frames `node` has handled of those sent on link `link_id` (peers send
+    /// receipts as they read; see [`Mark`]); `None` once that link is gone or replaced.
+    pub fn handled(&self, node: &NodeId, link_id: u64) -> Option<u64> {
+        self.links.handled(node, link_id)
+    }
+
+    /// Whether the link to `node` has less than an eighth of its queue free (frames sent now
+    /// may find it full: see [`SendError::QueueFull`]).
+    pub fn congested(&self, node: &NodeId) -> bool {
+        self.links.congested(node)
     }
 
     pub fn is_connected(&self, node: &NodeId) -> bool {

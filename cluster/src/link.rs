@@ -42,7 +42,7 @@ pub trait FrameHandler: Send + Sync + 'static {
 }
 
 /// Where a frame stands in its link's stream: the link, and the frame's number on it (from
-/// 1). The peer handled the frame once its link's [`Receipts`] reach it.
+/// 1). The peer handled the frame once its receipts on that link reach `seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark {
     pub link_id: u64,
@@ -52,32 +52,6 @@ pub struct Mark {
 impl Mark {
     /// A frame that was never queued (no link, or a full queue): never handled.
     pub const NOT_SENT: Mark = Mark { link_id: u64::MAX, seq: u64::MAX };
-}
-
-/// The receipts of every link at one moment: (link id, frames handled) by peer.
-pub struct Receipts(HashMap<NodeId, (u64, u64)>);
-
-impl Receipts {
-    /// Whether `node` handled the frame at `mark`.
-    pub fn handled(&self, node: &NodeId, mark: Mark) -> Handled {
-        match self.0.get(node) {
-            Some(&(link_id, handled)) if link_id == mark.link_id => match handled {
-                NO_RECEIPT_YET => Handled::NotYet,
-                handled if handled >= mark.seq => Handled::Yes,
-                _ => Handled::NotYet,
-            },
-            _ => Handled::Unknown,
-        }
-    }
-}
-
-/// Whether the peer handled a marked frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handled {
-    Yes,
-    NotYet,
-    /// The link is gone or replaced, or the frame was never sent: never known.
-    Unknown,
 }
 
 /// Why a frame could not be queued for a peer.
@@ -155,15 +129,19 @@ impl Links {
         Ok(Mark { link_id: link.link_id, seq: link.sent })
     }
 
-    /// What every peer has handled so far, read at one moment.
-    pub(crate) fn receipts(&self) -> Receipts {
+    /// How many frames `node` has handled of link `link_id` (0 before its first receipt);
+    /// `None` when that link is gone or replaced (what it sent is never known).
+    pub(crate) fn handled(&self, node: &NodeId, link_id: u64) -> Option<u64> {
         let links = self.links.lock();
-        Receipts(
-            links
-                .iter()
-                .map(|(node, link)| (node.clone(), (link.link_id, link.handled.load(Ordering::Acquire))))
-                .collect(),
-        )
+        let link = links.get(node).filter(|link| link.link_id == link_id)?;
+        match link.handled.load(Ordering::Acquire) {
+            NO_RECEIPT_YET => Some(0),
+            handled => Some(handled),
+        }
+    }
+
+    pub(crate) fn congested(&self, node: &NodeId) -> bool {
+        self.links.lock().get(node).is_some_and(|link| link.tx.capacity() < self.queue_frames / 8)
     }
 
     pub(crate) fn is_connected(&self, node: &NodeId) -> bool {
@@ -433,16 +411,20 @@ impl Links {
     }
 }
 
+/// The most frames one write carries (each takes up to 3 of the 1,024 slices of a vectored
+/// write).
+const BATCH_FRAMES: usize = 256;
+
 /// Writes queued frames, many per syscall, and a keepalive when idle.
 async fn write_loop(
     mut write_half: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<PeerFrame>,
     cancel: CancellationToken,
 ) {
-    let mut batch = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(BATCH_FRAMES);
     loop {
         let received = tokio::select! {
-            received = rx.recv_many(&mut batch, 256) => received,
+            received = rx.recv_many(&mut batch, BATCH_FRAMES) => received,
             _ = tokio::time::sleep(KEEPALIVE_INTERVAL) => {
                 batch.push(PeerFrame::new(KIND_PING, Bytes::new()));
                 1
@@ -451,6 +433,18 @@ async fn write_loop(
         };
         if received == 0 {
             return;
+        }
+        if batch.len() < BATCH_FRAMES {
+            // Let the tasks that are ready run first (the reads that came with these frames
+            // often queue more for this link): one write then carries them all, instead of
+            // a system call, and a wake-up of the peer, per frame or two.
+            tokio::task::yield_now().await;
+            while batch.len() < BATCH_FRAMES {
+                match rx.try_recv() {
+                    Ok(frame) => batch.push(frame),
+                    Err(_) => break,
+                }
+            }
         }
         let written = tokio::select! {
             written = write_frames(&mut write_half, &batch) => written,

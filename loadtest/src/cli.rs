@@ -303,6 +303,9 @@ pub enum FaultKind {
     Restart,
     /// cut the node off from the others with nftables for `--partition-for`, then heal
     Partition,
+    /// SIGSTOP for `--pause-for`, then SIGCONT: a node that stalls (a long GC-like pause, a
+    /// starved VM) and comes back with its state, its links and its queued frames
+    Pause,
 }
 
 impl FaultKind {
@@ -312,6 +315,7 @@ impl FaultKind {
             FaultKind::Drain => "drain",
             FaultKind::Restart => "restart",
             FaultKind::Partition => "partition",
+            FaultKind::Pause => "pause",
         }
     }
 }
@@ -352,6 +356,10 @@ pub struct ChaosArgs {
     /// how long a partition lasts
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub partition_for: Duration,
+    /// how long a paused node stays stopped (the default outlasts the failure detector's
+    /// 1.5 s but not the links' 3 s read timeout)
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub pause_for: Duration,
     /// longest wait for the cluster to be whole again after a fault (then no more faults)
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub settle_timeout: Duration,

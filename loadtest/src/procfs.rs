@@ -34,14 +34,35 @@ pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
     Some((utime + stime) / ticks)
 }
 
+/// Write system calls (write, writev: what sockets are written with here) a process made
+/// so far (`syscw` of /proc/PID/io; socket reads use recv, which it does not count).
+pub fn write_syscalls(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    parse_field(&io, "syscw:")
+}
+
+/// Context switches (voluntary and not) of all threads of a process so far: how often its
+/// threads slept and were woken.
+pub fn context_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        total += parse_field(&status, "voluntary_ctxt_switches:").unwrap_or(0);
+        total += parse_field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
+    }
+    Some(total)
+}
+
+fn parse_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].trim().parse().ok()
+}
+
 /// Bytes a process passed to write calls so far, sockets included (`wchar` of /proc/PID/io).
 pub fn written_bytes(pid: u32) -> Option<u64> {
     let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    parse_wchar(&io)
-}
-
-pub fn parse_wchar(io: &str) -> Option<u64> {
-    io.lines().find_map(|line| line.strip_prefix("wchar:"))?.trim().parse().ok()
+    parse_field(&io, "wchar:")
 }
 
 /// Raises the soft open-files limit to the hard one.
@@ -75,7 +96,15 @@ mod tests {
         assert!(cpu > 0.0);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
         assert!(cpu_seconds(None).is_some());
-        assert_eq!(parse_wchar("rchar: 10\nwchar: 2048\nsyscr: 3\n"), Some(2048));
-        assert_eq!(parse_wchar("rchar: 10\n"), None);
+        let io = "rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\n";
+        assert_eq!(parse_field(io, "syscw:"), Some(4));
+        assert_eq!(
+            parse_field("voluntary_ctxt_switches:\t7\nnonvoluntary_ctxt_switches:\t2\n", "nonvoluntary_ctxt_switches:"),
+            Some(2)
+        );
+        assert!(write_syscalls(std::process::id()).is_some());
+        assert!(context_switches(std::process::id()).unwrap() > 0);
+        assert_eq!(parse_field(io, "wchar:"), Some(20));
+        assert!(written_bytes(std::process::id()).is_some());
     }
 }

@@ -107,6 +107,12 @@ pub struct ServerSummary {
     /// message, between `go` and `stop`: the wire cost of a delivery, headers and all.
     #[serde(default)]
     pub written_bytes_per_delivery: Option<f64>,
+    /// The servers' write system calls (write, writev) per delivered message.
+    #[serde(default)]
+    pub write_syscalls_per_delivery: Option<f64>,
+    /// The servers' context switches (all threads) per delivered message: wake-ups.
+    #[serde(default)]
+    pub context_switches_per_delivery: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

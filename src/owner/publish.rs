@@ -8,7 +8,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{OpCtx, Owner, Room, SentAck, StoredMessage};
-use crate::protocol::ChatSend;
+use crate::metrics;
+use crate::protocol::{ChatSend, ErrorCode, ReplyError};
 use crate::room::RoomKey;
 use crate::store::{journal, Write};
 use crate::time;
@@ -44,6 +45,10 @@ impl Owner {
                 None => Some(reply_to.clone()),
             },
         };
+        if room.nodes.keys().any(|node| ctx.sink.congested(node)) {
+            metrics::publish_congested();
+            return ctx.error(ReplyError::new(ErrorCode::Unavailable, "delivery queue full"));
+        }
         let now = time::now_millis();
         room.seq += 1;
         let stored = Arc::new(StoredMessage {

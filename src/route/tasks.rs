@@ -100,7 +100,7 @@ impl Router {
             router.fail_requests(|pending| pending.sent_at.elapsed() > PENDING_TIMEOUT, "owner did not answer");
             router.expire_queries();
             // Answers whose receipts ran out of time (see `receipts.rs`).
-            router.release_answers();
+            router.expire_answers();
         }
     }
 }

@@ -505,3 +505,34 @@ pub async fn observer_unaffected(server: &Server, observer: &mut Client) {
     let message = observer.recv_message("lobby").await;
     assert_eq!(message["text"], "life goes on");
 }
+
+/// Sends `signal` ("-STOP", "-CONT", ...) to process `pid` with `kill`; after `-STOP`,
+/// returns once the process is stopped.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+    if signal == "-STOP" {
+        wait_stopped(pid);
+    }
+}
+
+/// Waits until every thread of `pid` is stopped: `kill -STOP` returns once the signal is
+/// sent, and the threads of a busy process stop one by one after it (one of them may still
+/// read a socket meanwhile, which made a frozen node receive a message now and then).
+fn wait_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        let all_stopped = tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name in parentheses: T (stopped) or t (traced).
+            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            matches!(state, Some('T' | 't'))
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -240,6 +240,7 @@ struct Schedule {
     max_faults: u64,
     down_for: Duration,
     partition_for: Duration,
+    pause_for: Duration,
     settle: Duration,
     run_for: Duration,
     seed: u64,
@@ -273,6 +274,7 @@ async fn run_with_cluster(
         max_faults: args.max_faults,
         down_for: args.down_for,
         partition_for: args.partition_for,
+        pause_for: args.pause_for,
         settle: args.settle_timeout,
         run_for: args.common.duration,
         seed: args.seed.unwrap_or_else(|| Rng::from_time(11).next_u64()),
@@ -329,7 +331,8 @@ async fn inject(
         let left = (started + schedule.run_for).saturating_duration_since(Instant::now());
         let partition_for =
             if schedule.faults.contains(&FaultKind::Partition) { schedule.partition_for } else { Duration::ZERO };
-        let needs = schedule.down_for.max(partition_for) + Duration::from_secs(3);
+        let pause_for = if schedule.faults.contains(&FaultKind::Pause) { schedule.pause_for } else { Duration::ZERO };
+        let needs = schedule.down_for.max(partition_for).max(pause_for) + Duration::from_secs(3);
         if left < needs {
             break;
         }
@@ -392,6 +395,13 @@ async fn apply(cluster: &mut Cluster, i: usize, kind: FaultKind, schedule: &Sche
             let note = cluster.term(i, Duration::from_secs(40)).await;
             cluster.start(i).await?;
             Ok(note)
+        }
+        FaultKind::Pause => {
+            let pid = cluster.slots[i].node.as_ref().map(|node| node.pid).context("pausing a node that is down")?;
+            signal(pid, libc::SIGSTOP);
+            tokio::time::sleep(schedule.pause_for).await;
+            signal(pid, libc::SIGCONT);
+            Ok(None)
         }
         FaultKind::Partition => {
             let lab = cluster.lab.as_ref().context("partition without a network lab")?;

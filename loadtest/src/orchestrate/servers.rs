@@ -23,6 +23,9 @@ pub struct ServerWatch {
     cpu_stop: f64,
     written_go: u64,
     written_stop: u64,
+    /// (write system calls, context switches) of the servers at `go` and at `stop`.
+    kernel_go: (u64, u64),
+    kernel_stop: (u64, u64),
     t_go: Option<Instant>,
     t_stop: Option<Instant>,
     pub samples: BTreeMap<u32, (u64, Option<f64>)>,
@@ -46,6 +49,12 @@ impl ServerWatch {
         self.pids.iter().filter_map(|&pid| procfs::cpu_seconds(Some(pid))).sum()
     }
 
+    fn kernel(&self) -> (u64, u64) {
+        let writes = self.pids.iter().filter_map(|&pid| procfs::write_syscalls(pid)).sum();
+        let switches = self.pids.iter().filter_map(|&pid| procfs::context_switches(pid)).sum();
+        (writes, switches)
+    }
+
     pub fn sample(&mut self, second: u32) {
         if self.pids.is_empty() {
             return;
@@ -64,6 +73,7 @@ impl ServerWatch {
         self.rss_before = self.rss();
         self.cpu_go = self.cpu();
         self.written_go = self.written();
+        self.kernel_go = self.kernel();
         self.t_go = Some(Instant::now());
     }
 
@@ -73,6 +83,7 @@ impl ServerWatch {
         self.rss_peak = self.rss_peak.max(self.rss_after);
         self.cpu_stop = self.cpu();
         self.written_stop = self.written();
+        self.kernel_stop = self.kernel();
         self.t_stop = Some(Instant::now());
         self.open_at_stop = open_total;
     }
@@ -100,6 +111,14 @@ impl ServerWatch {
             written_bytes_per_delivery: (report.run.delivered > 0 && self.written_stop > 0).then(|| {
                 self.written_stop.saturating_sub(self.written_go) as f64
                     / (report.counts.delivered.max(report.run.delivered)) as f64
+            }),
+            write_syscalls_per_delivery: (report.run.delivered > 0).then(|| {
+                self.kernel_stop.0.saturating_sub(self.kernel_go.0) as f64
+                    / report.counts.delivered.max(report.run.delivered) as f64
+            }),
+            context_switches_per_delivery: (report.run.delivered > 0).then(|| {
+                self.kernel_stop.1.saturating_sub(self.kernel_go.1) as f64
+                    / report.counts.delivered.max(report.run.delivered) as f64
             }),
         }
     }

@@ -126,6 +126,16 @@ impl Report {
                 row("server writes", format!("{bytes:.0} bytes per delivery"));
             }
         }
+        if let Some(server) = &self.server {
+            if let (Some(writes), Some(switches)) =
+                (server.write_syscalls_per_delivery, server.context_switches_per_delivery)
+            {
+                row(
+                    "server kernel",
+                    format!("{writes:.2} write syscalls, {switches:.2} context switches per delivery"),
+                );
+            }
+        }
         row("harness CPU", format!("{:.1} s", self.harness_cpu_seconds));
         if let Some(metrics) = &self.metrics {
             if let (Some(deliveries), Some(rendered)) = (metrics.deliveries, metrics.frames_rendered) {

@@ -76,6 +76,8 @@ pub fn higher_is_better(figure: &str) -> Option<bool> {
         | "written_bytes_per_delivery"
         | "rss_per_connection_bytes"
         | "connect_p99_ms" => Some(false),
+        // Counts that follow the machine's scheduling as much as the code: information only.
+        "write_syscalls_per_delivery" | "context_switches_per_delivery" => None,
         _ => None,
     }
 }
@@ -148,6 +150,8 @@ impl RunFigures {
             }
             put("cpu_us_per_delivery", f(&["server", "cpu_us_per_delivery"]));
             put("written_bytes_per_delivery", f(&["server", "written_bytes_per_delivery"]));
+            put("write_syscalls_per_delivery", f(&["server", "write_syscalls_per_delivery"]));
+            put("context_switches_per_delivery", f(&["server", "context_switches_per_delivery"]));
             put("server_cpu_cores", f(&["server", "cpu_avg_cores"]));
         }
         put("violations", f(&["violations"]));
