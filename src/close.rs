@@ -15,6 +15,8 @@ impl Disconnect {
     pub const IDLE: Disconnect = Disconnect { code: 1001, reason: "idle timeout" };
     pub const PROTOCOL_ERROR: Disconnect = Disconnect { code: 1002, reason: "websocket protocol error" };
     pub const INVALID_UTF8: Disconnect = Disconnect { code: 1007, reason: "invalid utf-8" };
+    /// A compressed message (permessage-deflate) that is not valid deflate data.
+    pub const BAD_COMPRESSED_DATA: Disconnect = Disconnect { code: 1007, reason: "invalid compressed data" };
     pub const TOO_MANY_ERRORS: Disconnect = Disconnect { code: 1008, reason: "too many failed requests" };
     /// `DELETE /v1/connections/{id}` and the admin disconnects (policy: do not retry at once).
     pub const ADMIN: Disconnect = Disconnect { code: 1008, reason: "disconnected by admin" };

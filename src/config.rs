@@ -66,6 +66,8 @@ pub struct Config {
     pub history_size: usize,
     pub inbox_size: usize,
     pub max_connections: usize,
+    /// permessage-deflate (`--compression`, `--compression-min-bytes`).
+    pub compression: CompressionSettings,
     /// `--max-connections-per-user`, `--connect-rate-per-ip`, `--trusted-proxies`.
     pub admission: Admission,
     pub drain_timeout: Duration,
@@ -90,6 +92,21 @@ pub struct Config {
     pub webhooks: Option<WebhookSettings>,
     /// Authorization hooks; `None` = none.
     pub hooks: Option<HookSettings>,
+}
+
+/// permessage-deflate (RFC 7692), negotiated per connection with the clients that offer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionSettings {
+    /// Accept a client's offer (`--compression on`); off by default: see docs/compression.md.
+    pub enabled: bool,
+    /// Server messages shorter than this are sent uncompressed.
+    pub min_bytes: usize,
+}
+
+impl Default for CompressionSettings {
+    fn default() -> Self {
+        CompressionSettings { enabled: false, min_bytes: 256 }
+    }
 }
 
 /// Per-user and per-IP limits on new connections.

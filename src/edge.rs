@@ -25,6 +25,7 @@ use crate::room::RoomKey;
 
 mod admission;
 pub mod conn;
+pub mod deflate;
 pub mod dispatch;
 pub mod hub;
 pub mod ratelimit;
@@ -71,6 +72,8 @@ pub struct Edge {
     pub webhooks: crate::webhook::Webhooks,
     /// The connect and join hooks.
     pub hooks: crate::webhook::hooks::Hooks,
+    /// permessage-deflate: offered to clients at all, and the smallest message compressed.
+    pub compression: crate::config::CompressionSettings,
 }
 
 impl Edge {

@@ -13,11 +13,22 @@ use crate::{peer, protocol, store};
 const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// Client WebSocket frames (`edge/wsframe.rs`): every whole frame in `data`, as a connection
-/// reads them, and the close code a close frame would be answered with.
+/// reads them (a compressed one inflated, `edge/deflate.rs`), and the close code a close frame
+/// would be answered with.
 pub fn client_frames(data: &[u8]) {
+    // The input as an upgrade's Sec-WebSocket-Extensions value, too.
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::edge::deflate::negotiate([text]);
+    }
     let mut buf = BytesMut::from(data);
-    while let Ok(Some(frame)) = wsframe::decode(&mut buf, MAX_PAYLOAD) {
+    let mut inflater = crate::edge::deflate::Inflater::default();
+    while let Ok(Some(frame)) = wsframe::decode(&mut buf, MAX_PAYLOAD, data.first().is_some_and(|b| b & 1 == 1)) {
         assert!(frame.payload.len() <= MAX_PAYLOAD);
+        if frame.compressed {
+            if let Ok(inflated) = inflater.inflate(&frame.payload, MAX_PAYLOAD, true) {
+                assert!(inflated.len() <= MAX_PAYLOAD, "inflated past the cap");
+            }
+        }
         if frame.opcode == wsframe::OPCODE_CLOSE {
             let _ = crate::edge::session::close_reply(&frame.payload);
         }

@@ -16,7 +16,7 @@ use crate::admin;
 use crate::auth::AuthError;
 use crate::demo;
 use crate::edge::conn::{Conn, ConnMeta};
-use crate::edge::session;
+use crate::edge::{deflate, session};
 use crate::metrics;
 use crate::node::Node;
 use crate::respond::{error, json, percent_decode, Body};
@@ -116,17 +116,29 @@ async fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incomin
         origin,
         connected_at_ms: time::now_millis(),
     };
-    let (response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+    // permessage-deflate: the first acceptable offer, when compression is on.
+    let deflate = match node.config.compression.enabled {
+        true => deflate::negotiate(
+            req.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|value| value.to_str().ok()),
+        ),
+        false => None,
+    };
+    let (mut response, upgrade_future) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(pair) => pair,
         Err(err) => {
             metrics::connection_rejected("bad_request");
             return error(StatusCode::BAD_REQUEST, &format!("bad websocket upgrade: {err}"));
         }
     };
+    if let Some(negotiated) = &deflate {
+        if let Ok(value) = HeaderValue::from_str(&negotiated.response()) {
+            response.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
     // Everything the connection keeps goes to the heap now (the `Conn`, a boxed identity):
     // the task's future then carries no second copy of it for the connection's lifetime.
     let conn = Arc::new(Conn::new(node.next_conn_id(), node.config.limits.queue_frames, meta));
-    let task = session::run(node.edge.clone(), conn, upgrade_future, identity.map(Box::new));
+    let task = session::run(node.edge.clone(), conn, upgrade_future, identity.map(Box::new), deflate);
     if std::env::var_os("RINGCAST_DEBUG_SIZES").is_some() {
         eprintln!("connection task future: {} bytes", std::mem::size_of_val(&task));
     }

@@ -20,6 +20,10 @@ pub const CONNECTIONS_REJECTED: &str = "ringcast_connections_rejected_total";
 pub const MESSAGES_IN: &str = "ringcast_messages_in_total";
 pub const DELIVERIES: &str = "ringcast_deliveries_total";
 pub const FRAMES_RENDERED: &str = "ringcast_frames_rendered_total";
+pub const FRAMES_COMPRESSED: &str = "ringcast_frames_compressed_total";
+pub const COMPRESSION_IN_BYTES: &str = "ringcast_compression_in_bytes_total";
+pub const COMPRESSION_OUT_BYTES: &str = "ringcast_compression_out_bytes_total";
+pub const FRAMES_INFLATED: &str = "ringcast_frames_inflated_total";
 pub const PUBLISH_SECONDS: &str = "ringcast_publish_seconds";
 pub const ERRORS: &str = "ringcast_errors_total";
 pub const DISCONNECTS: &str = "ringcast_disconnects_total";
@@ -125,6 +129,14 @@ pub fn describe() {
     describe_counter!(MESSAGES_IN, Unit::Count, "client messages received, by type");
     describe_counter!(DELIVERIES, Unit::Count, "frames queued to local connections");
     describe_counter!(FRAMES_RENDERED, Unit::Count, "server frames serialized (a broadcast counts once)");
+    describe_counter!(
+        FRAMES_COMPRESSED,
+        Unit::Count,
+        "server messages deflated (permessage-deflate; a room message counts once per edge)"
+    );
+    describe_counter!(COMPRESSION_IN_BYTES, Unit::Bytes, "bytes of the server messages deflated");
+    describe_counter!(COMPRESSION_OUT_BYTES, Unit::Bytes, "bytes those messages deflated to");
+    describe_counter!(FRAMES_INFLATED, Unit::Count, "compressed client messages inflated");
     describe_histogram!(
         PUBLISH_SECONDS,
         Unit::Seconds,
@@ -238,6 +250,10 @@ struct Hot {
     messages_in_other: Counter,
     deliveries: Counter,
     frames_rendered: Counter,
+    frames_compressed: Counter,
+    compression_in_bytes: Counter,
+    compression_out_bytes: Counter,
+    frames_inflated: Counter,
     peer_forwards: Counter,
     publish_seconds: Histogram,
 }
@@ -249,6 +265,10 @@ fn hot() -> &'static Hot {
         messages_in_other: counter!(MESSAGES_IN, "type" => "other"),
         deliveries: counter!(DELIVERIES),
         frames_rendered: counter!(FRAMES_RENDERED),
+        frames_compressed: counter!(FRAMES_COMPRESSED),
+        compression_in_bytes: counter!(COMPRESSION_IN_BYTES),
+        compression_out_bytes: counter!(COMPRESSION_OUT_BYTES),
+        frames_inflated: counter!(FRAMES_INFLATED),
         peer_forwards: counter!(PEER_FORWARDS),
         publish_seconds: histogram!(PUBLISH_SECONDS),
     })
@@ -305,6 +325,18 @@ pub fn deliveries(count: u64) {
 
 pub fn frame_rendered() {
     hot().frames_rendered.increment(1);
+}
+
+/// A server message of `len` bytes was deflated into `compressed` bytes.
+pub fn frame_compressed(len: usize, compressed: usize) {
+    let hot = hot();
+    hot.frames_compressed.increment(1);
+    hot.compression_in_bytes.increment(len as u64);
+    hot.compression_out_bytes.increment(compressed as u64);
+}
+
+pub fn frame_inflated() {
+    hot().frames_inflated.increment(1);
 }
 
 /// A `chat.send` of this edge was answered by its owner; `started` is when the edge sent it.

@@ -103,6 +103,7 @@ impl Node {
                 Some(settings) => Hooks::start(settings, id.as_str(), generation),
                 None => Hooks::default(),
             },
+            compression: config.compression,
         });
         let connect_limiter = config.admission.connect_rate_per_ip.map(crate::admission::ConnectLimiter::new);
         Ok(Node {

@@ -110,6 +110,9 @@ pub struct Common {
     /// send the token as `Authorization: Bearer` instead of `?token=`
     #[arg(long)]
     pub auth_header: bool,
+    /// offer permessage-deflate (and require it) and inflate compressed frames; spawned nodes get --compression on
+    #[arg(long)]
+    pub compression: bool,
     /// target a raw-broadcast server: no auth, no join protocol (`?room=` query, payload text only)
     #[arg(long)]
     pub raw: bool,

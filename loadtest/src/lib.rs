@@ -11,6 +11,7 @@
 //! [`report`] (merging, thresholds), [`proto`] (frame scanning) — carry the unit tests.
 
 pub mod cli;
+pub mod deflate;
 pub mod html;
 pub mod jwt;
 pub mod ledger;

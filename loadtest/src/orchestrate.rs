@@ -51,15 +51,13 @@ pub async fn run(command: Command) -> Result<i32> {
         if plan.jwt_secret.is_none() && !plan.raw {
             plan.jwt_secret = Some(Rng::from_time(7).hex_id(32));
         }
-        let started = spawn::spawn(
-            nodes,
-            &bin,
-            plan.raw,
-            plan.jwt_secret.as_deref(),
-            &common.server_args,
-            common.server_log.as_deref(),
-        )
-        .await?;
+        let mut server_args = common.server_args.clone();
+        if plan.compression && !plan.raw && !server_args.iter().any(|arg| arg.starts_with("--compression")) {
+            server_args.extend(["--compression".to_string(), "on".to_string()]);
+        }
+        let started =
+            spawn::spawn(nodes, &bin, plan.raw, plan.jwt_secret.as_deref(), &server_args, common.server_log.as_deref())
+                .await?;
         plan.urls = started.urls();
         eprintln!("ringcast-loadtest: started {} node(s): {}", started.nodes.len(), plan.urls.join(" "));
         cluster = Some(started);

@@ -146,6 +146,9 @@ pub struct Plan {
     pub jwt_secret: Option<String>,
     pub tenant: String,
     pub auth_header: bool,
+    /// Offer permessage-deflate on every connection (`--compression`).
+    #[serde(default)]
+    pub compression: bool,
     pub duration_ms: u64,
     pub messages: Option<u64>,
     pub payload_bytes: usize,
@@ -303,6 +306,7 @@ impl Plan {
             jwt_secret: common.jwt_secret.clone(),
             tenant: common.tenant.clone(),
             auth_header: common.auth_header,
+            compression: common.compression,
             duration_ms: common.duration.as_millis() as u64,
             messages: common.messages,
             payload_bytes: common.payload_bytes.min(256 * 1024),

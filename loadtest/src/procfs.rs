@@ -59,6 +59,12 @@ fn parse_field(text: &str, name: &str) -> Option<u64> {
     line[name.len()..].trim().parse().ok()
 }
 
+/// Bytes a process passed to write calls so far, sockets included (`wchar` of /proc/PID/io).
+pub fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    parse_field(&io, "wchar:")
+}
+
 /// Raises the soft open-files limit to the hard one.
 pub fn raise_nofile_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -98,5 +104,7 @@ mod tests {
         );
         assert!(write_syscalls(std::process::id()).is_some());
         assert!(context_switches(std::process::id()).unwrap() > 0);
+        assert_eq!(parse_field(io, "wchar:"), Some(20));
+        assert!(written_bytes(std::process::id()).is_some());
     }
 }

@@ -103,6 +103,10 @@ pub struct ServerSummary {
     pub cpu_avg_cores: f64,
     /// Server CPU per delivered message, in microseconds (run and drain).
     pub cpu_us_per_delivery: Option<f64>,
+    /// Bytes the servers wrote (sockets included: /proc/PID/io `wchar`) per delivered
+    /// message, between `go` and `stop`: the wire cost of a delivery, headers and all.
+    #[serde(default)]
+    pub written_bytes_per_delivery: Option<f64>,
     /// The servers' write system calls (write, writev) per delivered message.
     #[serde(default)]
     pub write_syscalls_per_delivery: Option<f64>,

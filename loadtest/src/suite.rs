@@ -196,21 +196,65 @@ pub fn scenarios(quick: bool, server_bin: &Path, raw_bin: &Path) -> Vec<Scenario
         }
     }
 
+    // permessage-deflate: the same run without and with compression, in alternation, with
+    // ~1 KiB chat-like messages (the harness's padding is words).
+    let with_and_without = |args: Vec<String>| {
+        let mut compressed = args.clone();
+        compressed.push("--compression".into());
+        vec![variant("ringcast", args, false), variant("compressed", compressed, false)]
+    };
     for rooms in z.cluster_shapes {
+        let mut args = strings(&[
+            "fanout",
+            "--rooms",
+            &rooms.to_string(),
+            "--subscribers",
+            "2",
+            "--publishers",
+            "1",
+            "--rate",
+            &z.cluster_rate.to_string(),
+            "--payload-bytes",
+            "1000",
+        ]);
+        args.extend(node(3, false));
         list.push(Scenario {
             name: format!("cluster3_{rooms}x2_compressed"),
-            description: format!("3 nodes, {rooms} rooms x 2, permessage-deflate on"),
-            unavailable: Some("not available: the server has no --compression flag yet (issue 16)".into()),
-            variants: Vec::new(),
-            repeats: 0,
+            description: format!(
+                "3 nodes, {rooms} rooms x 2, {} publishes/s open loop, ~1 KiB messages; permessage-deflate off and on in alternation",
+                z.cluster_rate
+            ),
+            unavailable: None,
+            variants: with_and_without(args),
+            repeats: z.repeats.min(2),
         });
     }
+    let mut args = strings(&[
+        "fanout",
+        "--rooms",
+        "1",
+        "--subscribers",
+        &z.big_room.to_string(),
+        "--publishers",
+        "1",
+        "--closed-loop",
+        "--in-flight",
+        "16",
+        "--feedback",
+        "delivery",
+        "--payload-bytes",
+        "1000",
+    ]);
+    args.extend(node(1, false));
     list.push(Scenario {
-        name: "fanout_1x1000_compressed".into(),
-        description: "1 x 1000 closed loop with permessage-deflate on".into(),
-        unavailable: Some("not available: the server has no --compression flag yet (issue 16)".into()),
-        variants: Vec::new(),
-        repeats: 0,
+        name: format!("fanout_1x{}_compressed", z.big_room),
+        description: format!(
+            "1 room x {} subscribers, closed loop, 16 in flight, ~1 KiB messages; permessage-deflate off and on in alternation",
+            z.big_room
+        ),
+        unavailable: None,
+        variants: with_and_without(args),
+        repeats: z.repeats,
     });
     list
 }

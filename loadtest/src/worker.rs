@@ -140,6 +140,7 @@ impl Ctx {
             bearer: if self.plan.auth_header { token.as_deref() } else { None },
             timeout,
             tls: self.tls.as_ref(),
+            deflate: self.plan.compression && !self.raw(),
         };
         let mut ws = match ws::connect(spec).await {
             Ok(ws) => ws,

@@ -111,6 +111,39 @@ fn smoke_fanout_closed_loop_and_rate() {
 }
 
 #[test]
+fn smoke_fanout_with_compression() {
+    let Some(bin) = ringcast_bin() else { return };
+    let mut args = spawn_args(&bin, "fanout");
+    args.extend([
+        "--rooms",
+        "1",
+        "--subscribers",
+        "10",
+        "--publishers",
+        "1",
+        "--closed-loop",
+        "--payload-bytes",
+        "1000",
+        "--compression",
+        "--min-deliveries-per-sec",
+        "1",
+        "--max-errors",
+        "0",
+    ]);
+    let report = run(&args);
+    let delivered = report["counts"]["delivered"].as_u64().unwrap();
+    assert!(delivered > 0);
+    assert!(report["latency_ms"]["count"].as_u64().unwrap() > 0, "stamps read from inflated frames");
+    let deltas = &report["metrics"]["deltas"];
+    let compressed = deltas["ringcast_frames_compressed_total"].as_f64().unwrap_or(0.0);
+    let deliveries = deltas["ringcast_deliveries_total"].as_f64().unwrap();
+    // Compressed once per message, not once per subscriber (10 here).
+    assert!(compressed > 0.0 && compressed * 5.0 < deliveries, "{compressed} deflates for {deliveries} deliveries");
+    let written = report["server"]["written_bytes_per_delivery"].as_f64().unwrap();
+    assert!(written < 1000.0, "a ~1 KiB message goes compressed: {written} bytes written per delivery");
+}
+
+#[test]
 fn smoke_connect() {
     let Some(bin) = ringcast_bin() else { return };
     let mut args = spawn_args(&bin, "connect");

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::close::Disconnect;
 use crate::edge::conn::{Conn, ConnId};
+use crate::edge::deflate::SharedText;
 use crate::node::Node;
 use crate::ops::EdgeMsg;
 use crate::peer;
@@ -200,10 +201,11 @@ pub fn answer(node: &Node, query: Query) -> Value {
             json!(conns.len())
         }
         Query::Send { filter, frame } => {
-            let frame = Bytes::from(frame);
+            // One shared frame: deflated at most once for every connection that compresses.
+            let frame = Arc::new(SharedText::new(Bytes::from(frame)));
             let conns = matching(node, &filter);
             for conn in &conns {
-                conn.outbox.push_text(frame.clone());
+                conn.outbox.push_shared(frame.clone());
             }
             json!(conns.len())
         }

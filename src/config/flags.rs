@@ -162,6 +162,12 @@ pub struct ServeArgs {
     /// a typing:true not renewed within this many milliseconds is ended [default: 6000]
     #[arg(long, env = "RINGCAST_TYPING_TIMEOUT_MS")]
     pub typing_timeout_ms: Option<u64>,
+    /// permessage-deflate (RFC 7692) for clients that offer it: off | on [default: off]
+    #[arg(long, env = "RINGCAST_COMPRESSION")]
+    pub compression: Option<String>,
+    /// server messages shorter than this go uncompressed [default: 256]
+    #[arg(long, env = "RINGCAST_COMPRESSION_MIN_BYTES")]
+    pub compression_min_bytes: Option<usize>,
     /// runtime worker threads [default: one per CPU]
     #[arg(long, env = "RINGCAST_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{split_list, Admission, ClusterSettings, Config, ConfigError, Limits, ServeArgs, TrustedProxies};
+use super::{
+    split_list, Admission, ClusterSettings, CompressionSettings, Config, ConfigError, Limits, ServeArgs, TrustedProxies,
+};
 use crate::auth::KeyConfig;
 use crate::tls::Tls;
 
@@ -121,8 +123,17 @@ impl ServeArgs {
             Some("json") => true,
             Some(other) => return Err(ConfigError::new(format!("--log-format {other:?} must be text or json"))),
         };
+        let compression = CompressionSettings {
+            enabled: match this.compression.as_deref() {
+                None | Some("off") => false,
+                Some("on") => true,
+                Some(other) => return Err(ConfigError::new(format!("--compression {other:?} must be off or on"))),
+            },
+            min_bytes: this.compression_min_bytes.unwrap_or(CompressionSettings::default().min_bytes),
+        };
         Ok(Config {
             webhooks,
+            compression,
             hooks,
             listen,
             admin_listen,
@@ -229,6 +240,16 @@ mod tests {
         let on = ServeArgs { jwt_secret: Some("k".into()), demo: Some(true), ..Default::default() };
         assert!(on.resolve().unwrap().demo);
         assert!(!ServeArgs { demo: Some(false), ..Default::default() }.resolve().unwrap().demo);
+    }
+
+    #[test]
+    fn test_compression_flags() {
+        let keyed = || ServeArgs { jwt_secret: Some("k".into()), ..Default::default() };
+        assert_eq!(keyed().resolve().unwrap().compression, CompressionSettings { enabled: false, min_bytes: 256 });
+        let on = ServeArgs { compression: Some("on".into()), compression_min_bytes: Some(0), ..keyed() };
+        assert_eq!(on.resolve().unwrap().compression, CompressionSettings { enabled: true, min_bytes: 0 });
+        let bad = ServeArgs { compression: Some("yes".into()), ..keyed() };
+        assert_eq!(bad.resolve().unwrap_err().0, r#"--compression "yes" must be off or on"#);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::auth::Identity;
 use crate::close::Disconnect;
+use crate::edge::deflate::SharedText;
 pub use crate::ids::ConnId;
 use crate::room::RoomKey;
 
@@ -21,6 +22,9 @@ use crate::room::RoomKey;
 pub enum Outgoing {
     /// A JSON text frame, shared with every other recipient.
     Text(Bytes),
+    /// A room message's text frame with its compressed form, made once for every local
+    /// recipient that negotiated permessage-deflate (`edge/deflate.rs`).
+    Shared(Arc<SharedText>),
     Ping,
     Pong(Bytes),
 }
@@ -97,7 +101,16 @@ impl Outbox {
     }
 
     pub fn push_text(&self, frame: Bytes) -> Pushed {
-        let pushed = self.push(Outgoing::Text(frame));
+        self.push_counted(Outgoing::Text(frame))
+    }
+
+    /// Queues a room message shared with the other local recipients.
+    pub fn push_shared(&self, frame: Arc<SharedText>) -> Pushed {
+        self.push_counted(Outgoing::Shared(frame))
+    }
+
+    fn push_counted(&self, frame: Outgoing) -> Pushed {
+        let pushed = self.push(frame);
         if pushed == Pushed::Queued {
             self.sent.fetch_add(1, Ordering::Relaxed);
         }

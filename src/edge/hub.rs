@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use crate::close::Disconnect;
 use crate::edge::conn::{Conn, ConnId, Pushed};
+use crate::edge::deflate::SharedText;
 use crate::metrics;
 use crate::ops::EdgeMsg;
 use crate::room::RoomKey;
@@ -145,8 +146,10 @@ impl Hub {
                     return;
                 };
                 let mut delivered = 0;
+                // One shared frame: its compressed form, if any recipient wants one, is made once.
+                let frame = Arc::new(SharedText::new(frame));
                 for conn in conns {
-                    if Some(conn.id) != exclude && conn.outbox.push_text(frame.clone()) == Pushed::Queued {
+                    if Some(conn.id) != exclude && conn.outbox.push_shared(frame.clone()) == Pushed::Queued {
                         delivered += 1;
                     }
                 }

@@ -19,6 +19,7 @@ use fastwebsockets::upgrade::UpgradeFut;
 use tokio::io::Interest;
 
 use super::conn::{Conn, Outgoing};
+use super::deflate::{DeflateOut, InflateError, Inflater, Negotiated};
 use super::ratelimit::{RateLimiter, RateVerdict};
 use super::transport::Transport;
 use super::writer::WriteQueue;
@@ -42,12 +43,20 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 4096;
 /// Reads per wakeup before other connections get their turn.
 const READS_PER_WAKEUP: usize = 16;
+/// Marks a fragmented message being reassembled as compressed (beside its opcode).
+const COMPRESSED: u8 = 0x40;
 
 /// Runs a connection from the upgrade to its end.
 ///
 /// `identity` is the token's identity when the upgrade request carried one; otherwise the
-/// first frame must be `auth`.
-pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity: Option<Box<Identity>>) {
+/// first frame must be `auth`. `deflate`: what the upgrade negotiated of permessage-deflate.
+pub async fn run(
+    edge: Arc<Edge>,
+    conn: Arc<Conn>,
+    upgrade: UpgradeFut,
+    identity: Option<Box<Identity>>,
+    deflate: Option<Negotiated>,
+) {
     let (transport, initial) = match upgrade.await {
         // The socket itself (and its TLS state), with any bytes the client sent right behind
         // the handshake.
@@ -66,6 +75,8 @@ pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         rate: RateLimiter::new(edge.limits.rate_per_second, edge.limits.rate_burst),
         fragments: None,
         pending_auth: None,
+        deflate,
+        inflater: Inflater::default(),
     };
     if let Some(identity) = identity {
         session.authenticated(*identity, None);
@@ -74,7 +85,8 @@ pub async fn run(edge: Arc<Edge>, conn: Arc<Conn>, upgrade: UpgradeFut, identity
         // Registered after the shutdown closed everyone: close now.
         conn.outbox.close(edge.shutdown_disconnect);
     }
-    let mut io = Io { transport, read_buf: BytesMut::new(), queue: WriteQueue::default() };
+    let deflate_out = deflate.map(|negotiated| DeflateOut::new(&negotiated, edge.compression.min_bytes));
+    let mut io = Io { transport, read_buf: BytesMut::new(), queue: WriteQueue::new(deflate_out) };
     if !initial.is_empty() {
         io.read_buf.extend_from_slice(&initial);
     }
@@ -140,6 +152,10 @@ pub(super) struct Session {
     /// An in-band `auth` whose `kid` the JWKS did not know, checked again once the set was
     /// fetched (boxed: rare).
     pending_auth: Option<Box<PendingAuth>>,
+    /// What the upgrade negotiated of permessage-deflate (`None`: RSV1 is a protocol error).
+    deflate: Option<Negotiated>,
+    /// The inflate context of compressed client messages, made by the first one.
+    inflater: Inflater,
 }
 
 /// An in-band `auth` waiting for a fetch of the JWKS.
@@ -298,7 +314,7 @@ impl Session {
         self.conn.touch();
         let max = self.edge.limits.max_message_bytes;
         loop {
-            let frame = match wsframe::decode(&mut io.read_buf, max) {
+            let frame = match wsframe::decode(&mut io.read_buf, max, self.deflate.is_some()) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(FrameError::TooLarge) => return ReadOutcome::Close(Disconnect::TOO_LARGE),
@@ -332,11 +348,15 @@ impl Session {
                 if self.fragments.is_some() {
                     return Err(Disconnect::PROTOCOL_ERROR);
                 }
-                if frame.fin {
-                    self.on_message(frame.opcode, frame.payload)
-                } else {
-                    self.fragments = Some(Box::new((frame.opcode, frame.payload)));
+                if !frame.fin {
+                    let opcode = if frame.compressed { frame.opcode | COMPRESSED } else { frame.opcode };
+                    self.fragments = Some(Box::new((opcode, frame.payload)));
                     Ok(())
+                } else if frame.compressed {
+                    let payload = self.inflate(&frame.payload)?;
+                    self.on_message(frame.opcode, payload)
+                } else {
+                    self.on_message(frame.opcode, frame.payload)
                 }
             }
             _ => {
@@ -349,10 +369,24 @@ impl Session {
                 buffer.extend_from_slice(&frame.payload);
                 if frame.fin {
                     let (opcode, buffer) = *self.fragments.take().expect("checked above");
+                    if opcode & COMPRESSED != 0 {
+                        let payload = self.inflate(&buffer)?;
+                        return self.on_message(opcode & !COMPRESSED, payload);
+                    }
                     return self.on_message(opcode, buffer);
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// A whole compressed message, inflated within the message size limit.
+    fn inflate(&mut self, compressed: &[u8]) -> Result<BytesMut, Disconnect> {
+        let keep_context = self.deflate.is_some_and(|negotiated| !negotiated.client_no_context_takeover);
+        match self.inflater.inflate(compressed, self.edge.limits.max_message_bytes, keep_context) {
+            Ok(payload) => Ok(payload),
+            Err(InflateError::TooLarge) => Err(Disconnect::TOO_LARGE),
+            Err(InflateError::Corrupt) => Err(Disconnect::BAD_COMPRESSED_DATA),
         }
     }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::close::Disconnect;
 use crate::edge::conn::Outgoing;
+use crate::edge::deflate::{self, DeflateOut};
 use crate::edge::transport::Transport;
 
 const OPCODE_TEXT: u8 = 0x1;
@@ -19,6 +20,8 @@ const OPCODE_PONG: u8 = 0xA;
 
 /// Frames per vectored write (two iovecs each; Linux takes up to 1024).
 const FRAMES_PER_WRITE: usize = 64;
+/// RSV1 in the first header byte: the frame is a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0x40;
 
 /// Frames waiting to be written, the first maybe partly written.
 #[derive(Default)]
@@ -26,14 +29,22 @@ pub struct WriteQueue {
     frames: VecDeque<Queued>,
     /// Bytes of the first frame (header + payload) already written.
     offset: usize,
+    /// Set when the connection negotiated permessage-deflate.
+    deflate: Option<DeflateOut>,
 }
 
 struct Queued {
+    /// The opcode, with [`RSV1`] for a compressed message.
     opcode: u8,
     payload: Bytes,
 }
 
 impl WriteQueue {
+    /// A queue that compresses text frames as `deflate` says (`None`: never).
+    pub fn new(deflate: Option<DeflateOut>) -> Self {
+        WriteQueue { deflate, ..Default::default() }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
@@ -43,9 +54,21 @@ impl WriteQueue {
         self.offset > 0
     }
 
+    /// Queues frames; on a connection that negotiated permessage-deflate, text frames of a
+    /// size worth it go compressed (a shared one as its shared compressed form).
     pub fn extend(&mut self, frames: impl IntoIterator<Item = Outgoing>) {
+        let deflate = self.deflate;
+        let wants = |len: usize| deflate.is_some_and(|deflate| deflate.wants(len));
         self.frames.extend(frames.into_iter().map(|frame| match frame {
+            Outgoing::Text(payload) if wants(payload.len()) => match deflate::compress(&payload) {
+                Some(compressed) => Queued { opcode: OPCODE_TEXT | RSV1, payload: compressed },
+                None => Queued { opcode: OPCODE_TEXT, payload },
+            },
             Outgoing::Text(payload) => Queued { opcode: OPCODE_TEXT, payload },
+            Outgoing::Shared(shared) => match wants(shared.text.len()).then(|| shared.deflated()).flatten() {
+                Some(compressed) => Queued { opcode: OPCODE_TEXT | RSV1, payload: compressed.clone() },
+                None => Queued { opcode: OPCODE_TEXT, payload: shared.text.clone() },
+            },
             Outgoing::Ping => Queued { opcode: OPCODE_PING, payload: Bytes::new() },
             Outgoing::Pong(payload) => Queued { opcode: OPCODE_PONG, payload },
         }));
@@ -127,7 +150,7 @@ fn header_len_of(len: usize) -> usize {
     }
 }
 
-/// The header of an unmasked server frame with FIN set.
+/// The header of an unmasked server frame with FIN set (`opcode` may carry [`RSV1`]).
 fn frame_header(opcode: u8, len: usize, header: &mut [u8; 10]) -> usize {
     header[0] = 0x80 | opcode;
     if len < 126 {
@@ -146,6 +169,8 @@ fn frame_header(opcode: u8, len: usize, header: &mut [u8; 10]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
 
@@ -160,6 +185,30 @@ mod tests {
         assert_eq!(&header[..4], &[0x81, 126, 1, 44]);
         assert_eq!(frame_header(OPCODE_TEXT, 70_000, &mut header), 10);
         assert_eq!(header[1], 127);
+    }
+
+    #[test]
+    fn test_compressed_frames_carry_rsv1() {
+        let mut header = [0u8; 10];
+        assert_eq!(frame_header(OPCODE_TEXT | RSV1, 5, &mut header), 2);
+        assert_eq!(&header[..2], &[0xC1, 5]);
+        let text = Bytes::from(r#"{"type":"chat.message","text":"hello hello hello hello hello"}"#.repeat(8));
+        let negotiated = deflate::Negotiated { server_window_bits: 15, client_no_context_takeover: false };
+        let mut queue = WriteQueue::new(Some(DeflateOut::new(&negotiated, 256)));
+        let shared = Arc::new(deflate::SharedText::new(text.clone()));
+        queue.extend([
+            Outgoing::Shared(shared.clone()),
+            Outgoing::Text(text.clone()),
+            Outgoing::Text(Bytes::from_static(b"short")),
+            Outgoing::Ping,
+        ]);
+        let opcodes: Vec<u8> = queue.frames.iter().map(|frame| frame.opcode).collect();
+        assert_eq!(opcodes, [OPCODE_TEXT | RSV1, OPCODE_TEXT | RSV1, OPCODE_TEXT, OPCODE_PING]);
+        // The shared form is the same bytes, not a copy.
+        assert_eq!(queue.frames[0].payload.as_ptr(), shared.deflated().unwrap().as_ptr());
+        let mut plain = WriteQueue::default();
+        plain.extend([Outgoing::Shared(shared)]);
+        assert_eq!((plain.frames[0].opcode, &plain.frames[0].payload), (OPCODE_TEXT, &text));
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub fn is_sendable_close_code(code: u16) -> bool {
 pub struct ClientFrame {
     pub fin: bool,
     pub opcode: u8,
+    /// RSV1 set: the first frame of a compressed message (permessage-deflate).
+    pub compressed: bool,
     /// A view into the read buffer: parsing it in place needs no copy.
     pub payload: BytesMut,
 }
@@ -42,18 +44,25 @@ pub enum FrameError {
 
 /// Takes the first whole frame out of `buf`: `Ok(None)` when more bytes are needed (room for
 /// the rest of the frame is reserved), `Err` when the bytes cannot be accepted.
-pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<ClientFrame>, FrameError> {
+///
+/// `deflate`: the connection negotiated permessage-deflate, so RSV1 may mark the first frame
+/// of a data message (never a control or continuation frame: RFC 7692 §6.1).
+pub fn decode(buf: &mut BytesMut, max_payload: usize, deflate: bool) -> Result<Option<ClientFrame>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
     let (first, second) = (buf[0], buf[1]);
-    if first & 0x70 != 0 {
+    if first & 0x30 != 0 {
         return Err(FrameError::Protocol("reserved bits set"));
     }
     let fin = first & 0x80 != 0;
     let opcode = first & 0x0F;
     if !matches!(opcode, OPCODE_CONTINUATION | OPCODE_TEXT | OPCODE_BINARY | OPCODE_CLOSE | OPCODE_PING | OPCODE_PONG) {
         return Err(FrameError::Protocol("unknown opcode"));
+    }
+    let compressed = first & 0x40 != 0;
+    if compressed && !(deflate && matches!(opcode, OPCODE_TEXT | OPCODE_BINARY)) {
+        return Err(FrameError::Protocol("rsv1 set"));
     }
     if second & 0x80 == 0 {
         return Err(FrameError::Protocol("client frames must be masked"));
@@ -95,7 +104,7 @@ pub fn decode(buf: &mut BytesMut, max_payload: usize) -> Result<Option<ClientFra
     let mut frame = buf.split_to(total);
     frame.advance(header_len);
     fastwebsockets::unmask(&mut frame, mask);
-    Ok(Some(ClientFrame { fin, opcode, payload: frame }))
+    Ok(Some(ClientFrame { fin, opcode, compressed, payload: frame }))
 }
 
 #[cfg(test)]
@@ -136,7 +145,7 @@ mod tests {
         for len in [0, 5, 125, 126, 300, 65_535, 65_536, 70_000] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut buf = BytesMut::from(&masked(OPCODE_TEXT, true, &payload)[..]);
-            let frame = decode(&mut buf, 1 << 20).unwrap().unwrap();
+            let frame = decode(&mut buf, 1 << 20, false).unwrap().unwrap();
             assert_eq!(frame.opcode, OPCODE_TEXT);
             assert!(frame.fin);
             assert_eq!(&frame.payload[..], &payload[..], "len {len}");
@@ -149,7 +158,7 @@ mod tests {
         let bytes = masked(OPCODE_TEXT, true, b"hello world");
         for cut in 0..bytes.len() {
             let mut buf = BytesMut::from(&bytes[..cut]);
-            assert_eq!(decode(&mut buf, 1024), Ok(None), "cut at {cut}");
+            assert_eq!(decode(&mut buf, 1024, false), Ok(None), "cut at {cut}");
         }
     }
 
@@ -158,8 +167,8 @@ mod tests {
         let mut bytes = masked(OPCODE_TEXT, false, b"ab");
         bytes.extend(masked(OPCODE_CONTINUATION, true, b"cd"));
         let mut buf = BytesMut::from(&bytes[..]);
-        let first = decode(&mut buf, 1024).unwrap().unwrap();
-        let second = decode(&mut buf, 1024).unwrap().unwrap();
+        let first = decode(&mut buf, 1024, false).unwrap().unwrap();
+        let second = decode(&mut buf, 1024, false).unwrap().unwrap();
         assert_eq!((&first.payload[..], first.fin), (&b"ab"[..], false));
         assert_eq!((&second.payload[..], second.opcode, second.fin), (&b"cd"[..], OPCODE_CONTINUATION, true));
     }
@@ -167,20 +176,39 @@ mod tests {
     #[test]
     fn test_refusals() {
         let too_large = masked(OPCODE_TEXT, true, &[0u8; 200]);
-        assert_eq!(decode(&mut BytesMut::from(&too_large[..4]), 100), Err(FrameError::TooLarge));
+        assert_eq!(decode(&mut BytesMut::from(&too_large[..4]), 100, false), Err(FrameError::TooLarge));
         let mut unmasked = masked(OPCODE_TEXT, true, b"x");
         unmasked[1] &= 0x7F;
-        assert!(matches!(decode(&mut BytesMut::from(&unmasked[..]), 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(decode(&mut BytesMut::from(&unmasked[..]), 100, false), Err(FrameError::Protocol(_))));
         let mut reserved = masked(OPCODE_TEXT, true, b"x");
         reserved[0] |= 0x40;
-        assert!(matches!(decode(&mut BytesMut::from(&reserved[..]), 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(decode(&mut BytesMut::from(&reserved[..]), 100, false), Err(FrameError::Protocol(_))));
         let fragmented_ping = masked(OPCODE_PING, false, b"x");
-        assert!(matches!(decode(&mut BytesMut::from(&fragmented_ping[..]), 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(decode(&mut BytesMut::from(&fragmented_ping[..]), 100, false), Err(FrameError::Protocol(_))));
         let long_ping = masked(OPCODE_PING, true, &[0u8; 126]);
-        assert!(matches!(decode(&mut BytesMut::from(&long_ping[..]), 1000), Err(FrameError::Protocol(_))));
+        assert!(matches!(decode(&mut BytesMut::from(&long_ping[..]), 1000, false), Err(FrameError::Protocol(_))));
         let mut bad_opcode = masked(OPCODE_TEXT, true, b"x");
         bad_opcode[0] = 0x83;
-        assert!(matches!(decode(&mut BytesMut::from(&bad_opcode[..]), 100), Err(FrameError::Protocol(_))));
+        assert!(matches!(decode(&mut BytesMut::from(&bad_opcode[..]), 100, false), Err(FrameError::Protocol(_))));
+    }
+
+    #[test]
+    fn test_rsv1_only_on_data_frames_of_deflate_connections() {
+        let mut text = masked(OPCODE_TEXT, false, b"x");
+        text[0] |= 0x40;
+        assert!(matches!(decode(&mut BytesMut::from(&text[..]), 100, false), Err(FrameError::Protocol(_))));
+        let frame = decode(&mut BytesMut::from(&text[..]), 100, true).unwrap().unwrap();
+        assert!(frame.compressed && !frame.fin);
+        for opcode in [OPCODE_CONTINUATION, OPCODE_PING, OPCODE_PONG, OPCODE_CLOSE] {
+            let mut bytes = masked(opcode, true, b"");
+            bytes[0] |= 0x40;
+            assert!(matches!(decode(&mut BytesMut::from(&bytes[..]), 100, true), Err(FrameError::Protocol(_))));
+        }
+        for bit in [0x20, 0x10] {
+            let mut bytes = masked(OPCODE_TEXT, true, b"x");
+            bytes[0] |= bit;
+            assert!(matches!(decode(&mut BytesMut::from(&bytes[..]), 100, true), Err(FrameError::Protocol(_))));
+        }
     }
 
     #[test]
@@ -197,7 +225,7 @@ mod tests {
                 })
                 .collect();
             let mut buf = BytesMut::from(&bytes[..]);
-            while let Ok(Some(_)) = decode(&mut buf, 1 << 16) {}
+            while let Ok(Some(_)) = decode(&mut buf, 1 << 16, false) {}
         }
     }
 }

@@ -2,14 +2,16 @@
 // pages, two users on different nodes of a 3-node cluster, chatting both ways with typing,
 // presence, edits, reactions, deletes and DMs; one page's node is drained and the page
 // recovers; the room's owner is killed (memory mode) and both pages show the reset.
-// Screenshots and the first paint go to the test's output directory.
+// Screenshots and the first paint go to the test's output directory. Then Chromium's own
+// WebSocket against a node with --compression on: it offers permessage-deflate, the node
+// accepts, and compressed messages flow both ways.
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { chromium } from "playwright-core";
-import { Cluster, repoRoot, token } from "./harness.mjs";
+import { Cluster, Node, repoRoot, token } from "./harness.mjs";
 
 const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const outDir = process.env.RINGCAST_TEST_OUTPUT ?? join(repoRoot, "clients", "js", "test-output", "browser");
@@ -151,4 +153,80 @@ test("two users chat through the demo page on two nodes; a page recovers after i
     assert.ok(statSync(path).size > 1000, `${path} written`);
   }
   console.log(`screenshots in ${outDir}`);
+});
+
+/** Two WebSockets of the page: each joins `room`, then a long message goes each way. */
+async function chatInPage(page, url, tokens, room) {
+  return page.evaluate(
+    async ({ url, tokens, room }) => {
+      const open = (token) =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(`${url}?token=${token}`);
+          const frames = [];
+          let waiting = null;
+          ws.onmessage = (event) => {
+            frames.push(JSON.parse(event.data));
+            waiting?.();
+          };
+          ws.next = async (predicate) => {
+            for (;;) {
+              const index = frames.findIndex(predicate);
+              if (index >= 0) return frames.splice(index, 1)[0];
+              await new Promise((wake, fail) => {
+                waiting = wake;
+                setTimeout(() => fail(new Error("no frame within 5 s")), 5000);
+              });
+            }
+          };
+          ws.onopen = () => resolve(ws);
+          ws.onerror = () => reject(new Error("websocket error"));
+        });
+      const [a, b] = await Promise.all(tokens.map(open));
+      for (const ws of [a, b]) {
+        await ws.next((frame) => frame.type === "connected");
+        ws.send(JSON.stringify({ type: "room.join", op_id: "j", data: { room } }));
+        await ws.next((frame) => frame.type === "ack" && frame.op_id === "j");
+      }
+      const received = [];
+      for (const [from, to] of [
+        [a, b],
+        [b, a],
+      ]) {
+        const text = "compress me please ".repeat(120) + received.length;
+        from.send(JSON.stringify({ type: "chat.send", op_id: "s", data: { room, text } }));
+        const message = await to.next((frame) => frame.type === "chat.message");
+        received.push(message.data.text === text);
+      }
+      const extensions = [a.extensions, b.extensions];
+      a.close();
+      b.close();
+      return { extensions, received };
+    },
+    { url, tokens, room },
+  );
+}
+
+test("Chromium negotiates permessage-deflate when the node has compression on, and messages flow", async () => {
+  const on = await Node.start(["--compression", "on"], { id: "deflate-on" });
+  const off = await Node.start([], { id: "deflate-off" });
+  const browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ["--no-sandbox", "--disable-gpu"] });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${on.http}/health`);
+    const compressed = await chatInPage(page, on.url, [token("alice"), token("bob")], "deflate");
+    assert.deepEqual(compressed.received, [true, true]);
+    for (const extensions of compressed.extensions) {
+      assert.equal(extensions, "permessage-deflate; server_no_context_takeover");
+    }
+    const metrics = (await on.get("/metrics")).body;
+    const value = (name) => Number(metrics.match(new RegExp(`^${name} (\\d+)`, "m"))?.[1] ?? 0);
+    assert.ok(value("ringcast_frames_inflated_total") >= 2, "the node inflated Chromium's compressed messages");
+    assert.ok(value("ringcast_frames_compressed_total") >= 2, "the node compressed the deliveries");
+    const plain = await chatInPage(page, off.url, [token("alice"), token("bob")], "plain");
+    assert.deepEqual(plain, { extensions: ["", ""], received: [true, true] });
+  } finally {
+    await browser.close();
+    await on.kill();
+    await off.kill();
+  }
 });

@@ -21,6 +21,8 @@ pub struct ServerWatch {
     open_at_stop: i64,
     cpu_go: f64,
     cpu_stop: f64,
+    written_go: u64,
+    written_stop: u64,
     /// (write system calls, context switches) of the servers at `go` and at `stop`.
     kernel_go: (u64, u64),
     kernel_stop: (u64, u64),
@@ -37,6 +39,10 @@ impl ServerWatch {
 
     fn rss(&self) -> u64 {
         self.pids.iter().filter_map(|&pid| procfs::rss_bytes(pid)).sum()
+    }
+
+    fn written(&self) -> u64 {
+        self.pids.iter().filter_map(|&pid| procfs::written_bytes(pid)).sum()
     }
 
     fn cpu(&self) -> f64 {
@@ -66,6 +72,7 @@ impl ServerWatch {
     pub fn at_go(&mut self) {
         self.rss_before = self.rss();
         self.cpu_go = self.cpu();
+        self.written_go = self.written();
         self.kernel_go = self.kernel();
         self.t_go = Some(Instant::now());
     }
@@ -75,6 +82,7 @@ impl ServerWatch {
         self.rss_after = self.rss();
         self.rss_peak = self.rss_peak.max(self.rss_after);
         self.cpu_stop = self.cpu();
+        self.written_stop = self.written();
         self.kernel_stop = self.kernel();
         self.t_stop = Some(Instant::now());
         self.open_at_stop = open_total;
@@ -100,6 +108,10 @@ impl ServerWatch {
             cpu_avg_cores: if secs > 0.0 { cpu / secs } else { 0.0 },
             cpu_us_per_delivery: (report.run.delivered > 0)
                 .then(|| cpu * 1e6 / (report.counts.delivered.max(report.run.delivered)) as f64),
+            written_bytes_per_delivery: (report.run.delivered > 0 && self.written_stop > 0).then(|| {
+                self.written_stop.saturating_sub(self.written_go) as f64
+                    / (report.counts.delivered.max(report.run.delivered)) as f64
+            }),
             write_syscalls_per_delivery: (report.run.delivered > 0).then(|| {
                 self.kernel_stop.0.saturating_sub(self.kernel_go.0) as f64
                     / report.counts.delivered.max(report.run.delivered) as f64

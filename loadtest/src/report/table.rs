@@ -122,6 +122,9 @@ impl Report {
                     server.cpu_us_per_delivery.map(|us| format!(", {us:.3} µs per delivery")).unwrap_or_default()
                 ),
             );
+            if let Some(bytes) = server.written_bytes_per_delivery {
+                row("server writes", format!("{bytes:.0} bytes per delivery"));
+            }
         }
         if let Some(server) = &self.server {
             if let (Some(writes), Some(switches)) =

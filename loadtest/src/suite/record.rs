@@ -70,7 +70,12 @@ pub fn higher_is_better(figure: &str) -> Option<bool> {
     let name = figure.rsplit('.').next().unwrap_or(figure);
     match name {
         "deliveries_per_sec" | "acked_per_sec" | "ratio" => Some(true),
-        "p50_ms" | "p99_ms" | "cpu_us_per_delivery" | "rss_per_connection_bytes" | "connect_p99_ms" => Some(false),
+        "p50_ms"
+        | "p99_ms"
+        | "cpu_us_per_delivery"
+        | "written_bytes_per_delivery"
+        | "rss_per_connection_bytes"
+        | "connect_p99_ms" => Some(false),
         // Counts that follow the machine's scheduling as much as the code: information only.
         "write_syscalls_per_delivery" | "context_switches_per_delivery" => None,
         _ => None,
@@ -144,6 +149,7 @@ impl RunFigures {
                 put("p99_ms", f(&["latency_ms", "p99"]));
             }
             put("cpu_us_per_delivery", f(&["server", "cpu_us_per_delivery"]));
+            put("written_bytes_per_delivery", f(&["server", "written_bytes_per_delivery"]));
             put("write_syscalls_per_delivery", f(&["server", "write_syscalls_per_delivery"]));
             put("context_switches_per_delivery", f(&["server", "context_switches_per_delivery"]));
             put("server_cpu_cores", f(&["server", "cpu_avg_cores"]));
@@ -178,7 +184,8 @@ pub struct ScenarioRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub repeats: usize,
-    /// "<mode>.<figure>" (and "ratio.deliveries_per_sec": ringcast / raw of the same repeat)
+    /// "<mode>.<figure>" (and "ratio.deliveries_per_sec": ringcast / raw of the same repeat;
+    /// "compressed_over_plain.<figure>": compressed / ringcast of the same repeat)
     pub figures: BTreeMap<String, Spread>,
     pub runs: Vec<RunFigures>,
 }
@@ -215,6 +222,20 @@ impl ScenarioRecord {
         }
         if !ratios.is_empty() {
             values.insert("ratio.deliveries_per_sec".into(), ratios);
+        }
+        // permessage-deflate on versus off, repeat by repeat (the "compressed" variants).
+        for figure in ["deliveries_per_sec", "cpu_us_per_delivery", "written_bytes_per_delivery"] {
+            let mut ratios = Vec::new();
+            for run in self.runs.iter().filter(|r| r.mode == "compressed" && r.error.is_none()) {
+                let plain = self.runs.iter().find(|r| r.mode == "ringcast" && r.repeat == run.repeat);
+                let pair = plain.and_then(|plain| Some((run.figures.get(figure)?, plain.figures.get(figure)?)));
+                if let Some((on, off)) = pair.filter(|(_, off)| **off > 0.0) {
+                    ratios.push(on / off);
+                }
+            }
+            if !ratios.is_empty() {
+                values.insert(format!("compressed_over_plain.{figure}"), ratios);
+            }
         }
         self.figures = values.into_iter().filter_map(|(k, v)| Some((k, Spread::of(&v)?))).collect();
         if self.status != "not available" && self.figures.is_empty() {
