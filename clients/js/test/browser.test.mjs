@@ -126,6 +126,8 @@ test("two users chat through the demo page on two nodes; a page recovers after i
   await edited.hover();
   await edited.locator("button.delete").click();
   await bob.locator("#messages li.deleted", { hasText: "message deleted" }).waitFor();
+  // Alice's page shows it once her delete is acknowledged (which may come after bob's event).
+  await alice.locator("#messages li.deleted", { hasText: "message deleted" }).waitFor();
   assert.equal(await alice.locator("#resets").textContent(), "0");
   // Each message once on each page.
   const texts = async (page) => (await page.locator("#messages li .text").allTextContents()).filter((t) => t !== "message deleted");
