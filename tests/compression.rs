@@ -277,14 +277,6 @@ fn compressible(len: usize) -> String {
     "the quick brown fox jumps over the lazy dog ".repeat(len / 44 + 1)[..len].to_string()
 }
 
-async fn metric(server: &Server, name: &str) -> u64 {
-    let body = server.get("/metrics").await.body;
-    body.lines()
-        .filter(|line| line.split([' ', '{']).next() == Some(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// A client and an observer (tungstenite, no extension) in `lobby`.
 async fn with_observer(server: &Server) -> Client {
     let mut observer = server.client("olivia").await;

@@ -11,14 +11,6 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-async fn metric(server: &Server, name: &str) -> u64 {
-    let body = server.get("/metrics").await.body;
-    body.lines()
-        .filter(|line| line.split([' ', '{']).next() == Some(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// The first Python 3 that has `websockets`: the one on the PATH, else Debian's (a pyenv
 /// or venv on the PATH does not see Debian's packages).
 fn python() -> &'static str {

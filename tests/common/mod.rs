@@ -536,3 +536,12 @@ fn wait_stopped(pid: u32) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// The value of counter or gauge `name` on `server`'s /metrics, summed over its label sets.
+pub async fn metric(server: &Server, name: &str) -> u64 {
+    let body = server.get("/metrics").await.body;
+    body.lines()
+        .filter(|line| line.split([' ', '{']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}

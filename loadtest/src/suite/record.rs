@@ -76,8 +76,6 @@ pub fn higher_is_better(figure: &str) -> Option<bool> {
         | "written_bytes_per_delivery"
         | "rss_per_connection_bytes"
         | "connect_p99_ms" => Some(false),
-        // Counts that follow the machine's scheduling as much as the code: information only.
-        "write_syscalls_per_delivery" | "context_switches_per_delivery" => None,
         _ => None,
     }
 }
