@@ -27,6 +27,10 @@ pub enum Outgoing {
     Shared(Arc<SharedText>),
     Ping,
     Pong(Bytes),
+    /// Made by the writer, never queued in an outbox: a text frame it compressed for this
+    /// connection alone, and the close frame that ends the connection.
+    Deflated(Bytes),
+    Close(Bytes),
 }
 
 /// What a push into an outbox did.
@@ -51,8 +55,6 @@ pub struct Outbox {
     /// an idle connection small.
     wake: Notify,
     capacity: usize,
-    /// Text frames queued so far (the admin API's `messages_out`).
-    sent: AtomicU64,
 }
 
 struct OutboxState {
@@ -60,21 +62,17 @@ struct OutboxState {
     close: Option<Disconnect>,
     /// Set when the connection must end now, even in the middle of a write.
     aborted: bool,
-}
-
-/// What the writer takes out of the outbox in one go.
-pub struct Batch {
-    pub frames: VecDeque<Outgoing>,
-    pub close: Option<Disconnect>,
+    /// Text frames queued so far (the admin API's `messages_out`), counted under the lock
+    /// already held rather than with an atomic per delivery.
+    sent: u64,
 }
 
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
-            state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None, aborted: false }),
+            state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None, aborted: false, sent: 0 }),
             wake: Notify::new(),
             capacity,
-            sent: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +89,7 @@ impl Outbox {
             self.wake.notify_one();
             return Pushed::Overflow;
         }
+        state.sent += u64::from(matches!(frame, Outgoing::Text(_) | Outgoing::Shared(_)));
         state.frames.push_back(frame);
         let was_empty = state.frames.len() == 1;
         drop(state);
@@ -101,25 +100,17 @@ impl Outbox {
     }
 
     pub fn push_text(&self, frame: Bytes) -> Pushed {
-        self.push_counted(Outgoing::Text(frame))
+        self.push(Outgoing::Text(frame))
     }
 
     /// Queues a room message shared with the other local recipients.
     pub fn push_shared(&self, frame: Arc<SharedText>) -> Pushed {
-        self.push_counted(Outgoing::Shared(frame))
-    }
-
-    fn push_counted(&self, frame: Outgoing) -> Pushed {
-        let pushed = self.push(frame);
-        if pushed == Pushed::Queued {
-            self.sent.fetch_add(1, Ordering::Relaxed);
-        }
-        pushed
+        self.push(Outgoing::Shared(frame))
     }
 
     /// How many text frames were queued for the client.
     pub fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
+        self.state.lock().sent
     }
 
     /// Queues the frames of one answer together (a join's replay and its ack): the bound
@@ -136,6 +127,7 @@ impl Outbox {
         if state.close.is_some() {
             return Pushed::Closed;
         }
+        state.sent += last as u64;
         state.frames.extend(frames.map(Outgoing::Text));
         drop(state);
         self.wake.notify_one();
@@ -172,10 +164,25 @@ impl Outbox {
         self.state.lock().close.is_some()
     }
 
-    /// Takes every queued frame and the close, if one was asked for.
-    pub fn take(&self) -> Batch {
+    /// Moves every queued frame to the back of `into` and returns the close, if one was asked
+    /// for. An empty `into` (the writer's usual case) is swapped in whole, so the two buffers
+    /// trade places and a busy connection allocates no queue per batch.
+    pub fn take_into(&self, into: &mut VecDeque<Outgoing>) -> Option<Disconnect> {
         let mut state = self.state.lock();
-        Batch { frames: std::mem::take(&mut state.frames), close: state.close }
+        if into.is_empty() {
+            std::mem::swap(into, &mut state.frames);
+        } else {
+            into.extend(state.frames.drain(..));
+        }
+        state.close
+    }
+
+    /// Gives back the memory of an empty queue (an idle connection keeps none).
+    pub fn shrink_if_empty(&self) {
+        let mut state = self.state.lock();
+        if state.frames.is_empty() {
+            state.frames = VecDeque::new();
+        }
     }
 
     /// Resolves on the next wake (a wake sent while nobody waits is kept for the next call).
@@ -359,9 +366,9 @@ mod tests {
         assert_eq!(outbox.push_text(Bytes::from_static(b"2")), Pushed::Queued);
         assert_eq!(outbox.push_text(Bytes::from_static(b"3")), Pushed::Overflow);
         assert_eq!(outbox.push_text(Bytes::from_static(b"4")), Pushed::Closed);
-        let batch = outbox.take();
-        assert!(batch.frames.is_empty());
-        assert_eq!(batch.close, Some(Disconnect::SLOW_CONSUMER));
+        let mut frames = VecDeque::new();
+        assert_eq!(outbox.take_into(&mut frames), Some(Disconnect::SLOW_CONSUMER));
+        assert!(frames.is_empty());
     }
 
     #[test]
@@ -370,9 +377,10 @@ mod tests {
         outbox.push_text(Bytes::from_static(b"a"));
         outbox.close(Disconnect::UNAUTHORIZED);
         outbox.close(Disconnect::SHUTDOWN);
-        let batch = outbox.take();
-        assert_eq!(batch.frames.len(), 1);
-        assert_eq!(batch.close, Some(Disconnect::UNAUTHORIZED));
+        let mut frames = VecDeque::new();
+        assert_eq!(outbox.take_into(&mut frames), Some(Disconnect::UNAUTHORIZED));
+        assert_eq!(frames.len(), 1);
+        assert_eq!(outbox.sent(), 1);
     }
 
     #[test]

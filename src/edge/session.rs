@@ -190,9 +190,7 @@ impl Session {
         }
         loop {
             if io.queue.is_empty() && closing.is_none() {
-                let batch = self.conn.outbox.take();
-                io.queue.extend(batch.frames);
-                if let Some(disconnect) = batch.close {
+                if let Some(disconnect) = io.queue.refill(&self.conn.outbox) {
                     io.queue.push_close(disconnect);
                     closing = Some((disconnect, tokio::time::Instant::now() + CLOSE_WRITE_TIMEOUT));
                 }
@@ -280,6 +278,9 @@ impl Session {
                     }
                     if now >= ping_at {
                         ping_at = now + limits.ping_interval;
+                        // An idle connection gives back the queues a burst grew.
+                        io.queue.shrink_if_empty();
+                        self.conn.outbox.shrink_if_empty();
                         self.conn.outbox.push(Outgoing::Ping);
                     }
                     if !close_requested {

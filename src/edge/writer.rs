@@ -9,7 +9,7 @@ use std::io::{self, IoSlice};
 use bytes::Bytes;
 
 use crate::close::Disconnect;
-use crate::edge::conn::Outgoing;
+use crate::edge::conn::{Outbox, Outgoing};
 use crate::edge::deflate::{self, DeflateOut};
 use crate::edge::transport::Transport;
 
@@ -26,18 +26,16 @@ const RSV1: u8 = 0x40;
 /// Frames waiting to be written, the first maybe partly written.
 #[derive(Default)]
 pub struct WriteQueue {
-    frames: VecDeque<Queued>,
+    /// The outbox's frames as taken (a room message stays one shared `Arc` until written).
+    frames: VecDeque<Outgoing>,
     /// Bytes of the first frame (header + payload) already written.
     offset: usize,
     /// Set when the connection negotiated permessage-deflate.
     deflate: Option<DeflateOut>,
 }
 
-struct Queued {
-    /// The opcode, with [`RSV1`] for a compressed message.
-    opcode: u8,
-    payload: Bytes,
-}
+/// An empty payload (pings).
+static EMPTY: Bytes = Bytes::new();
 
 impl WriteQueue {
     /// A queue that compresses text frames as `deflate` says (`None`: never).
@@ -54,31 +52,51 @@ impl WriteQueue {
         self.offset > 0
     }
 
-    /// Queues frames; on a connection that negotiated permessage-deflate, text frames of a
-    /// size worth it go compressed (a shared one as its shared compressed form).
+    /// Takes everything queued in `outbox` (the two queues' buffers trade places when this
+    /// one is empty) and returns the close it asks for, if any.
+    pub fn refill(&mut self, outbox: &Outbox) -> Option<Disconnect> {
+        let before = self.frames.len();
+        let close = outbox.take_into(&mut self.frames);
+        self.compress_from(before);
+        close
+    }
+
+    /// Queues frames (tests; the session uses [`WriteQueue::refill`]).
+    #[cfg(test)]
     pub fn extend(&mut self, frames: impl IntoIterator<Item = Outgoing>) {
-        let deflate = self.deflate;
-        let wants = |len: usize| deflate.is_some_and(|deflate| deflate.wants(len));
-        self.frames.extend(frames.into_iter().map(|frame| match frame {
-            Outgoing::Text(payload) if wants(payload.len()) => match deflate::compress(&payload) {
-                Some(compressed) => Queued { opcode: OPCODE_TEXT | RSV1, payload: compressed },
-                None => Queued { opcode: OPCODE_TEXT, payload },
-            },
-            Outgoing::Text(payload) => Queued { opcode: OPCODE_TEXT, payload },
-            Outgoing::Shared(shared) => match wants(shared.text.len()).then(|| shared.deflated()).flatten() {
-                Some(compressed) => Queued { opcode: OPCODE_TEXT | RSV1, payload: compressed.clone() },
-                None => Queued { opcode: OPCODE_TEXT, payload: shared.text.clone() },
-            },
-            Outgoing::Ping => Queued { opcode: OPCODE_PING, payload: Bytes::new() },
-            Outgoing::Pong(payload) => Queued { opcode: OPCODE_PONG, payload },
-        }));
+        let before = self.frames.len();
+        self.frames.extend(frames);
+        self.compress_from(before);
+    }
+
+    /// On a connection that negotiated permessage-deflate, the text frames from `start` on
+    /// that are worth it are compressed now, once (a shared room message is compressed once
+    /// for every connection, on the first write that wants it).
+    fn compress_from(&mut self, start: usize) {
+        let Some(deflate) = self.deflate else { return };
+        for frame in self.frames.range_mut(start..) {
+            if let Outgoing::Text(payload) = frame {
+                if deflate.wants(payload.len()) {
+                    if let Some(compressed) = deflate::compress(payload) {
+                        *frame = Outgoing::Deflated(compressed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives back the memory of an empty queue (an idle connection keeps none).
+    pub fn shrink_if_empty(&mut self) {
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
+        }
     }
 
     /// Queues the close frame of `disconnect`.
     pub fn push_close(&mut self, disconnect: Disconnect) {
         let mut payload = disconnect.code.to_be_bytes().to_vec();
         payload.extend_from_slice(disconnect.reason.as_bytes());
-        self.frames.push_back(Queued { opcode: OPCODE_CLOSE, payload: Bytes::from(payload) });
+        self.frames.push_back(Outgoing::Close(Bytes::from(payload)));
     }
 
     /// Drops every frame not yet started (a slow consumer's backlog).
@@ -91,26 +109,33 @@ impl WriteQueue {
     /// socket would block (`Err(WouldBlock)`); any other error means the peer is gone.
     pub fn try_flush(&mut self, transport: &mut Transport) -> io::Result<()> {
         while !self.frames.is_empty() {
-            let count = self.frames.len().min(FRAMES_PER_WRITE);
+            let deflate = self.deflate;
+            // Frames are pushed onto an empty queue, so this rarely moves anything; a slice
+            // is cheaper to walk than the deque.
+            let frames = self.frames.make_contiguous();
+            let count = frames.len().min(FRAMES_PER_WRITE);
+            let frames = &frames[..count];
             let mut headers = [[0u8; 10]; FRAMES_PER_WRITE];
-            let mut header_lens = [0usize; FRAMES_PER_WRITE];
-            for (index, frame) in self.frames.iter().take(count).enumerate() {
-                header_lens[index] = frame_header(frame.opcode, frame.payload.len(), &mut headers[index]);
+            let mut totals = [0usize; FRAMES_PER_WRITE];
+            for (index, frame) in frames.iter().enumerate() {
+                let (opcode, payload) = wire(deflate, frame);
+                totals[index] = frame_header(opcode, payload.len(), &mut headers[index]) + payload.len();
             }
             let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
             let mut num_slices = 0;
-            for (index, frame) in self.frames.iter().take(count).enumerate() {
-                let header_len = header_lens[index];
+            for (index, frame) in frames.iter().enumerate() {
+                let payload = wire(deflate, frame).1;
+                let header_len = totals[index] - payload.len();
                 let skip = if index == 0 { self.offset } else { 0 };
                 if skip < header_len {
                     slices[num_slices] = IoSlice::new(&headers[index][skip..header_len]);
                     num_slices += 1;
-                    if !frame.payload.is_empty() {
-                        slices[num_slices] = IoSlice::new(&frame.payload);
+                    if !payload.is_empty() {
+                        slices[num_slices] = IoSlice::new(payload);
                         num_slices += 1;
                     }
                 } else {
-                    slices[num_slices] = IoSlice::new(&frame.payload[skip - header_len..]);
+                    slices[num_slices] = IoSlice::new(&payload[skip - header_len..]);
                     num_slices += 1;
                 }
             }
@@ -118,35 +143,40 @@ impl WriteQueue {
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
-            self.advance(written);
+            self.advance(written, &totals[..count]);
         }
         transport.flush()
     }
 
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(front) = self.frames.front() else { return };
-            let total = header_len_of(front.payload.len()) + front.payload.len();
-            let remaining = total - self.offset;
-            if written >= remaining {
-                written -= remaining;
-                self.frames.pop_front();
-                self.offset = 0;
-            } else {
-                self.offset += written;
-                written = 0;
-            }
+    /// Drops the frames `written` bytes completed; `totals` are the wire lengths (header and
+    /// payload) of the frames from the front.
+    fn advance(&mut self, mut written: usize, totals: &[usize]) {
+        let mut finished = 0;
+        while finished < totals.len() && written >= totals[finished] - self.offset {
+            written -= totals[finished] - self.offset;
+            self.offset = 0;
+            finished += 1;
         }
+        self.offset += written;
+        self.frames.drain(..finished);
     }
 }
 
-fn header_len_of(len: usize) -> usize {
-    if len < 126 {
-        2
-    } else if len <= u16::MAX as usize {
-        4
-    } else {
-        10
+/// A frame's opcode (with [`RSV1`] when compressed) and payload as written to a connection
+/// with `deflate`.
+fn wire(deflate: Option<DeflateOut>, frame: &Outgoing) -> (u8, &Bytes) {
+    match frame {
+        Outgoing::Text(payload) => (OPCODE_TEXT, payload),
+        Outgoing::Deflated(payload) => (OPCODE_TEXT | RSV1, payload),
+        Outgoing::Shared(shared) => {
+            match deflate.filter(|deflate| deflate.wants(shared.text.len())).and_then(|_| shared.deflated()) {
+                Some(compressed) => (OPCODE_TEXT | RSV1, compressed),
+                None => (OPCODE_TEXT, &shared.text),
+            }
+        }
+        Outgoing::Ping => (OPCODE_PING, &EMPTY),
+        Outgoing::Pong(payload) => (OPCODE_PONG, payload),
+        Outgoing::Close(payload) => (OPCODE_CLOSE, payload),
     }
 }
 
@@ -202,26 +232,28 @@ mod tests {
             Outgoing::Text(Bytes::from_static(b"short")),
             Outgoing::Ping,
         ]);
-        let opcodes: Vec<u8> = queue.frames.iter().map(|frame| frame.opcode).collect();
+        let opcodes: Vec<u8> = queue.frames.iter().map(|frame| wire(queue.deflate, frame).0).collect();
         assert_eq!(opcodes, [OPCODE_TEXT | RSV1, OPCODE_TEXT | RSV1, OPCODE_TEXT, OPCODE_PING]);
         // The shared form is the same bytes, not a copy.
-        assert_eq!(queue.frames[0].payload.as_ptr(), shared.deflated().unwrap().as_ptr());
+        assert_eq!(wire(queue.deflate, &queue.frames[0]).1.as_ptr(), shared.deflated().unwrap().as_ptr());
         let mut plain = WriteQueue::default();
         plain.extend([Outgoing::Shared(shared)]);
-        assert_eq!((plain.frames[0].opcode, &plain.frames[0].payload), (OPCODE_TEXT, &text));
+        assert_eq!(wire(None, &plain.frames[0]), (OPCODE_TEXT, &text));
     }
 
     #[test]
     fn test_advance_through_partial_writes() {
         let mut queue = WriteQueue::default();
         queue.extend([Outgoing::Text(Bytes::from_static(b"abc")), Outgoing::Ping]);
-        queue.advance(2); // the first header
+        queue.advance(2, &[5, 2]); // the first header
         assert!(queue.is_mid_frame());
-        queue.advance(3); // its payload
+        queue.advance(3, &[5, 2]); // its payload
         assert!(!queue.is_mid_frame());
         assert_eq!(queue.frames.len(), 1);
-        queue.advance(2);
-        assert!(queue.is_empty());
+        queue.advance(1, &[2]); // half the ping's header
+        assert!(queue.is_mid_frame());
+        queue.advance(1, &[2]);
+        assert!(queue.is_empty() && !queue.is_mid_frame());
     }
 
     #[tokio::test]
