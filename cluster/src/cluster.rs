@@ -147,6 +147,19 @@ pub struct Cluster {
     refresh: Arc<Notify>,
     subscribers: Arc<Mutex<Vec<mpsc::UnboundedSender<ClusterChange>>>>,
     shutdown: CancellationToken,
+    /// Gossip's own runtime (one thread): see [`gossip_runtime`].
+    gossip: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+/// The runtime gossip runs on, apart from the node's work.
+///
+/// Liveness is judged by heartbeats. On the node's runtime a gossip round waits behind
+/// every task queued before it, so a node that is busy (thousands of deliveries queued) but
+/// alive would fall silent, be declared dead and lose its rooms while still serving them.
+/// On a thread of its own, gossip keeps its rhythm whatever the node's backlog; a node that
+/// stops altogether is caught by the stall guard.
+fn gossip_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("ringcast-gossip").enable_all().build()
 }
 
 impl Cluster {
@@ -191,8 +204,11 @@ impl Cluster {
             (STATE_KEY.to_string(), MemberState::Joining.as_str().to_string()),
             (PEER_ADDR_KEY.to_string(), config.advertise_addr.to_string()),
         ];
-        let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+        let gossip = gossip_runtime().map_err(|err| ClusterError::Gossip(err.to_string()))?;
+        let chitchat = gossip
+            .spawn(async move { spawn_chitchat(chitchat_config, initial, &UdpTransport).await })
             .await
+            .map_err(|err| ClusterError::Gossip(err.to_string()))?
             .map_err(|err| ClusterError::Gossip(err.to_string()))?;
         tokio::spawn(links.clone().accept_loop(listener));
 
@@ -214,7 +230,16 @@ impl Cluster {
             subscribers.clone(),
             shutdown.clone(),
         ));
-        Ok(Cluster { identity, chitchat: Mutex::new(Some(chitchat)), links, view_rx, refresh, subscribers, shutdown })
+        Ok(Cluster {
+            identity,
+            chitchat: Mutex::new(Some(chitchat)),
+            links,
+            view_rx,
+            refresh,
+            subscribers,
+            shutdown,
+            gossip: Mutex::new(Some(gossip)),
+        })
     }
 
     pub fn node_id(&self) -> &NodeId {
@@ -314,6 +339,10 @@ impl Drop for Cluster {
         self.shutdown.cancel();
         if let Some(chitchat) = self.chitchat.lock().take() {
             let _ = chitchat.initiate_shutdown();
+        }
+        if let Some(gossip) = self.gossip.lock().take() {
+            // Dropped from async code too: never block on its tasks.
+            gossip.shutdown_background();
         }
     }
 }
