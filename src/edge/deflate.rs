@@ -174,15 +174,12 @@ thread_local! {
 /// `text` deflated on its own, sync-flushed, without the trailing `00 00 ff ff` (RFC 7692
 /// §7.2.1); `None` when that is not shorter than `text` (it then goes uncompressed).
 pub fn compress(text: &[u8]) -> Option<Bytes> {
-    // An empty message deflates to one byte (an empty stored block's first, §7.2.3.6), so the
-    // output of what is worth compressing fits in `text.len()`; the encoder stops there.
+    // Room for what is worth sending compressed (shorter than `text`) and the bit writer's
+    // last word; an incompressible message grows past it, once.
     let mut compressed = Vec::with_capacity(text.len() + 8);
-    let finished = ENCODER.with(|encoder| encoder.borrow_mut().deflate(text, &mut compressed, text.len()));
-    if !finished {
-        compressed.clear();
-    }
-    metrics::frame_compressed(text.len(), if finished { compressed.len() } else { text.len() });
-    (finished && compressed.len() < text.len()).then(|| Bytes::from(compressed))
+    ENCODER.with(|encoder| encoder.borrow_mut().deflate(text, &mut compressed));
+    metrics::frame_compressed(text.len(), compressed.len());
+    (compressed.len() < text.len()).then(|| Bytes::from(compressed))
 }
 
 /// A server frame shared by every local recipient of a room message, with its compressed
