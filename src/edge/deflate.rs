@@ -4,8 +4,8 @@
 //! The server always answers `server_no_context_takeover`: every server message is deflated
 //! on its own, so a room message is deflated once, by the first writer that needs it
 //! ([`SharedText`]), and the same compressed `Bytes` go to every connection that negotiated the
-//! extension. The compressor is one per thread (reset before each message), never one per
-//! connection.
+//! extension. The encoder ([`encoder`], not zlib: see there why) is one per thread, never one
+//! per connection; inflating is flate2's (zlib-rs).
 //!
 //! Clients may keep their context: a connection's inflate context is allocated when its first
 //! compressed frame arrives ([`Inflater`]), so a connection that negotiated the extension and
@@ -21,6 +21,8 @@ use bytes::{Bytes, BytesMut};
 use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::metrics;
+
+mod encoder;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -163,8 +165,6 @@ fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
     parts.push(&text[start..]);
     parts
 }
-
-mod encoder;
 
 thread_local! {
     /// This thread's encoder (raw deflate, zlib's level 1 parse and codes), never reset.
