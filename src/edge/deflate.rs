@@ -444,9 +444,38 @@ mod tests {
     /// stamp, in the envelope the owner renders.
     fn chat_message(n: u64) -> Vec<u8> {
         const WORDS: [&str; 32] = [
-            "the", "meeting", "moved", "to", "thursday", "afternoon", "can", "you", "send", "me", "latest", "draft",
-            "before", "lunch", "thanks", "i", "think", "we", "should", "ship", "it", "after", "review", "sounds",
-            "good", "let's", "sync", "tomorrow", "morning", "about", "budget", "numbers",
+            "the",
+            "meeting",
+            "moved",
+            "to",
+            "thursday",
+            "afternoon",
+            "can",
+            "you",
+            "send",
+            "me",
+            "latest",
+            "draft",
+            "before",
+            "lunch",
+            "thanks",
+            "i",
+            "think",
+            "we",
+            "should",
+            "ship",
+            "it",
+            "after",
+            "review",
+            "sounds",
+            "good",
+            "let's",
+            "sync",
+            "tomorrow",
+            "morning",
+            "about",
+            "budget",
+            "numbers",
         ];
         let mut text = format!("t:{}:1:{n}:", 1_764_000_000_000_000_000u64 + n * 1_234_567);
         let end = text.len() + 1000;
@@ -508,7 +537,9 @@ mod tests {
                 std::hint::black_box(compress(std::hint::black_box(&messages[i % messages.len()])));
             }
             let ours_ns = started.elapsed().as_nanos() as f64 / iterations as f64;
-            println!("round {round}: zlib-rs level 1 + reset {zlib_ns:.0} ns/message, compress() {ours_ns:.0} ns/message");
+            println!(
+                "round {round}: zlib-rs level 1 + reset {zlib_ns:.0} ns/message, compress() {ours_ns:.0} ns/message"
+            );
         }
     }
 }

@@ -174,7 +174,8 @@ impl Encoder {
                     let candidate = pos - dist;
                     if read_u32(text, candidate) == quad {
                         let limit = MAX_MATCH.min(text.len() - pos);
-                        let len = MIN_MATCH + common_prefix(&text[candidate + MIN_MATCH..], &text[pos + MIN_MATCH..pos + limit]);
+                        let len = MIN_MATCH
+                            + common_prefix(&text[candidate + MIN_MATCH..], &text[pos + MIN_MATCH..pos + limit]);
                         let (dist_bits, dist_count) = distance_bits(dist);
                         let packed = LENGTHS[len];
                         // At most 8 + 5 bits of length and 5 + 13 of distance: one write.
@@ -245,7 +246,8 @@ mod tests {
         input.extend_from_slice(&SYNC_TAIL);
         let mut inflater = flate2::Decompress::new(false);
         let mut inflated = Vec::with_capacity(text.len() + 64);
-        let status = inflater.decompress_vec(&input, &mut inflated, flate2::FlushDecompress::Sync).expect("flate2 inflates");
+        let status =
+            inflater.decompress_vec(&input, &mut inflated, flate2::FlushDecompress::Sync).expect("flate2 inflates");
         assert_ne!(status, flate2::Status::StreamEnd, "no final block");
         assert_eq!(inflater.total_in() as usize, input.len(), "flate2 read it all");
         assert!(inflated == text, "flate2: {} bytes back for {}", inflated.len(), text.len());
@@ -275,8 +277,22 @@ mod tests {
     }
 
     const WORDS: [&str; 16] = [
-        "the", "meeting", "moved", "to", "thursday", "{\"type\":", "\"chat.message\"", "you", "send", "me", "latest",
-        "draft", "\u{e9}t\u{e9}", "lunch", "42", ",",
+        "the",
+        "meeting",
+        "moved",
+        "to",
+        "thursday",
+        "{\"type\":",
+        "\"chat.message\"",
+        "you",
+        "send",
+        "me",
+        "latest",
+        "draft",
+        "\u{e9}t\u{e9}",
+        "lunch",
+        "42",
+        ",",
     ];
 
     /// An input of one of several shapes: random bytes, a small alphabet, words, runs, and
@@ -396,7 +412,8 @@ mod tests {
         // must take them with an N-bit window.
         let mut encoder = Encoder::default();
         let mut rng = Rng(99);
-        let mut script = String::from("import sys, zlib\nok = 0\nfor line in sys.stdin:\n    bits, data, text = line.split()\n");
+        let mut script =
+            String::from("import sys, zlib\nok = 0\nfor line in sys.stdin:\n    bits, data, text = line.split()\n");
         script.push_str("    d = zlib.decompressobj(-int(bits))\n    out = d.decompress(bytes.fromhex(data) + b'\\x00\\x00\\xff\\xff')\n");
         script.push_str("    assert out == bytes.fromhex(text), (bits, len(out))\n    ok += 1\nprint(ok)\n");
         let mut lines = String::new();
