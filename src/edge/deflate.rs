@@ -4,8 +4,8 @@
 //! The server always answers `server_no_context_takeover`: every server message is deflated
 //! on its own, so a room message is deflated once, by the first writer that needs it
 //! ([`SharedText`]), and the same compressed `Bytes` go to every connection that negotiated the
-//! extension. The compressor is one per thread (reset before each message), never one per
-//! connection.
+//! extension. The encoder ([`encoder`], not zlib: see there why) is one per thread, never one
+//! per connection; inflating is flate2's (zlib-rs).
 //!
 //! Clients may keep their context: a connection's inflate context is allocated when its first
 //! compressed frame arrives ([`Inflater`]), so a connection that negotiated the extension and
@@ -18,9 +18,11 @@ use std::num::NonZeroU8;
 use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::metrics;
+
+mod encoder;
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
@@ -165,41 +167,17 @@ fn split_outside_quotes(text: &str, separator: char) -> Vec<&str> {
 }
 
 thread_local! {
-    /// This thread's compressor (raw deflate, fast level), reset before each message.
-    static COMPRESSOR: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+    /// This thread's encoder (raw deflate, zlib's level 1 parse and codes), never reset.
+    static ENCODER: RefCell<encoder::Encoder> = RefCell::new(encoder::Encoder::default());
 }
 
 /// `text` deflated on its own, sync-flushed, without the trailing `00 00 ff ff` (RFC 7692
 /// §7.2.1); `None` when that is not shorter than `text` (it then goes uncompressed).
 pub fn compress(text: &[u8]) -> Option<Bytes> {
-    let compressed = COMPRESSOR.with(|compressor| {
-        let mut compressor = compressor.borrow_mut();
-        compressor.reset();
-        let mut out = Vec::with_capacity(text.len() / 2 + 64);
-        loop {
-            let consumed = compressor.total_in() as usize;
-            match compressor.compress_vec(&text[consumed..], &mut out, FlushCompress::Sync) {
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "deflate failed");
-                    return None;
-                }
-            }
-            if compressor.total_in() as usize == text.len() && out.len() < out.capacity() {
-                break;
-            }
-            out.reserve(out.capacity().max(64));
-        }
-        Some(out)
-    })?;
-    let mut compressed = compressed;
-    if compressed.ends_with(&SYNC_TAIL) {
-        compressed.truncate(compressed.len() - SYNC_TAIL.len());
-    }
-    if compressed.is_empty() {
-        // An empty message: one empty stored block's first byte stands for it (§7.2.3.6).
-        compressed.push(0x00);
-    }
+    // Room for what is worth sending compressed (shorter than `text`) and the bit writer's
+    // last word; an incompressible message grows past it, once.
+    let mut compressed = Vec::with_capacity(text.len() + 8);
+    ENCODER.with(|encoder| encoder.borrow_mut().deflate(text, &mut compressed));
     metrics::frame_compressed(text.len(), compressed.len());
     (compressed.len() < text.len()).then(|| Bytes::from(compressed))
 }
@@ -460,5 +438,108 @@ mod tests {
         );
         assert_eq!(negotiated.max_compressed_len(), 1024);
         assert_eq!(offer("permessage-deflate").unwrap().response(), "permessage-deflate; server_no_context_takeover");
+    }
+
+    /// A rendered `chat.message` of about 1.3 KB: the load harness's padding words after a
+    /// stamp, in the envelope the owner renders.
+    fn chat_message(n: u64) -> Vec<u8> {
+        const WORDS: [&str; 32] = [
+            "the",
+            "meeting",
+            "moved",
+            "to",
+            "thursday",
+            "afternoon",
+            "can",
+            "you",
+            "send",
+            "me",
+            "latest",
+            "draft",
+            "before",
+            "lunch",
+            "thanks",
+            "i",
+            "think",
+            "we",
+            "should",
+            "ship",
+            "it",
+            "after",
+            "review",
+            "sounds",
+            "good",
+            "let's",
+            "sync",
+            "tomorrow",
+            "morning",
+            "about",
+            "budget",
+            "numbers",
+        ];
+        let mut text = format!("t:{}:1:{n}:", 1_764_000_000_000_000_000u64 + n * 1_234_567);
+        let end = text.len() + 1000;
+        let mut state = (n << 20) ^ 1 ^ 0x9e37_79b9_7f4a_7c15;
+        while text.len() < end {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(WORDS[(state % 32) as usize]);
+            text.push(' ');
+        }
+        text.truncate(end);
+        format!(
+            r#"{{"type":"chat.message","data":{{"room":"room-00017","id":"01JDK3Q{n:019}","seq":{n},"ts":"2026-12-03T09:10:04.123Z","from":{{"user_id":"load-pub-0","name":"load-pub-0"}},"text":"{text}","attachments":[],"recovered":false}},"ts":"2026-12-03T09:10:04.123Z"}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Not a test: what `compress` costs per chat message, against zlib-rs at level 1 reset
+    /// before each message (what it was before `encoder`), with the sizes. No assertion on
+    /// time. Run with
+    /// `cargo test --release --lib bench_compress_chat_message -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_compress_chat_message() {
+        use std::time::Instant;
+
+        use flate2::{Compress, Compression, FlushCompress};
+
+        let messages: Vec<Vec<u8>> = (0..64).map(chat_message).collect();
+        let plain: usize = messages.iter().map(Vec::len).sum();
+        let mut zlib = Compress::new(Compression::fast(), false);
+        let mut zlib_deflate = |text: &[u8]| {
+            zlib.reset();
+            let mut out = Vec::with_capacity(text.len() + 64);
+            zlib.compress_vec(text, &mut out, FlushCompress::Sync).expect("deflate");
+            assert!(zlib.total_in() as usize == text.len() && out.len() < out.capacity());
+            out.truncate(out.len() - SYNC_TAIL.len());
+            out
+        };
+        let zlib_bytes: usize = messages.iter().map(|text| zlib_deflate(text).len()).sum();
+        let ours_bytes: usize = messages.iter().map(|text| compress(text).map_or(text.len(), |out| out.len())).sum();
+        println!(
+            "{} messages of {} bytes on average: zlib-rs level 1 {:.3} of plain, encoder {:.3}",
+            messages.len(),
+            plain / messages.len(),
+            zlib_bytes as f64 / plain as f64,
+            ours_bytes as f64 / plain as f64
+        );
+        for round in 0..5 {
+            let iterations = 20_000;
+            let started = Instant::now();
+            for i in 0..iterations {
+                std::hint::black_box(zlib_deflate(std::hint::black_box(&messages[i % messages.len()])));
+            }
+            let zlib_ns = started.elapsed().as_nanos() as f64 / iterations as f64;
+            let started = Instant::now();
+            for i in 0..iterations {
+                std::hint::black_box(compress(std::hint::black_box(&messages[i % messages.len()])));
+            }
+            let ours_ns = started.elapsed().as_nanos() as f64 / iterations as f64;
+            println!(
+                "round {round}: zlib-rs level 1 + reset {zlib_ns:.0} ns/message, compress() {ours_ns:.0} ns/message"
+            );
+        }
     }
 }
