@@ -120,6 +120,9 @@ impl WriteQueue {
             }
             self.advance(written);
         }
+        // Everything is written: give the queue's buffer back, or every connection that
+        // was ever sent a frame would keep one for its whole life.
+        self.frames = VecDeque::new();
         transport.flush()
     }
 

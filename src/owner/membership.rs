@@ -2,13 +2,12 @@
 //! inbox of a personal room), leaving, the member list, and the resubscription of a room's
 //! connections after it changed owner.
 
-use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::context::event_now;
-use super::{Added, EdgeSink, OpCtx, Owner, Removed, Room};
+use super::{Added, EdgeSink, OpCtx, Owner, Removed, Room, Rooms};
 use crate::frames;
 use crate::metrics;
 use crate::ops::{EdgeMsg, Sender};
@@ -23,7 +22,7 @@ impl Owner {
     /// told with `room.reset` before the room's first message (see [`Owner::reset_if_due`]).
     pub(super) fn resubscribe(
         &self,
-        shard: &mut HashMap<RoomKey, Room>,
+        shard: &mut Rooms,
         sink: &dyn EdgeSink,
         key: RoomKey,
         members: Vec<Sender>,
@@ -54,7 +53,7 @@ impl Owner {
         }
     }
 
-    pub(super) fn join(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, since: Option<Since>) {
+    pub(super) fn join(&self, shard: &mut Rooms, ctx: &OpCtx<'_>, since: Option<Since>) {
         let (key, sender) = (ctx.key, ctx.sender);
         if self.is_banned(key, &sender.user_id) {
             let error = ReplyError::new(ErrorCode::Forbidden, "banned from this room");
@@ -102,7 +101,7 @@ impl Owner {
     }
 }
 
-pub(super) fn leave(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) -> Removed {
+pub(super) fn leave(shard: &mut Rooms, ctx: &OpCtx<'_>) -> Removed {
     #[derive(Serialize)]
     struct LeaveAck<'a> {
         room: &'a str,
@@ -130,7 +129,7 @@ pub(super) fn leave(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) -> Remo
     removed
 }
 
-pub(super) fn members(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) {
+pub(super) fn members(shard: &mut Rooms, ctx: &OpCtx<'_>) {
     let Some(room) = ctx.in_room(shard) else { return };
     #[derive(Serialize)]
     struct Member<'a> {
