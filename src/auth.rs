@@ -489,14 +489,7 @@ impl Authenticator {
                 _ => last.insert(Arc::from(tenant)).clone(),
             }
         };
-        Ok(Identity {
-            user_id,
-            tenant,
-            name,
-            roles,
-            groups,
-            expires_at: exp,
-        })
+        Ok(Identity { user_id, tenant, name, roles, groups, expires_at: exp })
     }
 }
 

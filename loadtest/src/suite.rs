@@ -129,7 +129,10 @@ pub fn scenarios(quick: bool, server_bin: &Path, raw_bin: &Path) -> Vec<Scenario
     args.extend(node(1, false));
     list.push(Scenario {
         name: "idle_density_joined".into(),
-        description: format!("{} idle connections on one node, each joined to one of {rooms} rooms, RSS per connection", z.idle_conns),
+        description: format!(
+            "{} idle connections on one node, each joined to one of {rooms} rooms, RSS per connection",
+            z.idle_conns
+        ),
         unavailable: None,
         variants: vec![variant("ringcast", args, false)],
         repeats: 1,

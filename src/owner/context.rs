@@ -1,7 +1,6 @@
 //! The request an owner serves: who asks about which room, the `ack` it wants and where the
 //! answers go, with the answers every request kind gives (ack, error, joined, left, fan-out).
 
-
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -44,7 +43,10 @@ impl<'a> OpCtx<'a> {
             }
             return room;
         }
-        let room = shard.get_mut(self.key).map(|room| &mut **room).filter(|room| room.has_conn(&self.sender.user_id, &self.sender.conn));
+        let room = shard
+            .get_mut(self.key)
+            .map(|room| &mut **room)
+            .filter(|room| room.has_conn(&self.sender.user_id, &self.sender.conn));
         if room.is_none() {
             self.error(ReplyError::new(ErrorCode::Forbidden, "not in room"));
         }

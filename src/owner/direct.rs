@@ -2,7 +2,6 @@
 //! the user's personal room: every connection of a user is in that room, so its owner reaches
 //! them all, and it keeps the inbox of a user who has none.
 
-
 use bytes::Bytes;
 use serde::Serialize;
 

@@ -2,7 +2,6 @@
 //! inbox of a personal room), leaving, the member list, and the resubscription of a room's
 //! connections after it changed owner.
 
-
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -20,13 +19,7 @@ impl Owner {
     /// the change). A room that is not here (not handed over, or not yet) restarts under a
     /// new epoch unless a hand-off or the durable store brings its state; its members are
     /// told with `room.reset` before the room's first message (see [`Owner::reset_if_due`]).
-    pub(super) fn resubscribe(
-        &self,
-        shard: &mut Rooms,
-        sink: &dyn EdgeSink,
-        key: RoomKey,
-        members: Vec<Sender>,
-    ) {
+    pub(super) fn resubscribe(&self, shard: &mut Rooms, sink: &dyn EdgeSink, key: RoomKey, members: Vec<Sender>) {
         let restarted = !shard.contains_key(&key);
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
         room.reset_due |= restarted;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::context::{event_now, push};
 use super::membership::{member_left_frame, membership_event};
-use super::{Added, OpCtx, Owner, Removed, Room, Rooms, RoomMeta};
+use super::{Added, OpCtx, Owner, Removed, Room, RoomMeta, Rooms};
 use crate::frames;
 use crate::ops::{EdgeMsg, Sender};
 use crate::protocol::{ErrorCode, ReplyError};

@@ -4,7 +4,6 @@
 //! subscribers and the grace live in the user's `UserBox`; device events go to the user's
 //! own other connections.
 
-
 use bytes::Bytes;
 use serde::Serialize;
 
