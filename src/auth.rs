@@ -327,6 +327,9 @@ pub struct Authenticator {
     claims: ClaimPaths,
     leeway_secs: u64,
     jwks: Option<Arc<Jwks>>,
+    /// The tenant of the last identity made: a node mostly serves one tenant, whose
+    /// connections then share one string instead of holding one each.
+    last_tenant: parking_lot::Mutex<Option<Arc<str>>>,
 }
 
 impl Authenticator {
@@ -361,6 +364,7 @@ impl Authenticator {
             claims: settings.claims.clone(),
             leeway_secs: settings.leeway_secs,
             jwks,
+            last_tenant: parking_lot::Mutex::new(None),
         })
     }
 
@@ -460,8 +464,8 @@ impl Authenticator {
             }
         }
         let tenant = match claims::at_path(&claims, &self.claims.tenant) {
-            None | Some(Value::Null) => DEFAULT_TENANT.to_string(),
-            Some(Value::String(tenant)) if is_valid_id(tenant) && !tenant.contains(':') => tenant.clone(),
+            None | Some(Value::Null) => DEFAULT_TENANT,
+            Some(Value::String(tenant)) if is_valid_id(tenant) && !tenant.contains(':') => tenant.as_str(),
             Some(_) => return Err(AuthError::BadClaims("tenant must be 1-128 chars of [A-Za-z0-9_.@-]")),
         };
         let roles = claims::string_list(claims::at_path(&claims, &self.claims.roles))
@@ -475,14 +479,17 @@ impl Authenticator {
             Some(name) if !name.is_empty() => name,
             _ => sub,
         };
-        Ok(Identity {
-            user_id: Arc::from(sub),
-            tenant: Arc::from(tenant),
-            name: Arc::from(name),
-            roles,
-            groups,
-            expires_at: exp,
-        })
+        let user_id: Arc<str> = Arc::from(sub);
+        // Most tokens name no one but their subject: the name is then the id's own string.
+        let name = if name == sub { user_id.clone() } else { Arc::from(name) };
+        let tenant = {
+            let mut last = self.last_tenant.lock();
+            match &*last {
+                Some(last) if **last == *tenant => last.clone(),
+                _ => last.insert(Arc::from(tenant)).clone(),
+            }
+        };
+        Ok(Identity { user_id, tenant, name, roles, groups, expires_at: exp })
     }
 }
 

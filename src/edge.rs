@@ -31,6 +31,8 @@ pub mod hub;
 pub mod ratelimit;
 pub mod service;
 pub mod session;
+#[cfg(test)]
+mod sizes;
 pub mod transport;
 pub mod writer;
 pub mod wsframe;

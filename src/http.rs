@@ -111,9 +111,9 @@ async fn upgrade(node: &Arc<Node>, remote: SocketAddr, req: &mut Request<Incomin
     };
     let meta = ConnMeta {
         // The client's address: behind a trusted proxy, the one it forwarded.
-        remote_addr: if client_ip == remote.ip() { remote.to_string() } else { client_ip.to_string() },
-        user_agent: header_str(req.headers(), header::USER_AGENT),
-        origin,
+        remote_addr: if client_ip == remote.ip() { remote.to_string() } else { client_ip.to_string() }.into(),
+        user_agent: header_str(req.headers(), header::USER_AGENT).map(Into::into),
+        origin: origin.map(Into::into),
         connected_at_ms: time::now_millis(),
     };
     // permessage-deflate: the first acceptable offer, when compression is on.

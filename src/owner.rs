@@ -36,7 +36,7 @@ pub trait EdgeSink {
 
 /// The rooms this node owns.
 pub struct Owner {
-    shards: Box<[Mutex<HashMap<RoomKey, Room>>]>,
+    shards: Box<[Mutex<Rooms>]>,
     hasher: std::collections::hash_map::RandomState,
     ids: IdGen,
     history_size: usize,
@@ -93,7 +93,7 @@ impl UserBox {
     /// Nothing worth keeping: the entry can go.
     fn is_idle(&self) -> bool {
         self.messages.is_empty()
-            && self.sent.order.is_empty()
+            && self.sent.is_empty()
             && self.status.is_none()
             && self.message.is_none()
             && self.offline_at.is_none()
@@ -140,7 +140,7 @@ pub use crate::store::{MessageExtra, SentAck, StoredMessage};
 use context::OpCtx;
 pub use handoff::RoomSnapshot;
 use membership::{leave, members};
-use room::{Added, Removed, Room, SentIds};
+use room::{Added, Removed, Room, Rooms, SentIds};
 use stored::ChatMessageData;
 
 impl Owner {
@@ -210,7 +210,7 @@ impl Owner {
         self.hasher.hash_one(room) as usize % NUM_SHARDS
     }
 
-    fn shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, Room>> {
+    fn shard(&self, room: &RoomKey) -> &Mutex<Rooms> {
         &self.shards[self.shard_index(room)]
     }
 
@@ -270,7 +270,7 @@ impl Owner {
     }
 
     /// Applies one op to the room's state in memory.
-    fn apply(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, op: OwnerOp) {
+    fn apply(&self, shard: &mut Rooms, sink: &dyn EdgeSink, op: OwnerOp) {
         let (key, sender, op_id, kind) = match op {
             OwnerOp::Resubscribe { room, members } => return self.resubscribe(shard, sink, room, members),
             OwnerOp::Request(Request { room, sender, op_id, kind }) => (room, sender, op_id, kind),
@@ -300,7 +300,7 @@ impl Owner {
             RequestKind::Leave => {
                 let removed = leave(shard, &ctx);
                 if key.room().starts_with("user:") && removed != Removed::NotThere {
-                    self.user_conn_gone(shard.get(&key), sink, &key, &sender.conn);
+                    self.user_conn_gone(shard.get(&key).map(|room| &**room), sink, &key, &sender.conn);
                 }
             }
             RequestKind::Presence(op) => self.presence_op(shard, &ctx, op),

@@ -200,6 +200,9 @@ pub struct ConnectArgs {
     /// connections opened per second
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
+    /// each connection joins one of N rooms (round robin) once connected, then stays idle [default: no join]
+    #[arg(long)]
+    pub join_rooms: Option<u64>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

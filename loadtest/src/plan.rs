@@ -68,6 +68,9 @@ pub enum Scenario {
     Connect {
         connections: u64,
         rate: f64,
+        /// Each connection joins room `i % join_rooms` (`None`: none).
+        #[serde(default)]
+        join_rooms: Option<u64>,
     },
     Fanout {
         rooms: u64,
@@ -174,7 +177,10 @@ impl Plan {
                 if a.rate <= 0.0 {
                     bail!("--rate must be positive");
                 }
-                Scenario::Connect { connections: a.connections, rate: a.rate }
+                if a.join_rooms == Some(0) {
+                    bail!("--join-rooms must be at least 1");
+                }
+                Scenario::Connect { connections: a.connections, rate: a.rate, join_rooms: a.join_rooms }
             }
             Command::Fanout(a) => {
                 if a.rooms == 0 || a.subscribers == 0 || a.publishers == 0 {

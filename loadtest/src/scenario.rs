@@ -36,7 +36,7 @@ pub struct Outcome {
 
 pub async fn run(ctx: Arc<Ctx>) -> Result<Outcome> {
     match ctx.plan.scenario.clone() {
-        Scenario::Connect { connections, rate } => connect::run(ctx, connections, rate).await,
+        Scenario::Connect { connections, rate, join_rooms } => connect::run(ctx, connections, rate, join_rooms).await,
         Scenario::Fanout { rooms, subscribers, publishers, rate, closed_loop, in_flight, feedback } => {
             fanout::run(ctx, fanout::Params { rooms, subscribers, publishers, rate, closed_loop, in_flight, feedback })
                 .await

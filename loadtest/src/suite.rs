@@ -114,6 +114,30 @@ pub fn scenarios(quick: bool, server_bin: &Path, raw_bin: &Path) -> Vec<Scenario
         repeats: 1,
     });
 
+    // The same with each connection joined to one of 100 rooms: the edge's and the owner's
+    // membership of an idle connection (issue 16).
+    let rooms = (z.idle_conns / 100).max(1);
+    let mut args = strings(&[
+        "connect",
+        "--connections",
+        &z.idle_conns.to_string(),
+        "--rate",
+        "2000",
+        "--join-rooms",
+        &rooms.to_string(),
+    ]);
+    args.extend(node(1, false));
+    list.push(Scenario {
+        name: "idle_density_joined".into(),
+        description: format!(
+            "{} idle connections on one node, each joined to one of {rooms} rooms, RSS per connection",
+            z.idle_conns
+        ),
+        unavailable: None,
+        variants: vec![variant("ringcast", args, false)],
+        repeats: 1,
+    });
+
     for (rooms, subs) in [(1, z.big_room), z.many_rooms] {
         for in_flight in [16u32, 64] {
             let shape = |raw: bool| {

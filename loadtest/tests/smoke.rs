@@ -382,9 +382,15 @@ fn smoke_suite_quick_writes_a_record() {
     assert!(record["machine"]["cores"].as_u64().unwrap() > 0);
     let scenarios = record["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    for prefix in
-        ["idle_density", "fanout_1x", "fanout_4x", "light_latency", "cluster3_3x2_memory", "cluster3_6x2_redis"]
-    {
+    for prefix in [
+        "idle_density",
+        "idle_density_joined",
+        "fanout_1x",
+        "fanout_4x",
+        "light_latency",
+        "cluster3_3x2_memory",
+        "cluster3_6x2_redis",
+    ] {
         assert!(names.iter().any(|n| n.starts_with(prefix)), "no {prefix} in {names:?}");
     }
     for s in scenarios {

@@ -272,6 +272,6 @@ fn conn_info(node: &Node, conn: &Conn) -> Value {
         "last_activity": time::rfc3339_millis(time::now_millis().saturating_sub(idle_ms)),
         "messages_in": conn.received.load(Ordering::Relaxed),
         "messages_out": conn.outbox.sent(),
-        "meta": conn.hooks.meta.get(),
+        "meta": conn.hook_meta(),
     })
 }

@@ -43,6 +43,7 @@ pub(super) fn welcome(
         meta: Option<&'a serde_json::Value>,
     }
     let now = time::rfc3339_millis(time::now_millis());
+    let hook_meta = conn.hook_meta();
     let connected = Connected {
         conn_id: edge.conn_label(conn.id),
         node_id: edge.node_id.as_str(),
@@ -50,7 +51,7 @@ pub(super) fn welcome(
         tenant: &identity.tenant,
         ping_interval_ms: edge.limits.ping_interval.as_millis(),
         server_time: now.clone(),
-        meta: conn.hooks.meta.get(),
+        meta: hook_meta.as_ref(),
     };
     connection_event(edge, conn, &identity, EventType::ConnectionOpened, &[]);
     let mut welcome = vec![frames::event("connected", connected, &now)];
@@ -82,7 +83,7 @@ fn join_quietly(edge: &Edge, conn: &Conn, identity: &Identity, room: &str) {
 /// connection's task: accepted ([`welcome`]), or refused with the application's reason in an
 /// `error` and close 4403. Until then the connection's requests are answered `unavailable`.
 pub(super) fn ask_connect_hook(edge: Arc<Edge>, conn: Arc<Conn>, identity: Identity, ack: Option<bytes::Bytes>) {
-    conn.hooks.admitting.store(true, std::sync::atomic::Ordering::Relaxed);
+    conn.admitting.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(async move {
         let conn_id = edge.conn_label(conn.id);
         let claims = serde_json::json!({
@@ -103,11 +104,11 @@ pub(super) fn ask_connect_hook(edge: Arc<Edge>, conn: Arc<Conn>, identity: Ident
         let verdict = edge.hooks.connect(who).await;
         let task_edge = edge.clone();
         conn.defer(Box::new(move |conn| {
-            conn.hooks.admitting.store(false, std::sync::atomic::Ordering::Relaxed);
+            conn.admitting.store(false, std::sync::atomic::Ordering::Relaxed);
             match verdict {
                 ConnectVerdict::Allow { rooms, meta } => {
                     if let Some(meta) = meta {
-                        let _ = conn.hooks.meta.set(meta);
+                        conn.set_hook_meta(meta);
                     }
                     welcome(&task_edge, conn, Arc::new(identity), ack, rooms);
                 }
@@ -135,7 +136,7 @@ pub(super) fn connection_event(
     edge.webhooks.emit(kind, &key, false, &identity.user_id, || {
         let mut all = vec![("conn_id", Field::Value(edge.conn_label(conn.id).into()))];
         all.extend(fields.iter().map(|(name, value)| (*name, Field::Value(value.clone()))));
-        all.extend(conn.hooks.meta.get().map(|meta| ("meta", Field::Value(meta.clone()))));
+        all.extend(conn.hook_meta().map(|meta| ("meta", Field::Value(meta))));
         all
     });
 }

@@ -3,13 +3,13 @@
 //! outbox, and owners and the hub push into it from any thread without waiting.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::auth::Identity;
 use crate::close::Disconnect;
@@ -50,10 +50,6 @@ pub enum Pushed {
 /// reader.
 pub struct Outbox {
     state: Mutex<OutboxState>,
-    /// Wakes the connection's task: new frames, a close, an abort, or (through
-    /// [`Outbox::signal`]) anything else it must look at. One notifier per connection keeps
-    /// an idle connection small.
-    wake: Notify,
     capacity: usize,
 }
 
@@ -65,13 +61,26 @@ struct OutboxState {
     /// Text frames queued so far (the admin API's `messages_out`), counted under the lock
     /// already held rather than with an atomic per delivery.
     sent: u64,
+    /// A wake for the connection's task not yet seen by it: new frames, a close, an abort,
+    /// or (through [`Outbox::signal`]) anything else it must look at.
+    woken: bool,
+    /// The connection's task while it waits ([`Outbox::poll_woken`]). A waker in the state,
+    /// rather than a `Notify`, keeps both the outbox and the task's future small (a
+    /// `Notified` future carries its own waiter node).
+    waker: Option<Waker>,
 }
 
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         Outbox {
-            state: Mutex::new(OutboxState { frames: VecDeque::new(), close: None, aborted: false, sent: 0 }),
-            wake: Notify::new(),
+            state: Mutex::new(OutboxState {
+                frames: VecDeque::new(),
+                close: None,
+                aborted: false,
+                sent: 0,
+                woken: false,
+                waker: None,
+            }),
             capacity,
         }
     }
@@ -85,16 +94,13 @@ impl Outbox {
             state.frames = VecDeque::new();
             state.close = Some(Disconnect::SLOW_CONSUMER);
             state.aborted = true;
-            drop(state);
-            self.wake.notify_one();
+            Self::wake(state);
             return Pushed::Overflow;
         }
         state.sent += u64::from(matches!(frame, Outgoing::Text(_) | Outgoing::Shared(_)));
         state.frames.push_back(frame);
-        let was_empty = state.frames.len() == 1;
-        drop(state);
-        if was_empty {
-            self.wake.notify_one();
+        if state.frames.len() == 1 {
+            Self::wake(state);
         }
         Pushed::Queued
     }
@@ -129,8 +135,7 @@ impl Outbox {
         }
         state.sent += last as u64;
         state.frames.extend(frames.map(Outgoing::Text));
-        drop(state);
-        self.wake.notify_one();
+        Self::wake(state);
         Pushed::Queued
     }
 
@@ -140,8 +145,7 @@ impl Outbox {
         let mut state = self.state.lock();
         if state.close.is_none() {
             state.close = Some(disconnect);
-            drop(state);
-            self.wake.notify_one();
+            Self::wake(state);
         }
     }
 
@@ -152,7 +156,17 @@ impl Outbox {
 
     /// Wakes the connection's task to look at its state (identity or group changes).
     pub fn signal(&self) {
-        self.wake.notify_one();
+        Self::wake(self.state.lock());
+    }
+
+    /// Marks the state woken and wakes the task, if it waits, once the lock is released.
+    fn wake(mut state: parking_lot::MutexGuard<'_, OutboxState>) {
+        state.woken = true;
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Frames queued and not yet taken by the writer.
@@ -185,9 +199,22 @@ impl Outbox {
         }
     }
 
-    /// Resolves on the next wake (a wake sent while nobody waits is kept for the next call).
+    /// Ready on the next wake (a wake sent while nobody waits is kept for the next call).
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.state.lock();
+        if std::mem::take(&mut state.woken) {
+            return Poll::Ready(());
+        }
+        match &mut state.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => state.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Resolves on the next wake (see [`Outbox::poll_woken`]).
     pub async fn woken(&self) {
-        self.wake.notified().await
+        std::future::poll_fn(|cx| self.poll_woken(cx)).await
     }
 }
 
@@ -213,6 +240,11 @@ impl ErrorWindow {
         }
         self.times.len() >= limit as usize
     }
+
+    /// No error within the window (or none recorded since).
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
 }
 
 impl Default for ErrorWindow {
@@ -221,43 +253,47 @@ impl Default for ErrorWindow {
     }
 }
 
-/// Where a connection came from, for logs and the admin API.
+/// Where a connection came from, for logs and the admin API. Boxed strings: they never
+/// change, and a `String` carries a capacity besides.
 #[derive(Debug, Clone, Default)]
 pub struct ConnMeta {
-    pub remote_addr: String,
-    pub user_agent: Option<String>,
-    pub origin: Option<String>,
+    pub remote_addr: Box<str>,
+    pub user_agent: Option<Box<str>>,
+    pub origin: Option<Box<str>>,
     pub connected_at_ms: u64,
 }
 
 /// Work left to the connection's own task once a hook answered.
 pub type Deferred = Box<dyn FnOnce(&Arc<Conn>) + Send>;
 
-/// A connection's side of the authorization hooks (`webhook/hooks.rs`).
+/// What a connection needs only now and then: allocated on first use and dropped once empty
+/// again, so that an idle connection carries one pointer for all of it.
 #[derive(Default)]
-pub struct ConnHooks {
+struct Rare {
+    /// Recent failed requests (the 1008 threshold).
+    errors: ErrorWindow,
+    /// Group changes (added, removed) for the connection's task to apply.
+    group_changes: Vec<(Vec<String>, Vec<String>)>,
+    /// The first frames (`connected`, and the `ack` of an in-band `auth`), held until the
+    /// connection is in its personal room.
+    welcome: Option<Vec<Bytes>>,
+    /// Users whose presence this connection subscribed to (unsubscribed when it closes).
+    presence_subscriptions: Vec<String>,
     /// Run by the connection's task when woken: a hook's answer is applied there, in order
     /// with the connection's own requests and never after the task ended.
-    deferred: Mutex<Vec<Deferred>>,
-    /// The connect hook is being asked: the connection is not accepted yet.
-    pub admitting: std::sync::atomic::AtomicBool,
+    deferred: Vec<Deferred>,
     /// The `meta` the connect hook added.
-    pub meta: std::sync::OnceLock<serde_json::Value>,
+    hook_meta: Option<serde_json::Value>,
 }
 
-impl Conn {
-    /// Leaves `work` to the connection's task (and wakes it).
-    pub fn defer(&self, work: Deferred) {
-        self.hooks.deferred.lock().push(work);
-        self.outbox.signal();
-    }
-
-    /// Runs the work left to the connection's task (called by the task).
-    pub fn run_deferred(self: &Arc<Self>) {
-        let work = std::mem::take(&mut *self.hooks.deferred.lock());
-        for work in work {
-            work(self);
-        }
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+            && self.group_changes.is_empty()
+            && self.welcome.is_none()
+            && self.presence_subscriptions.is_empty()
+            && self.deferred.is_empty()
+            && self.hook_meta.is_none()
     }
 }
 
@@ -276,22 +312,16 @@ pub struct Conn {
     pub outbox: Outbox,
     identity: Mutex<Option<Arc<Identity>>>,
     pub rooms: Mutex<ConnRooms>,
-    pub errors: Mutex<ErrorWindow>,
     /// Milliseconds since `started` of the last inbound frame.
     last_activity_ms: AtomicU64,
     started: Instant,
-    /// Group changes (added, removed) for the writer to apply.
-    pub pending_groups: Mutex<Vec<(Vec<String>, Vec<String>)>>,
-    /// The first frames (`connected`, and the `ack` of an in-band `auth`), held until the
-    /// connection is in its personal room.
-    welcome: Mutex<Option<Vec<Bytes>>>,
-    /// Users whose presence this connection subscribed to (unsubscribed when it closes).
-    pub presence_subscriptions: Mutex<Vec<String>>,
     pub meta: ConnMeta,
-    /// What the authorization hooks left to do and added.
-    pub hooks: ConnHooks,
+    /// The connect hook is being asked: the connection is not accepted yet.
+    pub admitting: AtomicBool,
     /// Client messages received after authentication (the admin API's `messages_in`).
     pub received: AtomicU64,
+    /// See [`Rare`]; a leaf lock: nothing is called while it is held.
+    rare: Mutex<Option<Box<Rare>>>,
 }
 
 impl Conn {
@@ -301,16 +331,29 @@ impl Conn {
             outbox: Outbox::new(queue_frames),
             identity: Mutex::new(None),
             rooms: Mutex::new(ConnRooms { rooms: HashSet::new(), closed: false }),
-            errors: Mutex::new(ErrorWindow::new()),
             last_activity_ms: AtomicU64::new(0),
             started: Instant::now(),
-            pending_groups: Mutex::new(Vec::new()),
-            presence_subscriptions: Mutex::new(Vec::new()),
-            welcome: Mutex::new(None),
             meta,
-            hooks: ConnHooks::default(),
+            admitting: AtomicBool::new(false),
             received: AtomicU64::new(0),
+            rare: Mutex::new(None),
         }
+    }
+
+    /// Runs `change` on the rare state (made if missing), then drops that state if it is empty.
+    fn rare<T>(&self, change: impl FnOnce(&mut Rare) -> T) -> T {
+        let mut slot = self.rare.lock();
+        let rare = slot.get_or_insert_with(Box::default);
+        let result = change(rare);
+        if rare.is_empty() {
+            *slot = None;
+        }
+        result
+    }
+
+    /// Reads the rare state, if there is any.
+    fn peek_rare<T>(&self, read: impl FnOnce(&Rare) -> T) -> Option<T> {
+        self.rare.lock().as_deref().map(read)
     }
 
     pub fn identity(&self) -> Option<Arc<Identity>> {
@@ -324,12 +367,12 @@ impl Conn {
 
     /// Holds the first frames until [`Conn::release_welcome`].
     pub fn hold_welcome(&self, frames: Vec<Bytes>) {
-        *self.welcome.lock() = Some(frames);
+        self.rare(|rare| rare.welcome = Some(frames));
     }
 
     /// Queues the held first frames, if any are still held.
     pub fn release_welcome(&self) {
-        let welcome = self.welcome.lock().take();
+        let welcome = self.rare(|rare| rare.welcome.take());
         for frame in welcome.into_iter().flatten() {
             self.outbox.push_text(frame);
         }
@@ -338,6 +381,67 @@ impl Conn {
     /// Replaces the identity without waking the writer (the writer itself calls this).
     pub fn set_identity_quietly(&self, identity: Arc<Identity>) {
         *self.identity.lock() = Some(identity);
+    }
+
+    /// Records a failed request; true when `limit` of them fell within `window`.
+    pub fn record_error(&self, limit: u32, window: Duration) -> bool {
+        self.rare(|rare| rare.errors.record(limit, window))
+    }
+
+    /// Queues a change of the user's groups for the connection's task (and wakes it).
+    pub fn push_group_change(&self, added: Vec<String>, removed: Vec<String>) {
+        self.rare(|rare| rare.group_changes.push((added, removed)));
+        self.outbox.signal();
+    }
+
+    pub fn has_group_changes(&self) -> bool {
+        self.peek_rare(|rare| !rare.group_changes.is_empty()).unwrap_or(false)
+    }
+
+    /// Takes the queued group changes, oldest first.
+    pub fn take_group_changes(&self) -> Vec<(Vec<String>, Vec<String>)> {
+        self.rare(|rare| std::mem::take(&mut rare.group_changes))
+    }
+
+    /// Remembers (or forgets) a subscription to `user`'s presence.
+    pub fn set_presence_subscription(&self, user: &str, subscribe: bool) {
+        self.rare(|rare| {
+            rare.presence_subscriptions.retain(|known| known != user);
+            if subscribe {
+                rare.presence_subscriptions.push(user.to_string());
+            }
+        });
+    }
+
+    /// Takes the users whose presence the connection subscribed to.
+    pub fn take_presence_subscriptions(&self) -> Vec<String> {
+        self.rare(|rare| std::mem::take(&mut rare.presence_subscriptions))
+    }
+
+    /// Leaves `work` to the connection's task (and wakes it).
+    pub fn defer(&self, work: Deferred) {
+        self.rare(|rare| rare.deferred.push(work));
+        self.outbox.signal();
+    }
+
+    /// Runs the work left to the connection's task (called by the task).
+    pub fn run_deferred(self: &Arc<Self>) {
+        if self.rare.lock().is_none() {
+            return;
+        }
+        let work = self.rare(|rare| std::mem::take(&mut rare.deferred));
+        for work in work {
+            work(self);
+        }
+    }
+
+    /// The `meta` the connect hook added, if any.
+    pub fn hook_meta(&self) -> Option<serde_json::Value> {
+        self.peek_rare(|rare| rare.hook_meta.clone()).flatten()
+    }
+
+    pub fn set_hook_meta(&self, meta: serde_json::Value) {
+        self.rare(|rare| rare.hook_meta = Some(meta));
     }
 
     pub fn touch(&self) {

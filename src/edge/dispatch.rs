@@ -106,11 +106,7 @@ impl Session {
                     let room = RoomKey::user(&identity.tenant, user);
                     let op = if subscribe { PresenceOp::Subscribe } else { PresenceOp::Unsubscribe };
                     self.edge.owners.route(OwnerOp::request(room, sender.clone(), None, RequestKind::Presence(op)))?;
-                    let mut subscriptions = self.conn.presence_subscriptions.lock();
-                    subscriptions.retain(|known| known != user);
-                    if subscribe {
-                        subscriptions.push(user.clone());
-                    }
+                    self.conn.set_presence_subscription(user, subscribe);
                 }
                 if let Some(ack) = frames::ack(op_id, serde_json::json!({ "users": users })) {
                     self.conn.outbox.push_text(ack);
@@ -202,7 +198,7 @@ impl Session {
 /// its identity takes the new groups, it joins and leaves the `group:` rooms (and the rooms
 /// of server-side subscriptions, [`subscribed_room`]), and it is told with `room.update`. Runs on the connection's writer task, outside every lock.
 pub fn apply_group_changes(edge: &Edge, conn: &Conn) {
-    let changes: Vec<(Vec<String>, Vec<String>)> = std::mem::take(&mut *conn.pending_groups.lock());
+    let changes = conn.take_group_changes();
     let Some(mut identity) = conn.identity() else { return };
     #[derive(Serialize)]
     struct RoomUpdate<'a> {

@@ -9,6 +9,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use crate::close::Disconnect;
 use crate::edge::conn::{Conn, ConnId, Pushed};
@@ -19,8 +20,12 @@ use crate::room::RoomKey;
 
 const NUM_SHARDS: usize = 64;
 
+/// A room's local connections: one, inline, in every personal room (a `Vec` would allocate
+/// room for four).
+type RoomConns = SmallVec<[Arc<Conn>; 1]>;
+
 pub struct Hub {
-    rooms: Box<[Mutex<HashMap<RoomKey, Vec<Arc<Conn>>>>]>,
+    rooms: Box<[Mutex<HashMap<RoomKey, RoomConns>>]>,
     conns: Box<[Mutex<HashMap<ConnId, Arc<Conn>>>]>,
     hasher: std::collections::hash_map::RandomState,
     error_limit: u32,
@@ -44,7 +49,7 @@ impl Hub {
         }
     }
 
-    fn room_shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, Vec<Arc<Conn>>>> {
+    fn room_shard(&self, room: &RoomKey) -> &Mutex<HashMap<RoomKey, RoomConns>> {
         let mut hasher = self.hasher.build_hasher();
         room.hash(&mut hasher);
         &self.rooms[hasher.finish() as usize % NUM_SHARDS]
@@ -124,7 +129,7 @@ impl Hub {
 
     /// This node's connections in `room`.
     pub fn in_room(&self, room: &RoomKey) -> Vec<Arc<Conn>> {
-        self.room_shard(room).lock().get(room).cloned().unwrap_or_default()
+        self.room_shard(room).lock().get(room).map(|conns| conns.to_vec()).unwrap_or_default()
     }
 
     fn remove_from_room(&self, room: &RoomKey, conn_id: ConnId) {
@@ -163,7 +168,7 @@ impl Hub {
                     return;
                 };
                 conn.outbox.push_text(frame);
-                if is_error && conn.errors.lock().record(self.error_limit, self.error_window) {
+                if is_error && conn.record_error(self.error_limit, self.error_window) {
                     conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
                 }
             }
@@ -177,8 +182,11 @@ impl Hub {
                     if conn_rooms.closed {
                         return;
                     }
-                    conn_rooms.rooms.insert(room.clone());
-                    let conns = shard.entry(room.clone()).or_default();
+                    let entry = shard.entry(room.clone());
+                    // The connection keeps the hub's key of the room (the first joiner's),
+                    // not one string per member.
+                    conn_rooms.rooms.replace(entry.key().clone());
+                    let conns = entry.or_default();
                     if !conns.iter().any(|c| c.id == conn_id) {
                         conns.push(conn.clone());
                     }
@@ -193,8 +201,7 @@ impl Hub {
                 // Joining and leaving rooms means calling owners, which the hub never does
                 // (an owner may be calling it): the connection's writer applies the change.
                 if let Some(conn) = self.get(conn_id) {
-                    conn.pending_groups.lock().push((added, removed));
-                    conn.outbox.signal();
+                    conn.push_group_change(added, removed);
                 }
             }
             EdgeMsg::Route(_) | EdgeMsg::PresenceInfo { .. } => {

@@ -1,13 +1,15 @@
 //! The per-connection rate limit of PROTOCOL.md §1: a token bucket over client messages, with
 //! the "keeps exceeding" clock of close 4008.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// Token bucket over client messages, with the "keeps exceeding" clock of close 4008.
+use crate::config::Limits;
+
+/// Token bucket over client messages, with the "keeps exceeding" clock of close 4008. The
+/// rate and the burst are the node's ([`Limits`]), passed to each check rather than kept by
+/// every connection.
 pub struct RateLimiter {
     tokens: f64,
-    rate_per_second: f64,
-    burst: f64,
     refilled_at: Instant,
     /// When the current run of refusals began, and when the last refusal was.
     excess: Option<(Instant, Instant)>,
@@ -21,22 +23,20 @@ pub enum RateVerdict {
 
 impl RateLimiter {
     /// A gap this long without a refusal ends a run of refusals.
-    const RUN_GAP: std::time::Duration = std::time::Duration::from_secs(2);
+    const RUN_GAP: Duration = Duration::from_secs(2);
 
-    pub fn new(rate_per_second: f64, burst: u32) -> Self {
-        RateLimiter {
-            tokens: burst as f64,
-            rate_per_second,
-            burst: burst as f64,
-            refilled_at: Instant::now(),
-            excess: None,
-        }
+    pub fn new(limits: &Limits) -> Self {
+        RateLimiter { tokens: limits.rate_burst as f64, refilled_at: Instant::now(), excess: None }
     }
 
-    pub fn check(&mut self, close_after: std::time::Duration) -> RateVerdict {
+    pub fn check(&mut self, limits: &Limits) -> RateVerdict {
+        self.check_with(limits.rate_per_second, limits.rate_burst, limits.rate_limit_close_after)
+    }
+
+    fn check_with(&mut self, rate_per_second: f64, burst: u32, close_after: Duration) -> RateVerdict {
         let now = Instant::now();
         let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate_per_second).min(self.burst);
+        self.tokens = (self.tokens + elapsed * rate_per_second).min(burst as f64);
         self.refilled_at = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -61,11 +61,11 @@ mod tests {
 
     #[test]
     fn test_rate_limiter_burst_then_refuse() {
-        let mut limiter = RateLimiter::new(10.0, 20);
+        let mut limiter = RateLimiter { tokens: 20.0, refilled_at: Instant::now(), excess: None };
         for _ in 0..20 {
-            assert!(matches!(limiter.check(std::time::Duration::from_secs(10)), RateVerdict::Allowed));
+            assert!(matches!(limiter.check_with(10.0, 20, Duration::from_secs(10)), RateVerdict::Allowed));
         }
-        assert!(matches!(limiter.check(std::time::Duration::from_secs(10)), RateVerdict::Limited));
-        assert!(matches!(limiter.check(std::time::Duration::ZERO), RateVerdict::Close));
+        assert!(matches!(limiter.check_with(10.0, 20, Duration::from_secs(10)), RateVerdict::Limited));
+        assert!(matches!(limiter.check_with(10.0, 20, Duration::ZERO), RateVerdict::Close));
     }
 }

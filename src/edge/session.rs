@@ -72,7 +72,7 @@ pub async fn run(
     let mut session = Session {
         edge: edge.clone(),
         conn: conn.clone(),
-        rate: RateLimiter::new(edge.limits.rate_per_second, edge.limits.rate_burst),
+        rate: RateLimiter::new(&edge.limits),
         fragments: None,
         pending_auth: None,
         deflate,
@@ -113,7 +113,7 @@ pub async fn run(
             let _ = edge.owners.route(OwnerOp::request(room, sender, None, RequestKind::Leave));
         }
     }
-    let subscriptions = std::mem::take(&mut *conn.presence_subscriptions.lock());
+    let subscriptions = conn.take_presence_subscriptions();
     if let Some(identity) = conn.identity() {
         for user in subscriptions {
             let room = RoomKey::user(&identity.tenant, &user);
@@ -244,9 +244,6 @@ impl Session {
                             ReadOutcome::Close(disconnect) => self.conn.outbox.close(disconnect),
                         }
                     }
-                    if ready.is_read_closed() && !ready.is_readable() {
-                        return None;
-                    }
                 }
                 _ = self.conn.outbox.woken() => {
                     if self.conn.outbox.take_aborted() {
@@ -261,7 +258,7 @@ impl Session {
                             closing = Some((Disconnect::SLOW_CONSUMER, tokio::time::Instant::now() + CLOSE_WRITE_TIMEOUT));
                         }
                     }
-                    if !self.conn.pending_groups.lock().is_empty() {
+                    if self.conn.has_group_changes() {
                         apply_group_changes(&self.edge, &self.conn);
                     }
                     self.conn.run_deferred();
@@ -397,7 +394,7 @@ impl Session {
             return Err(Disconnect::INVALID_UTF8);
         }
         if self.conn.identity().is_none() {
-            if self.conn.hooks.admitting.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.conn.admitting.load(std::sync::atomic::Ordering::Relaxed) {
                 let op_id = protocol::parse(&mut payload).op_id;
                 let error = ReplyError::new(ErrorCode::Unavailable, "connection not accepted yet");
                 self.reply_error(op_id.as_deref(), error);
@@ -480,7 +477,7 @@ impl Session {
 
     /// Applies the rate limit to one message; false when it must be dropped.
     fn admit(&mut self, op_id: Option<&str>) -> bool {
-        match self.rate.check(self.edge.limits.rate_limit_close_after) {
+        match self.rate.check(&self.edge.limits) {
             RateVerdict::Allowed => true,
             RateVerdict::Limited => {
                 let error = ReplyError::new(ErrorCode::RateLimited, "rate limit exceeded");
@@ -523,7 +520,7 @@ impl Session {
         self.conn.outbox.push_text(frames::error(op_id, &error));
         if !matches!(error.code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
             let limits = &self.edge.limits;
-            if self.conn.errors.lock().record(limits.error_limit, limits.error_window) {
+            if self.conn.record_error(limits.error_limit, limits.error_window) {
                 self.conn.outbox.close(Disconnect::TOO_MANY_ERRORS);
             }
         }

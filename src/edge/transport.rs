@@ -6,6 +6,7 @@
 //! (`writer().write_vectored` → `write_tls`).
 
 use std::io::{self, IoSlice, Read, Write};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
@@ -47,10 +48,35 @@ impl Transport {
     }
 
     /// Waits for `interest` on the socket; never resolves without one.
+    ///
+    /// Polls the socket's own reader and writer waker slots rather than awaiting
+    /// `TcpStream::ready`, whose future carries a waiter node of its own in every
+    /// connection's task. Taking the reader slot also releases the waker hyper's task left
+    /// there, and with it that finished task's allocation.
     pub async fn ready(&self, interest: Option<Interest>) -> io::Result<Ready> {
-        match interest {
-            Some(interest) => self.stream.ready(interest).await,
-            None => std::future::pending().await,
+        std::future::poll_fn(|cx| self.poll_ready(cx, interest)).await
+    }
+
+    fn poll_ready(&self, cx: &mut Context<'_>, interest: Option<Interest>) -> Poll<io::Result<Ready>> {
+        let Some(interest) = interest else { return Poll::Pending };
+        let mut ready = Ready::EMPTY;
+        if interest.is_readable() {
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => ready |= Ready::READABLE,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {}
+            }
+        }
+        if interest.is_writable() {
+            match self.stream.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => ready |= Ready::WRITABLE,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {}
+            }
+        }
+        match ready.is_empty() {
+            true => Poll::Pending,
+            false => Poll::Ready(Ok(ready)),
         }
     }
 

@@ -20,6 +20,8 @@ const OPCODE_PONG: u8 = 0xA;
 
 /// Frames per vectored write (two iovecs each; Linux takes up to 1024).
 const FRAMES_PER_WRITE: usize = 64;
+/// An emptied queue keeps its buffer only above this many frames (see `try_flush`).
+const KEPT_FRAMES_MIN: usize = 4;
 /// RSV1 in the first header byte: the frame is a compressed message (RFC 7692 §6).
 const RSV1: u8 = 0x40;
 
@@ -144,6 +146,13 @@ impl WriteQueue {
                 return Err(io::ErrorKind::WriteZero.into());
             }
             self.advance(written, &totals[..count]);
+        }
+        // Everything is written. A buffer that only ever held a few frames goes back, or
+        // every connection that was sent a frame would keep one for its whole life; a busy
+        // connection's bigger one is kept for its next batches (no allocation per batch)
+        // and given back at its next ping if it went idle (`shrink_if_empty`).
+        if self.frames.capacity() <= KEPT_FRAMES_MIN {
+            self.frames = VecDeque::new();
         }
         transport.flush()
     }

@@ -1,12 +1,10 @@
 //! The request an owner serves: who asks about which room, the `ack` it wants and where the
 //! answers go, with the answers every request kind gives (ack, error, joined, left, fan-out).
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{EdgeSink, Room};
+use super::{EdgeSink, Room, Rooms};
 use crate::frames;
 use crate::metrics;
 use crate::ops::{ConnRef, EdgeMsg, Sender};
@@ -36,16 +34,19 @@ impl<'a> OpCtx<'a> {
 
     /// The room, if the asking connection is in it; otherwise the request is answered
     /// `forbidden` and there is nothing more to do.
-    pub fn in_room<'r>(&self, shard: &'r mut HashMap<RoomKey, Room>) -> Option<&'r mut Room> {
+    pub fn in_room<'r>(&self, shard: &'r mut Rooms) -> Option<&'r mut Room> {
         if self.sender.is_service() {
             // A server-side request (admin API) needs no membership; the room must exist.
-            let room = shard.get_mut(self.key);
+            let room = shard.get_mut(self.key).map(|room| &mut **room);
             if room.is_none() {
                 self.error(ReplyError::new(ErrorCode::NotFound, "unknown room"));
             }
             return room;
         }
-        let room = shard.get_mut(self.key).filter(|room| room.has_conn(&self.sender.user_id, &self.sender.conn));
+        let room = shard
+            .get_mut(self.key)
+            .map(|room| &mut **room)
+            .filter(|room| room.has_conn(&self.sender.user_id, &self.sender.conn));
         if room.is_none() {
             self.error(ReplyError::new(ErrorCode::Forbidden, "not in room"));
         }

@@ -2,13 +2,11 @@
 //! the user's personal room: every connection of a user is in that room, so its owner reaches
 //! them all, and it keeps the inbox of a user who has none.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::presence::user_of;
-use super::{InboxSnapshot, OpCtx, Owner, Room, SentAck, UserBox};
+use super::{InboxSnapshot, OpCtx, Owner, Rooms, SentAck, UserBox};
 use crate::ops::{EdgeMsg, OwnerOp, RequestKind, Sender, UserDelivery};
 use crate::protocol::{ErrorCode, ReplyError};
 use crate::room::RoomKey;
@@ -17,7 +15,7 @@ use crate::time;
 use crate::webhook::{self, EventType, Field};
 
 impl Owner {
-    pub(super) fn to_user(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, delivery: UserDelivery) {
+    pub(super) fn to_user(&self, shard: &mut Rooms, ctx: &OpCtx<'_>, delivery: UserDelivery) {
         let (sink, key, sender) = (ctx.sink, ctx.key, ctx.sender);
         let online = shard.get(key).filter(|room| !room.users.is_empty());
         match delivery {
@@ -42,7 +40,7 @@ impl Owner {
                 let mut inboxes = self.inbox_shard(key).lock();
                 let user_box = inboxes.entry(key.clone()).or_default();
                 let sent_key = client_id.map(|client_id| (sender.user_id.clone(), client_id));
-                if let Some(first) = sent_key.as_ref().and_then(|sent_key| user_box.sent.acks.get(sent_key)) {
+                if let Some(first) = sent_key.as_ref().and_then(|sent_key| user_box.sent.get(sent_key)) {
                     // A retry: the first ack again, nothing delivered twice.
                     return ctx.ack(DmAck { id: &first.id, ts: &first.ts });
                 }
@@ -110,14 +108,7 @@ impl Owner {
             let moving: Vec<RoomKey> = shard.keys().filter(|key| !owns(key)).cloned().collect();
             for key in moving {
                 if let Some(mut user_box) = shard.remove(&key) {
-                    let order = std::mem::take(&mut user_box.sent.order);
-                    let sent = order
-                        .into_iter()
-                        .filter_map(|sent_key| {
-                            let ack = user_box.sent.acks.remove(&sent_key)?;
-                            Some((sent_key.0, sent_key.1, ack))
-                        })
-                        .collect();
+                    let sent = std::mem::take(&mut user_box.sent).into_ordered();
                     snapshots.push(InboxSnapshot {
                         key,
                         messages: user_box.messages.into(),

@@ -13,14 +13,13 @@
 //! reloaded from what the store really holds. No op is ever acknowledged before its writes
 //! were stored.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ringcast_cluster::NodeId;
 
 use super::membership::{announce_reset, ResetReason};
-use super::{EdgeSink, Owner, Room, SentAck};
+use super::{EdgeSink, Owner, Room, Rooms, SentAck};
 use crate::ops::{EdgeMsg, OwnerOp, Request, RequestKind, RoomAction};
 use crate::room::RoomKey;
 use crate::store::{journal, Job, Loaded, Refusal, StoreError, Write};
@@ -76,7 +75,7 @@ impl Owner {
     /// Applies `op` to a room served over a durable store (the shard is locked, the key is
     /// ours): waits for the room's load when it must, holds the answers until the writes are
     /// stored.
-    pub(super) fn gate(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, op: OwnerOp) {
+    pub(super) fn gate(&self, shard: &mut Rooms, sink: &dyn EdgeSink, op: OwnerOp) {
         let key = op.room().clone();
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
         match &mut room.load {
@@ -114,7 +113,7 @@ impl Owner {
             }
             // An op on a room nobody is in (members of an unknown room, a presence query)
             // leaves nothing behind.
-            if shard.get(&key).is_some_and(Room::can_forget) {
+            if shard.get(&key).is_some_and(|room| room.can_forget()) {
                 shard.remove(&key);
                 crate::metrics::rooms_owned(-1.0);
             }
@@ -180,7 +179,7 @@ impl Owner {
                 }
             }
         }
-        if shard.get(key).is_some_and(Room::can_forget) {
+        if shard.get(key).is_some_and(|room| room.can_forget()) {
             shard.remove(key);
             crate::metrics::rooms_owned(-1.0);
         }
@@ -282,7 +281,7 @@ impl Owner {
         }
     }
 
-    fn write_failed(&self, shard: &mut HashMap<RoomKey, Room>, sink: &dyn EdgeSink, job: Job) {
+    fn write_failed(&self, shard: &mut Rooms, sink: &dyn EdgeSink, job: Job) {
         if let Some(refusal) = job.on_fail {
             send_refusal(sink, refusal, "store unavailable");
         }

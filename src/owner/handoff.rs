@@ -123,7 +123,7 @@ impl Owner {
             let mut shard = shard.lock();
             let mut emptied = Vec::new();
             for (key, room) in shard.iter_mut() {
-                if !room.nodes.contains_key(node) {
+                if !room.has_node(node) {
                     continue;
                 }
                 let gone: Vec<(Arc<str>, ConnRef)> = room
@@ -172,19 +172,11 @@ impl Room {
             history: self.history.iter().map(|message| (**message).clone()).collect(),
             users: self
                 .users
+                .into_vec()
                 .into_iter()
-                .map(|(user_id, user)| (user_id, user.name, user.moderator, user.conns))
+                .map(|(user_id, user)| (user_id, user.name, user.moderator, user.conns.into_vec()))
                 .collect(),
-            sent: {
-                let mut sent = self.sent;
-                sent.order
-                    .into_iter()
-                    .filter_map(|key| {
-                        let ack = sent.acks.remove(&key)?;
-                        Some((key.0, key.1, ack))
-                    })
-                    .collect()
-            },
+            sent: self.sent.into_ordered(),
         }
     }
 }

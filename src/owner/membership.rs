@@ -2,13 +2,11 @@
 //! inbox of a personal room), leaving, the member list, and the resubscription of a room's
 //! connections after it changed owner.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::context::event_now;
-use super::{Added, EdgeSink, OpCtx, Owner, Removed, Room};
+use super::{Added, EdgeSink, OpCtx, Owner, Removed, Room, Rooms};
 use crate::frames;
 use crate::metrics;
 use crate::ops::{EdgeMsg, Sender};
@@ -21,13 +19,7 @@ impl Owner {
     /// the change). A room that is not here (not handed over, or not yet) restarts under a
     /// new epoch unless a hand-off or the durable store brings its state; its members are
     /// told with `room.reset` before the room's first message (see [`Owner::reset_if_due`]).
-    pub(super) fn resubscribe(
-        &self,
-        shard: &mut HashMap<RoomKey, Room>,
-        sink: &dyn EdgeSink,
-        key: RoomKey,
-        members: Vec<Sender>,
-    ) {
+    pub(super) fn resubscribe(&self, shard: &mut Rooms, sink: &dyn EdgeSink, key: RoomKey, members: Vec<Sender>) {
         let restarted = !shard.contains_key(&key);
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
         room.reset_due |= restarted;
@@ -54,7 +46,7 @@ impl Owner {
         }
     }
 
-    pub(super) fn join(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, since: Option<Since>) {
+    pub(super) fn join(&self, shard: &mut Rooms, ctx: &OpCtx<'_>, since: Option<Since>) {
         let (key, sender) = (ctx.key, ctx.sender);
         if self.is_banned(key, &sender.user_id) {
             let error = ReplyError::new(ErrorCode::Forbidden, "banned from this room");
@@ -102,7 +94,7 @@ impl Owner {
     }
 }
 
-pub(super) fn leave(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) -> Removed {
+pub(super) fn leave(shard: &mut Rooms, ctx: &OpCtx<'_>) -> Removed {
     #[derive(Serialize)]
     struct LeaveAck<'a> {
         room: &'a str,
@@ -130,7 +122,7 @@ pub(super) fn leave(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) -> Remo
     removed
 }
 
-pub(super) fn members(shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) {
+pub(super) fn members(shard: &mut Rooms, ctx: &OpCtx<'_>) {
     let Some(room) = ctx.in_room(shard) else { return };
     #[derive(Serialize)]
     struct Member<'a> {

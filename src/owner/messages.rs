@@ -3,14 +3,13 @@
 //! upload progress and history reads. Every one needs the asking connection to be in the
 //! room; the permission rules (author, moderator) are checked here, at the owner.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use super::context::event_now;
-use super::{EdgeSink, MessageExtra, OpCtx, Owner, Room, StoredMessage};
+use super::{EdgeSink, MessageExtra, OpCtx, Owner, Room, Rooms, StoredMessage};
 use crate::frames;
 use crate::ops::RoomAction;
 use crate::protocol::{ErrorCode, ReplyError};
@@ -20,7 +19,7 @@ use crate::time;
 use crate::webhook::{self, EventType};
 
 impl Owner {
-    pub(super) fn act(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, action: RoomAction) {
+    pub(super) fn act(&self, shard: &mut Rooms, ctx: &OpCtx<'_>, action: RoomAction) {
         if action == RoomAction::RequestJoin {
             return self.request_join(shard, ctx);
         }
@@ -52,7 +51,7 @@ impl Owner {
             ctx.error(error);
         }
         // A kick or ban may have emptied the room: forget it, as a leave would.
-        if shard.get(ctx.key).is_some_and(Room::can_forget) {
+        if shard.get(ctx.key).is_some_and(|room| room.can_forget()) {
             shard.remove(ctx.key);
             crate::metrics::rooms_owned(-1.0);
         }

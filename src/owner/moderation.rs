@@ -3,14 +3,13 @@
 //! outlive the room's members (a banned user's room may empty), so they live in the owner's
 //! per-key `RoomMeta`, handed over with the key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::context::{event_now, push};
 use super::membership::{member_left_frame, membership_event};
-use super::{Added, OpCtx, Owner, Removed, Room, RoomMeta};
+use super::{Added, OpCtx, Owner, Removed, Room, RoomMeta, Rooms};
 use crate::frames;
 use crate::ops::{EdgeMsg, Sender};
 use crate::protocol::{ErrorCode, ReplyError};
@@ -46,7 +45,7 @@ impl Owner {
         banned
     }
 
-    pub(super) fn request_join(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>) {
+    pub(super) fn request_join(&self, shard: &mut Rooms, ctx: &OpCtx<'_>) {
         let (key, sender) = (ctx.key, ctx.sender);
         if self.is_banned(key, &sender.user_id) {
             return ctx.error(ReplyError::new(ErrorCode::Forbidden, "banned from this room"));

@@ -4,13 +4,11 @@
 //! subscribers and the grace live in the user's `UserBox`; device events go to the user's
 //! own other connections.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde::Serialize;
 
 use super::context::push;
-use super::{EdgeSink, OpCtx, Owner, Room, UserBox};
+use super::{EdgeSink, OpCtx, Owner, Room, Rooms, UserBox};
 use crate::frames;
 use crate::ops::{ConnRef, EdgeMsg, PresenceOp};
 use crate::protocol::{ErrorCode, ReplyError};
@@ -81,7 +79,7 @@ impl Owner {
         let keys: Vec<RoomKey> = self.presence_pending.lock().iter().cloned().collect();
         let now = time::now_millis();
         for key in keys {
-            let online = self.shard(&key).lock().get(&key).map(devices_of).unwrap_or(0) > 0;
+            let online = self.shard(&key).lock().get(&key).map(|room| devices_of(room)).unwrap_or(0) > 0;
             let mut inboxes = self.inbox_shard(&key).lock();
             let Some(user_box) = inboxes.get_mut(&key) else {
                 self.presence_pending.lock().remove(&key);
@@ -114,9 +112,9 @@ impl Owner {
         });
     }
 
-    pub(super) fn presence_op(&self, shard: &HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, op: PresenceOp) {
+    pub(super) fn presence_op(&self, shard: &Rooms, ctx: &OpCtx<'_>, op: PresenceOp) {
         let (sink, key, sender) = (ctx.sink, ctx.key, ctx.sender);
-        let devices = shard.get(key).map(devices_of).unwrap_or(0);
+        let devices = shard.get(key).map(|room| devices_of(room)).unwrap_or(0);
         let mut inboxes = self.inbox_shard(key).lock();
         match op {
             PresenceOp::Set { status, message } => {

@@ -2,15 +2,13 @@
 //! room's bounded history, the idempotency of a send with a `client_id`, the ack and the
 //! fan-out.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{OpCtx, Owner, Room, SentAck, StoredMessage};
+use super::{OpCtx, Owner, Rooms, SentAck, StoredMessage};
 use crate::metrics;
 use crate::protocol::{ChatSend, ErrorCode, ReplyError};
-use crate::room::RoomKey;
 use crate::store::{journal, Write};
 use crate::time;
 use crate::webhook::{self, EventType};
@@ -25,14 +23,14 @@ struct SendAck<'a> {
 }
 
 impl Owner {
-    pub(super) fn publish(&self, shard: &mut HashMap<RoomKey, Room>, ctx: &OpCtx<'_>, message: ChatSend) {
+    pub(super) fn publish(&self, shard: &mut Rooms, ctx: &OpCtx<'_>, message: ChatSend) {
         if ctx.sender.is_service() {
             // The backend publishes to a room whether or not anyone is in it.
             shard.entry(ctx.key.clone()).or_insert_with(|| self.new_room());
         }
         let Some(room) = ctx.in_room(shard) else { return };
         let sent_key = message.client_id.clone().map(|client_id| (ctx.sender.user_id.clone(), client_id));
-        if let Some(first) = sent_key.as_ref().and_then(|sent_key| room.sent.acks.get(sent_key)) {
+        if let Some(first) = sent_key.as_ref().and_then(|sent_key| room.sent.get(sent_key)) {
             // A retry: the first ack again, nothing stored or sent twice.
             let ack = SendAck { room: ctx.room(), id: &first.id, seq: first.seq, ts: &first.ts, epoch: &room.epoch };
             return ctx.ack(ack);
@@ -45,7 +43,7 @@ impl Owner {
                 None => Some(reply_to.clone()),
             },
         };
-        if room.nodes.keys().any(|node| ctx.sink.congested(node)) {
+        if room.nodes.iter().any(|(node, _)| ctx.sink.congested(node)) {
             metrics::publish_congested();
             return ctx.error(ReplyError::new(ErrorCode::Unavailable, "delivery queue full"));
         }
