@@ -443,40 +443,9 @@ mod tests {
     /// A rendered `chat.message` of about 1.3 KB: the load harness's padding words after a
     /// stamp, in the envelope the owner renders.
     fn chat_message(n: u64) -> Vec<u8> {
-        const WORDS: [&str; 32] = [
-            "the",
-            "meeting",
-            "moved",
-            "to",
-            "thursday",
-            "afternoon",
-            "can",
-            "you",
-            "send",
-            "me",
-            "latest",
-            "draft",
-            "before",
-            "lunch",
-            "thanks",
-            "i",
-            "think",
-            "we",
-            "should",
-            "ship",
-            "it",
-            "after",
-            "review",
-            "sounds",
-            "good",
-            "let's",
-            "sync",
-            "tomorrow",
-            "morning",
-            "about",
-            "budget",
-            "numbers",
-        ];
+        // The harness's padding words (`loadtest/src/proto.rs`; that crate is not a dependency).
+        const WORDS: &str = "the meeting moved to thursday afternoon can you send me latest draft before lunch thanks i think we should ship it after review sounds good let's sync tomorrow morning about budget numbers";
+        let words: Vec<&str> = WORDS.split(' ').collect();
         let mut text = format!("t:{}:1:{n}:", 1_764_000_000_000_000_000u64 + n * 1_234_567);
         let end = text.len() + 1000;
         let mut state = (n << 20) ^ 1 ^ 0x9e37_79b9_7f4a_7c15;
@@ -484,7 +453,7 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            text.push_str(WORDS[(state % 32) as usize]);
+            text.push_str(words[(state % words.len() as u64) as usize]);
             text.push(' ');
         }
         text.truncate(end);
