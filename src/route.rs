@@ -373,7 +373,14 @@ impl Router {
         let Some(cluster) = self.cluster.get() else {
             return tracing::warn!(node = %node, "no link to edge node, message dropped");
         };
-        match cluster.send(node, peer::encode_msg(&msg)) {
+        // What owners send edges is a stream: a delivery dropped leaves a seq the room's
+        // subscribers there never see, an answer dropped leaves a request unanswered (and a
+        // seq its sender never learns). It may overfill the link's queue rather than be
+        // dropped: the work behind it was admitted while the link had room (a publish is
+        // refused before it takes a seq when the link is congested, an op forwarded to the
+        // owner finds the other direction's queue full and is answered `unavailable`).
+        let sent = cluster.send_stream(node, peer::encode_msg(&msg));
+        match sent {
             Ok(mark) => {
                 if matches!(msg, EdgeMsg::Deliver { .. }) {
                     receipts::record(node, mark);

@@ -280,10 +280,17 @@ impl Cluster {
         self.refresh.notify_one();
     }
 
-    /// Queues a frame for `node` without waiting.
-    /// Queues `frame` for `node`; its [`Mark`] tells later whether `node` handled it.
+    /// Queues `frame` for `node` without waiting; its [`Mark`] tells later whether `node`
+    /// handled it.
     pub fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<Mark, SendError> {
-        self.links.send(node, frame)
+        self.links.send(node, frame, false)
+    }
+
+    /// Queues a frame of an ordered stream (one that must not be lost while its link
+    /// stands): it may overfill the queue up to [`crate::STREAM_QUEUE_FACTOR`] times, so a
+    /// sender that checked [`Cluster::congested`] before taking a seq never finds it full.
+    pub fn send_stream(&self, node: &NodeId, frame: PeerFrame) -> Result<Mark, SendError> {
+        self.links.send(node, frame, true)
     }
 
     /// How many frames `node` has handled of those sent on link `link_id` (peers send
@@ -293,7 +300,7 @@ impl Cluster {
     }
 
     /// Whether the link to `node` has less than an eighth of its queue free (frames sent now
-    /// may find it full: see [`SendError::QueueFull`]).
+    /// may find it full, except those of [`Cluster::send_stream`]).
     pub fn congested(&self, node: &NodeId) -> bool {
         self.links.congested(node)
     }

@@ -2,13 +2,16 @@
 //! authenticated by an HMAC handshake over fresh nonces, carrying [`PeerFrame`]s both ways.
 //!
 //! Sending never waits: each link has a bounded queue and a writer task that writes every
-//! queued frame in one vectored write. A link that breaks is reported to the
+//! queued frame in one vectored write. A frame of an ordered stream (a room's deliveries) may
+//! overfill the queue up to [`STREAM_QUEUE_FACTOR`] times its bound: its sender refuses new
+//! work while the link is congested, and dropping a frame that passed that check would leave
+//! a hole in the stream (a seq the subscribers never see). A link that breaks is reported to the
 //! [`FrameHandler`] at once, so the user can answer what was in flight.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +34,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// ...and is declared broken when nothing arrived for this long (a partition sends no FIN).
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 const NONCE_LEN: usize = 32;
+/// How far past its bound a link's queue takes frames of an ordered stream.
+pub const STREAM_QUEUE_FACTOR: usize = 4;
 
 /// Receives what peers send. Called on the link's reader task: must not block.
 pub trait FrameHandler: Send + Sync + 'static {
@@ -63,11 +68,43 @@ pub enum SendError {
     QueueFull,
 }
 
+/// A link's queue: unbounded underneath, bounded by its users through `queued`.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::UnboundedSender<PeerFrame>,
+    /// Frames queued and not yet taken by the writer.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn new() -> (Queue, mpsc::UnboundedReceiver<PeerFrame>, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (Queue { tx, queued: queued.clone() }, rx, queued)
+    }
+
+    /// Queues `frame` unless `limit` frames are queued already.
+    fn push(&self, frame: PeerFrame, limit: usize) -> Result<(), SendError> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(SendError::QueueFull);
+        }
+        self.tx.send(frame).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            SendError::NoLink
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
 struct Link {
     /// Unique per link, to tell a replaced link from its successor.
     link_id: u64,
     generation: u64,
-    tx: mpsc::Sender<PeerFrame>,
+    queue: Queue,
     cancel: CancellationToken,
     /// User frames queued on this link so far.
     sent: u64,
@@ -114,16 +151,16 @@ impl Links {
         })
     }
 
-    /// Queues `frame` for `node` without waiting; returns its [`Mark`].
-    pub(crate) fn send(&self, node: &NodeId, frame: PeerFrame) -> Result<Mark, SendError> {
+    /// Queues `frame` for `node` without waiting, unless `stream_frame` is false and the
+    /// queue is full; returns its [`Mark`].
+    pub(crate) fn send(&self, node: &NodeId, frame: PeerFrame, stream_frame: bool) -> Result<Mark, SendError> {
+        let limit = if stream_frame { self.queue_frames * STREAM_QUEUE_FACTOR } else { self.queue_frames };
         let mut links = self.links.lock();
         let link = links.get_mut(node).ok_or(SendError::NoLink)?;
-        link.tx.try_send(frame).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => {
+        link.queue.push(frame, limit).inspect_err(|err| {
+            if *err == SendError::QueueFull {
                 metrics::link_queue_full();
-                SendError::QueueFull
             }
-            mpsc::error::TrySendError::Closed(_) => SendError::NoLink,
         })?;
         link.sent += 1;
         Ok(Mark { link_id: link.link_id, seq: link.sent })
@@ -141,7 +178,7 @@ impl Links {
     }
 
     pub(crate) fn congested(&self, node: &NodeId) -> bool {
-        self.links.lock().get(node).is_some_and(|link| link.tx.capacity() < self.queue_frames / 8)
+        self.links.lock().get(node).is_some_and(|link| link.queue.len() > self.queue_frames - self.queue_frames / 8)
     }
 
     pub(crate) fn is_connected(&self, node: &NodeId) -> bool {
@@ -150,7 +187,7 @@ impl Links {
 
     /// Queued frames per link, for metrics.
     pub(crate) fn queue_depths(&self) -> Vec<(NodeId, usize)> {
-        self.links.lock().iter().map(|(node, link)| (node.clone(), self.queue_frames - link.tx.capacity())).collect()
+        self.links.lock().iter().map(|(node, link)| (node.clone(), link.queue.len())).collect()
     }
 
     /// Makes the dialers match the members: this node dials every member whose id is
@@ -239,9 +276,9 @@ impl Links {
     /// Runs an authenticated link until it breaks or is replaced.
     async fn run_link(self: &Arc<Self>, stream: TcpStream, peer: NodeIdentity, cancel: CancellationToken) {
         let link_id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.queue_frames);
+        let (queue, rx, queued) = Queue::new();
         let handled = Arc::new(AtomicU64::new(NO_RECEIPT_YET));
-        let receipts = tx.clone();
+        let receipts = queue.clone();
         {
             let mut links = self.links.lock();
             if let Some(existing) = links.get(&peer.node_id) {
@@ -256,7 +293,7 @@ impl Links {
                 Link {
                     link_id,
                     generation: peer.generation,
-                    tx,
+                    queue,
                     cancel: cancel.clone(),
                     sent: 0,
                     handled: handled.clone(),
@@ -265,7 +302,7 @@ impl Links {
         }
         tracing::info!(peer = %peer.node_id, generation = peer.generation, "peer link up");
         let (read_half, write_half) = stream.into_split();
-        let writer = tokio::spawn(write_loop(write_half, rx, cancel.clone()));
+        let writer = tokio::spawn(write_loop(write_half, rx, queued, cancel.clone()));
         let reason = self.read_loop(read_half, &peer.node_id, &cancel, &receipts, &handled).await;
         cancel.cancel();
         let _ = writer.await;
@@ -289,7 +326,7 @@ impl Links {
         mut read_half: tokio::net::tcp::OwnedReadHalf,
         peer: &NodeId,
         cancel: &CancellationToken,
-        receipts: &mpsc::Sender<PeerFrame>,
+        receipts: &Queue,
         handled: &AtomicU64,
     ) -> &'static str {
         let mut buffer = BytesMut::with_capacity(64 * 1024);
@@ -334,8 +371,8 @@ impl Links {
             }
             if received > before {
                 // A full queue drops this receipt; a later one says more.
-                let _ =
-                    receipts.try_send(PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes())));
+                let receipt = PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes()));
+                let _ = receipts.push(receipt, self.queue_frames);
             }
             if receipt {
                 self.handler.on_receipt(peer);
@@ -418,13 +455,17 @@ const BATCH_FRAMES: usize = 256;
 /// Writes queued frames, many per syscall, and a keepalive when idle.
 async fn write_loop(
     mut write_half: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<PeerFrame>,
+    mut rx: mpsc::UnboundedReceiver<PeerFrame>,
+    queued: Arc<AtomicUsize>,
     cancel: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(BATCH_FRAMES);
     loop {
         let received = tokio::select! {
-            received = rx.recv_many(&mut batch, BATCH_FRAMES) => received,
+            received = rx.recv_many(&mut batch, BATCH_FRAMES) => {
+                queued.fetch_sub(received, Ordering::AcqRel);
+                received
+            }
             _ = tokio::time::sleep(KEEPALIVE_INTERVAL) => {
                 batch.push(PeerFrame::new(KIND_PING, Bytes::new()));
                 1
@@ -441,7 +482,10 @@ async fn write_loop(
             tokio::task::yield_now().await;
             while batch.len() < BATCH_FRAMES {
                 match rx.try_recv() {
-                    Ok(frame) => batch.push(frame),
+                    Ok(frame) => {
+                        queued.fetch_sub(1, Ordering::AcqRel);
+                        batch.push(frame);
+                    }
                     Err(_) => break,
                 }
             }

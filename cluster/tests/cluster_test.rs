@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ringcast_cluster::{Cluster, ClusterConfig, FrameHandler, MemberState, NodeId, PeerFrame};
+use ringcast_cluster::{Cluster, ClusterConfig, FrameHandler, MemberState, NodeId, PeerFrame, SendError, STREAM_QUEUE_FACTOR};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
@@ -166,4 +166,49 @@ async fn test_garbage_on_the_peer_port_is_dropped() {
     // The real link still works.
     a.send(b.node_id(), PeerFrame::new(21, Bytes::from_static(b"ok"))).unwrap();
     assert!(wait_until(Duration::from_secs(5), || recorder_b.frames.lock().iter().any(|(_, f)| f.kind == 21)).await);
+}
+
+/// A full link queue refuses plain frames but takes a stream's frames up to
+/// `STREAM_QUEUE_FACTOR` times its bound (a room's deliveries: one dropped would be a seq its
+/// subscribers never see), and every frame taken arrives, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn test_a_full_queue_refuses_plain_frames_but_takes_a_streams_frames_up_to_its_factor() {
+    let addrs = [free_addr(), free_addr()];
+    let mut nodes = Vec::new();
+    for (index, addr) in addrs.iter().enumerate() {
+        let recorder = Arc::new(Recorder::default());
+        let mut config = ClusterConfig::for_test(&format!("q{index}"), *addr, vec![addrs[0].to_string()]);
+        config.link_queue_frames = 16;
+        nodes.push((Cluster::start(config, recorder.clone()).await.unwrap(), recorder));
+    }
+    for (cluster, _) in &nodes {
+        assert!(cluster.wait_for(Duration::from_secs(10), |view| view.members.len() == 2).await);
+        cluster.set_state(MemberState::Ready).await;
+    }
+    assert!(wait_until(Duration::from_secs(10), || nodes.iter().all(|(c, _)| c.links_complete())).await);
+    let (from, to) = (&nodes[0].0, nodes[1].0.node_id().clone());
+    let frame = |n: u64| {
+        let mut frame = PeerFrame::new(20, Bytes::from_static(b"x"));
+        frame.id_a = n;
+        frame
+    };
+    // No await from here on: on this one-thread runtime the link's writer cannot drain.
+    let mut next = 0;
+    for _ in 0..16 {
+        from.send(&to, frame(next)).unwrap();
+        next += 1;
+    }
+    assert!(from.congested(&to), "16 of 16 queued");
+    assert_eq!(from.send(&to, frame(99)).unwrap_err(), SendError::QueueFull, "a plain frame is refused");
+    for _ in 16..16 * STREAM_QUEUE_FACTOR {
+        from.send_stream(&to, frame(next)).unwrap();
+        next += 1;
+    }
+    assert_eq!(from.send_stream(&to, frame(99)).unwrap_err(), SendError::QueueFull, "not past the factor");
+    let received = &nodes[1].1;
+    assert!(wait_until(Duration::from_secs(5), || received.frames.lock().len() == next as usize).await);
+    let ids: Vec<u64> = received.frames.lock().iter().map(|(_, frame)| frame.id_a).collect();
+    assert_eq!(ids, (0..next).collect::<Vec<_>>(), "all taken, in order, none refused");
+    assert!(!from.congested(&to), "drained");
+    from.send(&to, frame(next)).unwrap();
 }
