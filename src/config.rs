@@ -130,6 +130,8 @@ pub struct ClusterSettings {
     pub cluster_id: String,
     pub gossip_interval: Duration,
     pub failure_timeout: Duration,
+    /// Frames a peer link queues before forwards over it are refused.
+    pub peer_queue_frames: usize,
 }
 
 /// Per-connection limits (PROTOCOL.md §1).

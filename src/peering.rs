@@ -30,7 +30,7 @@ pub async fn join(node: &Arc<Node>) -> Result<(), ClusterError> {
         cluster_id: gossip_cluster_id(&settings.cluster_id, &settings.secret),
         gossip_interval: settings.gossip_interval,
         failure_timeout: settings.failure_timeout,
-        link_queue_frames: 16 * 1024,
+        link_queue_frames: settings.peer_queue_frames,
     };
     let cluster = Arc::new(Cluster::start(cluster_config, handler).await?);
     node.router.set_cluster(cluster.clone());

@@ -287,8 +287,10 @@ impl Cluster {
     }
 
     /// Queues a frame of an ordered stream (one that must not be lost while its link
-    /// stands): it may overfill the queue up to [`crate::STREAM_QUEUE_FACTOR`] times, so a
-    /// sender that checked [`Cluster::congested`] before taking a seq never finds it full.
+    /// stands): it may overfill the queue up to [`crate::STREAM_QUEUE_FACTOR`] times (at
+    /// least [`crate::STREAM_QUEUE_MIN`] frames), so a sender that checked
+    /// [`Cluster::congested`] before taking a seq does not find it full; one that still does
+    /// resets the link rather than leave a hole in the stream.
     pub fn send_stream(&self, node: &NodeId, frame: PeerFrame) -> Result<Mark, SendError> {
         self.links.send(node, frame, true)
     }

@@ -31,7 +31,7 @@ pub mod wire;
 
 pub use change::{compute_changes, members_by_id, ClusterChange};
 pub use cluster::{Cluster, ClusterConfig, ClusterError, ClusterView};
-pub use link::{FrameHandler, Mark, SendError, STREAM_QUEUE_FACTOR};
+pub use link::{FrameHandler, Mark, SendError, STREAM_QUEUE_FACTOR, STREAM_QUEUE_MIN};
 pub use member::{ClusterMember, MemberState};
 pub use node::{NodeId, NodeIdentity};
 pub use ring::{Ring, DEFAULT_VNODES_PER_NODE};

@@ -2,10 +2,11 @@
 //! authenticated by an HMAC handshake over fresh nonces, carrying [`PeerFrame`]s both ways.
 //!
 //! Sending never waits: each link has a bounded queue and a writer task that writes every
-//! queued frame in one vectored write. A frame of an ordered stream (a room's deliveries) may
-//! overfill the queue up to [`STREAM_QUEUE_FACTOR`] times its bound: its sender refuses new
-//! work while the link is congested, and dropping a frame that passed that check would leave
-//! a hole in the stream (a seq the subscribers never see). A link that breaks is reported to the
+//! queued frame in one vectored write. A frame of an ordered stream (an owner's deliveries
+//! and answers) may overfill the queue up to [`STREAM_QUEUE_FACTOR`] times its bound (at
+//! least [`STREAM_QUEUE_MIN`] frames): its sender refuses new work while the link is
+//! congested, and dropping a frame that passed that check would leave a hole in the stream (a
+//! seq the subscribers never see, a request never answered). Past that the link is reset. A link that breaks is reported to the
 //! [`FrameHandler`] at once, so the user can answer what was in flight.
 
 use std::collections::HashMap;
@@ -34,8 +35,11 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// ...and is declared broken when nothing arrived for this long (a partition sends no FIN).
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 const NONCE_LEN: usize = 32;
-/// How far past its bound a link's queue takes frames of an ordered stream.
+/// How far past its bound a link's queue takes frames of an ordered stream: this many times
+/// the bound, and at least [`STREAM_QUEUE_MIN`] frames (a burst of answers to ops read in one
+/// go must fit even a small queue).
 pub const STREAM_QUEUE_FACTOR: usize = 4;
+pub const STREAM_QUEUE_MIN: usize = 4096;
 
 /// Receives what peers send. Called on the link's reader task: must not block.
 pub trait FrameHandler: Send + Sync + 'static {
@@ -153,13 +157,19 @@ impl Links {
 
     /// Queues `frame` for `node` without waiting, unless `stream_frame` is false and the
     /// queue is full; returns its [`Mark`].
+    /// A stream's frame that does not fit even so breaks the link: its peer learns that
+    /// the stream was cut (and answers what it waits for), rather than finding a hole in it.
     pub(crate) fn send(&self, node: &NodeId, frame: PeerFrame, stream_frame: bool) -> Result<Mark, SendError> {
-        let limit = if stream_frame { self.queue_frames * STREAM_QUEUE_FACTOR } else { self.queue_frames };
+        let limit = if stream_frame { self.stream_limit() } else { self.queue_frames };
         let mut links = self.links.lock();
         let link = links.get_mut(node).ok_or(SendError::NoLink)?;
         link.queue.push(frame, limit).inspect_err(|err| {
             if *err == SendError::QueueFull {
                 metrics::link_queue_full();
+                if stream_frame {
+                    tracing::warn!(peer = %node, queued = link.queue.len(), "peer queue overflowed, link reset");
+                    link.cancel.cancel();
+                }
             }
         })?;
         link.sent += 1;
@@ -175,6 +185,10 @@ impl Links {
             NO_RECEIPT_YET => Some(0),
             handled => Some(handled),
         }
+    }
+
+    fn stream_limit(&self) -> usize {
+        (self.queue_frames * STREAM_QUEUE_FACTOR).max(STREAM_QUEUE_MIN)
     }
 
     pub(crate) fn congested(&self, node: &NodeId) -> bool {
@@ -370,9 +384,10 @@ impl Links {
                 }
             }
             if received > before {
-                // A full queue drops this receipt; a later one says more.
+                // Part of the peer's stream: answers there wait for it, and a later one may
+                // never come (one per read that brought user frames).
                 let receipt = PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes()));
-                let _ = receipts.push(receipt, self.queue_frames);
+                let _ = receipts.push(receipt, self.stream_limit());
             }
             if receipt {
                 self.handler.on_receipt(peer);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ringcast_cluster::{Cluster, ClusterConfig, FrameHandler, MemberState, NodeId, PeerFrame, SendError, STREAM_QUEUE_FACTOR};
+use ringcast_cluster::{Cluster, ClusterConfig, FrameHandler, MemberState, NodeId, PeerFrame, SendError, STREAM_QUEUE_FACTOR, STREAM_QUEUE_MIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
@@ -169,10 +169,11 @@ async fn test_garbage_on_the_peer_port_is_dropped() {
 }
 
 /// A full link queue refuses plain frames but takes a stream's frames up to
-/// `STREAM_QUEUE_FACTOR` times its bound (a room's deliveries: one dropped would be a seq its
-/// subscribers never see), and every frame taken arrives, in order.
+/// `STREAM_QUEUE_FACTOR` times its bound, at least `STREAM_QUEUE_MIN` (an owner's answers and
+/// deliveries: one dropped would be a request unanswered or a seq its subscribers never see),
+/// and every frame taken arrives, in order. A stream frame past that resets the link.
 #[tokio::test(flavor = "current_thread")]
-async fn test_a_full_queue_refuses_plain_frames_but_takes_a_streams_frames_up_to_its_factor() {
+async fn test_a_full_queue_refuses_plain_frames_takes_a_streams_frames_and_resets_past_them() {
     let addrs = [free_addr(), free_addr()];
     let mut nodes = Vec::new();
     for (index, addr) in addrs.iter().enumerate() {
@@ -192,23 +193,30 @@ async fn test_a_full_queue_refuses_plain_frames_but_takes_a_streams_frames_up_to
         frame.id_a = n;
         frame
     };
+    let stream_limit = (16 * STREAM_QUEUE_FACTOR).max(STREAM_QUEUE_MIN) as u64;
     // No await from here on: on this one-thread runtime the link's writer cannot drain.
     let mut next = 0;
-    for _ in 0..16 {
+    while next < 16 {
         from.send(&to, frame(next)).unwrap();
         next += 1;
     }
     assert!(from.congested(&to), "16 of 16 queued");
-    assert_eq!(from.send(&to, frame(99)).unwrap_err(), SendError::QueueFull, "a plain frame is refused");
-    for _ in 16..16 * STREAM_QUEUE_FACTOR {
+    assert_eq!(from.send(&to, frame(u64::MAX)).unwrap_err(), SendError::QueueFull, "a plain frame is refused");
+    while next < stream_limit {
         from.send_stream(&to, frame(next)).unwrap();
         next += 1;
     }
-    assert_eq!(from.send_stream(&to, frame(99)).unwrap_err(), SendError::QueueFull, "not past the factor");
     let received = &nodes[1].1;
     assert!(wait_until(Duration::from_secs(5), || received.frames.lock().len() == next as usize).await);
     let ids: Vec<u64> = received.frames.lock().iter().map(|(_, frame)| frame.id_a).collect();
     assert_eq!(ids, (0..next).collect::<Vec<_>>(), "all taken, in order, none refused");
     assert!(!from.congested(&to), "drained");
-    from.send(&to, frame(next)).unwrap();
+    assert!(nodes[0].1.downs.lock().is_empty(), "the link stood");
+
+    // Past the stream's limit the link is reset, not holed.
+    for n in 0..stream_limit {
+        from.send_stream(&to, frame(n)).unwrap();
+    }
+    assert_eq!(from.send_stream(&to, frame(u64::MAX)).unwrap_err(), SendError::QueueFull);
+    assert!(wait_until(Duration::from_secs(5), || !nodes[0].1.downs.lock().is_empty()).await, "the link was reset");
 }

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// silence after which a node is declared dead, in milliseconds [default: 1500]
     #[arg(long, env = "RINGCAST_FAILURE_TIMEOUT_MS")]
     pub failure_timeout_ms: Option<u64>,
+    /// frames queued per peer link before forwards to it are refused (`unavailable`) [default: 16384]
+    #[arg(long, env = "RINGCAST_PEER_QUEUE_FRAMES")]
+    pub peer_queue_frames: Option<usize>,
     /// HS256 key of client tokens
     #[arg(long, env = "RINGCAST_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

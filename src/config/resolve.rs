@@ -66,6 +66,7 @@ impl ServeArgs {
                     cluster_id: this.cluster_id.clone().unwrap_or_else(|| "ringcast".to_string()),
                     gossip_interval,
                     failure_timeout,
+                    peer_queue_frames: positive("--peer-queue-frames", this.peer_queue_frames, 16 * 1024)?,
                 })
             }
         };
