@@ -106,6 +106,21 @@ mod tests {
     }
 
     #[test]
+    fn test_cluster_keys_of_the_file_fill_what_the_flags_left_empty() {
+        let path = std::env::temp_dir().join(format!("ringcast-config-{}.toml", std::process::id()));
+        let text = "cluster-id = \"blue\"\ngossip-interval-ms = 50\nfailure-timeout-ms = 900\npeer-queue-frames = 64\n";
+        std::fs::write(&path, text).unwrap();
+        let flags = ServeArgs { config: Some(path.clone()), gossip_interval_ms: Some(70), ..Default::default() };
+        let args = flags.merge_file();
+        std::fs::remove_file(&path).unwrap();
+        let args = args.unwrap();
+        assert_eq!(args.cluster_id.as_deref(), Some("blue"));
+        assert_eq!(args.gossip_interval_ms, Some(70), "a flag wins over the file");
+        assert_eq!(args.failure_timeout_ms, Some(900));
+        assert_eq!(args.peer_queue_frames, Some(64));
+    }
+
+    #[test]
     fn test_file_rejects_unknown_keys() {
         assert!(parse_file("lisen = \"x\"").unwrap_err().contains("lisen"));
     }
