@@ -60,9 +60,10 @@ impl<'a> OpCtx<'a> {
         }
     }
 
-    /// Answers the request with an `error`.
+    /// Answers the request with an `error`, counted against the connection's error limit
+    /// unless it is `unavailable` (the server's condition, as in `Router::refuse`).
     pub fn error(&self, error: ReplyError) {
-        self.reply(self.error_frame(&error), true);
+        self.reply(self.error_frame(&error), error.code != ErrorCode::Unavailable);
     }
 
     /// The `error` frame answering the request, counted as sent.
