@@ -379,8 +379,7 @@ impl Router {
         // dropped: the work behind it was admitted while the link had room (a publish is
         // refused before it takes a seq when the link is congested, an op forwarded to the
         // owner finds the other direction's queue full and is answered `unavailable`).
-        let sent = cluster.send_stream(node, peer::encode_msg(&msg));
-        match sent {
+        match cluster.send_stream(node, peer::encode_msg(&msg)) {
             Ok(mark) => {
                 if matches!(msg, EdgeMsg::Deliver { .. }) {
                     receipts::record(node, mark);

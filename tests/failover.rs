@@ -173,12 +173,18 @@ async fn test_every_message_acknowledged_after_the_owner_dies_reaches_a_watcher_
             match entry {
                 Seen::Message(id, _) if !acked_ids.contains(&id) => {
                     let text = &texts[id];
-                    assert!(!over_redis(), "room {room}: over Redis a retry gets the first ack; {text} was seen unacked");
+                    assert!(
+                        !over_redis(),
+                        "room {room}: over Redis a retry gets the first ack; {text} was seen unacked"
+                    );
                     assert!(
                         unsure.get(room).is_some_and(|texts| texts.contains(text)),
                         "room {room}: Y saw {text}, never acked nor answered unavailable: {all:?}"
                     );
-                    assert!(reset_at.is_some_and(|reset_at| at < reset_at), "room {room}: unacked {text} after the reset");
+                    assert!(
+                        reset_at.is_some_and(|reset_at| at < reset_at),
+                        "room {room}: unacked {text} after the reset"
+                    );
                 }
                 _ => got.push(entry.clone()),
             }

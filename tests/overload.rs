@@ -38,7 +38,9 @@ async fn flood(mut client: Client, room: String, name: usize) -> (Vec<(String, u
             continue;
         }
         match frame["type"].as_str() {
-            Some("ack") => acked.push((frame["data"]["id"].as_str().unwrap().to_string(), frame["data"]["seq"].as_u64().unwrap())),
+            Some("ack") => {
+                acked.push((frame["data"]["id"].as_str().unwrap().to_string(), frame["data"]["seq"].as_u64().unwrap()))
+            }
             _ => {
                 assert_eq!(frame["data"]["code"], "unavailable", "publisher {name}: {frame}");
                 refused += 1;

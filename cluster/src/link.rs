@@ -5,9 +5,10 @@
 //! queued frame in one vectored write. A frame of an ordered stream (an owner's deliveries
 //! and answers) may overfill the queue up to [`STREAM_QUEUE_FACTOR`] times its bound (at
 //! least [`STREAM_QUEUE_MIN`] frames): its sender refuses new work while the link is
-//! congested, and dropping a frame that passed that check would leave a hole in the stream (a
-//! seq the subscribers never see, a request never answered). Past that the link is reset. A link that breaks is reported to the
-//! [`FrameHandler`] at once, so the user can answer what was in flight.
+//! congested, and dropping a frame that passed that check would leave a hole in the stream
+//! (a seq the subscribers never see, a request never answered). Past that the link is reset.
+//! A link that breaks is reported to the [`FrameHandler`] at once, so the user can answer
+//! what was in flight.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
@@ -81,10 +82,9 @@ struct Queue {
 }
 
 impl Queue {
-    fn new() -> (Queue, mpsc::UnboundedReceiver<PeerFrame>, Arc<AtomicUsize>) {
+    fn new() -> (Queue, mpsc::UnboundedReceiver<PeerFrame>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        (Queue { tx, queued: queued.clone() }, rx, queued)
+        (Queue { tx, queued: Arc::new(AtomicUsize::new(0)) }, rx)
     }
 
     /// Queues `frame` unless `limit` frames are queued already.
@@ -155,10 +155,10 @@ impl Links {
         })
     }
 
-    /// Queues `frame` for `node` without waiting, unless `stream_frame` is false and the
-    /// queue is full; returns its [`Mark`].
-    /// A stream's frame that does not fit even so breaks the link: its peer learns that
-    /// the stream was cut (and answers what it waits for), rather than finding a hole in it.
+    /// Queues `frame` for `node` without waiting, unless the queue is full (for a stream's
+    /// frame: past its stream limit); returns its [`Mark`]. A stream's frame that does not
+    /// fit even so resets the link: its peer learns that the stream was cut (and answers
+    /// what waits on it) rather than finding a hole in it.
     pub(crate) fn send(&self, node: &NodeId, frame: PeerFrame, stream_frame: bool) -> Result<Mark, SendError> {
         let limit = if stream_frame { self.stream_limit() } else { self.queue_frames };
         let mut links = self.links.lock();
@@ -290,7 +290,8 @@ impl Links {
     /// Runs an authenticated link until it breaks or is replaced.
     async fn run_link(self: &Arc<Self>, stream: TcpStream, peer: NodeIdentity, cancel: CancellationToken) {
         let link_id = self.next_link_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, rx, queued) = Queue::new();
+        let (queue, rx) = Queue::new();
+        let queued = queue.queued.clone();
         let handled = Arc::new(AtomicU64::new(NO_RECEIPT_YET));
         let receipts = queue.clone();
         {

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ringcast_cluster::{Cluster, ClusterConfig, FrameHandler, MemberState, NodeId, PeerFrame, SendError, STREAM_QUEUE_FACTOR, STREAM_QUEUE_MIN};
+use ringcast_cluster::{
+    Cluster, ClusterConfig, FrameHandler, MemberState, NodeId, PeerFrame, SendError, STREAM_QUEUE_FACTOR,
+    STREAM_QUEUE_MIN,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Default)]
