@@ -91,7 +91,7 @@ impl ringcast_cluster::FrameHandler for PeerHandler {
             peer::KIND_INBOX => peer::decode_inbox(frame.payload).map(|inbox| node.router.owner.install_inbox(inbox)),
             peer::KIND_HANDOFF => peer::decode_snapshot(frame.payload).map(|snapshot| {
                 tracing::debug!(room = %snapshot.key, from = %from, seq = snapshot.seq, "room handed over");
-                node.router.owner.install(snapshot)
+                node.router.owner.install(&*node.router, snapshot)
             }),
             kind => {
                 tracing::warn!(from = %from, kind, "unknown peer frame kind");

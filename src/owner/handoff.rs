@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use ringcast_cluster::NodeId;
 
-use super::membership::{member_left_frame, membership_event};
-use super::{EdgeSink, Owner, Removed, Room, RoomMeta, SentAck, StoredMessage};
+use super::membership::{member_left_frame, membership_event, reset_frame, ResetReason};
+use super::{Added, EdgeSink, Owner, Removed, Room, RoomMeta, SentAck, StoredMessage};
 use crate::metrics;
-use crate::ops::ConnRef;
+use crate::ops::{ConnRef, EdgeMsg};
 use crate::room::RoomKey;
 use crate::webhook::EventType;
 
@@ -92,13 +92,17 @@ impl Owner {
 
     /// Takes over a room handed off by its previous owner. A room already started here (by
     /// an edge that moved first) keeps its members; it takes the snapshot's epoch, seq and
-    /// history unless it has already stored messages of its own.
-    pub fn install(&self, snapshot: RoomSnapshot) {
+    /// history unless it has already stored messages of its own. Then the snapshot's
+    /// connections that are new here knew the old epoch: each gets `room.reset`.
+    pub fn install(&self, sink: &dyn EdgeSink, snapshot: RoomSnapshot) {
         let mut shard = self.shard(&snapshot.key).lock();
+        let key = snapshot.key.clone();
         let room = shard.entry(snapshot.key.clone()).or_insert_with(|| self.new_room());
+        let started_anew = room.seq > 0;
         if room.seq == 0 && room.history.is_empty() {
             // The room goes on: nothing to announce to members that resubscribed first.
             room.reset_due = false;
+            room.began_here = false;
             room.epoch = Arc::from(snapshot.epoch.as_str());
             room.seq = snapshot.seq;
             room.history = snapshot.history.into_iter().map(Arc::new).collect();
@@ -110,7 +114,14 @@ impl Owner {
         }
         for (user_id, name, moderator, conns) in snapshot.users {
             for conn in conns {
-                room.add_conn(&user_id, &name, moderator, &conn);
+                let added = room.add_conn(&user_id, &name, moderator, &conn);
+                if started_anew && added != Added::AlreadyIn {
+                    let frames = vec![reset_frame(&key, room, ResetReason::OwnerLost)];
+                    sink.send_to_edge(
+                        &conn.node,
+                        EdgeMsg::Joined { room: key.clone(), conn_id: conn.conn_id, request_id: 0, frames },
+                    );
+                }
             }
         }
     }

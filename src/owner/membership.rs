@@ -19,16 +19,32 @@ impl Owner {
     /// the change). A room that is not here (not handed over, or not yet) restarts under a
     /// new epoch unless a hand-off or the durable store brings its state; its members are
     /// told with `room.reset` before the room's first message (see [`Owner::reset_if_due`]).
+    ///
+    /// A resubscription can come late: after the restarted room's reset went out, or into a
+    /// room a join started here. Its connections knew the previous owner's epoch, not this
+    /// one, so each that is new to the room gets its own `room.reset` before anything else.
     pub(super) fn resubscribe(&self, shard: &mut Rooms, sink: &dyn EdgeSink, key: RoomKey, members: Vec<Sender>) {
         let restarted = !shard.contains_key(&key);
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
         room.reset_due |= restarted;
+        let late = room.began_here && !room.reset_due && !self.store.durable();
+        let mut told = 0;
         for member in members {
-            room.add_conn(&member.user_id, &member.name, member.is_moderator, &member.conn);
+            let added = room.add_conn(&member.user_id, &member.name, member.is_moderator, &member.conn);
+            let frames = if late && added != Added::AlreadyIn {
+                told += 1;
+                vec![reset_frame(&key, room, ResetReason::OwnerLost)]
+            } else {
+                Vec::new()
+            };
             sink.send_to_edge(
                 &member.conn.node,
-                EdgeMsg::Joined { room: key.clone(), conn_id: member.conn.conn_id, request_id: 0, frames: Vec::new() },
+                EdgeMsg::Joined { room: key.clone(), conn_id: member.conn.conn_id, request_id: 0, frames },
             );
+        }
+        if told > 0 {
+            metrics::room_reset();
+            tracing::info!(room = %key, connections = told, "late resubscription told of the room's new epoch");
         }
         if restarted && self.store.durable() {
             // The store tells whether the room goes on or restarts (`take_loaded`).
@@ -199,7 +215,7 @@ pub(super) fn announce_reset(room: &Room, sink: &dyn EdgeSink, key: &RoomKey, re
     room.fan_out(sink, key, None, reset_frame(key, room, reason));
 }
 
-fn reset_frame(key: &RoomKey, room: &Room, reason: ResetReason) -> Bytes {
+pub(super) fn reset_frame(key: &RoomKey, room: &Room, reason: ResetReason) -> Bytes {
     #[derive(Serialize)]
     struct Reset<'a> {
         room: &'a str,
@@ -208,4 +224,145 @@ fn reset_frame(key: &RoomKey, room: &Room, reason: ResetReason) -> Bytes {
         reason: &'static str,
     }
     event_now("room.reset", Reset { room: key.room(), epoch: &room.epoch, seq: room.seq, reason: reason.as_str() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use parking_lot::Mutex;
+    use ringcast_cluster::NodeId;
+
+    use super::super::{EdgeSink, Owner, RoomSnapshot};
+    use crate::ids::IdGen;
+    use crate::ops::{ConnRef, EdgeMsg, OwnerOp, RequestKind, Sender};
+    use crate::protocol::ChatSend;
+    use crate::room::RoomKey;
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<(NodeId, EdgeMsg)>>);
+
+    impl EdgeSink for Sink {
+        fn send_to_edge(&self, node: &NodeId, msg: EdgeMsg) {
+            self.0.lock().push((node.clone(), msg));
+        }
+    }
+
+    impl Sink {
+        /// The text of every frame `node` was sent for connection `conn_id` (or its room).
+        fn texts(&self, node: &str) -> Vec<String> {
+            let text = |frame: &bytes::Bytes| String::from_utf8_lossy(frame).into_owned();
+            self.0
+                .lock()
+                .iter()
+                .filter(|(to, _)| to.as_str() == node)
+                .flat_map(|(_, msg)| match msg {
+                    EdgeMsg::Deliver { frame, .. } | EdgeMsg::Reply { frame, .. } => vec![text(frame)],
+                    EdgeMsg::Joined { frames, .. } => frames.iter().map(text).collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        }
+    }
+
+    fn member(node: &str, conn_id: u64, user: &str) -> Sender {
+        Sender {
+            conn: ConnRef { node: NodeId::new(node), conn_id },
+            user_id: Arc::from(user),
+            name: Arc::from(user),
+            is_moderator: false,
+            request_id: 0,
+        }
+    }
+
+    fn publish(owner: &Owner, sink: &Sink, key: &RoomKey, sender: Sender, text: &str) {
+        let send = ChatSend {
+            room: key.room().to_string(),
+            text: text.into(),
+            attachments: Vec::new(),
+            reply_to: None,
+            client_id: None,
+            meta: None,
+        };
+        let op = OwnerOp::request(key.clone(), sender, Some("p".into()), RequestKind::Publish(send));
+        assert!(owner.handle(sink, op, |_| true, false).is_ok());
+    }
+
+    fn resubscribe(owner: &Owner, sink: &Sink, key: &RoomKey, members: Vec<Sender>) {
+        let op = OwnerOp::Resubscribe { room: key.clone(), members };
+        assert!(owner.handle(sink, op, |_| true, false).is_ok());
+    }
+
+    #[test]
+    fn test_late_resubscription_is_told_of_the_new_epoch() {
+        let owner = Owner::new(IdGen::new("n0", 1), 100, std::time::Duration::from_secs(5));
+        let sink = Sink::default();
+        let key = RoomKey::new("t", "lobby");
+        // Edge a resubscribes first: the room restarts, its reset goes out before message 1.
+        resubscribe(&owner, &sink, &key, vec![member("a", 1, "u1")]);
+        publish(&owner, &sink, &key, member("a", 1, "u1"), "one");
+        let a = sink.texts("a");
+        assert!(a[0].contains("\"room.reset\"") && a[0].contains("\"seq\":0"), "{a:?}");
+        // Edge b comes late: its connection knew the old epoch, and learns the new one first.
+        resubscribe(&owner, &sink, &key, vec![member("b", 2, "u2")]);
+        publish(&owner, &sink, &key, member("a", 1, "u1"), "two");
+        let b = sink.texts("b");
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!(b[0].contains("\"room.reset\"") && b[0].contains("\"seq\":1"), "{b:?}");
+        assert!(b[1].contains("\"chat.message\"") && b[1].contains("\"seq\":2"), "{b:?}");
+        // A connection already in the room is not told again.
+        let before = sink.texts("a").len();
+        resubscribe(&owner, &sink, &key, vec![member("a", 1, "u1")]);
+        assert_eq!(sink.texts("a").len(), before);
+    }
+
+    #[test]
+    fn test_resubscription_into_a_room_a_join_started_is_told() {
+        let owner = Owner::new(IdGen::new("n0", 1), 100, std::time::Duration::from_secs(5));
+        let sink = Sink::default();
+        let key = RoomKey::new("t", "lobby");
+        let join =
+            OwnerOp::request(key.clone(), member("a", 1, "u1"), Some("j".into()), RequestKind::Join { since: None });
+        assert!(owner.handle(&sink, join, |_| true, false).is_ok());
+        resubscribe(&owner, &sink, &key, vec![member("b", 2, "u2")]);
+        let b = sink.texts("b");
+        assert!(b.len() == 1 && b[0].contains("\"room.reset\""), "{b:?}");
+    }
+
+    #[test]
+    fn test_handed_off_room_goes_on_without_reset() {
+        let owner = Owner::new(IdGen::new("n0", 1), 100, std::time::Duration::from_secs(5));
+        let sink = Sink::default();
+        let key = RoomKey::new("t", "lobby");
+        let snapshot = |users| RoomSnapshot {
+            key: key.clone(),
+            epoch: "old".into(),
+            seq: 7,
+            history: Vec::new(),
+            users,
+            sent: Vec::new(),
+        };
+        // Resubscribed first, then the hand-off: the room goes on under the old epoch.
+        resubscribe(&owner, &sink, &key, vec![member("a", 1, "u1")]);
+        owner.install(&sink, snapshot(Vec::new()));
+        resubscribe(&owner, &sink, &key, vec![member("b", 2, "u2")]);
+        publish(&owner, &sink, &key, member("a", 1, "u1"), "eight");
+        for node in ["a", "b"] {
+            let texts = sink.texts(node);
+            assert!(texts.iter().all(|t| !t.contains("room.reset")), "{texts:?}");
+        }
+        assert!(sink.texts("b")[0].contains("\"seq\":8"));
+        // A hand-off that comes after the room started anew: its connections are told.
+        let other = RoomKey::new("t", "other");
+        let key = other.clone();
+        resubscribe(&owner, &sink, &key, vec![member("a", 1, "u1")]);
+        publish(&owner, &sink, &key, member("a", 1, "u1"), "one");
+        let c = ConnRef { node: NodeId::new("c"), conn_id: 3 };
+        owner.install(
+            &sink,
+            RoomSnapshot { key: other, ..snapshot(vec![(Arc::from("u3"), Arc::from("u3"), false, vec![c])]) },
+        );
+        let c = sink.texts("c");
+        assert!(c.len() == 1 && c[0].contains("\"room.reset\"") && c[0].contains("\"seq\":1"), "{c:?}");
+    }
 }

@@ -48,6 +48,9 @@ pub(super) struct Room {
     /// Started by a peer's resubscription before this node owned the key (see
     /// [`Owner::handle`]): no other op applies until it does.
     pub(super) early: bool,
+    /// Its epoch began on this node (no hand-off brought the previous owner's): a connection
+    /// that comes by resubscription knew another epoch, and is told with `room.reset`.
+    pub(super) began_here: bool,
 }
 
 /// The idempotency memory of a room (and of a user's DMs): the last [`SENT_IDS_PER_ROOM`]
@@ -236,6 +239,7 @@ impl Owner {
             in_flight: 0,
             reset_due: false,
             early: false,
+            began_here: true,
         })
     }
 }
