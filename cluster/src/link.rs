@@ -387,8 +387,14 @@ impl Links {
             if received > before {
                 // Part of the peer's stream: answers there wait for it, and a later one may
                 // never come (one per read that brought user frames).
+                // A receipt is a stream frame too: if even it does not fit, the answers that
+                // wait for it would go out `unavailable`; the link is reset instead.
                 let receipt = PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes()));
-                let _ = receipts.push(receipt, self.stream_limit());
+                if receipts.push(receipt, self.stream_limit()).is_err() {
+                    metrics::link_queue_full();
+                    tracing::warn!(peer = %peer, queued = receipts.len(), "peer queue overflowed, link reset");
+                    return "queue overflowed";
+                }
             }
             if receipt {
                 self.handler.on_receipt(peer);
