@@ -87,9 +87,28 @@ impl Transport {
 
     /// Reads plaintext into the spare capacity of `buf`: `Ok(0)` when the peer is done,
     /// `Err(WouldBlock)` when nothing is there yet.
+    ///
+    /// A plain read that leaves room in `buf` took everything the socket had: its readiness
+    /// is cleared then, so the caller's next read answers `WouldBlock` without a system
+    /// call (a client that sends one frame at a time costs one read per frame, not two).
+    /// Bytes that arrive after the read raise a new readiness event: none is missed.
     pub fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         let Some(tls) = self.tls.as_deref_mut() else {
-            return self.stream.try_read_buf(buf);
+            let spare = buf.capacity() - buf.len();
+            let mut took = None;
+            let read = self.stream.try_io(Interest::READABLE, || {
+                let count = self.stream.try_read_buf(buf)?;
+                took = Some(count);
+                if count > 0 && count < spare {
+                    // Drained: `WouldBlock` makes tokio clear the readiness it saw.
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(count)
+            });
+            return match (read, took) {
+                (Err(err), Some(count)) if err.kind() == io::ErrorKind::WouldBlock => Ok(count),
+                (read, _) => read,
+            };
         };
         for _ in 0..RECORDS_PER_READ {
             let start = buf.len();
