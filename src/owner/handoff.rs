@@ -92,13 +92,14 @@ impl Owner {
 
     /// Takes over a room handed off by its previous owner. A room already started here (by
     /// an edge that moved first) keeps its members; it takes the snapshot's epoch, seq and
-    /// history unless it has already stored messages of its own. Then the snapshot's
-    /// connections that are new here knew the old epoch: each gets `room.reset`.
+    /// history unless it has already stored messages of its own. Then, if the room goes on
+    /// under another epoch than the snapshot's, the snapshot's connections that are new here
+    /// knew the old one: each gets `room.reset`. (A room loaded from a durable store first
+    /// has the snapshot's epoch: nothing to tell.)
     pub fn install(&self, sink: &dyn EdgeSink, snapshot: RoomSnapshot) {
         let mut shard = self.shard(&snapshot.key).lock();
         let key = snapshot.key.clone();
         let room = shard.entry(snapshot.key.clone()).or_insert_with(|| self.new_room());
-        let started_anew = room.seq > 0;
         if room.seq == 0 && room.history.is_empty() {
             // The room goes on: nothing to announce to members that resubscribed first.
             room.reset_due = false;
@@ -112,10 +113,11 @@ impl Owner {
         } else if room.seq > 0 {
             tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
         }
+        let epoch_changed = *room.epoch != *snapshot.epoch;
         for (user_id, name, moderator, conns) in snapshot.users {
             for conn in conns {
                 let added = room.add_conn(&user_id, &name, moderator, &conn);
-                if started_anew && added != Added::AlreadyIn {
+                if epoch_changed && added != Added::AlreadyIn {
                     let frames = vec![reset_frame(&key, room, ResetReason::OwnerLost)];
                     sink.send_to_edge(
                         &conn.node,

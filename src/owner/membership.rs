@@ -364,5 +364,17 @@ mod tests {
         );
         let c = sink.texts("c");
         assert!(c.len() == 1 && c[0].contains("\"room.reset\"") && c[0].contains("\"seq\":1"), "{c:?}");
+        // A room that goes on under the snapshot's epoch (as one loaded from a durable store
+        // does) tells nobody, though it has messages already.
+        let same = RoomKey::new("t", "same");
+        resubscribe(&owner, &sink, &same, vec![member("e", 5, "u5")]);
+        publish(&owner, &sink, &same, member("e", 5, "u5"), "one");
+        let reset = sink.texts("e").into_iter().find(|t| t.contains("room.reset")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&reset).unwrap();
+        let epoch = value["data"]["epoch"].as_str().unwrap().to_string();
+        let d = ConnRef { node: NodeId::new("d"), conn_id: 4 };
+        let users = vec![(Arc::from("u4"), Arc::from("u4"), false, vec![d])];
+        owner.install(&sink, RoomSnapshot { key: same, epoch, seq: 1, ..snapshot(users) });
+        assert!(sink.texts("d").is_empty(), "{:?}", sink.texts("d"));
     }
 }
