@@ -110,10 +110,13 @@ impl Owner {
             for (user_id, client_id, ack) in snapshot.sent {
                 room.sent.insert((user_id, client_id), ack);
             }
-        } else if room.seq > 0 {
-            tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
         }
         let epoch_changed = *room.epoch != *snapshot.epoch;
+        if epoch_changed {
+            // (Under the snapshot's own epoch the room was loaded from the durable store,
+            // which holds that history.)
+            tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
+        }
         for (user_id, name, moderator, conns) in snapshot.users {
             for conn in conns {
                 let added = room.add_conn(&user_id, &name, moderator, &conn);
