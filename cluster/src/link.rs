@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics;
 use crate::node::{NodeId, NodeIdentity};
-use crate::wire::{self, PeerFrame, FIRST_USER_KIND, KIND_HELLO, KIND_PING, KIND_PROOF, KIND_RECEIPT};
+use crate::wire::{self, PeerFrame, FIRST_USER_KIND, KIND_PING, KIND_RECEIPT};
+
+mod handshake;
 
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +37,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// ...and is declared broken when nothing arrived for this long (a partition sends no FIN).
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
-const NONCE_LEN: usize = 32;
 /// How far past its bound a link's queue takes frames of an ordered stream: this many times
 /// the bound, and at least [`STREAM_QUEUE_MIN`] frames (a burst of answers to ops read in one
 /// go must fit even a small queue).
@@ -167,8 +168,7 @@ impl Links {
             if *err == SendError::QueueFull {
                 metrics::link_queue_full();
                 if stream_frame {
-                    tracing::warn!(peer = %node, queued = link.queue.len(), "peer queue overflowed, link reset");
-                    link.cancel.cancel();
+                    reset_overflowed(node, &link.queue, &link.cancel);
                 }
             }
         })?;
@@ -385,14 +385,13 @@ impl Links {
                 }
             }
             if received > before {
-                // Part of the peer's stream: answers there wait for it, and a later one may
-                // never come (one per read that brought user frames).
-                // A receipt is a stream frame too: if even it does not fit, the answers that
-                // wait for it would go out `unavailable`; the link is reset instead.
+                // A stream frame: the peer's answers wait for it, and a later one may never
+                // come (one per read that brought user frames). If even it does not fit, the
+                // link is reset rather than those answers left to time out `unavailable`.
                 let receipt = PeerFrame::new(KIND_RECEIPT, Bytes::copy_from_slice(&received.to_le_bytes()));
                 if receipts.push(receipt, self.stream_limit()).is_err() {
                     metrics::link_queue_full();
-                    tracing::warn!(peer = %peer, queued = receipts.len(), "peer queue overflowed, link reset");
+                    reset_overflowed(peer, receipts, cancel);
                     return "queue overflowed";
                 }
             }
@@ -401,73 +400,13 @@ impl Links {
             }
         }
     }
+}
 
-    // === handshake ===
-
-    fn hello(&self, nonce: &[u8; NONCE_LEN], mac: Option<&[u8]>) -> PeerFrame {
-        let mut payload = BytesMut::new();
-        put_str(&mut payload, self.identity.node_id.as_str());
-        payload.put_u64_le(self.identity.generation);
-        payload.put_slice(nonce);
-        put_str(&mut payload, &self.cluster_id);
-        if let Some(mac) = mac {
-            payload.put_slice(mac);
-        }
-        PeerFrame::new(KIND_HELLO, payload.freeze())
-    }
-
-    fn transcript(&self, role: u8, dialer: &NodeIdentity, acceptor: &NodeIdentity, nonces: (&[u8], &[u8])) -> Vec<u8> {
-        let mut transcript = b"ringcast-link-v1".to_vec();
-        transcript.push(role);
-        for identity in [dialer, acceptor] {
-            transcript.extend_from_slice(identity.node_id.as_str().as_bytes());
-            transcript.push(0);
-            transcript.extend_from_slice(&identity.generation.to_le_bytes());
-        }
-        transcript.extend_from_slice(nonces.0);
-        transcript.extend_from_slice(nonces.1);
-        transcript.extend_from_slice(self.cluster_id.as_bytes());
-        transcript
-    }
-
-    async fn handshake_as_dialer(
-        &self,
-        mut stream: TcpStream,
-        expected: &NodeId,
-    ) -> anyhow::Result<(TcpStream, NodeIdentity)> {
-        let nonce_dialer = nonce()?;
-        stream.write_all(&self.hello(&nonce_dialer, None).encode()).await?;
-        let reply = read_one_frame(&mut stream, KIND_HELLO).await?;
-        let mut payload = reply.payload;
-        let (acceptor, nonce_acceptor, cluster_id) = parse_hello(&mut payload)?;
-        anyhow::ensure!(cluster_id == self.cluster_id, "peer is in cluster {cluster_id:?}");
-        anyhow::ensure!(&acceptor.node_id == expected, "dialed {expected} but reached {}", acceptor.node_id);
-        anyhow::ensure!(payload.len() == 32, "peer sent no proof");
-        let transcript = self.transcript(b'A', &self.identity, &acceptor, (&nonce_dialer, &nonce_acceptor));
-        hmac::verify(&self.key, &transcript, &payload)
-            .map_err(|_| anyhow::anyhow!("peer does not hold the cluster secret"))?;
-        let transcript = self.transcript(b'D', &self.identity, &acceptor, (&nonce_dialer, &nonce_acceptor));
-        let proof = hmac::sign(&self.key, &transcript);
-        stream.write_all(&PeerFrame::new(KIND_PROOF, Bytes::copy_from_slice(proof.as_ref())).encode()).await?;
-        Ok((stream, acceptor))
-    }
-
-    async fn handshake_as_acceptor(&self, mut stream: TcpStream) -> anyhow::Result<(TcpStream, NodeIdentity)> {
-        let hello = read_one_frame(&mut stream, KIND_HELLO).await?;
-        let mut payload = hello.payload;
-        let (dialer, nonce_dialer, cluster_id) = parse_hello(&mut payload)?;
-        anyhow::ensure!(cluster_id == self.cluster_id, "peer is in cluster {cluster_id:?}");
-        anyhow::ensure!(dialer.node_id != self.identity.node_id, "peer claims our own node id");
-        let nonce_acceptor = nonce()?;
-        let transcript = self.transcript(b'A', &dialer, &self.identity, (&nonce_dialer, &nonce_acceptor));
-        let mac = hmac::sign(&self.key, &transcript);
-        stream.write_all(&self.hello(&nonce_acceptor, Some(mac.as_ref())).encode()).await?;
-        let proof = read_one_frame(&mut stream, KIND_PROOF).await?;
-        let transcript = self.transcript(b'D', &dialer, &self.identity, (&nonce_dialer, &nonce_acceptor));
-        hmac::verify(&self.key, &transcript, &proof.payload)
-            .map_err(|_| anyhow::anyhow!("peer does not hold the cluster secret"))?;
-        Ok((stream, dialer))
-    }
+/// A stream frame found `queue` past its stream limit: the link is reset (its peer answers
+/// what waited on it) rather than holed.
+fn reset_overflowed(peer: &NodeId, queue: &Queue, cancel: &CancellationToken) {
+    tracing::warn!(peer = %peer, queued = queue.len(), "peer queue overflowed, link reset");
+    cancel.cancel();
 }
 
 /// The most frames one write carries (each takes up to 3 of the 1,024 slices of a vectored
@@ -554,50 +493,4 @@ async fn write_frames<W: AsyncWrite + Unpin>(writer: &mut W, frames: &[PeerFrame
         IoSlice::advance_slices(&mut slices, written);
     }
     Ok(total)
-}
-
-async fn read_one_frame(stream: &mut TcpStream, kind: u8) -> anyhow::Result<PeerFrame> {
-    let mut buffer = BytesMut::with_capacity(256);
-    loop {
-        if let Some(total_len) = wire::check(&buffer)? {
-            let frame = wire::parse(&mut buffer, total_len);
-            anyhow::ensure!(frame.kind == kind, "unexpected frame kind {} in handshake", frame.kind);
-            anyhow::ensure!(buffer.is_empty(), "peer sent data before the handshake ended");
-            return Ok(frame);
-        }
-        anyhow::ensure!(buffer.len() < 4096, "handshake frame too long");
-        if stream.read_buf(&mut buffer).await? == 0 {
-            anyhow::bail!("peer closed during the handshake");
-        }
-    }
-}
-
-fn nonce() -> anyhow::Result<[u8; NONCE_LEN]> {
-    let mut nonce = [0u8; NONCE_LEN];
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
-    Ok(nonce)
-}
-
-fn put_str(buf: &mut BytesMut, text: &str) {
-    buf.put_u16_le(text.len() as u16);
-    buf.put_slice(text.as_bytes());
-}
-
-fn get_str(buf: &mut Bytes) -> anyhow::Result<String> {
-    anyhow::ensure!(buf.remaining() >= 2, "truncated hello");
-    let len = buf.get_u16_le() as usize;
-    anyhow::ensure!(buf.remaining() >= len, "truncated hello");
-    let text = buf.split_to(len);
-    Ok(String::from_utf8(text.to_vec())?)
-}
-
-fn parse_hello(payload: &mut Bytes) -> anyhow::Result<(NodeIdentity, [u8; NONCE_LEN], String)> {
-    let node_id = get_str(payload)?;
-    anyhow::ensure!(!node_id.is_empty(), "empty node id");
-    anyhow::ensure!(payload.remaining() >= 8 + NONCE_LEN, "truncated hello");
-    let generation = payload.get_u64_le();
-    let mut nonce = [0u8; NONCE_LEN];
-    payload.copy_to_slice(&mut nonce);
-    let cluster_id = get_str(payload)?;
-    Ok((NodeIdentity { node_id: NodeId::new(node_id), generation }, nonce, cluster_id))
 }

@@ -117,11 +117,13 @@ impl Owner {
             // which holds that history.)
             tracing::warn!(room = %snapshot.key, "hand-off arrived after the room started anew; its history is dropped");
         }
+        // Rendered once for every connection it goes to.
+        let reset = epoch_changed.then(|| reset_frame(&key, room, ResetReason::OwnerLost));
         for (user_id, name, moderator, conns) in snapshot.users {
             for conn in conns {
                 let added = room.add_conn(&user_id, &name, moderator, &conn);
-                if epoch_changed && added != Added::AlreadyIn {
-                    let frames = vec![reset_frame(&key, room, ResetReason::OwnerLost)];
+                if let (Some(reset), false) = (&reset, added == Added::AlreadyIn) {
+                    let frames = vec![reset.clone()];
                     sink.send_to_edge(
                         &conn.node,
                         EdgeMsg::Joined { room: key.clone(), conn_id: conn.conn_id, request_id: 0, frames },

@@ -28,14 +28,17 @@ impl Owner {
         let room = shard.entry(key.clone()).or_insert_with(|| self.new_room());
         room.reset_due |= restarted;
         let late = room.began_here && !room.reset_due && !self.store.durable();
+        // Rendered once for every connection it goes to.
+        let reset = late.then(|| reset_frame(&key, room, ResetReason::OwnerLost));
         let mut told = 0;
         for member in members {
             let added = room.add_conn(&member.user_id, &member.name, member.is_moderator, &member.conn);
-            let frames = if late && added != Added::AlreadyIn {
-                told += 1;
-                vec![reset_frame(&key, room, ResetReason::OwnerLost)]
-            } else {
-                Vec::new()
+            let frames = match &reset {
+                Some(reset) if added != Added::AlreadyIn => {
+                    told += 1;
+                    vec![reset.clone()]
+                }
+                _ => Vec::new(),
             };
             sink.send_to_edge(
                 &member.conn.node,
