@@ -10,6 +10,10 @@ use common::cluster::*;
 use common::*;
 use serde_json::json;
 
+/// Longer than the edge's own bound for an answer (10 s, `route/pending.rs`) plus a
+/// takeover's hold (2 s).
+const ANSWER_WAIT: Duration = Duration::from_secs(15);
+
 /// Joins keep landing while the ring changes (two nodes come back one after the other):
 /// every acknowledged join must hold at the room's final owner, so a message sent after
 /// the cluster settled reaches every room's subscriber. An old owner once started a room
@@ -35,17 +39,27 @@ async fn test_joins_during_ring_changes_all_hold() {
         let stop = stop.clone();
         joiners.push(tokio::spawn(async move {
             let mut joined = Vec::new();
+            let mut slowest = Duration::ZERO;
+            let mut refused: BTreeMap<String, usize> = BTreeMap::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && joined.len() < 1500 {
                 let room = format!("ring-{index}-{}", joined.len());
-                let reply = client.request("room.join", json!({"room": room})).await;
+                // Held for a takeover (at the edge, then at the owner) and waiting for
+                // receipts, an answer can take longer than RECV_TIMEOUT on a loaded machine;
+                // the edge answers every request within PENDING_TIMEOUT (10 s).
+                let asked = Instant::now();
+                let op_id = client.send_request("room.join", json!({"room": room})).await;
+                let reply = client.recv_where("the join's answer", ANSWER_WAIT, |v| v["op_id"] == op_id).await;
+                slowest = slowest.max(asked.elapsed());
                 if reply["type"] == "ack" {
                     joined.push(room);
                 } else {
                     // Refused while a room moves: the client retries the same room.
                     assert_eq!(reply["data"]["code"], "unavailable", "{reply}");
+                    *refused.entry(reply["data"]["message"].to_string()).or_default() += 1;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
+            eprintln!("joiner {index}: slowest answer {slowest:?}, refused {refused:?}");
             (client, joined)
         }));
     }
