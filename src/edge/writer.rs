@@ -19,7 +19,7 @@ const OPCODE_PING: u8 = 0x9;
 const OPCODE_PONG: u8 = 0xA;
 
 /// Frames per vectored write (two iovecs each; Linux takes up to 1024).
-const FRAMES_PER_WRITE: usize = 64;
+const FRAMES_PER_WRITE: usize = 256;
 /// An emptied queue keeps its buffer only above this many frames (see `try_flush`).
 const KEPT_FRAMES_MIN: usize = 4;
 /// RSV1 in the first header byte: the frame is a compressed message (RFC 7692 §6).
@@ -300,5 +300,36 @@ mod tests {
             &[0x88, 16, 0x03, 0xe8, b'n', b'o', b'r', b'm', b'a', b'l', b' ', b'c', b'l', b'o', b's', b'u', b'r', b'e']
                 [..]
         );
+    }
+
+    /// More frames than one vectored write takes leave in several writes, in order.
+    #[tokio::test]
+    async fn test_flush_splits_a_long_queue_into_writes_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let mut transport = Transport::plain(client);
+        let (mut server_side, _) = listener.accept().await.unwrap();
+        let mut queue = WriteQueue::default();
+        let count = 2 * FRAMES_PER_WRITE + 3;
+        queue.extend((0..count).map(|index| Outgoing::Text(Bytes::from(format!("{index:05}")))));
+        let reader = tokio::spawn(async move {
+            let mut out = vec![0u8; count * 7];
+            server_side.read_exact(&mut out).await.unwrap();
+            out
+        });
+        while !queue.is_empty() {
+            match queue.try_flush(&mut transport) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    transport.ready(Some(tokio::io::Interest::WRITABLE)).await.unwrap();
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+        let out = reader.await.unwrap();
+        for (index, frame) in out.chunks(7).enumerate() {
+            assert_eq!(&frame[..2], &[0x81, 5]);
+            assert_eq!(frame[2..], *format!("{index:05}").as_bytes(), "frame {index}");
+        }
     }
 }
