@@ -271,6 +271,13 @@ pub enum ServerFrame<'a> {
         op: Option<OpRef>,
         data: serde_json::Value,
     },
+    /// The `ack` of a `chat.send`, scanned: the room and the seq the message took (the one
+    /// frame a publisher gets per message, read without building a JSON value).
+    SendAck {
+        op: OpRef,
+        room: &'a str,
+        seq: u64,
+    },
     Error {
         op: Option<OpRef>,
         code: String,
@@ -285,12 +292,18 @@ pub enum ServerFrame<'a> {
 }
 
 const CHAT_PREFIX: &[u8] = br#"{"type":"chat.message""#;
+const ACK_PREFIX: &[u8] = br#"{"type":"ack","op_id":""#;
 
 /// Classifies one text frame of the ringcast protocol.
 pub fn classify(frame: &[u8]) -> ServerFrame<'_> {
     if frame.starts_with(CHAT_PREFIX) {
         if let Some(chat) = scan_chat(frame) {
             return ServerFrame::Chat(chat);
+        }
+    }
+    if frame.starts_with(ACK_PREFIX) {
+        if let Some(ack) = scan_send_ack(&frame[ACK_PREFIX.len()..]) {
+            return ack;
         }
     }
     #[derive(Deserialize)]
@@ -322,6 +335,26 @@ pub fn classify(frame: &[u8]) -> ServerFrame<'_> {
 /// The fast path: fields found by key in the rendered frame (the server renders `room`,
 /// `seq` and `text` as plain values, the harness's texts and room names need no escapes).
 fn scan_chat(frame: &[u8]) -> Option<ChatMessage<'_>> {
+    let (body, room, seq) = scan_room_seq(frame)?;
+    let stamp = find(body, b"\"text\":\"").and_then(|at| parse_stamp(&body[at + 8..]));
+    let recovered = find(body, b"\"recovered\":true").is_some();
+    Some(ChatMessage { room, seq, recovered, stamp })
+}
+
+/// The fast path for the ack of a `chat.send` (`rest` follows [`ACK_PREFIX`]); `None` for
+/// other acks, which need their whole data.
+fn scan_send_ack(rest: &[u8]) -> Option<ServerFrame<'_>> {
+    let op_len = rest.iter().position(|&b| b == b'"')?;
+    let op = OpRef::parse(std::str::from_utf8(&rest[..op_len]).ok()?)?;
+    if op.kind != OpKind::Send {
+        return None;
+    }
+    let (_, room, seq) = scan_room_seq(&rest[op_len..])?;
+    Some(ServerFrame::SendAck { op, room, seq })
+}
+
+/// The body of a frame's `data` object with the plain `room` and the `seq` found in it.
+fn scan_room_seq(frame: &[u8]) -> Option<(&[u8], &str, u64)> {
     let data = find(frame, b"\"data\":{")? + 8;
     let body = &frame[data..];
     let room_at = find(body, b"\"room\":\"")? + 8;
@@ -333,9 +366,7 @@ fn scan_chat(frame: &[u8]) -> Option<ChatMessage<'_>> {
     let room = std::str::from_utf8(room_bytes).ok()?;
     let seq_at = find(body, b"\"seq\":")? + 6;
     let (seq, _) = parse_u64(&body[seq_at..])?;
-    let stamp = find(body, b"\"text\":\"").and_then(|at| parse_stamp(&body[at + 8..]));
-    let recovered = find(body, b"\"recovered\":true").is_some();
-    Some(ChatMessage { room, seq, recovered, stamp })
+    Some((body, room, seq))
 }
 
 /// The slow path for a `chat.message` the scanner could not read (escapes, other layout).
@@ -379,6 +410,27 @@ mod tests {
         assert!(text[prefix.len()..].bytes().all(|b| b.is_ascii_lowercase() || b == b' ' || b == b'\''));
         assert_eq!(parse_stamp(b"hello"), None);
         assert_eq!(parse_stamp(b"t:1:2:3"), None);
+    }
+
+    #[test]
+    fn test_send_ack_scanned_and_other_acks_parsed() {
+        let op = OpRef { kind: OpKind::Send, n: 9, sent_micros: 77 };
+        let frame = format!(
+            r#"{{"type":"ack","op_id":"{}","data":{{"room":"lt-f3","id":"m9","seq":41,"ts":"2025-01-01T00:00:00.000Z"}}}}"#,
+            op.encode()
+        );
+        let ServerFrame::SendAck { op: got, room, seq } = classify(frame.as_bytes()) else { panic!("not a send ack") };
+        assert_eq!((got, room, seq), (op, "lt-f3", 41));
+        // A join's ack keeps its whole data (epoch, recovered).
+        let join = OpRef { kind: OpKind::Join, n: 1, sent_micros: 5 };
+        let frame =
+            format!(r#"{{"type":"ack","op_id":"{}","data":{{"room":"r","seq":0,"epoch":"e1"}}}}"#, join.encode());
+        let ServerFrame::Ack { op: Some(got), data } = classify(frame.as_bytes()) else { panic!("not an ack") };
+        assert_eq!((got.kind, data["epoch"].as_str()), (OpKind::Join, Some("e1")));
+        // A send ack the scanner cannot read (escaped room) goes the slow way.
+        let frame = format!(r#"{{"type":"ack","op_id":"{}","data":{{"room":"a\u0062","seq":2}}}}"#, op.encode());
+        let ServerFrame::Ack { data, .. } = classify(frame.as_bytes()) else { panic!("not an ack") };
+        assert_eq!(data["room"], "ab");
     }
 
     #[test]

@@ -87,6 +87,23 @@ impl Inbox {
         }
     }
 
+    /// The ack of a publish: a permit back, and the ack's seq takes the message's place in
+    /// this connection's stream (the sender gets the ack instead of its own message).
+    fn on_send_ack(&mut self, op: OpRef, room: &str, seq: u64, payload: &[u8]) {
+        if let Some(window) = &self.send_window {
+            window.add_permits(1);
+        }
+        if let Err(v) = self.checker.message(room, seq, false, Some((SELF_ORIGIN, op.n))) {
+            self.trace(v, " on ack", payload);
+            self.violation(v);
+        }
+        if let Some(tap) = &self.tap {
+            if let Some(epoch) = self.checker.epoch(room) {
+                tap.acked(room, epoch, seq, op.n, op.sent_micros, now_micros());
+            }
+        }
+    }
+
     /// Handles one text frame.
     pub fn on_text(&mut self, payload: &[u8]) -> Seen {
         if self.raw {
@@ -142,23 +159,12 @@ impl Inbox {
                 self.rec.answered(op.kind, now_micros().saturating_sub(op.sent_micros));
                 match op.kind {
                     OpKind::Send => {
-                        if let Some(window) = &self.send_window {
-                            window.add_permits(1);
-                        }
-                        // The sender gets the ack instead of its own message: the ack's seq
-                        // takes the message's place in this connection's stream.
                         if let (Some(room), Some(seq)) =
                             (data.get("room").and_then(|r| r.as_str()), data.get("seq").and_then(|s| s.as_u64()))
                         {
-                            if let Err(v) = self.checker.message(room, seq, false, Some((SELF_ORIGIN, op.n))) {
-                                self.trace(v, " on ack", payload);
-                                self.violation(v);
-                            }
-                            if let Some(tap) = &self.tap {
-                                if let Some(epoch) = self.checker.epoch(room) {
-                                    tap.acked(room, epoch, seq, op.n, op.sent_micros, now_micros());
-                                }
-                            }
+                            self.on_send_ack(op, room, seq, payload);
+                        } else if let Some(window) = &self.send_window {
+                            window.add_permits(1);
                         }
                         Seen::Nothing
                     }
@@ -190,6 +196,12 @@ impl Inbox {
                     }
                     _ => Seen::Nothing,
                 }
+            }
+            ServerFrame::SendAck { op, room, seq } => {
+                self.rec.frame("ack");
+                self.rec.answered(op.kind, now_micros().saturating_sub(op.sent_micros));
+                self.on_send_ack(op, room, seq, payload);
+                Seen::Nothing
             }
             ServerFrame::Error { op, code } => {
                 let kind = op.map(|op| op.kind);
