@@ -265,16 +265,12 @@ mod tests {
         assert!(queue.is_empty() && !queue.is_mid_frame());
     }
 
-    #[tokio::test]
-    async fn test_flush_writes_every_frame_in_order() {
+    /// Everything `queue` writes to a real socket, flushed until empty, up to the close.
+    async fn written(mut queue: WriteQueue) -> Vec<u8> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let mut transport = Transport::plain(client);
         let (mut server_side, _) = listener.accept().await.unwrap();
-        let mut queue = WriteQueue::default();
-        let big = Bytes::from(vec![b'x'; 100_000]);
-        queue.extend([Outgoing::Text(Bytes::from_static(b"ab")), Outgoing::Ping, Outgoing::Text(big.clone())]);
-        queue.push_close(Disconnect::NORMAL);
         let reader = tokio::spawn(async move {
             let mut out = Vec::new();
             server_side.read_to_end(&mut out).await.unwrap();
@@ -290,7 +286,16 @@ mod tests {
             }
         }
         drop(transport);
-        let out = reader.await.unwrap();
+        reader.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn test_flush_writes_every_frame_in_order() {
+        let mut queue = WriteQueue::default();
+        let big = Bytes::from(vec![b'x'; 100_000]);
+        queue.extend([Outgoing::Text(Bytes::from_static(b"ab")), Outgoing::Ping, Outgoing::Text(big.clone())]);
+        queue.push_close(Disconnect::NORMAL);
+        let out = written(queue).await;
         assert_eq!(&out[..4], &[0x81, 2, b'a', b'b']);
         assert_eq!(&out[4..6], &[0x89, 0]);
         assert_eq!(&out[6..16], &[0x81, 127, 0, 0, 0, 0, 0, 1, 0x86, 0xa0]);
@@ -305,28 +310,11 @@ mod tests {
     /// More frames than one vectored write takes leave in several writes, in order.
     #[tokio::test]
     async fn test_flush_splits_a_long_queue_into_writes_in_order() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let mut transport = Transport::plain(client);
-        let (mut server_side, _) = listener.accept().await.unwrap();
         let mut queue = WriteQueue::default();
         let count = 2 * FRAMES_PER_WRITE + 3;
         queue.extend((0..count).map(|index| Outgoing::Text(Bytes::from(format!("{index:05}")))));
-        let reader = tokio::spawn(async move {
-            let mut out = vec![0u8; count * 7];
-            server_side.read_exact(&mut out).await.unwrap();
-            out
-        });
-        while !queue.is_empty() {
-            match queue.try_flush(&mut transport) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    transport.ready(Some(tokio::io::Interest::WRITABLE)).await.unwrap();
-                }
-                Err(err) => panic!("{err}"),
-            }
-        }
-        let out = reader.await.unwrap();
+        let out = written(queue).await;
+        assert_eq!(out.len(), count * 7);
         for (index, frame) in out.chunks(7).enumerate() {
             assert_eq!(&frame[..2], &[0x81, 5]);
             assert_eq!(frame[2..], *format!("{index:05}").as_bytes(), "frame {index}");

@@ -212,13 +212,23 @@ impl Client {
 
     /// The frame answering `op_id` (ack, error, or a typed reply such as presence.pong).
     pub async fn reply(&mut self, op_id: &str) -> Value {
-        self.recv_where(&format!("the reply to {op_id}"), RECV_TIMEOUT, |v| v["op_id"] == op_id).await
+        self.reply_within(op_id, RECV_TIMEOUT).await
+    }
+
+    /// Like [`Client::reply`], waiting up to `timeout`.
+    pub async fn reply_within(&mut self, op_id: &str, timeout: Duration) -> Value {
+        self.recv_where(&format!("the reply to {op_id}"), timeout, |v| v["op_id"] == op_id).await
     }
 
     /// Sends a request and returns the frame that answers it.
     pub async fn request(&mut self, kind: &str, data: Value) -> Value {
+        self.request_within(kind, data, RECV_TIMEOUT).await
+    }
+
+    /// Like [`Client::request`], waiting up to `timeout` for the answer.
+    pub async fn request_within(&mut self, kind: &str, data: Value, timeout: Duration) -> Value {
         let op_id = self.send_request(kind, data).await;
-        self.reply(&op_id).await
+        self.reply_within(&op_id, timeout).await
     }
 
     /// Sends a request that must be acked; returns the ack's data.
