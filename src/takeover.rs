@@ -13,7 +13,10 @@
 //! said it finished its hand-offs and resubscriptions for that ring (`KIND_TAKEOVER_DONE`,
 //! sent on each link behind the snapshots and the resubscriptions; the node itself counts,
 //! so its own connections' ops wait for its own resubscriptions), or
-//! until [`HOLD_LIMIT`] passed (logged and counted: `ringcast_takeover_expired_total`). Held
+//! until [`HOLD_LIMIT`] passed (logged and counted: `ringcast_takeover_expired_total`). Ring
+//! changes that come one after another (a node restarting: it leaves, fences, joins) each
+//! wait [`HOLD_LIMIT`] again, but never past [`HOLD_TOTAL_LIMIT`] from the first: an op held
+//! under the first one is answered within a bound, however long the rings keep moving. Held
 //! ops are then applied before any op that comes later: first the resubscriptions (they
 //! restore who was in the room before the change), then the others in the order they came.
 
@@ -31,6 +34,9 @@ use crate::room::RoomKey;
 /// The longest an op waits for the hand-offs of a ring change (a member whose view of the
 /// ring differs never says it is done for ours).
 pub const HOLD_LIMIT: Duration = Duration::from_secs(2);
+
+/// The longest ops wait through ring changes that follow one another before the wait ends.
+pub const HOLD_TOTAL_LIMIT: Duration = Duration::from_secs(4);
 
 /// An op held for a key being taken over.
 pub enum Held {
@@ -78,6 +84,8 @@ struct State {
     /// Members that have not said they are done with `ring` yet.
     waiting: BTreeSet<NodeId>,
     deadline: Option<Instant>,
+    /// When the current run of waits began (the first ring change of it).
+    since: Option<Instant>,
     held: VecDeque<Held>,
     /// Set while held ops are being applied: later ops for gained keys queue behind them.
     releasing: bool,
@@ -106,6 +114,10 @@ impl Takeover {
     /// until every member of `ring` is done with it (any other may have held some of the
     /// keys, or have connections subscribed to them; this node resubscribes its own).
     pub fn begin(&self, me: &NodeId, previous: &Arc<Ring>, ring: Arc<Ring>) -> Begin {
+        self.begin_at(me, previous, ring, Instant::now())
+    }
+
+    fn begin_at(&self, me: &NodeId, previous: &Arc<Ring>, ring: Arc<Ring>, now: Instant) -> Begin {
         let hash = ring_hash(&ring);
         let mut state = self.state.lock();
         // An empty ring before: this node has just started, holds nothing yet, and does not
@@ -132,10 +144,12 @@ impl Takeover {
         } else {
             BTreeSet::new()
         };
+        let since = state.since.filter(|_| !state.waiting.is_empty()).unwrap_or(now);
         state.ring = Some((ring, hash, previous));
         state.waiting = waiting;
         if state.waiting.is_empty() {
             state.deadline = None;
+            state.since = None;
             if state.held.is_empty() {
                 if !state.releasing {
                     state.ring = None;
@@ -145,8 +159,9 @@ impl Takeover {
             }
             return if start_release(&mut state) { Begin::Release } else { Begin::Idle };
         }
-        let deadline = Instant::now() + HOLD_LIMIT;
+        let deadline = (now + HOLD_LIMIT).min(since + HOLD_TOTAL_LIMIT);
         state.deadline = Some(deadline);
+        state.since = Some(since);
         self.active.store(true, Ordering::Release);
         Begin::Wait(deadline)
     }
@@ -213,6 +228,7 @@ impl Takeover {
                     if state.waiting.is_empty() {
                         state.ring = None;
                         state.deadline = None;
+                        state.since = None;
                         self.active.store(false, Ordering::Release);
                     }
                     return;
@@ -438,5 +454,41 @@ mod tests {
             Begin::Idle => {}
             other => panic!("b gains nothing when a joins: {other:?}"),
         }
+    }
+
+    #[test]
+    fn test_ring_changes_one_after_another_wait_no_longer_than_the_total_limit() {
+        let (a, b, c) = (id("a"), id("b"), id("c"));
+        let three = Arc::new(Ring::new([a.clone(), b.clone(), c.clone()]));
+        let two = Arc::new(Ring::new([a.clone(), c.clone()]));
+        let takeover = Takeover::default();
+        let t0 = Instant::now();
+        // c starts and holds an op of a gained key; a and b never say they are done, while the
+        // ring keeps changing every 1.5 s (b leaves, b comes back, b leaves).
+        let Begin::Wait(first) = takeover.begin_at(&c, &Arc::new(Ring::new([])), three.clone(), t0) else {
+            panic!("c waits")
+        };
+        assert_eq!(first, t0 + HOLD_LIMIT);
+        let gained = rooms_of(&c, &three, 1);
+        assert!(takeover.hold(&c, op(&gained[0])).is_none());
+        let step = Duration::from_millis(1500);
+        let Begin::Wait(second) = takeover.begin_at(&c, &three, two.clone(), t0 + step) else { panic!("still waits") };
+        assert_eq!(second, t0 + step + HOLD_LIMIT, "a later change waits its own limit");
+        let Begin::Wait(third) = takeover.begin_at(&c, &two, three.clone(), t0 + step * 2) else {
+            panic!("still waits")
+        };
+        assert_eq!(third, t0 + HOLD_TOTAL_LIMIT, "but not past the total limit from the first");
+        let Begin::Wait(fourth) = takeover.begin_at(&c, &three, two.clone(), t0 + step * 3) else {
+            panic!("still waits")
+        };
+        assert_eq!(fourth, t0 + HOLD_TOTAL_LIMIT, "already due: the wait ends at once");
+        assert!(takeover.expire(t0 + step * 3));
+        let mut released = 0;
+        takeover.release(|_| released += 1);
+        assert_eq!(released, 1, "the op held under the first change");
+        // The next change starts a run of its own.
+        let later = t0 + Duration::from_secs(10);
+        let Begin::Wait(fresh) = takeover.begin_at(&c, &three, two.clone(), later) else { panic!("b leaves: c waits") };
+        assert_eq!(fresh, later + HOLD_LIMIT);
     }
 }
