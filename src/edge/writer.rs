@@ -20,6 +20,8 @@ const OPCODE_PONG: u8 = 0xA;
 
 /// Frames per vectored write (two iovecs each; Linux takes up to 1024).
 const FRAMES_PER_WRITE: usize = 256;
+/// A batch of at most this many frames is written with stack arrays sized for it.
+const SMALL_WRITE: usize = 32;
 /// An emptied queue keeps its buffer only above this many frames (see `try_flush`).
 const KEPT_FRAMES_MIN: usize = 4;
 /// RSV1 in the first header byte: the frame is a compressed message (RFC 7692 §6).
@@ -111,41 +113,13 @@ impl WriteQueue {
     /// socket would block (`Err(WouldBlock)`); any other error means the peer is gone.
     pub fn try_flush(&mut self, transport: &mut Transport) -> io::Result<()> {
         while !self.frames.is_empty() {
-            let deflate = self.deflate;
-            // Frames are pushed onto an empty queue, so this rarely moves anything; a slice
-            // is cheaper to walk than the deque.
-            let frames = self.frames.make_contiguous();
-            let count = frames.len().min(FRAMES_PER_WRITE);
-            let frames = &frames[..count];
-            let mut headers = [[0u8; 10]; FRAMES_PER_WRITE];
-            let mut totals = [0usize; FRAMES_PER_WRITE];
-            for (index, frame) in frames.iter().enumerate() {
-                let (opcode, payload) = wire(deflate, frame);
-                totals[index] = frame_header(opcode, payload.len(), &mut headers[index]) + payload.len();
+            // The stack arrays are sized to the batch: a few frames (the common case) do not
+            // pay for initialising room for the most one write takes.
+            if self.frames.len() <= SMALL_WRITE {
+                self.write_some::<SMALL_WRITE, { 2 * SMALL_WRITE }>(transport)?;
+            } else {
+                self.write_some::<FRAMES_PER_WRITE, { 2 * FRAMES_PER_WRITE }>(transport)?;
             }
-            let mut slices = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-            let mut num_slices = 0;
-            for (index, frame) in frames.iter().enumerate() {
-                let payload = wire(deflate, frame).1;
-                let header_len = totals[index] - payload.len();
-                let skip = if index == 0 { self.offset } else { 0 };
-                if skip < header_len {
-                    slices[num_slices] = IoSlice::new(&headers[index][skip..header_len]);
-                    num_slices += 1;
-                    if !payload.is_empty() {
-                        slices[num_slices] = IoSlice::new(payload);
-                        num_slices += 1;
-                    }
-                } else {
-                    slices[num_slices] = IoSlice::new(&payload[skip - header_len..]);
-                    num_slices += 1;
-                }
-            }
-            let written = transport.write_vectored(&slices[..num_slices])?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.advance(written, &totals[..count]);
         }
         // Everything is written. A buffer that only ever held a few frames goes back, or
         // every connection that was sent a frame would keep one for its whole life; a busy
@@ -155,6 +129,46 @@ impl WriteQueue {
             self.frames = VecDeque::new();
         }
         transport.flush()
+    }
+
+    /// One vectored write of up to `N` frames from the front (`S` = 2 × `N` slices).
+    fn write_some<const N: usize, const S: usize>(&mut self, transport: &mut Transport) -> io::Result<()> {
+        let deflate = self.deflate;
+        // Frames are pushed onto an empty queue, so this rarely moves anything; a slice is
+        // cheaper to walk than the deque.
+        let frames = self.frames.make_contiguous();
+        let count = frames.len().min(N);
+        let frames = &frames[..count];
+        let mut headers = [[0u8; 10]; N];
+        let mut totals = [0usize; N];
+        for (index, frame) in frames.iter().enumerate() {
+            let (opcode, payload) = wire(deflate, frame);
+            totals[index] = frame_header(opcode, payload.len(), &mut headers[index]) + payload.len();
+        }
+        let mut slices = [IoSlice::new(&[]); S];
+        let mut num_slices = 0;
+        for (index, frame) in frames.iter().enumerate() {
+            let payload = wire(deflate, frame).1;
+            let header_len = totals[index] - payload.len();
+            let skip = if index == 0 { self.offset } else { 0 };
+            if skip < header_len {
+                slices[num_slices] = IoSlice::new(&headers[index][skip..header_len]);
+                num_slices += 1;
+                if !payload.is_empty() {
+                    slices[num_slices] = IoSlice::new(payload);
+                    num_slices += 1;
+                }
+            } else {
+                slices[num_slices] = IoSlice::new(&payload[skip - header_len..]);
+                num_slices += 1;
+            }
+        }
+        let written = transport.write_vectored(&slices[..num_slices])?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        self.advance(written, &totals[..count]);
+        Ok(())
     }
 
     /// Drops the frames `written` bytes completed; `totals` are the wire lengths (header and
