@@ -174,7 +174,11 @@ pub struct Report {
     /// plus failed connects.
     pub errors: u64,
     pub server: Option<ServerSummary>,
+    /// CPU of the harness's processes over the whole run, setup and teardown included.
     pub harness_cpu_seconds: f64,
+    /// The harness's CPU between the `go` and `stop` barriers only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_window: Option<HarnessWindow>,
     pub metrics: Option<MetricsSummary>,
     pub timeline: Vec<TimelinePoint>,
     /// Latency histogram for plots: (upper bound in ms, count) on log-spaced buckets.
@@ -190,6 +194,15 @@ pub struct Report {
     /// The chaos worker's ledger findings, for the parent to merge (not reported as such).
     #[serde(skip)]
     pub chaos_data: Option<ChaosData>,
+}
+
+/// The harness's own CPU from `go` to `stop`: near one core per worker thread means the
+/// generator, not the server, set the pace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HarnessWindow {
+    pub cpu_seconds: f64,
+    pub cpu_avg_cores: f64,
+    pub cpu_us_per_delivery: Option<f64>,
 }
 
 /// One injected fault.

@@ -89,6 +89,7 @@ fn smoke_fanout_closed_loop_and_rate() {
     assert!(report["latency_ms"]["count"].as_u64().unwrap() > 0);
     let metrics = &report["metrics"];
     assert!(metrics["deliveries"].as_f64().unwrap() > 0.0, "{metrics}");
+    assert_harness_window(&report);
 
     let mut args = spawn_args(&bin, "fanout");
     args.extend([
@@ -108,6 +109,18 @@ fn smoke_fanout_closed_loop_and_rate() {
     let report = run(&args);
     assert!(report["counts"]["delivered"].as_u64().unwrap() > 0);
     assert_eq!(report["machine"]["processes"], 2);
+    assert_harness_window(&report);
+}
+
+/// The harness's CPU from `go` to `stop` is reported, is some of the run's and not more
+/// than the whole run's (which counts connecting and closing too).
+fn assert_harness_window(report: &serde_json::Value) {
+    let window = &report["harness_window"];
+    let cpu = window["cpu_seconds"].as_f64().unwrap_or_else(|| panic!("no harness window: {window}"));
+    let total = report["harness_cpu_seconds"].as_f64().unwrap();
+    assert!(cpu > 0.0 && cpu <= total + 0.02, "window {cpu} s, run {total} s");
+    assert!(window["cpu_avg_cores"].as_f64().unwrap() > 0.0, "{window}");
+    assert!(window["cpu_us_per_delivery"].as_f64().unwrap() > 0.0, "{window}");
 }
 
 #[test]

@@ -20,6 +20,7 @@ pub fn report(plan: &Plan, collected: Collected) -> Result<Report> {
     if !watch.pids.is_empty() {
         report.server = Some(watch.summary(&plan.scenario, &report));
     }
+    report.harness_window = watch.harness_window(&report);
     if !metrics.endpoints.is_empty() {
         if let (Some(before), Some(after)) = (&metrics_before, &metrics_after) {
             metrics_deltas(&mut metrics, before, after, report.counts.acked);

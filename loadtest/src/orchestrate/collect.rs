@@ -64,7 +64,7 @@ pub async fn collect(
         go: hooks.go,
         out: Collected {
             agg: Aggregate::default(),
-            watch: ServerWatch::new(pids),
+            watch: ServerWatch::new(pids, workers.pids()),
             metrics: MetricsSummary { endpoints: endpoints.iter().map(Endpoint::url).collect(), ..Default::default() },
             metrics_before: None,
             metrics_after: None,

@@ -1,5 +1,6 @@
 //! What the parent watches on the servers: their RSS and CPU from `/proc` (every second
-//! and at the `go` and `stop` barriers) and their Prometheus counters.
+//! and at the `go` and `stop` barriers) and their Prometheus counters; and the harness's
+//! own CPU between the barriers, so a saturated generator shows.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use tokio::time::Instant;
 use crate::plan::Scenario;
 use crate::procfs;
 use crate::promscrape::{self, Endpoint};
-use crate::report::{MetricsSummary, Report, ServerSummary};
+use crate::report::{HarnessWindow, MetricsSummary, Report, ServerSummary};
 use crate::urls::Target;
 
 /// What the parent learned about the servers around the barriers.
@@ -30,11 +31,43 @@ pub struct ServerWatch {
     t_stop: Option<Instant>,
     pub samples: BTreeMap<u32, (u64, Option<f64>)>,
     last_cpu: Option<(Instant, f64)>,
+    /// The harness's processes (this one and its workers) and their CPU at `go` and `stop`.
+    harness_pids: Vec<u32>,
+    harness_cpu_go: f64,
+    harness_cpu_stop: f64,
 }
 
 impl ServerWatch {
-    pub fn new(pids: Vec<u32>) -> ServerWatch {
-        ServerWatch { pids, ..Default::default() }
+    pub fn new(pids: Vec<u32>, harness_pids: Vec<u32>) -> ServerWatch {
+        ServerWatch { pids, harness_pids, ..Default::default() }
+    }
+
+    fn harness_cpu(&self) -> f64 {
+        self.harness_pids.iter().filter_map(|&pid| procfs::cpu_seconds(Some(pid))).sum()
+    }
+
+    /// Seconds from `go` to `stop`; 0 when either barrier was not reached.
+    fn window_secs(&self) -> f64 {
+        match (self.t_go, self.t_stop) {
+            (Some(go), Some(stop)) => stop.duration_since(go).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
+    /// The harness's CPU from `go` to `stop`: the load itself, without connecting and
+    /// joining before it or closing after it.
+    pub fn harness_window(&self, report: &Report) -> Option<HarnessWindow> {
+        let secs = self.window_secs();
+        if self.harness_pids.is_empty() || secs <= 0.0 {
+            return None;
+        }
+        let cpu = (self.harness_cpu_stop - self.harness_cpu_go).max(0.0);
+        let delivered = report.counts.delivered.max(report.run.delivered);
+        Some(HarnessWindow {
+            cpu_seconds: cpu,
+            cpu_avg_cores: cpu / secs,
+            cpu_us_per_delivery: (delivered > 0).then(|| cpu * 1e6 / delivered as f64),
+        })
     }
 
     fn rss(&self) -> u64 {
@@ -74,6 +107,7 @@ impl ServerWatch {
         self.cpu_go = self.cpu();
         self.written_go = self.written();
         self.kernel_go = self.kernel();
+        self.harness_cpu_go = self.harness_cpu();
         self.t_go = Some(Instant::now());
     }
 
@@ -84,16 +118,14 @@ impl ServerWatch {
         self.cpu_stop = self.cpu();
         self.written_stop = self.written();
         self.kernel_stop = self.kernel();
+        self.harness_cpu_stop = self.harness_cpu();
         self.t_stop = Some(Instant::now());
         self.open_at_stop = open_total;
     }
 
     /// The servers' part of the report (`report` has its counts already).
     pub fn summary(&self, scenario: &Scenario, report: &Report) -> ServerSummary {
-        let secs = match (self.t_go, self.t_stop) {
-            (Some(go), Some(stop)) => stop.duration_since(go).as_secs_f64(),
-            _ => 0.0,
-        };
+        let secs = self.window_secs();
         let cpu = (self.cpu_stop - self.cpu_go).max(0.0);
         ServerSummary {
             pids: self.pids.clone(),

@@ -78,6 +78,11 @@ impl Workers {
         Ok(())
     }
 
+    /// The processes that generate the load: this one, and the children when there are any.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(std::process::id()).chain(self.children.iter().filter_map(|c| c.id())).collect()
+    }
+
     /// Gives each child process a few seconds to exit; one still running is killed.
     pub async fn wait_children(&mut self) {
         for mut child in std::mem::take(&mut self.children) {

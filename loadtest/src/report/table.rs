@@ -136,7 +136,15 @@ impl Report {
                 );
             }
         }
-        row("harness CPU", format!("{:.1} s", self.harness_cpu_seconds));
+        let window = self.harness_window.as_ref().map(|w| {
+            format!(
+                "; {:.1} s in the run ({:.2} cores{})",
+                w.cpu_seconds,
+                w.cpu_avg_cores,
+                w.cpu_us_per_delivery.map(|us| format!(", {us:.3} µs per delivery")).unwrap_or_default()
+            )
+        });
+        row("harness CPU", format!("{:.1} s{}", self.harness_cpu_seconds, window.unwrap_or_default()));
         if let Some(metrics) = &self.metrics {
             if let (Some(deliveries), Some(rendered)) = (metrics.deliveries, metrics.frames_rendered) {
                 row(

@@ -156,8 +156,11 @@ impl RunFigures {
         put("errors", f(&["errors"]));
         let harness = f(&["harness_cpu_seconds"]);
         put("harness_cpu_seconds", harness);
-        // Over the measured window although it counts the setup too: an upper bound.
-        put("harness_cpu_cores", harness.zip(secs).map(|(c, s)| c / s));
+        // From `go` to `stop`; a report without that window gives the whole run's CPU over
+        // the measured window, setup included: an upper bound.
+        let window = f(&["harness_window", "cpu_avg_cores"]);
+        put("harness_cpu_cores", window.or(harness.zip(secs).map(|(c, s)| c / s)));
+        put("harness_cpu_us_per_delivery", f(&["harness_window", "cpu_us_per_delivery"]));
         let mut notes = Vec::new();
         if f(&["violations"]).unwrap_or(0.0) > 0.0 {
             notes.push("sequence violations seen".into());
@@ -440,6 +443,16 @@ mod tests {
         assert_eq!(r.figures["harness_cpu_cores"], 0.5);
         assert_eq!(r.figures["cpu_us_per_delivery"], 3.0);
         assert_eq!(r.notes, vec!["errors: unavailable=7".to_string()]);
+        assert!(!r.figures.contains_key("harness_cpu_us_per_delivery"));
+        // With the window from `go` to `stop`, the harness's cores come from it.
+        let mut windowed = report.clone();
+        windowed["harness_window"] =
+            serde_json::json!({"cpu_seconds": 0.4, "cpu_avg_cores": 0.2, "cpu_us_per_delivery": 0.25});
+        let w = RunFigures::from_report(&variant("ringcast"), 0, &windowed);
+        assert_eq!(w.figures["harness_cpu_cores"], 0.2);
+        assert_eq!(w.figures["harness_cpu_us_per_delivery"], 0.25);
+        assert_eq!(w.figures["harness_cpu_seconds"], 1.0);
+        assert_eq!(higher_is_better("ringcast.harness_cpu_us_per_delivery"), None);
         let mut record = Record::new(1, "2026-12-02", true, Machine::read());
         let scenario =
             Scenario { name: "x".into(), description: "d".into(), unavailable: None, variants: vec![], repeats: 1 };
