@@ -5,8 +5,10 @@
 //! are scanned for the few fields the checks need without building a JSON tree; every other
 //! frame (acks, errors, events) is parsed with serde_json.
 
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use memchr::memmem::Finder;
 use serde::Deserialize;
 
 use crate::ws::find;
@@ -332,12 +334,30 @@ pub fn classify(frame: &[u8]) -> ServerFrame<'_> {
     }
 }
 
+/// The keys the fast paths look for in every delivered frame, each searcher built once.
+struct Keys {
+    data: Finder<'static>,
+    room: Finder<'static>,
+    seq: Finder<'static>,
+    text: Finder<'static>,
+    recovered: Finder<'static>,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| Keys {
+    data: Finder::new(b"\"data\":{"),
+    room: Finder::new(b"\"room\":\""),
+    seq: Finder::new(b"\"seq\":"),
+    text: Finder::new(b"\"text\":\""),
+    recovered: Finder::new(b"\"recovered\":true"),
+});
+
 /// The fast path: fields found by key in the rendered frame (the server renders `room`,
 /// `seq` and `text` as plain values, the harness's texts and room names need no escapes).
 fn scan_chat(frame: &[u8]) -> Option<ChatMessage<'_>> {
     let (body, room, seq) = scan_room_seq(frame)?;
-    let stamp = find(body, b"\"text\":\"").and_then(|at| parse_stamp(&body[at + 8..]));
-    let recovered = find(body, b"\"recovered\":true").is_some();
+    let keys = &*KEYS;
+    let stamp = keys.text.find(body).and_then(|at| parse_stamp(&body[at + 8..]));
+    let recovered = keys.recovered.find(body).is_some();
     Some(ChatMessage { room, seq, recovered, stamp })
 }
 
@@ -355,16 +375,17 @@ fn scan_send_ack(rest: &[u8]) -> Option<ServerFrame<'_>> {
 
 /// The body of a frame's `data` object with the plain `room` and the `seq` found in it.
 fn scan_room_seq(frame: &[u8]) -> Option<(&[u8], &str, u64)> {
-    let data = find(frame, b"\"data\":{")? + 8;
+    let keys = &*KEYS;
+    let data = keys.data.find(frame)? + 8;
     let body = &frame[data..];
-    let room_at = find(body, b"\"room\":\"")? + 8;
+    let room_at = keys.room.find(body)? + 8;
     let room_len = body[room_at..].iter().position(|&b| b == b'"')?;
     let room_bytes = &body[room_at..room_at + room_len];
     if room_bytes.contains(&b'\\') {
         return None;
     }
     let room = std::str::from_utf8(room_bytes).ok()?;
-    let seq_at = find(body, b"\"seq\":")? + 6;
+    let seq_at = keys.seq.find(body)? + 6;
     let (seq, _) = parse_u64(&body[seq_at..])?;
     Some((body, room, seq))
 }
