@@ -62,11 +62,10 @@ impl ServerWatch {
             return None;
         }
         let cpu = (self.harness_cpu_stop - self.harness_cpu_go).max(0.0);
-        let delivered = report.counts.delivered.max(report.run.delivered);
         Some(HarnessWindow {
             cpu_seconds: cpu,
             cpu_avg_cores: cpu / secs,
-            cpu_us_per_delivery: (delivered > 0).then(|| cpu * 1e6 / delivered as f64),
+            cpu_us_per_delivery: per_delivery(report, cpu * 1e6),
         })
     }
 
@@ -138,22 +137,24 @@ impl ServerWatch {
             connections_at_sample: self.open_at_stop,
             cpu_seconds: cpu,
             cpu_avg_cores: if secs > 0.0 { cpu / secs } else { 0.0 },
-            cpu_us_per_delivery: (report.run.delivered > 0)
-                .then(|| cpu * 1e6 / (report.counts.delivered.max(report.run.delivered)) as f64),
-            written_bytes_per_delivery: (report.run.delivered > 0 && self.written_stop > 0).then(|| {
-                self.written_stop.saturating_sub(self.written_go) as f64
-                    / (report.counts.delivered.max(report.run.delivered)) as f64
-            }),
-            write_syscalls_per_delivery: (report.run.delivered > 0).then(|| {
-                self.kernel_stop.0.saturating_sub(self.kernel_go.0) as f64
-                    / report.counts.delivered.max(report.run.delivered) as f64
-            }),
-            context_switches_per_delivery: (report.run.delivered > 0).then(|| {
-                self.kernel_stop.1.saturating_sub(self.kernel_go.1) as f64
-                    / report.counts.delivered.max(report.run.delivered) as f64
-            }),
+            cpu_us_per_delivery: per_delivery(report, cpu * 1e6),
+            written_bytes_per_delivery: per_delivery(report, self.written_stop.saturating_sub(self.written_go) as f64)
+                .filter(|_| self.written_stop > 0),
+            write_syscalls_per_delivery: per_delivery(
+                report,
+                self.kernel_stop.0.saturating_sub(self.kernel_go.0) as f64,
+            ),
+            context_switches_per_delivery: per_delivery(
+                report,
+                self.kernel_stop.1.saturating_sub(self.kernel_go.1) as f64,
+            ),
         }
     }
+}
+
+/// `amount` per delivered frame; none when nothing was delivered in the measured window.
+fn per_delivery(report: &Report, amount: f64) -> Option<f64> {
+    (report.run.delivered > 0).then(|| amount / report.counts.delivered.max(report.run.delivered) as f64)
 }
 
 /// The `/metrics` endpoints of the targets, one per address.
